@@ -32,8 +32,7 @@ class AgentJob:
     connections: int = 1
     pipeline: int = 1
     rate: Optional[float] = None  # this agent's ops/s (open loop); None = closed loop
-    seed: int = 0  # the benchmark's seed; the agent mixes in agent_num
-    params: Dict[str, Any] = field(default_factory=dict)
+    params: Dict[str, Any] = field(default_factory=dict)  # workload params, defaults filled in (incl. seed)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
