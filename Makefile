@@ -1,0 +1,44 @@
+# The README's two commands. Each works on a fresh machine with only python3:
+#   make demo   a real local fleet (5 sshd hosts in network namespaces), a real Redis cluster, real agents
+#   make test   unit tests, then the marked suite against a real testbed
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test unit fleet-test system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,plot]'
+	touch $(STAMP)
+
+# openssh-server (the testbed's hosts), iproute2 (namespaces), redis-tools (the peer in `inv perf`).
+system-deps:
+	@$(PYTHON) -c 'import sys; sys.exit(0) if sys.version_info >= (3, 11) else sys.exit("fleetbench needs python3 >= 3.11 on the controller")'
+	@missing=""; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v ssh-keygen >/dev/null 2>&1 || missing="$$missing openssh-client"; \
+	command -v redis-benchmark >/dev/null 2>&1 || missing="$$missing redis-tools"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing:$$missing. Install them as root, e.g.: sudo apt-get install$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+demo: system-deps $(STAMP)
+	$(VENV)/bin/inv demo
+
+test: system-deps $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m 'not fleet' tests
+
+clean:
+	rm -rf $(VENV) .fleetbench runs

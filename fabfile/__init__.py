@@ -1,0 +1,78 @@
+"""fleetbench's ``fab`` entry point: ad-hoc operations on the hosts given with ``-H``.
+
+    fab -S .testbed/ssh_config -H tb1,tb2 status
+    fab -S .testbed/ssh_config -H tb1 push --file ./thing.bin
+    fab -S .testbed/ssh_config -H tb1 logs --lines 50
+    fab -S .testbed/ssh_config -H tb1,tb2 stop
+
+The modules beside this one are the side-effect half of fleetbench (SSH, builds, processes);
+``tasks.py`` composes them for ``inv``. Here, each task first makes Fabric's connection check
+host keys (Fabric itself accepts any key).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fabric import Connection, task
+
+from fabfile import reaper
+from fabfile.push import ProgressPrinter, push as push_file, sha256_file
+from fabfile.remote import REMOTE_DIR, cmd, run
+from fabfile.ssh import SshSettings, open_checked, secure
+
+
+def _checked(c: Connection) -> Connection:
+    if not c.is_connected:
+        secure(c, SshSettings())
+        c.fleetbench_name = c.original_host
+        open_checked(c, SshSettings())
+    return c
+
+
+@task
+def status(c):
+    """What fleetbench has on this host: files, server nodes and running processes."""
+    c = _checked(c)
+    script = (
+        f"cd {cmd(REMOTE_DIR)} 2>/dev/null || {{ echo 'nothing deployed'; exit 0; }}; "
+        "echo 'files:'; ls -l bin 2>/dev/null | sed -n 's/^/  /p'; "
+        "for d in nodes/*/; do [ -d \"$d\" ] || continue; pid=$(cat \"$d/server.pid\" 2>/dev/null); "
+        "if [ -n \"$pid\" ] && [ -d /proc/$pid ]; then s=running; else s=stopped; fi; "
+        "echo \"node ${d#nodes/}: pid ${pid:-?} $s\"; done"
+    )
+    print(f"[{c.original_host}]")
+    print(run(c, script).rstrip())
+    pids = reaper.our_pids(c)
+    print(f"processes of ours: {' '.join(map(str, pids)) if pids else 'none'}")
+
+
+@task(help={"file": "local file to put into ~/.fleetbench/files/ on the host"})
+def push(c, file):
+    """Push a local file via cat (verified by sha256, installed atomically, skipped if present)."""
+    c = _checked(c)
+    path = Path(file)
+    remote = f"{REMOTE_DIR}/files/{path.name}"
+    run(c, f"umask 077 && mkdir -p {cmd(REMOTE_DIR + '/files')} && chmod 700 {cmd(REMOTE_DIR)}")
+    sent = push_file(c, path, remote, sha256_file(path), ProgressPrinter(path.name))
+    print(f"[{c.original_host}] {remote}: {'pushed' if sent else 'already there'}")
+
+
+@task(help={"lines": "lines of each log (default 30)"})
+def logs(c, lines=30):
+    """The tail of every server node's logs on this host."""
+    c = _checked(c)
+    script = (
+        f"cd {cmd(REMOTE_DIR)}/nodes 2>/dev/null || {{ echo 'no server nodes'; exit 0; }}; "
+        f"for f in */start.log */server.log; do [ -s \"$f\" ] && {{ echo \"== $f\"; tail -n {int(lines)} \"$f\"; }}; done; true"
+    )
+    print(f"[{c.original_host}]")
+    print(run(c, script).rstrip())
+
+
+@task
+def stop(c):
+    """Stop every fleetbench process on this host (servers, agents, samplers)."""
+    c = _checked(c)
+    pids = reaper.reap(c)
+    print(f"[{c.original_host}] stopped: {' '.join(map(str, pids)) if pids else 'nothing was running'}")

@@ -1,0 +1,111 @@
+"""A fleet: one long-lived, host-key-checked connection per host, opened in parallel.
+
+Opening a connection costs ~0.2 s and Fabric opens one per (task, host); a Fleet opens each
+host once and every task of one ``inv`` call reuses it. A preflight finds every bad host
+(unreachable, refused, no python3) before anything is started anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, TypeVar
+
+from fabric import Connection
+
+from fabfile import pool
+from fabfile.remote import RemoteError, cmd, private_dir_command, run
+from fabfile.ssh import ConnectError, SshSettings, connection, load_ssh_config, open_checked
+
+T = TypeVar("T")
+
+MIN_PYTHON = (3, 9)
+
+# Runs on the host's python3: what pex needs to know to pick wheels, and what we report.
+_PROBE = (
+    "import json, platform, sys, sysconfig;"
+    "print(json.dumps({'executable': sys.executable, 'version': platform.python_version(),"
+    " 'implementation': sys.implementation.name, 'machine': platform.machine(),"
+    " 'libc': list(platform.libc_ver()), 'soabi': sysconfig.get_config_var('SOABI') or '',"
+    " 'hostname': platform.node()}))"
+)
+
+
+class FleetError(Exception):
+    """One or more hosts failed; the message names every one of them."""
+
+    def __init__(self, what: str, failures: Mapping, results: Optional[Mapping] = None):
+        self.failures = dict(failures)
+        self.results = dict(results or {})  # what did succeed, so a caller can undo it
+        lines = "\n".join(f"  - {exc}" if str(exc).startswith(f"{host}:") else f"  - {host}: {exc}"
+                          for host, exc in failures.items())
+        super().__init__(f"{what}: {len(failures)} host(s) failed\n{lines}")
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """The python3 a host really has."""
+
+    executable: str
+    version: str
+    implementation: str
+    machine: str
+    libc: List[str]
+    soabi: str
+    hostname: str
+
+    @property
+    def fingerprint(self) -> str:
+        return json.dumps([self.executable, self.version, self.implementation, self.machine, self.libc, self.soabi])
+
+
+class Fleet:
+    def __init__(self, destinations: Iterable[str], settings: SshSettings):
+        self.settings = settings
+        self.names: List[str] = list(dict.fromkeys(destinations))
+        ssh_config = load_ssh_config(settings.config_files)
+        self.connections: Dict[str, Connection] = {
+            name: connection(name, settings, ssh_config) for name in self.names
+        }
+        self.interpreters: Dict[str, Interpreter] = {}
+        self._opened = False
+
+    def __getitem__(self, name: str) -> Connection:
+        return self.connections[name]
+
+    def address(self, name: str) -> str:
+        """The address other hosts use to reach ``name`` (ssh_config's HostName, else the host)."""
+        return self.connections[name].host
+
+    def each(self, fn: Callable[[str], T], names: Optional[Iterable[str]] = None, *, what: str = "") -> Dict[str, T]:
+        try:
+            return pool.each(self.names if names is None else names, fn)
+        except pool.PartialFailure as exc:
+            raise FleetError(what or getattr(fn, "__name__", "operation"), exc.failures, exc.results) from None
+
+    def open(self) -> "Fleet":
+        """Connect to every host and check it can run us; names every bad host at once."""
+        if self._opened:
+            return self
+        self.each(lambda name: open_checked(self.connections[name], self.settings), what="connect")
+        self.interpreters.update(self.each(self._preflight, what="preflight"))
+        self._opened = True
+        return self
+
+    def _preflight(self, name: str) -> Interpreter:
+        c = self.connections[name]
+        found = run(c, "command -v python3 || true").strip()
+        if not found:
+            raise RemoteError(name, "command -v python3", "no python3 on the login's PATH; fleetbench needs "
+                              f"python3 >= {'.'.join(map(str, MIN_PYTHON))} on every host")
+        info = Interpreter(**json.loads(run(c, cmd("python3", "-c", _PROBE))))
+        if tuple(int(x) for x in info.version.split(".")[:2]) < MIN_PYTHON:
+            raise RemoteError(name, "python3 --version", f"python3 is {info.version} ({info.executable}); "
+                              f"fleetbench needs >= {'.'.join(map(str, MIN_PYTHON))}")
+        run(c, private_dir_command("bin", "pex", "nodes", "runs"))
+        return info
+
+    def close(self) -> None:
+        for c in self.connections.values():
+            c.close()
+

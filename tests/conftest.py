@@ -1,0 +1,53 @@
+"""Shared fixtures. ``local_host`` is a stand-in for a Fabric Connection that runs the real
+remote shell scripts with ``sh`` on this machine, in a private temporary HOME."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+
+@dataclass
+class Result:
+    stdout: str
+    stderr: str
+    exited: int
+
+
+class LocalHost:
+    """Runs commands as a host would (``sh -c``, cwd = HOME), nothing more."""
+
+    def __init__(self, home: Path, name: str = "local"):
+        self.home = home
+        self.original_host = name
+        self.fleetbench_name = name
+        self.commands: list[str] = []
+
+    def run(self, command: str, hide: bool = True, warn: bool = True, in_stream=None,
+            timeout: Optional[float] = None) -> Result:
+        self.commands.append(command)
+        env = {"HOME": str(self.home), "PATH": os.environ["PATH"]}
+        proc = subprocess.run(["sh", "-c", command], cwd=self.home, env=env, capture_output=True, text=True,
+                              timeout=timeout or 60)
+        return Result(proc.stdout, proc.stderr, proc.returncode)
+
+
+@pytest.fixture
+def local_host(tmp_path: Path) -> LocalHost:
+    home = tmp_path / "home"
+    home.mkdir()
+    return LocalHost(home)
+
+
+@pytest.fixture(autouse=True)
+def _no_user_ssh_config(monkeypatch, tmp_path):
+    """Keep the developer's own ~/.ssh/config and known_hosts out of tests."""
+    from fabfile import ssh
+
+    monkeypatch.setattr(ssh, "USER_SSH_CONFIG", tmp_path / "no-ssh-config")
+    monkeypatch.setattr(ssh, "USER_KNOWN_HOSTS", tmp_path / "no-known-hosts")
