@@ -1,0 +1,569 @@
+"""Per-second host metrics, sampled on every host (servers and agents) while benchmarks run.
+
+``agent.pex metrics --interval 1 --out PATH [--pid-file F ...] [--pids 123,456] [--duration S]``
+appends one JSON object per line (NDJSON) to PATH, written with one ``write`` per line so a lost
+controller still finds every finished interval on disk. It runs until SIGTERM/SIGINT (or
+``--duration``) and exits 0. One line, keys in this order::
+
+    {"t": 1732464001.52,            # epoch seconds at the end of the interval
+     "dt": 1.0,                     # seconds actually covered by the deltas below
+     "cpu": {"user", "system", "iowait", "steal", "idle"},  # % of all cores; sums to 100
+     "cores": 8, "load1": 0.42,
+     "mem": {"used_bytes", "available_bytes", "total_bytes"},
+     "net": {"eth0": {"rx_Bps", "tx_Bps"}, "lo": {...}},   # every interface, lo included
+     "disk": {"read_Bps", "write_Bps"},                      # whole physical disks only
+     "procs": {"1234": {"cpu_pct", "rss_bytes", "name"[, "pid_file"]},
+               "999": {"gone": true, "name": "redis-server"}}}
+
+``cpu.user`` includes nice, ``cpu.system`` includes irq and softirq, so the five always sum to
+100 (guest time is already inside user). A proc's ``cpu_pct`` is % of one core (a busy
+multi-threaded server exceeds 100) and is null on the first sample after the sampler adopted
+it. A section whose /proc file is unreadable is null. The first line comes one interval after
+start: rates need two reads.
+
+Cheap by design (stdlib only, no subprocesses): every /proc file is opened once and re-read
+from offset 0 each interval (seq_file regenerates it), and a watched pid's ``stat`` and ``statm`` stay
+open, which also pins its identity: once that process exits, reads fail even if the pid is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+import time
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+CPU_FIELDS = ("user", "system", "iowait", "steal", "idle")
+SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's own size
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+# Whole-disk fallback when /sys/block is unreadable: stacked or memory-backed devices whose I/O
+# is already counted on the disks below them (or is not disk I/O at all).
+VIRTUAL_DISK_PREFIXES = ("loop", "ram", "zram", "dm-", "md", "nbd", "drbd")
+_PARTITION_SUFFIX = re.compile(r"p?\d+$")
+
+
+# ----- pure parsers: text of a /proc file in, plain values out -----
+
+
+class ProcStat(NamedTuple):
+    """The aggregate ``cpu`` line of /proc/stat as (user, nice, system, idle, iowait, irq,
+    softirq, steal) ticks, and the number of ``cpuN`` lines (online logical cores)."""
+
+    cpu: Tuple[int, ...]
+    cores: int
+
+
+def parse_proc_stat(text: str) -> ProcStat:
+    cpu: Tuple[int, ...] = ()
+    cores = 0
+    for line in text.split("\n"):
+        if not line.startswith("cpu"):
+            if cpu:
+                break  # the cpu lines come first; skip the long intr/softirq lines
+            continue
+        if line.startswith("cpu "):
+            values = [int(v) for v in line.split()[1:9]]
+            cpu = tuple(values + [0] * (8 - len(values)))  # steal is absent before 2.6.11
+        else:
+            cores += 1
+    if not cpu:
+        raise ValueError("no aggregate cpu line in /proc/stat")
+    return ProcStat(cpu, cores)
+
+
+def cpu_percentages(prev: ProcStat, cur: ProcStat) -> Optional[Dict[str, float]]:
+    """Percent of all cores spent in each of CPU_FIELDS between two reads; None if no tick
+    passed. Each counter's delta is clamped at 0 (iowait is known to step backwards)."""
+    d = [max(0, c - p) for p, c in zip(prev.cpu, cur.cpu)]
+    user, nice, system, idle, iowait, irq, softirq, steal = d
+    total = sum(d)
+    if total <= 0:
+        return None
+    parts = (user + nice, system + irq + softirq, iowait, steal, idle)
+    return {name: round(100.0 * part / total, 2) for name, part in zip(CPU_FIELDS, parts)}
+
+
+def parse_meminfo(text: str) -> Dict[str, int]:
+    """Every /proc/meminfo field, in bytes for the ``kB`` ones and as-is for counts."""
+    out: Dict[str, int] = {}
+    for line in text.split("\n"):
+        key, sep, rest = line.partition(":")
+        if not sep:
+            continue
+        fields = rest.split()
+        if not fields:
+            continue
+        value = int(fields[0])
+        out[key.strip()] = value * 1024 if len(fields) > 1 and fields[1] == "kB" else value
+    return out
+
+
+def memory(meminfo: Dict[str, int]) -> Dict[str, int]:
+    """used = total - available. MemAvailable (Linux 3.14+) is approximated by
+    free + buffers + cached on older kernels."""
+    total = meminfo["MemTotal"]
+    available = meminfo.get("MemAvailable")
+    if available is None:
+        available = meminfo.get("MemFree", 0) + meminfo.get("Buffers", 0) + meminfo.get("Cached", 0)
+    return {"used_bytes": total - available, "available_bytes": available, "total_bytes": total}
+
+
+def parse_loadavg(text: str) -> float:
+    return float(text.split()[0])
+
+
+def parse_net_dev(text: str) -> Dict[str, Tuple[int, int]]:
+    """{interface: (rx_bytes, tx_bytes)} from /proc/net/dev (of this network namespace)."""
+    out: Dict[str, Tuple[int, int]] = {}
+    for line in text.split("\n"):
+        name, sep, rest = line.partition(":")
+        if not sep or "|" in line:
+            continue  # the two header lines
+        fields = rest.split()
+        if len(fields) < 9:
+            continue
+        out[name.strip()] = (int(fields[0]), int(fields[8]))
+    return out
+
+
+def parse_diskstats(text: str) -> Dict[str, Tuple[int, int]]:
+    """{device: (sectors_read, sectors_written)} for every line of /proc/diskstats."""
+    out: Dict[str, Tuple[int, int]] = {}
+    for line in text.split("\n"):
+        fields = line.split()
+        if len(fields) < 10:
+            continue  # blank, or the 7-field partition lines of 2.6.x kernels
+        out[fields[2]] = (int(fields[5]), int(fields[9]))
+    return out
+
+
+def is_partition(name: str, names: Iterable[str]) -> bool:
+    """Name-only test: ``sda1`` of ``sda``, ``nvme0n1p2`` of ``nvme0n1``, ``mmcblk0p1``..."""
+    for parent in names:
+        if parent != name and name.startswith(parent) and _PARTITION_SUFFIX.fullmatch(name[len(parent):]):
+            return True
+    return False
+
+
+def whole_disks(names: Iterable[str], sys_block: Optional[str] = "/sys/block") -> List[str]:
+    """The devices among ``names`` whose I/O is physical disk I/O, counted once.
+
+    With sysfs: in ``/sys/block`` (so not a partition) and with a ``device`` link (so backed by
+    a bus device, not loop/zram/dm/md stacked on a disk already counted). Without sysfs, or if
+    that finds none: by name.
+    """
+    names = list(names)
+    if sys_block is not None and os.path.isdir(sys_block):
+        found = sorted(
+            n for n in names if os.path.exists(os.path.join(sys_block, n.replace("/", "!"), "device"))
+        )
+        if found:
+            return found  # else a masked or odd sysfs: judge by name
+    return sorted(
+        n for n in names if not n.startswith(VIRTUAL_DISK_PREFIXES) and not is_partition(n, names)
+    )
+
+
+def rates(
+    prev: Dict[str, Tuple[int, int]], cur: Dict[str, Tuple[int, int]], dt: float
+) -> Dict[str, Tuple[float, float]]:
+    """Per-key (a/s, b/s) of two counter pairs; keys not in both reads are skipped, and a
+    counter that went backwards (device re-created, counter reset) counts as 0."""
+    out: Dict[str, Tuple[float, float]] = {}
+    for key, (a, b) in cur.items():
+        before = prev.get(key)
+        if before is None:
+            continue
+        out[key] = (max(0, a - before[0]) / dt, max(0, b - before[1]) / dt)
+    return out
+
+
+def net_rates(
+    prev: Dict[str, Tuple[int, int]], cur: Dict[str, Tuple[int, int]], dt: float
+) -> Dict[str, Dict[str, float]]:
+    return {
+        iface: {"rx_Bps": round(rx, 1), "tx_Bps": round(tx, 1)}
+        for iface, (rx, tx) in sorted(rates(prev, cur, dt).items())
+    }
+
+
+def disk_rates(
+    prev: Dict[str, Tuple[int, int]], cur: Dict[str, Tuple[int, int]], disks: Iterable[str], dt: float
+) -> Dict[str, float]:
+    wanted = set(disks)
+    per_disk = rates({k: v for k, v in prev.items() if k in wanted}, cur, dt)
+    return {
+        "read_Bps": round(sum(r for r, _ in per_disk.values()) * SECTOR_BYTES, 1),
+        "write_Bps": round(sum(w for _, w in per_disk.values()) * SECTOR_BYTES, 1),
+    }
+
+
+class PidStat(NamedTuple):
+    name: str  # comm, at most 15 characters
+    state: str  # R, S, D, Z, ...
+    cpu_ticks: int  # utime + stime of all its threads, in CLOCK_TICKS
+
+
+def parse_pid_stat(text: str) -> PidStat:
+    # comm may hold spaces and parentheses: it runs from the first "(" to the last ")".
+    open_at = text.index("(")
+    close_at = text.rindex(")")
+    rest = text[close_at + 1 :].split()  # rest[0] is field 3 (state)
+    return PidStat(
+        name=text[open_at + 1 : close_at],
+        state=rest[0],
+        cpu_ticks=int(rest[11]) + int(rest[12]),  # fields 14 and 15
+    )
+
+
+def parse_pid_statm(text: str) -> int:
+    """Resident pages from /proc/PID/statm. Not stat's field 24: since Linux 6.2 that one is
+    a per-CPU counter read without summing, off by up to tens of pages; statm sums it."""
+    return int(text.split()[1])
+
+
+def parse_pid_file(text: str) -> Optional[int]:
+    """The pid in a pidfile's first word, or None if it is empty or not a positive integer."""
+    fields = text.split()
+    if not fields or not fields[0].isdigit():
+        return None
+    pid = int(fields[0])
+    return pid if pid > 0 else None
+
+
+def parse_pids(text: str) -> List[int]:
+    """``--pids 123,456`` (spaces and empty items tolerated)."""
+    pids = []
+    for item in text.replace(" ", ",").split(","):
+        if not item:
+            continue
+        if not item.isdigit() or int(item) <= 0:
+            raise ValueError(f"not a pid: {item!r}")
+        pids.append(int(item))
+    return pids
+
+
+# ----- the sampler: open files, previous reads -----
+
+
+class ProcFile:
+    """A /proc file kept open and re-read from offset 0: one lseek and one or two reads."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file = open(path, "rb", buffering=0)
+
+    def read(self) -> str:
+        self._file.seek(0)
+        return self._file.read().decode("utf-8", "replace")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _open(path: str) -> Optional[ProcFile]:
+    try:
+        return ProcFile(path)
+    except OSError:
+        return None
+
+
+class _Watched:
+    __slots__ = ("pid", "file", "statm", "name", "prev_ticks", "prev_time", "pid_file")
+
+    def __init__(self, pid: int, file: ProcFile, statm: ProcFile, pid_file: Optional[str]) -> None:
+        self.pid = pid
+        self.file = file
+        self.statm = statm
+        self.name = ""
+        self.prev_ticks: Optional[int] = None
+        self.prev_time = 0.0
+        self.pid_file = pid_file
+
+    def read(self) -> Optional[PidStat]:
+        """Its stat, or None once it has exited (reads fail with ESRCH, or it is a zombie)."""
+        try:
+            stat = parse_pid_stat(self.file.read())
+        except (OSError, ValueError, IndexError):
+            return None
+        if stat.state in ("Z", "X", "x"):
+            return None
+        self.name = stat.name
+        return stat
+
+    def rss_bytes(self) -> Optional[int]:
+        try:
+            return parse_pid_statm(self.statm.read()) * PAGE_BYTES
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def close(self) -> None:
+        self.file.close()
+        self.statm.close()
+
+
+class Sampler:
+    """Call ``sample()`` once per interval: the first call only primes the previous reads and
+    returns None; every later call returns one sample dict covering the time since the last."""
+
+    def __init__(
+        self,
+        pids: Sequence[int] = (),
+        pid_files: Sequence[str] = (),
+        proc: str = "/proc",
+        sys_block: Optional[str] = "/sys/block",
+    ) -> None:
+        self._proc = proc
+        self._sys_block = sys_block
+        self._stat = _open(os.path.join(proc, "stat"))
+        self._meminfo = _open(os.path.join(proc, "meminfo"))
+        self._loadavg = _open(os.path.join(proc, "loadavg"))
+        self._net = _open(os.path.join(proc, "net", "dev"))
+        self._disk = _open(os.path.join(proc, "diskstats"))
+        self._disk_names: Tuple[str, ...] = ()
+        self._disks: List[str] = []
+        self._prev_time: Optional[float] = None
+        self._prev_stat: Optional[ProcStat] = None
+        self._prev_net: Dict[str, Tuple[int, int]] = {}
+        self._prev_disk: Dict[str, Tuple[int, int]] = {}
+        self._watched: Dict[int, _Watched] = {}
+        self._gone: Dict[str, Dict[str, object]] = {}  # reported on the next sample, once
+        self._pid_files: Dict[str, Optional[int]] = {path: None for path in pid_files}
+        for pid in pids:
+            if self._adopt(pid, None, at=time.monotonic()) is None:
+                self._gone[str(pid)] = {"gone": True, "name": None}
+
+    # -- watched processes --
+
+    def _adopt(self, pid: int, pid_file: Optional[str], at: float) -> Optional[_Watched]:
+        if pid in self._watched:
+            watched = self._watched[pid]
+            if pid_file is not None and watched.pid_file is None:
+                watched.pid_file = pid_file
+            return watched
+        file = _open(os.path.join(self._proc, str(pid), "stat"))
+        if file is None:
+            return None
+        statm = _open(os.path.join(self._proc, str(pid), "statm"))
+        if statm is None:
+            file.close()
+            return None
+        watched = _Watched(pid, file, statm, pid_file)
+        stat = watched.read()
+        if stat is None:
+            watched.close()
+            return None
+        watched.prev_ticks = stat.cpu_ticks
+        watched.prev_time = at
+        self._watched[pid] = watched
+        return watched
+
+    def _follow_pid_files(self, at: float) -> List[Tuple[_Watched, PidStat]]:
+        """Re-read each pidfile whose pid is not (or no longer) watched; adopt a live pid."""
+        adopted = []
+        for path, pid in self._pid_files.items():
+            if pid is not None and pid in self._watched:
+                continue
+            try:
+                with open(path, "rb") as f:
+                    new_pid = parse_pid_file(f.read().decode("ascii", "replace"))
+            except OSError:
+                new_pid = None
+            self._pid_files[path] = None
+            if new_pid is None:
+                continue
+            fresh = new_pid not in self._watched
+            watched = self._adopt(new_pid, path, at)
+            if watched is None:
+                continue
+            self._pid_files[path] = new_pid
+            if fresh:
+                stat = watched.read()
+                if stat is not None:
+                    adopted.append((watched, stat))
+        return adopted
+
+    def _procs(self, now: float) -> Dict[str, Dict[str, object]]:
+        out: Dict[str, Dict[str, object]] = dict(self._gone)
+        self._gone.clear()
+        for pid, watched in list(self._watched.items()):
+            stat = watched.read()
+            if stat is None:
+                entry: Dict[str, object] = {"gone": True, "name": watched.name}
+                if watched.pid_file is not None:
+                    entry["pid_file"] = watched.pid_file
+                out[str(pid)] = entry
+                watched.close()
+                del self._watched[pid]
+                continue
+            cpu_pct = None
+            if watched.prev_ticks is not None and now > watched.prev_time:
+                seconds = (stat.cpu_ticks - watched.prev_ticks) / CLOCK_TICKS
+                cpu_pct = round(100.0 * max(0.0, seconds) / (now - watched.prev_time), 2)
+            watched.prev_ticks = stat.cpu_ticks
+            watched.prev_time = now
+            out[str(pid)] = self._proc_entry(watched, stat, cpu_pct)
+        for watched, stat in self._follow_pid_files(now):
+            out[str(watched.pid)] = self._proc_entry(watched, stat, None)
+        return out
+
+    @staticmethod
+    def _proc_entry(watched: _Watched, stat: PidStat, cpu_pct: Optional[float]) -> Dict[str, object]:
+        entry: Dict[str, object] = {"cpu_pct": cpu_pct, "rss_bytes": watched.rss_bytes(), "name": stat.name}
+        if watched.pid_file is not None:
+            entry["pid_file"] = watched.pid_file
+        return entry
+
+    # -- one sample --
+
+    @staticmethod
+    def _read(file: Optional[ProcFile]) -> Optional[str]:
+        if file is None:
+            return None
+        try:
+            return file.read()
+        except OSError:
+            return None
+
+    def sample(self) -> Optional[Dict[str, object]]:
+        now = time.monotonic()
+        wall = time.time()
+        stat_text = self._read(self._stat)
+        stat = parse_proc_stat(stat_text) if stat_text is not None else None
+        net_text = self._read(self._net)
+        net = parse_net_dev(net_text) if net_text is not None else None
+        disk_text = self._read(self._disk)
+        disk = parse_diskstats(disk_text) if disk_text is not None else None
+        if disk is not None:
+            names = tuple(disk)
+            if names != self._disk_names:  # a disk came or went: classify them again
+                self._disk_names = names
+                self._disks = whole_disks(names, self._sys_block)
+
+        if self._prev_time is None:
+            self._prev_time, self._prev_stat = now, stat
+            self._prev_net, self._prev_disk = net or {}, disk or {}
+            self._follow_pid_files(now)
+            for watched in self._watched.values():  # restart their cpu clocks here
+                s = watched.read()
+                if s is not None:
+                    watched.prev_ticks, watched.prev_time = s.cpu_ticks, now
+            return None
+
+        dt = now - self._prev_time
+        mem_text = self._read(self._meminfo)
+        load_text = self._read(self._loadavg)
+        sample: Dict[str, object] = {
+            "t": round(wall, 3),
+            "dt": round(dt, 4),
+            "cpu": cpu_percentages(self._prev_stat, stat) if stat and self._prev_stat else None,
+            "cores": stat.cores if stat else os.cpu_count(),
+            "load1": parse_loadavg(load_text) if load_text else None,
+            "mem": memory(parse_meminfo(mem_text)) if mem_text else None,
+            "net": net_rates(self._prev_net, net, dt) if net is not None and dt > 0 else None,
+            "disk": disk_rates(self._prev_disk, disk, self._disks, dt) if disk is not None and dt > 0 else None,
+            "procs": self._procs(now),
+        }
+        self._prev_time, self._prev_stat = now, stat
+        self._prev_net, self._prev_disk = net or {}, disk or {}
+        return sample
+
+    def close(self) -> None:
+        for file in (self._stat, self._meminfo, self._loadavg, self._net, self._disk):
+            if file is not None:
+                file.close()
+        for watched in self._watched.values():
+            watched.close()
+        self._watched.clear()
+
+
+# ----- the command -----
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="metrics", description="Sample this host's metrics every interval, as NDJSON, until SIGTERM."
+    )
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between samples (default 1)")
+    p.add_argument("--out", required=True, help="NDJSON file to append to ('-' for stdout)")
+    p.add_argument("--pids", default="", help="comma-separated pids to watch")
+    p.add_argument(
+        "--pid-file", action="append", default=[], metavar="F",
+        help="watch the pid in F; re-read F whenever that pid is gone (repeatable)",
+    )
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    return p
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def main(argv: List[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.interval <= 0 or (args.duration is not None and args.duration <= 0):
+        print("metrics: --interval and --duration must be > 0", file=sys.stderr)
+        return 2
+    try:
+        pids = parse_pids(args.pids)
+    except ValueError as exc:
+        print(f"metrics: --pids: {exc}", file=sys.stderr)
+        return 2
+
+    if args.out == "-":
+        fd, own_fd = sys.stdout.fileno(), False
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        fd, own_fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), True
+    try:
+        sampler = Sampler(pids=pids, pid_files=args.pid_file)
+        try:
+            return _run(sampler, fd, args.interval, args.duration)
+        finally:
+            sampler.close()
+    finally:
+        if own_fd:
+            os.close(fd)
+
+
+def _run(sampler: Sampler, fd: int, interval: float, duration: Optional[float]) -> int:
+    # Stop signals are blocked and collected by sigtimedwait, which doubles as the sleep: no
+    # handler can interrupt a half-written line, and a stop is seen at once.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        start = time.monotonic()
+        end = start + duration if duration is not None else None
+        sampler.sample()
+        tick = 1
+        while True:
+            due = start + tick * interval
+            if end is not None and due > end + 1e-6:
+                return 0
+            if signal.sigtimedwait(STOP_SIGNALS, max(0.0, due - time.monotonic())) is not None:
+                return 0
+            sample = sampler.sample()
+            if sample is not None:
+                try:
+                    _write_all(fd, (json.dumps(sample, separators=(",", ":")) + "\n").encode("utf-8"))
+                except OSError as exc:
+                    print(f"metrics: cannot write a sample: {exc}", file=sys.stderr)
+                    return 1
+            # After a stall (suspended VM, SIGSTOP), skip the missed ticks rather than burst.
+            tick = max(tick + 1, int((time.monotonic() - start) / interval) + 1)
+    finally:
+        while signal.sigtimedwait(STOP_SIGNALS, 0) is not None:
+            pass  # a repeated stop signal must not kill us as we unblock it
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
