@@ -6,6 +6,8 @@ by adding counts (exact), never by averaging percentiles.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from typing import Dict, Iterable
 
 from hdrh.histogram import HdrHistogram
@@ -35,12 +37,39 @@ def decode(text: str) -> HdrHistogram:
 def merge(encoded: Iterable[str]) -> HdrHistogram:
     merged = new()
     for text in encoded:
-        merged.add(decode(text))
+        part = decode(text)
+        if part.get_total_count():  # adding an empty histogram would reset min to 0 (an hdrh quirk)
+            merged.add(part)
     return merged
 
 
 def percentile_key(p: float) -> str:
     return "p" + (f"{p:g}")
+
+
+def percentiles(histogram: HdrHistogram, wanted: Iterable[float]) -> Dict[float, int]:
+    """Values at the given percentiles, equal to ``get_value_at_percentile`` but fast.
+
+    hdrh walks the whole counts array in Python for every percentile (~5 ms each); this
+    accumulates only the recorded range once and bisects.
+    """
+    wanted = list(wanted)
+    total = histogram.get_total_count()
+    if not total:
+        return {p: 0 for p in wanted}
+    lo = histogram.get_counts_array_index(histogram.get_min_value())
+    hi = histogram.get_counts_array_index(histogram.get_max_value())
+    cumulative = list(itertools.accumulate(histogram.counts[lo:hi + 1]))
+    out: Dict[float, int] = {}
+    for p in wanted:
+        i = bisect.bisect_left(cumulative, histogram.get_target_count_at_percentile(p))
+        if i >= len(cumulative):  # counts outside min..max: trust the slow path
+            out[p] = histogram.get_value_at_percentile(p)
+            continue
+        value = histogram.get_value_from_index(lo + i)
+        out[p] = (histogram.get_highest_equivalent_value(value) if p
+                  else histogram.get_lowest_equivalent_value(value))
+    return out
 
 
 def summary(histogram: HdrHistogram) -> Dict[str, float]:
@@ -53,7 +82,7 @@ def summary(histogram: HdrHistogram) -> Dict[str, float]:
         return out
     out["min"] = histogram.get_min_value()
     out["mean"] = round(histogram.get_mean_value(), 3)
-    for p in PERCENTILES:
-        out[percentile_key(p)] = histogram.get_value_at_percentile(p)
+    for p, value in percentiles(histogram, PERCENTILES).items():
+        out[percentile_key(p)] = value
     out["max"] = histogram.get_max_value()
     return out
