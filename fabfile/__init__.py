@@ -39,7 +39,7 @@ def status(c):
         "echo 'files:'; ls -l bin 2>/dev/null | sed -n 's/^/  /p'; "
         "for d in nodes/*/; do [ -d \"$d\" ] || continue; pid=$(cat \"$d/server.pid\" 2>/dev/null); "
         "if [ -n \"$pid\" ] && [ -d /proc/$pid ]; then s=running; else s=stopped; fi; "
-        "echo \"node ${d#nodes/}: pid ${pid:-?} $s\"; done"
+        "n=${d#nodes/}; echo \"node ${n%/}: pid ${pid:-?} $s\"; done"
     )
     print(f"[{c.original_host}]")
     print(run(c, script).rstrip())

@@ -93,7 +93,9 @@ class Builder:
             return path
         tool = self.pex3_tool()
         push(c, tool.path, tool.remote_path, tool.sha256)
-        out = run(c, f"PEX_ROOT={PEX_ROOT} python3 {cmd(tool.remote_path)} interpreter inspect --markers --tags")
+        # --cache-dir too: pex3 would otherwise cache interpreter facts in ~/.cache/pex.
+        out = run(c, f'PEX_ROOT="$HOME/{PEX_ROOT}" python3 {cmd(tool.remote_path)} interpreter inspect '
+                     f'--markers --tags --cache-dir "$HOME/{PEX_ROOT}"')
         data = json.loads(out)  # fails loudly on garbage: better than a wrong platform
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(data, sort_keys=True))

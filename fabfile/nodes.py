@@ -44,9 +44,15 @@ class Node:
 def start(c: Connection, node: Node, pex_path: str, args: Sequence[str], env: Optional[Mapping[str, str]] = None) -> int:
     """Start ``pex_path args`` detached in the node's fresh directory; return its pid."""
     exports = " ".join([f'PEX_ROOT="$HOME/{PEX_ROOT}"', *(f"{k}={cmd(v)}" for k, v in (env or {}).items())])
+    # Three statements, not one &&-chain: "a && b &" would background the whole chain in a
+    # subshell that keeps the SSH channel open, and $! would be that subshell, not the server.
     script = (
-        f"umask 077 && rm -rf {cmd(node.dir)} && mkdir -p {cmd(node.dir)} && cd {cmd(node.dir)} && "
-        f"{exports} setsid nohup \"$HOME\"/{cmd(pex_path)} {cmd(*args)} > {START_LOG} 2>&1 < /dev/null & echo $!"
+        # A leftover of ours in this node's directory (a deploy that was killed) holds the port.
+        f'for p in /proc/[0-9]*; do [ "$(readlink "$p/cwd" 2>/dev/null)" = "$HOME/{node.dir}" ] '
+        f'&& kill -9 "${{p#/proc/}}" 2>/dev/null; done\n'
+        f"umask 077 && rm -rf {cmd(node.dir)} && mkdir -p {cmd(node.dir)} && cd {cmd(node.dir)} || exit 1\n"
+        f"{exports} setsid nohup \"$HOME\"/{cmd(pex_path)} {cmd(*args)} > {START_LOG} 2>&1 < /dev/null &\n"
+        "echo $!"
     )
     out = run(c, script).strip()
     try:

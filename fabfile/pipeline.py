@@ -326,13 +326,17 @@ class Session:
         by_bench: Dict[str, Tuple[List[dict], List[dict]]] = {}
         for bench_name, record in run_dir.agent_records():
             ok, failed = by_bench.setdefault(bench_name, ([], []))
-            if "failure" in record:
-                failed.append(record["failure"])
-            else:
+            if record.get("result"):  # a partial (fatal or interrupted) result is merged and flagged
                 ok.append(record["result"])
-        order = [b["name"] for b in spawn_data.get("benchmarks", [])]
-        names = [n for n in order if n in by_bench] + [n for n in by_bench if n not in order]
-        merged = [result.merge_benchmark(n, *by_bench[n]) for n in names]
+            else:
+                failed.append(record["failure"])
+        ran = spec.parse(spawn_data, name=spawn_data.get("name", "spawn"))
+        planned = {b.name: b for phase in plan.phases(ran) for b in phase}  # labels in run order
+        labels = [label for label in planned if label in by_bench] + sorted(set(by_bench) - set(planned))
+        merged = [result.merge_benchmark(label, *by_bench[label],
+                                         workload=planned[label].workload if label in planned else None,
+                                         agents=planned[label].agents if label in planned else None)
+                  for label in labels]
         deployment = json.loads((run_dir.path / "deployment.json").read_text())
         run = result.build_run({**meta, "spawn": spawn_data, "deployment": deployment}, merged)
         path = run_dir.write_run(run)

@@ -107,8 +107,15 @@ def test_node_start_records_the_pid_of_the_process_it_started(local_host, tmp_pa
     script.write_text("#!/bin/sh\necho started \"$@\" > server.log\nexec sleep 30\n")
     script.chmod(0o700)
     node = Node("local", "127.0.0.1", 7002, 0)
+    began = time.monotonic()
     pid = nodes.start(local_host, node, f"{REMOTE_DIR}/bin/server.pex", ["--port", "7002", "a b"])
     try:
+        assert time.monotonic() - began < 10  # detached: start does not wait for the server
+        # setsid, nohup and the pex's boot script all exec: the pid becomes the server's own.
+        deadline = time.monotonic() + 5
+        while open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0] != b"sleep":
+            assert time.monotonic() < deadline, "the recorded pid never became the server"
+            time.sleep(0.05)
         started = Node("local", "127.0.0.1", 7002, 0, pid=pid)
         nodes.wait_until(local_host, started, lambda: (local_host.home / node.dir / "server.log").exists(), "log", 5)
         assert nodes.alive(local_host, started)

@@ -1,0 +1,81 @@
+"""A real local fleet for the marked suite: sshd hosts in network namespaces (root only).
+
+One testbed (prefix "ft", its own subnet, so a developer's own ``tb`` testbed is untouched)
+serves the whole session, in a scratch project directory; it is always taken down at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PYENV = Path("/root/.pyenv/versions")
+
+
+def _pyenv(version_prefix: str) -> Optional[str]:
+    for d in sorted(PYENV.glob(f"{version_prefix}*")) if PYENV.is_dir() else []:
+        exe = d / "bin" / f"python{version_prefix}"
+        if exe.exists():
+            return str(exe)
+    return None
+
+
+@dataclass
+class Project:
+    """A scratch project directory with a testbed up; runs inv and fab as a user would."""
+
+    path: Path
+    hosts: List[str]
+    pythons: Dict[str, str]
+
+    def inv(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        return self._run([str(BIN / "inv"), "--search-root", str(REPO), *args], check, timeout)
+
+    def fab(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        return self._run([str(BIN / "fab"), "--search-root", str(REPO), "-S", str(self.path / ".testbed/ssh_config"),
+                          *args], check, timeout)
+
+    def ssh(self, host: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self._run(["ssh", "-F", str(self.path / ".testbed/ssh_config"), "-o", "BatchMode=yes", host, command],
+                         check, 60)
+
+    def _run(self, argv: List[str], check: bool, timeout: float) -> subprocess.CompletedProcess:
+        proc = subprocess.run(argv, cwd=self.path, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+                                 f"\n--- stderr\n{proc.stderr[-4000:]}")
+        return proc
+
+    def write_spawn(self, name: str, text: str) -> Path:
+        path = self.path / name
+        path.write_text(text)
+        return path
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Project:
+    if os.geteuid() != 0:
+        pytest.skip("the testbed needs root (network namespaces)")
+    if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
+        pytest.skip("sshd missing: apt-get install openssh-server (make test installs it)")
+    from fabfile.testbed import Testbed
+
+    path = tmp_path_factory.mktemp("project")
+    # Mixed interpreters where this machine has them: the pipeline must serve them all.
+    pythons = {h: exe for h, exe in (("ft3", _pyenv("3.9")), ("ft5", _pyenv("3.12"))) if exe}
+    testbed = Testbed(path / ".testbed", prefix="ft", subnet=251)
+    try:
+        hosts = [h.name for h in testbed.up(6, pythons)]
+        yield Project(path, hosts, pythons)
+    finally:
+        testbed.down()
