@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence
@@ -75,6 +76,8 @@ class Builder:
         self.echo = echo
         for d in (self.out_dir, self.platform_dir):
             d.mkdir(parents=True, exist_ok=True)
+        # Probes run in parallel (one per distinct interpreter) and all need the pex3 tool.
+        self._lock = threading.Lock()
 
     # -- complete platforms ---------------------------------------------------------------
 
@@ -132,6 +135,10 @@ class Builder:
     # -- cache -----------------------------------------------------------------------------
 
     def _cached(self, name: str, inputs: Mapping[str, object], build) -> Artifact:
+        with self._lock:
+            return self._cached_locked(name, inputs, build)
+
+    def _cached_locked(self, name: str, inputs: Mapping[str, object], build) -> Artifact:
         index_path = self.out_dir / "index.json"
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
         key = _digest(inputs)

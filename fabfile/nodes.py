@@ -40,6 +40,9 @@ class Node:
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
 
+    def __str__(self) -> str:  # how a node is named in errors: by its host
+        return self.host
+
 
 def start(c: Connection, node: Node, pex_path: str, args: Sequence[str], env: Optional[Mapping[str, str]] = None) -> int:
     """Start ``pex_path args`` detached in the node's fresh directory; return its pid."""
@@ -84,10 +87,11 @@ def wait_until(c: Connection, node: Node, ready: Callable[[], bool], what: str, 
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
-        if ready():
-            return
+        # Liveness first: a dead server's port may be held by something that never answers.
         if node.pid and not alive(c, node):
             raise RemoteError(label(c), what, f"the server (pid {node.pid}) exited; its log:\n{log_tail(c, node)}")
+        if ready():
+            return
         if time.monotonic() > deadline:
             raise RemoteError(label(c), what, f"not ready after {timeout:.0f}s; its log:\n{log_tail(c, node)}")
         time.sleep(delay)

