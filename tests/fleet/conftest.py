@@ -2,6 +2,8 @@
 
 One testbed (prefix "ft", its own subnet, so a developer's own ``tb`` testbed is untouched)
 serves the whole session, in a scratch project directory; it is always taken down at the end.
+FLEETBENCH_TEST_PREFIX and FLEETBENCH_TEST_SUBNET give concurrent sessions their own fleets;
+tests name hosts as $h1..$h6 in spawn texts (``Project.spawn``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import string
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +59,13 @@ class Project:
                                  f"\n--- stderr\n{proc.stderr[-4000:]}")
         return proc
 
+    def spawn(self, template: str) -> str:
+        """A spawn text with $h1..$hN replaced by this fleet's host names."""
+        return string.Template(template).safe_substitute({f"h{i + 1}": h for i, h in enumerate(self.hosts)})
+
     def write_spawn(self, name: str, text: str) -> Path:
         path = self.path / name
-        path.write_text(text)
+        path.write_text(self.spawn(text))
         return path
 
 
@@ -71,9 +78,11 @@ def project(tmp_path_factory) -> Project:
     from fabfile.testbed import Testbed
 
     path = tmp_path_factory.mktemp("project")
+    prefix = os.environ.get("FLEETBENCH_TEST_PREFIX", "ft")
+    subnet = int(os.environ.get("FLEETBENCH_TEST_SUBNET", "251"))
     # Mixed interpreters where this machine has them: the pipeline must serve them all.
-    pythons = {h: exe for h, exe in (("ft3", _pyenv("3.9")), ("ft5", _pyenv("3.12"))) if exe}
-    testbed = Testbed(path / ".testbed", prefix="ft", subnet=251)
+    pythons = {f"{prefix}{i}": exe for i, exe in ((3, _pyenv("3.9")), (5, _pyenv("3.12"))) if exe}
+    testbed = Testbed(path / ".testbed", prefix=prefix, subnet=subnet)
     try:
         hosts = [h.name for h in testbed.up(6, pythons)]
         yield Project(path, hosts, pythons)

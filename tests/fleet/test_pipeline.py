@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -14,8 +15,8 @@ pytestmark = pytest.mark.fleet
 SPAWN = """
 name = "e2e"
 [hosts]
-servers = ["ft1", "ft2", "ft3"]
-agents = ["ft4", "ft5"]
+servers = ["$h1", "$h2", "$h3"]
+agents = ["$h4", "$h5"]
 [server]
 kind = "redis-cluster"
 port = 7100
@@ -52,6 +53,7 @@ def test_deploy_bench_collect_in_one_call_then_noop_redeploy_then_down(project):
     spawn = project.write_spawn("e2e.toml", SPAWN)
     out = project.inv("deploy", "--spawn", str(spawn), "bench", "--spawn", str(spawn),
                       "collect", "--spawn", str(spawn)).stdout
+    h = project.hosts
     assert "redis cluster ok: 3 nodes" in out
     if project.pythons:
         assert "hosts run python" in out and "3.9" in out or "3.12" in out
@@ -70,7 +72,7 @@ def test_deploy_bench_collect_in_one_call_then_noop_redeploy_then_down(project):
         assert hist.decode(b["histogram"]).get_total_count() == b["ops"]
     # Raw agent outputs, the spawn file and the deployment are kept beside it.
     assert len(list((run_dir / "agents" / "set").glob("agent-*.json"))) == 3
-    assert (run_dir / "spawn.toml").read_text() == SPAWN
+    assert (run_dir / "spawn.toml").read_text() == project.spawn(SPAWN)
     deployment = json.loads((run_dir / "deployment.json").read_text())
     assert len(deployment["nodes"]) == 3 and all(n["pid"] > 0 for n in deployment["nodes"])
 
@@ -88,47 +90,51 @@ def test_deploy_bench_collect_in_one_call_then_noop_redeploy_then_down(project):
     listing = project.fab("--list").stdout
     for name in ("status", "push", "logs", "stop"):
         assert re.search(rf"^\s+{name}\b", listing, re.M), listing
-    status = project.fab("-H", "ft1,ft4", "status").stdout
-    assert "[ft1]" in status and "node 7100: pid" in status and "running" in status
-    assert "[ft4]" in status
-    logs = project.fab("-H", "ft2", "logs").stdout
+    status = project.fab("-H", f"{h[0]},{h[3]}", "status").stdout
+    assert f"[{h[0]}]" in status and "node 7100: pid" in status and "running" in status
+    assert f"[{h[3]}]" in status
+    logs = project.fab("-H", h[1], "logs").stdout
     assert "server.log" in logs
 
     project.inv("down", "--spawn", str(spawn))
-    for host in ("ft1", "ft4"):
+    for host in (h[0], h[3]):
         left = project.ssh(host, "ls -a ~; pgrep -f fleetbench || true").stdout
         assert ".fleetbench" not in left, left
 
 
 def test_fab_push_verifies_and_skips_a_file_already_there(project):
+    h = project.hosts
     payload = project.path / "payload.bin"
     payload.write_bytes(bytes(range(256)) * 4096)  # binary, 1 MiB: would be corrupted by in_stream
-    first = project.fab("-H", "ft2", "push", "--file", str(payload)).stdout
+    first = project.fab("-H", h[1], "push", "--file", str(payload)).stdout
     assert "pushed" in first
-    second = project.fab("-H", "ft2", "push", "--file", str(payload)).stdout
+    second = project.fab("-H", h[1], "push", "--file", str(payload)).stdout
     assert "already there" in second
-    digest = project.ssh("ft2", "sha256sum ~/.fleetbench/files/payload.bin; stat -c %a ~/.fleetbench").stdout
+    digest = project.ssh(h[1], "sha256sum ~/.fleetbench/files/payload.bin; stat -c %a ~/.fleetbench").stdout
     import hashlib
 
     assert hashlib.sha256(payload.read_bytes()).hexdigest() in digest
     assert digest.split()[-1] == "700"
-    project.fab("-H", "ft2", "stop")
-    project.ssh("ft2", "rm -rf ~/.fleetbench")
+    project.fab("-H", h[1], "stop")
+    project.ssh(h[1], "rm -rf ~/.fleetbench")
 
 
 def test_unreachable_host_is_named_before_anything_starts(project):
-    spawn = project.write_spawn("bad-host.toml", SPAWN.replace('"ft2"', '"root@10.213.251.250:22"'))
+    subnet = os.environ.get("FLEETBENCH_TEST_SUBNET", "251")
+    unreachable = f"10.213.{subnet}.250"  # in the testbed's own subnet, where no host answers
+    spawn = project.write_spawn("bad-host.toml", SPAWN.replace('"$h2"', f'"root@{unreachable}:22"'))
     proc = project.inv("deploy", "--spawn", str(spawn), check=False, timeout=120)
     assert proc.returncode == 1
-    assert "root@10.213.251.250:22" in proc.stderr
+    assert f"root@{unreachable}:22" in proc.stderr
     assert "Traceback" not in proc.stderr
     # Nothing was started on the good hosts.
-    assert not project.ssh("ft1", "ls ~/.fleetbench/nodes 2>/dev/null || true").stdout.strip()
+    assert not project.ssh(project.hosts[0], "ls ~/.fleetbench/nodes 2>/dev/null || true").stdout.strip()
 
 
 def test_server_that_does_not_come_up_shows_its_log_and_leaves_nothing_running(project):
+    h = project.hosts
     # Occupy the port on ft2 so its redis-server fails to bind.
-    project.ssh("ft2", "nohup python3 -c 'import socket,time,sys; s=socket.socket(); "
+    project.ssh(h[1], "nohup python3 -c 'import socket,time,sys; s=socket.socket(); "
                        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
                        "s.bind((sys.argv[1], 7200)); s.listen(); time.sleep(120)' "
                        "$(hostname -I | cut -d' ' -f1) >/dev/null 2>&1 & echo started")
@@ -136,10 +142,10 @@ def test_server_that_does_not_come_up_shows_its_log_and_leaves_nothing_running(p
     try:
         proc = project.inv("deploy", "--spawn", str(spawn), check=False, timeout=300)
         assert proc.returncode == 1, proc.stdout
-        assert "ft2" in proc.stderr and "Address already in use" in proc.stderr, proc.stderr
-        for host in ("ft1", "ft3"):
+        assert h[1] in proc.stderr and "Address already in use" in proc.stderr, proc.stderr
+        for host in (h[0], h[2]):
             left = project.ssh(host, "pgrep -af redis-server || true").stdout
             assert "7200" not in left, left
     finally:
-        project.ssh("ft2", "pkill -f 'time.sleep(120)' || true", check=False)
+        project.ssh(h[1], "pkill -f 'time.sleep(120)' || true", check=False)
         project.inv("down", "--spawn", str(spawn), check=False)
