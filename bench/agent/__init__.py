@@ -1,0 +1,17 @@
+"""The agent: the program fleetbench runs on each agent host, inside its own pex.
+
+``python -m bench.agent run --job JSON [--out PATH]`` applies one AgentJob's load to the
+servers and prints one result (bench.job.RESULT_SCHEMA). Modules, from the wire up:
+
+- ``resp``: RESP2 encoding, and a reply scanner that counts without building values
+- ``client``: one asyncio Protocol per TCP connection, batches in, completions out
+- ``cluster``: Redis Cluster slot routing (CRC16 + hash tags), CLUSTER SLOTS discovery
+- ``keys``: seeded key/row/column distributions (uniform, zipf, sequential, hotspot, latest)
+- ``workloads``: the registry of workloads, each a stream of pre-encoded ops
+- ``engine``: the load loop (workers, pipelining, closed/open loop, warmup, redirects)
+- ``stats``: per-batch recording into per-second counts and HdrHistograms
+- ``jobcheck``, ``result``, ``runner``, ``__main__``: job checking, result output, the CLI
+
+Only the standard library, hdrhistogram and (optionally) uvloop are imported here, plus
+bench.job, bench.hist and bench.catalogue: the agent pex must stay small.
+"""

@@ -1,0 +1,132 @@
+"""One TCP connection to one server node, as a bare asyncio Protocol.
+
+A Protocol rather than streams: data arrives in ``data_received`` with no coroutine, future or
+task per reply, which is most of the per-op cost of a naive asyncio client. Requests go out
+as pre-encoded bytes in a single ``write`` per batch; replies come back in order, so a FIFO
+of outstanding batches is all the bookkeeping there is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+from bench.agent.resp import scan
+
+# Precomputed "+OK" runs: the SET reply stream can be recognised by one comparison.
+_OK: Dict[int, bytes] = {n: b"+OK\r\n" * n for n in range(1, 257)}
+
+
+class SubBatch:
+    """The part of one batch that went to one node: its ops, bytes and expected replies."""
+
+    __slots__ = ("batch", "ops", "payload", "want", "got", "errors", "asking", "hops")
+
+    def __init__(self, batch: Any, ops: Sequence[Tuple[bytes, bytes, int]], payload: bytes, want: int,
+                 asking: bool = False, hops: int = 0) -> None:
+        self.batch = batch
+        self.ops = ops
+        self.payload = payload
+        self.want = want  # replies expected
+        self.got = 0  # replies seen so far
+        self.errors: Optional[List[Tuple[int, bytes]]] = None  # (reply index, message)
+        self.asking = asking  # first reply belongs to an ASKING prefix, not to an op
+        self.hops = hops  # redirects its ops have followed so far
+
+
+class NodeConnection(asyncio.Protocol):
+    """Writes sub-batches and hands each one to ``complete`` once all its replies are in.
+
+    Writes made before the TCP connection is up are queued (lazy connections to nodes found by
+    a MOVED redirect). An unexpected close is reported once through ``lost``.
+    """
+
+    def __init__(self, label: str, complete: Callable[[SubBatch], None], lost: Callable[[str], None]) -> None:
+        self.label = label
+        self.complete = complete
+        self.lost = lost
+        self.transport: Optional[asyncio.Transport] = None
+        self.pending: Deque[SubBatch] = deque()
+        self.queued: List[bytes] = []
+        self.closing = False
+        # A reply cut short by the end of a read: the bytes so far and, for a long bulk
+        # value, the length needed before it is worth scanning again.
+        self.chunks: List[bytes] = []
+        self.buffered = 0
+        self.need = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self.queued:
+            transport.write(b"".join(self.queued))  # type: ignore[attr-defined]
+            self.queued = []
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.transport = None
+        if not self.closing:
+            self.closing = True
+            self.lost(f"connection to {self.label} lost: {exc or 'closed by the server'}")
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def send(self, sub: SubBatch) -> None:
+        self.pending.append(sub)
+        transport = self.transport
+        if transport is not None:
+            transport.write(sub.payload)
+        else:
+            self.queued.append(sub.payload)
+
+    def data_received(self, data: bytes) -> None:
+        if self.chunks:
+            self.chunks.append(data)
+            self.buffered += len(data)
+            if self.buffered < self.need:
+                return
+            data = b"".join(self.chunks)
+            self.chunks = []
+        pending = self.pending
+        end = len(data)
+        pos = 0
+        need = 0
+        while pending:
+            sub = pending[0]
+            want = sub.want - sub.got
+            if pos == 0 and sub.got == 0 and end == 5 * want and data == _OK.get(want):
+                pos = end  # fast path: the whole read is exactly this batch's "+OK"s
+                sub.got = sub.want
+            else:
+                pos, count, errors, need = scan(data, pos, want)
+                if errors is not None:
+                    base = sub.got
+                    found = [(base + i, m) for i, m in errors]
+                    if sub.errors is None:
+                        sub.errors = found
+                    else:
+                        sub.errors.extend(found)
+                sub.got += count
+                if count < want:
+                    break
+            pending.popleft()
+            self.complete(sub)
+            if pos >= end:
+                break
+        if pos < end:
+            if not pending:
+                self.lost(f"unexpected reply from {self.label}: {data[pos:pos + 80]!r}")
+                self.close()
+                return
+            rest = data[pos:]
+            self.chunks = [rest]
+            self.buffered = len(rest)
+            self.need = need - pos if need else 0
+
+
+async def open_connection(loop: asyncio.AbstractEventLoop, host: str, port: int, conn: NodeConnection,
+                          timeout: float = 10.0) -> NodeConnection:
+    await asyncio.wait_for(loop.create_connection(lambda: conn, host, port), timeout)
+    return conn

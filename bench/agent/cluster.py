@@ -1,0 +1,140 @@
+"""Which server node gets each key: Redis Cluster slots, or one plain node.
+
+A Redis Cluster splits keys into 16384 slots by CRC16 (XMODEM) of the key, or of its first
+non-empty ``{hash tag}`` so related keys can share a slot. ``binascii.crc_hqx(key, 0)`` is
+exactly that CRC in C, which matters because the router runs once per op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from binascii import crc_hqx
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from bench.agent import resp
+
+SLOTS = 16384
+Address = Tuple[str, int]
+
+
+def parse_address(text: str) -> Address:
+    """``host:port`` (IPv6 as ``[::1]:6379``) to ``(host, port)``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"target {text!r} is not host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def format_address(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def key_slot(key: bytes) -> int:
+    """The cluster slot of ``key``, honouring the first non-empty ``{...}`` hash tag."""
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            key = key[start + 1:end]
+    return crc_hqx(key, 0) & (SLOTS - 1)
+
+
+def slots_from_reply(reply: Any, fallback_host: str) -> List[Tuple[int, int, Address]]:
+    """``CLUSTER SLOTS`` as ``[(first, last, primary address)]``.
+
+    A node that does not know its own IP reports an empty host; it is the node we asked.
+    """
+    if isinstance(reply, resp.ReplyError):
+        raise ConnectionError(f"CLUSTER SLOTS failed: {reply}")
+    ranges = []
+    for entry in reply:
+        first, last, primary = int(entry[0]), int(entry[1]), entry[2]
+        host = primary[0].decode() if primary[0] else fallback_host
+        ranges.append((first, last, (host, int(primary[1]))))
+    return ranges
+
+
+class Router:
+    """Maps keys to node indices; node indices are stable for the life of the run.
+
+    ``single`` (a plain redis server) skips hashing entirely. For a cluster, ``learn`` applies
+    a MOVED redirect at once (no I/O on the hot path) and ``replace`` installs a full slot map
+    fetched in the background.
+    """
+
+    def __init__(self, nodes: Sequence[Address], slot_ranges: Optional[List[Tuple[int, int, Address]]] = None):
+        self.nodes: List[Address] = list(nodes)
+        self._index: Dict[Address, int] = {a: i for i, a in enumerate(self.nodes)}
+        self.single = slot_ranges is None
+        self.slots: List[int] = [0] * SLOTS
+        self.covered = SLOTS
+        if slot_ranges is not None:
+            self.replace(slot_ranges)
+
+    def node_index(self, address: Address) -> int:
+        i = self._index.get(address)
+        if i is None:
+            i = self._index[address] = len(self.nodes)
+            self.nodes.append(address)
+        return i
+
+    def replace(self, slot_ranges: List[Tuple[int, int, Address]]) -> None:
+        slots = [-1] * SLOTS
+        for first, last, address in slot_ranges:
+            i = self.node_index(address)
+            for s in range(first, last + 1):
+                slots[s] = i
+        self.covered = sum(1 for s in slots if s >= 0)
+        # An uncovered slot goes to node 0, whose error reply (CLUSTERDOWN/MOVED) is counted.
+        self.slots = [s if s >= 0 else 0 for s in slots]
+
+    def learn(self, slot: int, address: Address) -> int:
+        i = self.node_index(address)
+        self.slots[slot] = i
+        return i
+
+    def route(self, key: bytes) -> int:
+        if self.single:
+            return 0
+        return self.slots[key_slot(key)]
+
+    def active_nodes(self) -> List[int]:
+        """Indices of the nodes that own at least one slot (all nodes for a single server)."""
+        if self.single:
+            return list(range(len(self.nodes)))
+        return sorted(set(self.slots))
+
+
+async def request(address: Address, *args: resp.Arg, timeout: float = 5.0) -> Any:
+    """One control command on a fresh connection (not the hot path)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)
+    try:
+        writer.write(resp.encode(*args))
+        buf = b""
+        while True:
+            data = await asyncio.wait_for(reader.read(1 << 16), timeout)
+            if not data:
+                raise ConnectionError(f"{format_address(address)} closed the connection")
+            buf += data
+            try:
+                value, _ = resp.parse(buf)
+                return value
+            except resp.Incomplete:
+                continue
+    finally:
+        writer.close()
+
+
+async def discover(targets: Sequence[Address], timeout: float = 5.0) -> List[Tuple[int, int, Address]]:
+    """The slot map from the first target that answers CLUSTER SLOTS."""
+    problems = []
+    for address in targets:
+        try:
+            reply = await request(address, "CLUSTER", "SLOTS", timeout=timeout)
+            return slots_from_reply(reply, address[0])
+        except (OSError, asyncio.TimeoutError, resp.ProtocolError) as exc:
+            problems.append(f"{format_address(address)}: {exc or type(exc).__name__}")
+    raise ConnectionError("no cluster node answered CLUSTER SLOTS (" + "; ".join(problems) + ")")

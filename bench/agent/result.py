@@ -1,0 +1,87 @@
+"""The result object (bench.job.RESULT_SCHEMA) and how it leaves the agent.
+
+It is written to ``--out`` first (tmp file + rename, so a reader never sees half a file and
+a result survives a lost controller), then printed as the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+from typing import Any, Dict, Optional
+
+import bench
+from bench.agent.jobcheck import job_dict
+from bench.agent.stats import Recorder
+from bench.job import RESULT_SCHEMA, AgentJob
+
+
+def build(job: AgentJob, rec: Recorder, *, fatal: Optional[str] = None, interrupted: bool = False,
+          event_loop: str = "asyncio") -> Dict[str, Any]:
+    out: Dict[str, Any] = {
+        "schema": RESULT_SCHEMA,
+        "run_id": job.run_id,
+        "benchmark": job.benchmark,
+        "workload": job.workload,
+        "agent_num": job.agent_num,
+        "agents": job.agents,
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "fleetbench": bench.__version__,
+        "event_loop": event_loop,
+        "started_at": round(rec.started_at, 6),
+        "elapsed_s": round(rec.elapsed(), 6),
+        "ops": rec.ops,
+        "errors": rec.errors,
+        "error_samples": list(rec.error_samples),
+        "histograms": rec.histograms(),
+        "timeseries": rec.series,
+        "job": job_dict(job),
+    }
+    if job.rate is not None:
+        out["late_ops"] = rec.late_ops
+    if fatal is not None:
+        out["fatal"] = fatal
+    if interrupted:
+        out["interrupted"] = True
+    return out
+
+
+def write_atomic(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".result-", suffix=".tmp", dir=directory)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result is not a secret
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def emit(result: Dict[str, Any], out_path: Optional[str]) -> bool:
+    """Write ``--out`` (if any) and print the one result line. False if ``--out`` failed."""
+    line = json.dumps(result, sort_keys=True, separators=(",", ":"))
+    ok = True
+    if out_path:
+        try:
+            write_atomic(out_path, line + "\n")
+        except OSError as exc:
+            print(f"fleetbench-agent: cannot write {out_path}: {exc}", file=sys.stderr, flush=True)
+            ok = False
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    return ok

@@ -1,0 +1,177 @@
+"""``run``: one job from start to result. Side effects live here; the parts are pure or small.
+
+Order: check the job and build the workload (exit 2 on any problem, before touching the
+network), pick the event loop, find the nodes (CLUSTER SLOTS), open every connection, run
+the unrecorded prefill if the workload has one, then warmup + measured phase, and always
+emit a result, even after a fatal error or a signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import traceback
+from typing import List, Optional, Tuple
+
+from bench.agent import cluster, workloads
+from bench.agent.engine import Engine, Phase
+from bench.agent.jobcheck import InvalidJob
+from bench.agent.result import build, emit
+from bench.agent.stats import Recorder
+from bench.job import AgentJob
+
+EXIT_OK, EXIT_FATAL, EXIT_INVALID = 0, 1, 2
+PREFILL_BYTES_IN_FLIGHT = 1 << 20  # per connection, so big values do not balloon memory
+
+
+def make_logger(job: AgentJob):  # type: ignore[no-untyped-def]
+    prefix = f"fleetbench-agent[{job.agent_num}/{job.agents}@{socket.gethostname()}]"
+
+    def log(message: str) -> None:
+        print(f"{prefix} {message}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def new_loop() -> Tuple[asyncio.AbstractEventLoop, str]:
+    """uvloop if it is importable (about 2x the ops/s at pipeline 1), else asyncio's own.
+
+    ``FLEETBENCH_NO_UVLOOP=1`` forces asyncio's loop, to compare the two.
+    """
+    if os.environ.get("FLEETBENCH_NO_UVLOOP", "") not in ("", "0"):
+        return asyncio.new_event_loop(), "asyncio"
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop(), "asyncio"
+    return uvloop.new_event_loop(), "uvloop"
+
+
+def raise_fd_limit(needed: int, log) -> None:  # type: ignore[no-untyped-def]
+    """Lift the soft open-files limit (often 1024) towards the hard one when the job needs it:
+    every worker holds one socket per node."""
+    try:
+        import resource
+    except ImportError:  # not on Linux; nothing to do
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log(f"warning: cannot raise the open-files limit from {soft} to {target}: {exc}")
+        return
+    if target < needed:
+        log(f"warning: {needed} sockets wanted but the open-files limit is {target}")
+
+
+def build_plan(job: AgentJob) -> workloads.Plan:
+    if job.workload not in workloads.REGISTRY:
+        raise InvalidJob(f"workload {job.workload!r} is not implemented by this agent "
+                         f"(it has: {', '.join(sorted(workloads.REGISTRY))})")
+    ctx = workloads.Context(params=job.params, agent_num=job.agent_num, agents=job.agents,
+                            connections=job.connections, pipeline=job.pipeline)
+    try:
+        return workloads.build(job.workload, ctx)
+    except ValueError as exc:
+        raise InvalidJob(str(exc)) from None
+
+
+def run(job: AgentJob, out_path: Optional[str]) -> int:
+    """Run a checked job (params complete); print the result; return the exit code."""
+    log = make_logger(job)
+    plan = build_plan(job)  # InvalidJob propagates to the CLI: exit 2
+    loop, loop_name = new_loop()
+    asyncio.set_event_loop(loop)
+    rec = Recorder(open_loop=job.rate is not None)
+    state = {"engine": None, "signal": 0, "fatal": None}  # type: dict
+    targets: List[cluster.Address] = [cluster.parse_address(t) for t in job.targets]
+
+    async def main() -> None:
+        if job.server_kind == "redis-cluster":
+            ranges = await cluster.discover(targets)
+            router = cluster.Router([], ranges)
+            if router.covered < cluster.SLOTS:
+                log(f"warning: the cluster serves only {router.covered} of {cluster.SLOTS} slots")
+        else:
+            router = cluster.Router(targets[:1])
+        engine = Engine(loop, router, job.connections, log)
+        state["engine"] = engine
+        nodes = len(router.active_nodes())
+        raise_fd_limit(job.connections * nodes + 64, log)
+        await engine.connect()
+        log(f"{loop_name}: {job.connections} connections x {nodes} node(s) open; {plan.describe}")
+        if plan.prefill is not None and plan.prefill_ops > 0:
+            value_size = int(job.params.get("value_size", 64))
+            depth = max(1, min(64, PREFILL_BYTES_IN_FLIGHT // (value_size + 64)))
+            log(f"prefill: {plan.prefill_ops} ops, pipeline {depth} (not recorded)")
+            await engine.run(Phase(next_ops=plan.prefill, pipeline=depth, iterations=plan.prefill_ops,
+                                   label="prefill"))
+            if engine.failed_ops:
+                log(f"warning: prefill: {engine.failed_ops} of {engine.done_ops} ops failed "
+                    f"(first: {engine.first_error})")
+        if engine.fatal is not None or engine.interrupted:
+            return
+        work = f"{job.iterations} ops" if job.iterations is not None else f"{job.duration_s:g} s"
+        mode = f"open loop at {job.rate:g} ops/s" if job.rate is not None else "closed loop"
+        log(f"measuring {work} ({mode}, pipeline {job.pipeline}"
+            + (f", after {job.warmup_s:g} s warmup)" if job.warmup_s else ")"))
+        await engine.run(Phase(next_ops=plan.next_ops, pipeline=job.pipeline, iterations=job.iterations,
+                               duration_s=job.duration_s, warmup_s=job.warmup_s, rate=job.rate, recorder=rec))
+
+    task = loop.create_task(main())
+
+    def on_signal(signum: int) -> None:
+        if state["signal"]:
+            return
+        state["signal"] = signum
+        log(f"got signal {signum}: stopping")
+        engine = state["engine"]
+        if engine is not None and engine.running:
+            engine.stop()
+        else:
+            task.cancel()
+            if engine is not None:
+                engine.interrupted = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        pass
+    except (OSError, asyncio.TimeoutError) as exc:  # ConnectionError is an OSError
+        state["fatal"] = str(exc) or type(exc).__name__
+    except Exception as exc:  # a bug: still report what was measured, with the cause
+        traceback.print_exc(file=sys.stderr)
+        state["fatal"] = f"internal error: {type(exc).__name__}: {exc}"
+    finally:
+        engine = state["engine"]
+        if engine is not None:
+            engine.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        loop.run_until_complete(asyncio.sleep(0))  # let transports close
+        loop.close()
+    engine = state["engine"]
+    fatal = state["fatal"] or (engine.fatal if engine is not None else None)
+    interrupted = bool(state["signal"]) or (engine is not None and engine.interrupted)
+    rec.finish()
+    result = build(job, rec, fatal=fatal, interrupted=interrupted, event_loop=loop_name)
+    elapsed = rec.elapsed()
+    rate = rec.ops / elapsed if elapsed > 0 else 0.0
+    if fatal:
+        log(f"fatal: {fatal}")
+    log(f"done: {rec.ops} ops, {rec.errors} errors in {elapsed:.2f} s ({rate:,.0f} ops/s)"
+        + (" [interrupted]" if interrupted else ""))
+    wrote = emit(result, out_path)
+    if fatal or not wrote:
+        return EXIT_FATAL
+    if interrupted:
+        return 128 + int(state["signal"] or signal.SIGINT)
+    return EXIT_OK

