@@ -4,7 +4,10 @@
 servers and prints one result (bench.job.RESULT_SCHEMA). Modules, from the wire up:
 
 - ``resp``: RESP2 encoding, and a reply scanner that counts without building values
-- ``client``: one asyncio Protocol per TCP connection, batches in, completions out
+- ``client``: one asyncio Protocol per TCP connection, batches in, completions out; the
+  ``Conn``/``Dial`` interface every protocol gives the engine
+- ``httpclient``: keep-alive HTTP/1.1 connections for the http workload
+- ``pyload``: the python workload's in-process "connections" calling a user's function
 - ``cluster``: Redis Cluster slot routing (CRC16 + hash tags), CLUSTER SLOTS discovery
 - ``keys``: seeded key/row/column distributions (uniform, zipf, sequential, hotspot, latest)
 - ``workloads``: the registry of workloads, each a stream of pre-encoded ops

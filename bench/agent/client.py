@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from bench.agent.resp import scan
 
@@ -33,6 +33,23 @@ class SubBatch:
         self.errors: Optional[List[Tuple[int, bytes]]] = None  # (reply index, message)
         self.asking = asking  # first reply belongs to an ASKING prefix, not to an op
         self.hops = hops  # redirects its ops have followed so far
+
+
+class Conn(Protocol):
+    """What the engine needs of one worker's connection to one node, whatever it speaks:
+    RESP here, HTTP/1.1 (``httpclient``), or in-process calls (``pyload``)."""
+
+    def send(self, sub: SubBatch) -> None:
+        """Start the sub-batch's ops; call ``complete(sub)`` once, when all are done."""
+
+    def close(self) -> None:
+        """Stop; no ``complete`` or ``lost`` calls after this."""
+
+
+#: ``dial(loop, address, label, complete, lost)`` -> (the connection, an awaitable that opens
+#: it; the engine treats its failure as fatal). ``lost(message)`` reports a fatal problem.
+Dial = Callable[[asyncio.AbstractEventLoop, Tuple[str, int], str, Callable[[SubBatch], None], Callable[[str], None]],
+                Tuple[Conn, Awaitable[Any]]]
 
 
 class NodeConnection(asyncio.Protocol):

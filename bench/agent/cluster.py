@@ -108,6 +108,22 @@ class Router:
         return sorted(set(self.slots))
 
 
+class DirectRouter(Router):
+    """For ops that name their node instead of hashing a key (HTTP, in-process calls): the
+    routing key is the node's index in ASCII digits, ``b"0"``, ``b"1"``, ..."""
+
+    def __init__(self, nodes: Sequence[Address]) -> None:
+        super().__init__(nodes)
+        self.single = len(self.nodes) == 1
+        self._by_key = {b"%d" % i: i for i in range(len(self.nodes))}
+
+    def route(self, key: bytes) -> int:
+        return self._by_key[key]
+
+    def active_nodes(self) -> List[int]:
+        return list(range(len(self.nodes)))
+
+
 async def request(address: Address, *args: resp.Arg, timeout: float = 5.0) -> Any:
     """One control command on a fresh connection (not the hot path)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)

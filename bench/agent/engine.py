@@ -20,10 +20,10 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from bench.agent import cluster
-from bench.agent.client import NodeConnection, SubBatch, open_connection
+from bench.agent.client import Conn, Dial, NodeConnection, SubBatch, open_connection
 from bench.agent.resp import ASKING
 from bench.agent.stats import Recorder
 from bench.agent.workloads import NextOps, Op
@@ -73,9 +73,9 @@ class Worker:
     def __init__(self, engine: "Engine", index: int) -> None:
         self.engine = engine
         self.index = index
-        self.conns: List[Optional[NodeConnection]] = []
+        self.conns: List[Optional[Conn]] = []
 
-    def conn(self, node: int) -> NodeConnection:
+    def conn(self, node: int) -> Conn:
         conns = self.conns
         if node < len(conns):
             c = conns[node]
@@ -88,35 +88,52 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def dial_resp(loop: asyncio.AbstractEventLoop, address: cluster.Address, label: str,
+              complete: Callable[[SubBatch], None], lost: Callable[[str], None]) -> Tuple[Conn, "asyncio.Future[Any]"]:
+    """The default ``Dial``: a RESP connection to a Redis node."""
+    conn = NodeConnection(label, complete, lost)
+    return conn, asyncio.ensure_future(open_connection(loop, address[0], address[1], conn, CONNECT_TIMEOUT_S))
+
+
 class Engine:
+    """Applies phases of load through ``connections`` workers.
+
+    ``dial`` says how a worker reaches a node (default: RESP); ``min_stall_s`` raises
+    ``STALL_S`` for requests that may legitimately take longer (an HTTP timeout of 60 s).
+    """
+
     def __init__(self, loop: asyncio.AbstractEventLoop, router: cluster.Router, connections: int,
-                 log: Callable[[str], None] = _log, clock: Callable[[], float] = time.perf_counter) -> None:
+                 log: Callable[[str], None] = _log, clock: Callable[[], float] = time.perf_counter,
+                 dial: Optional[Dial] = None, min_stall_s: Optional[float] = None) -> None:
         self.loop = loop
         self.router = router
         self.log = log
         self.clock = clock
+        self.dial = dial
+        self.min_stall_s = min_stall_s
         self.workers = [Worker(self, i) for i in range(connections)]
         self.fatal: Optional[str] = None
         self.interrupted = False
-        self._connecting: List["asyncio.Future[NodeConnection]"] = []
+        self._connecting: List["asyncio.Future[Any]"] = []
         self._refreshing = False
         self._done: Optional["asyncio.Future[None]"] = None
         self._reset(Phase(next_ops=lambda n: [], pipeline=1))
 
     # ------------------------------------------------------------------ connections
 
-    def _open(self, worker: Worker, node: int) -> NodeConnection:
-        host, port = self.router.nodes[node]
-        conn = NodeConnection(cluster.format_address((host, port)), self._sub_done, self.fail)
+    def _open(self, worker: Worker, node: int) -> Conn:
+        address = self.router.nodes[node]
+        label = cluster.format_address(address)
+        conn, opening = (self.dial or dial_resp)(self.loop, address, label, self._sub_done, self.fail)
         while len(worker.conns) <= node:
             worker.conns.append(None)
         worker.conns[node] = conn
-        fut = asyncio.ensure_future(open_connection(self.loop, host, port, conn, CONNECT_TIMEOUT_S))
-        fut.add_done_callback(functools.partial(self._connected, conn.label))
+        fut = asyncio.ensure_future(opening)
+        fut.add_done_callback(functools.partial(self._connected, label))
         self._connecting.append(fut)
         return conn
 
-    def _connected(self, label: str, fut: "asyncio.Future[NodeConnection]") -> None:
+    def _connected(self, label: str, fut: "asyncio.Future[Any]") -> None:
         if fut in self._connecting:
             self._connecting.remove(fut)
         if not fut.cancelled() and fut.exception() is not None:
@@ -245,8 +262,9 @@ class Engine:
 
     def _watchdog(self) -> None:
         now = self.clock()
-        if self.inflight and now - self.last_progress > STALL_S:
-            self.fail(f"no reply from the server for {STALL_S:g} s ({self.inflight} batches in flight)")
+        stall = STALL_S if self.min_stall_s is None else max(STALL_S, self.min_stall_s)
+        if self.inflight and now - self.last_progress > stall:
+            self.fail(f"no reply from the server for {stall:g} s ({self.inflight} batches in flight)")
             return
         if not self._measuring and now >= self.t_measure:
             self._begin_measuring(now)

@@ -10,10 +10,10 @@ import json
 from dataclasses import replace
 from typing import Any, Dict, Tuple
 
-from bench.catalogue import CATALOGUE, Param
+from bench.catalogue import CATALOGUE, Param, check_params
 from bench.job import AgentJob
 
-SERVER_KINDS = ("redis-cluster", "redis")
+SERVER_KINDS = ("redis-cluster", "redis", "command")
 
 
 class InvalidJob(ValueError):
@@ -47,6 +47,9 @@ def effective_params(workload: str, params: Dict[str, Any]) -> Dict[str, Any]:
     out.update(params)
     for p in spec.params:
         _check_param(p, out[p.name])
+    problems = check_params(workload, out)
+    if problems:
+        raise InvalidJob("; ".join(f"param {key}: {message}" for key, message in problems))
     return out
 
 
@@ -60,7 +63,8 @@ def parse_job(text: str) -> AgentJob:
         raise InvalidJob(f"unknown workload {job.workload!r}")
     if job.server_kind not in SERVER_KINDS:
         raise InvalidJob(f"server_kind {job.server_kind!r} is not supported by this agent (only {', '.join(SERVER_KINDS)})")
-    if job.server_kind not in CATALOGUE[job.workload].servers:
+    servers = CATALOGUE[job.workload].servers
+    if job.server_kind not in servers and "any" not in servers:
         raise InvalidJob(f"workload {job.workload!r} cannot run against {job.server_kind!r}")
     if not isinstance(job.params, dict):
         raise InvalidJob("params must be an object")

@@ -1,7 +1,8 @@
 """``run``: one job from start to result. Side effects live here; the parts are pure or small.
 
 Order: check the job and build the workload (exit 2 on any problem, before touching the
-network), pick the event loop, find the nodes (CLUSTER SLOTS), open every connection, run
+network), pick the event loop, find the nodes (CLUSTER SLOTS, or the workload's own: HTTP
+servers, in-process calls), open every connection, run
 the unrecorded prefill if the workload has one, then warmup + measured phase, and always
 emit a result, even after a fatal error or a signal.
 """
@@ -75,7 +76,8 @@ def build_plan(job: AgentJob) -> workloads.Plan:
         raise InvalidJob(f"workload {job.workload!r} is not implemented by this agent "
                          f"(it has: {', '.join(sorted(workloads.REGISTRY))})")
     ctx = workloads.Context(params=job.params, agent_num=job.agent_num, agents=job.agents,
-                            connections=job.connections, pipeline=job.pipeline)
+                            connections=job.connections, pipeline=job.pipeline, targets=tuple(job.targets),
+                            server_kind=job.server_kind)
     try:
         return workloads.build(job.workload, ctx)
     except ValueError as exc:
@@ -93,14 +95,16 @@ def run(job: AgentJob, out_path: Optional[str]) -> int:
     targets: List[cluster.Address] = [cluster.parse_address(t) for t in job.targets]
 
     async def main() -> None:
-        if job.server_kind == "redis-cluster":
+        if plan.dial is not None:  # the workload reaches its own nodes (HTTP, in-process calls)
+            router: cluster.Router = cluster.DirectRouter(plan.nodes)
+        elif job.server_kind == "redis-cluster":
             ranges = await cluster.discover(targets)
             router = cluster.Router([], ranges)
             if router.covered < cluster.SLOTS:
                 log(f"warning: the cluster serves only {router.covered} of {cluster.SLOTS} slots")
         else:
             router = cluster.Router(targets[:1])
-        engine = Engine(loop, router, job.connections, log)
+        engine = Engine(loop, router, job.connections, log, dial=plan.dial, min_stall_s=plan.min_stall_s)
         state["engine"] = engine
         nodes = len(router.active_nodes())
         raise_fd_limit(job.connections * nodes + 64, log)

@@ -19,11 +19,14 @@ agents write disjoint bits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from bench.agent import resp
+from bench.agent import httpclient, pyload, resp
+from bench.agent.client import Dial
+from bench.agent.cluster import Address, parse_address
 from bench.agent.keys import KeyStream, agent_slice, make_chooser, rng_for
+from bench.catalogue import split_url
 
 Op = Tuple[bytes, bytes, int]
 NextOp = Callable[[], Op]
@@ -43,16 +46,26 @@ class Context:
     agents: int
     connections: int
     pipeline: int
+    targets: Tuple[str, ...] = ()  # "host:port" of every server node
+    server_kind: str = "redis"
 
 
 @dataclass
 class Plan:
-    """A workload ready to run: the measured op stream and an optional unrecorded prefill."""
+    """A workload ready to run: the measured op stream and an optional unrecorded prefill.
+
+    A workload that does not speak RESP to the Redis servers gives ``dial`` (how a worker
+    reaches a node) and ``nodes``; its ops' routing keys are then node indices
+    (``cluster.DirectRouter``).
+    """
 
     next_ops: NextOps
     prefill: Optional[NextOps] = None
     prefill_ops: int = 0
     describe: str = ""
+    dial: Optional[Dial] = None
+    nodes: List[Address] = field(default_factory=list)
+    min_stall_s: Optional[float] = None  # when a reply may legitimately take longer than engine.STALL_S
 
 
 def one_by_one(next_op: NextOp) -> NextOps:
@@ -326,9 +339,30 @@ def _query_op(bm: Bitmaps, shard: int, commands: List[bytes], count_key: bytes) 
     return bm.key(0, shard), b"".join(commands), len(commands)
 
 
+def _difference(dest: bytes, tmp: bytes, rows: List[bytes]) -> List[bytes]:
+    """pi's Difference, ``a AND NOT (b OR c ...)``, with the BITOPs Redis 6.2 has (no DIFF).
+
+    It is computed as ``a XOR (a AND (b OR c ...))``: the same bits, but unlike
+    ``a AND (NOT b)`` it stays right when ``b`` is a shorter string than ``a`` (BITOP NOT only
+    inverts ``b``'s own bytes, and AND pads the rest with zeros, which would clear ``a``'s tail).
+    """
+    first, rest = rows[0], rows[1:]
+    if not rest:
+        return [resp.encode(b"BITOP", b"AND", dest, first)]  # a copy of ``a``
+    commands = []
+    if len(rest) > 1:
+        commands.append(resp.encode(b"BITOP", b"OR", tmp, *rest))
+        rest = [tmp]
+    commands.append(resp.encode(b"BITOP", b"AND", tmp, first, rest[0]))
+    commands.append(resp.encode(b"BITOP", b"XOR", dest, first, tmp))
+    return commands
+
+
 @workload("bitop")
 def _bitop(ctx: Context) -> Plan:
-    """BITOP over ``rows_per_query`` rows of one shard into a scratch key, then BITCOUNT."""
+    """BITOP over ``rows_per_query`` rows of one shard into a scratch key, then BITCOUNT.
+    ``DIFF`` is emulated with two or three BITOPs (:func:`_difference`), scratch keys in the
+    same slot."""
     bm = Bitmaps(ctx)
     p = ctx.params
     row = _row_chooser(ctx, bm, "rows")
@@ -341,8 +375,10 @@ def _bitop(ctx: Context) -> Plan:
         shard = int(shard_rand() * bm.shards)
         seq[0] = q = (seq[0] + 1) % slots
         dest = bm.scratch(shard, b"q%d" % q)
-        cmd = resp.encode(b"BITOP", op, dest, *[bm.key(row(), shard) for _ in range(n)])
-        return _query_op(bm, shard, [cmd], dest)
+        rows = [bm.key(row(), shard) for _ in range(n)]
+        if op == b"DIFF":
+            return _query_op(bm, shard, _difference(dest, bm.scratch(shard, b"q%dd" % q), rows), dest)
+        return _query_op(bm, shard, [resp.encode(b"BITOP", op, dest, *rows)], dest)
 
     return Plan(one_by_one(next_op), describe=f"BITOP {p['op']} of {n} rows + BITCOUNT")
 
@@ -382,6 +418,78 @@ def _random_query(ctx: Context) -> Plan:
         return _query_op(bm, shard, commands, root)
 
     return Plan(one_by_one(next_op), describe=f"random query trees, depth {depth}, fanout {fanout}")
+
+
+# ---------------------------------------------------------------- beyond Redis
+
+
+@workload("http")
+def _http(ctx: Context) -> Plan:
+    """One pre-encoded request per (node, path), or per URL, taken round-robin: consecutive
+    ops go to different nodes. Agent N starts N places into the cycle."""
+    p = ctx.params
+    if ctx.pipeline > 1:
+        raise ValueError("workload 'http' sends one request at a time per connection (HTTP/1.1, no "
+                         "pipelining): pipeline must be 1; raise connections instead")
+    method = p["method"]
+    nodes: List[Address] = []
+    requests: List[Tuple[int, bytes]] = []
+
+    def node_of(address: Address) -> int:
+        if address not in nodes:
+            nodes.append(address)
+        return nodes.index(address)
+
+    if p["urls"]:
+        for url in p["urls"]:
+            host, port, target = split_url(url)
+            payload = httpclient.encode_request(method, target, httpclient.host_header(host, port), p["headers"],
+                                                p["body"])
+            requests.append((node_of((host, port)), payload))
+        where = f"{len(p['urls'])} URLs"
+    else:
+        if ctx.server_kind != "command":
+            raise ValueError(f"workload 'http' against a {ctx.server_kind!r} server needs params.urls "
+                             f"(it requests the server nodes themselves only for kind 'command')")
+        addresses = [parse_address(t) for t in ctx.targets]
+        paths = p["paths"]
+        for i in range(len(addresses) * len(paths)):
+            host, port = addresses[i % len(addresses)]
+            payload = httpclient.encode_request(method, paths[(i // len(addresses)) % len(paths)],
+                                                httpclient.host_header(host, port), p["headers"], p["body"])
+            requests.append((node_of((host, port)), payload))
+        where = f"{len(paths)} path(s) on {len(addresses)} node(s)"
+    ops: List[Op] = [(b"%d" % node, payload, 1) for node, payload in requests]
+    cursor = [ctx.agent_num % len(ops)]
+    count = len(ops)
+
+    def next_ops(n: int) -> List[Op]:
+        i = cursor[0]
+        out = [ops[(i + k) % count] for k in range(n)]
+        cursor[0] = (i + n) % count
+        return out
+
+    timeout = p["timeout"]
+    return Plan(next_ops, describe=f"HTTP {method} round-robin over {where}", nodes=nodes,
+                dial=httpclient.dialer(head=method == "HEAD", timeout=timeout),
+                min_stall_s=timeout + 5.0 if timeout > 0 else None)
+
+
+@workload("python")
+def _python(ctx: Context) -> Plan:
+    """The user's function makes each connection's op (``pyload``); ops are plain calls."""
+    p = ctx.params
+    function = pyload.load_target(p["target"])  # ValueError (exit 2) before any connection
+    base = {"agent_num": ctx.agent_num, "agents": ctx.agents, "connections": ctx.connections,
+            "pipeline": ctx.pipeline, "seed": p["seed"], "server_kind": ctx.server_kind,
+            "targets": tuple(parse_address(t) for t in ctx.targets), "options": p["options"]}
+    op: Op = (b"0", b"", 1)
+
+    def next_ops(n: int) -> List[Op]:
+        return [op] * n
+
+    return Plan(next_ops, describe=f"python {p['target']}", nodes=[("python", 0)],
+                dial=pyload.dialer(p["target"], function, base))
 
 
 def draw(plan: Plan, count: int, batch: int = 7) -> List[Op]:

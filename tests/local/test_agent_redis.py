@@ -233,6 +233,30 @@ def test_setbit_sets_exactly_the_generated_bits(single):
     assert sum(command(single, "BITCOUNT", k) for k in keys) == len(bits)
 
 
+def test_bitop_diff_works_on_redis_62_and_counts_a_and_not_the_others(single):
+    bits = {"key_prefix": "t-diff:", "rows": 4, "columns": 150_000}
+    rc, result, err = run_agent(job("setbit", [f"{HOST}:{single}"], iterations=3000, params=bits))
+    assert_clean(rc, result, err, 3000)
+    j = job("bitop", [f"{HOST}:{single}"], iterations=300, params={**bits, "op": "DIFF", "rows_per_query": 3})
+    rc, result, err = run_agent(j)
+    assert_clean(rc, result, err, 300)  # redis 6.2 has no BITOP DIFF: the agent emulates it
+    for op in W.draw(plan_of(j), 20):
+        cmds = []
+        pos = 0
+        while pos < len(op[1]):
+            cmd, pos = resp.parse(op[1], pos)
+            cmds.append(cmd)
+        a, others = cmds[1][3], cmds[0][3:]  # OR tmp b c; AND tmp a tmp; XOR dest a tmp; BITCOUNT dest
+        rows = {k: command(single, "GET", k) or b"" for k in [a, *others]}
+        width = max(len(v) for v in rows.values())
+        union = [0] * width
+        for k in others:
+            for i, byte in enumerate(rows[k]):
+                union[i] |= byte
+        expected = sum(bin(x & ~y & 255).count("1") for x, y in zip(rows[a].ljust(width, b"\0"), union))
+        assert pipeline(single, *cmds)[-1] == expected
+
+
 def test_open_loop_rate(single):
     j = job("set", [f"{HOST}:{single}"], duration_s=1.0, rate=2000.0, pipeline=2, params={"key_prefix": "t-ol:"})
     rc, result, err = run_agent(j)
@@ -316,6 +340,7 @@ def test_cluster_set_spreads_over_nodes(cluster3):
     ("zipf", {"key_prefix": "t-czipf:"}),
     ("import", {"key_prefix": "t-cimp:", "gaps": "exponential"}),
     ("bitop", {"key_prefix": "t-cbitop:", "op": "OR", "rows_per_query": 3}),
+    ("bitop", {"key_prefix": "t-cdiff:", "op": "DIFF", "rows_per_query": 2}),
     ("random-query", {"key_prefix": "t-crq:", "depth": 3, "fanout": 2}),
 ])
 def test_cluster_workloads_run_clean(cluster3, workload, params):

@@ -183,9 +183,48 @@ def test_random_query_trees_are_well_formed(depth, fanout):
         assert leaves <= 64
 
 
+def _bitop(verb: bytes, sources: List[bytes]) -> bytes:
+    """Redis's BITOP on strings: shorter sources are zero-padded; NOT inverts its one source."""
+    if verb == b"NOT":
+        return bytes(255 - b for b in sources[0])
+    width = max(len(s) for s in sources)
+    padded = [s.ljust(width, b"\0") for s in sources]
+    out = bytearray(padded[0])
+    for s in padded[1:]:
+        for i, b in enumerate(s):
+            out[i] = out[i] & b if verb == b"AND" else out[i] | b if verb == b"OR" else out[i] ^ b
+    return bytes(out)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 5])
+def test_bitop_diff_is_a_and_not_the_others_with_redis_62_commands(rows):
+    rng = __import__("random").Random(rows)
+    for op in W.draw(make("bitop", {"op": "DIFF", "rows_per_query": rows}), 30):
+        cmds = commands(op)
+        assert cmds[-1][0] == b"BITCOUNT" and len(cmds) == op[2] == (2 if rows == 1 else 3 if rows == 2 else 4)
+        assert all(c[0] == b"BITOP" and c[1] in (b"AND", b"OR", b"XOR") for c in cmds[:-1])  # no DIFF in 6.2
+        # Rows of random lengths, as real bitmaps are (a string ends at its highest set bit).
+        store = {}
+        for cmd in cmds[:-1]:
+            for key in cmd[3:]:
+                if b"tmp" not in key and key not in store:
+                    store[key] = bytes(rng.randrange(256) for _ in range(rng.randint(0, 12)))
+        for cmd in cmds[:-1]:
+            store[cmd[2]] = _bitop(cmd[1], [store[k] for k in cmd[3:]])
+        if rows <= 2:
+            a, others = cmds[0][3], cmds[0][4:]
+        else:
+            a, others = cmds[1][3], cmds[0][3:]
+        union = _bitop(b"OR", [store[k] for k in others]) if others else b""
+        width = 16  # longer than any row: compare as Redis would read them, zero-padded
+        expected = bytes(x & ~y & 255 for x, y in zip(store[a].ljust(width, b"\0"), union.ljust(width, b"\0")))
+        assert store[cmds[-1][1]].ljust(width, b"\0") == expected
+        assert len({cluster.key_slot(k) for c in cmds for k in keys_of(c)}) == 1
+
+
 def test_unimplemented_workload_is_a_key_error():
     with pytest.raises(KeyError):
-        W.build("http", W.Context({}, 0, 1, 1, 1))
+        W.build("no-such-workload", W.Context({}, 0, 1, 1, 1))
 
 
 def test_too_few_columns_for_agents():

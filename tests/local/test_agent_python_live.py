@@ -1,0 +1,114 @@
+"""The agent CLI's python workload against real servers on 127.0.0.1: the example module
+(examples/redis_ping.py) over real TCP connections, errors raised by ops, and the ways a
+target can be wrong (exit 2 before any connection, or a fatal setup).
+
+The server is a line server from the standard library's socketserver, in threads of this
+process: ``PING`` gets ``+PONG``, anything else ``-ERR``. The agent runs as a subprocess with
+the examples directory on its path, as the pex would hold the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socketserver
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Tuple
+
+import pytest
+
+from bench import hist
+
+REPO = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+
+
+class LineHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        with self.server.lock:  # type: ignore[attr-defined]
+            self.server.connections += 1  # type: ignore[attr-defined]
+        for line in self.rfile:
+            self.wfile.write(b"+PONG\r\n" if line.strip() == b"PING" else b"-ERR unknown command\r\n")
+
+
+class LineServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__((HOST, 0), LineHandler)
+        self.lock = threading.Lock()
+        self.connections = 0
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def target(self) -> str:
+        return f"{HOST}:{self.server_address[1]}"
+
+
+@pytest.fixture
+def servers() -> Iterator[List[LineServer]]:
+    started = [LineServer(), LineServer()]
+    yield started
+    for s in started:
+        s.shutdown()
+        s.server_close()
+
+
+def job(targets: List[str], **fields: Any) -> Dict[str, Any]:
+    d: Dict[str, Any] = {"run_id": "t", "benchmark": "py-test", "workload": "python", "agent_num": 0, "agents": 1,
+                         "server_kind": "redis", "targets": targets, "connections": 4, "iterations": 2000,
+                         "params": {"target": "redis_ping:connect"}}
+    d.update(fields)
+    return d
+
+
+def run_agent(j: Dict[str, Any], *paths: Path) -> Tuple[int, Dict[str, Any], str]:
+    path = os.pathsep.join([str(REPO), str(REPO / "examples"), *map(str, paths)])
+    env = dict(os.environ, PYTHONPATH=path)
+    p = subprocess.run([sys.executable, "-m", "bench.agent", "run", "--job", json.dumps(j)], cwd=str(REPO), env=env,
+                       capture_output=True, text=True, timeout=60)
+    lines = p.stdout.splitlines()
+    return p.returncode, (json.loads(lines[-1]) if lines else {}), p.stderr
+
+
+def test_example_module_pings_every_node(servers):
+    rc, result, err = run_agent(job([s.target for s in servers]))
+    assert rc == 0 and "fatal" not in result, err
+    assert (result["ops"], result["errors"]) == (2000, 0)
+    assert hist.decode(result["histograms"]["latency_us"]).get_total_count() == 2000
+    assert sum(s["ops"] for s in result["timeseries"]) == 2000
+    assert [s.connections for s in servers] == [2, 2]  # connection i of agent 0 -> node i mod 2
+    assert "python redis_ping:connect" in err
+
+
+def test_open_loop_and_op_errors(servers):
+    j = job([servers[0].target], iterations=None, duration_s=1.0, rate=400.0, connections=2,
+            params={"target": "redis_ping:connect", "options": {"command": "NOPE"}})
+    rc, result, err = run_agent(j)
+    assert rc == 0 and "fatal" not in result, err
+    assert (result["ops"], result["errors"]) == (0, 400)
+    assert result["error_samples"] == ["RuntimeError: -ERR unknown command"]
+    assert sum(s["errors"] for s in result["timeseries"]) == 400 and "late_ops" in result
+
+
+def test_wrong_targets_exit_2_before_connecting(tmp_path):
+    (tmp_path / "half_done.py").write_text("def other(ctx):\n    return lambda: None\n")
+    rc, result, err = run_agent(job(["127.0.0.1:1"], params={"target": "half_done:run"}), tmp_path)
+    assert rc == 2 and result == {} and "module 'half_done' has no 'run'" in err
+    rc, result, err = run_agent(job(["127.0.0.1:1"], params={"target": "not_shipped:run"}))
+    assert rc == 2 and "not in this agent pex (list its file in params.modules)" in err
+
+
+def test_failing_setup_is_fatal_with_the_cause(servers):
+    gone = LineServer()
+    dead = gone.target
+    gone.shutdown()
+    gone.server_close()
+    rc, result, err = run_agent(job([dead], iterations=10, connections=1))
+    assert rc == 1 and result["ops"] == 0
+    assert result["fatal"].startswith("cannot connect to python:0: redis_ping:connect(ctx) raised ConnectionRefusedError")
+    assert "Traceback" in err  # the user's traceback, to debug their setup
