@@ -9,6 +9,7 @@ the host (``--out``), so a result survives a lost controller.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
@@ -17,6 +18,7 @@ from fabric import Connection
 
 from bench.job import AgentJob
 from fabfile.remote import PEX_ROOT, REMOTE_DIR, cmd, label, run, tail
+from fabfile.runstore import dir_name
 
 Echo = Callable[[str], None]
 
@@ -41,8 +43,13 @@ class AgentOutcome:
                 "stderr_tail": tail("\n".join(self.stderr))}
 
 
+def remote_run_dir(run_id: str) -> str:
+    return f"{REMOTE_DIR}/runs/{dir_name(run_id)}"
+
+
 def remote_result_path(job: AgentJob) -> str:
-    return f"{REMOTE_DIR}/runs/{job.run_id}/{job.benchmark}/agent-{job.agent_num}.json"
+    # The benchmark name is data (it may hold quotes, spaces, `$(...)`): only its slug is a path.
+    return f"{remote_run_dir(job.run_id)}/{dir_name(job.benchmark)}/agent-{job.agent_num}.json"
 
 
 def agent_command(agent_pex: str, job: AgentJob) -> str:
@@ -56,12 +63,18 @@ def agent_command(agent_pex: str, job: AgentJob) -> str:
 
 
 def run_agent(c: Connection, agent_pex: str, job: AgentJob, *, echo: Echo, timeout: float,
-              on_pid: Callable[[int], None] = lambda pid: None) -> AgentOutcome:
-    """Run one agent to completion (or ``timeout`` seconds) and return what happened."""
+              on_pid: Callable[[int], None] = lambda pid: None,
+              cancel: Optional[threading.Event] = None) -> AgentOutcome:
+    """Run one agent to completion (or ``timeout`` seconds, or until ``cancel`` is set) and
+    return what happened. A lost host ends the wait once its connection is declared dead
+    (see :func:`fabfile.ssh.set_host_timeout`), never after the full ``timeout``."""
     host = label(c)
     outcome = AgentOutcome(host, job)
     prefix = f"[{host} {job.benchmark}#{job.agent_num}]"
-    channel = c.transport.open_session()
+    if c.transport is None or not c.transport.is_active():
+        outcome.error = f"lost the connection to {host} earlier in this run; not started"
+        return outcome
+    channel = c.transport.open_session(timeout=30)
     stdout = b""
     stderr_buf = b""
 
@@ -96,10 +109,13 @@ def run_agent(c: Connection, agent_pex: str, job: AgentJob, *, echo: Echo, timeo
                     if first.isdigit():
                         outcome.pid = int(first)
                         on_pid(outcome.pid)
-            elif channel.exit_status_ready():
+            elif channel.exit_status_ready() or channel.closed or not c.transport.is_active():
+                # A dead connection closes the channel too, with no exit status (-1).
+                if channel.exit_status == -1 and not c.transport.is_active():
+                    outcome.error = f"lost the connection to {host} while the agent ran" + _why_lost(c)
                 break
-            elif channel.closed or not c.transport.is_active():
-                outcome.error = "connection lost while the agent ran"
+            elif cancel is not None and cancel.is_set():
+                outcome.error = "interrupted: no result came back after the agent was stopped"
                 break
             elif time.monotonic() > deadline:
                 outcome.error = f"no result after {timeout:.0f}s; stopped it"
@@ -107,15 +123,23 @@ def run_agent(c: Connection, agent_pex: str, job: AgentJob, *, echo: Echo, timeo
                 break
             else:
                 time.sleep(0.02)
-        if channel.exit_status_ready():
+        if outcome.error is None and channel.exit_status_ready():
             outcome.exit_code = channel.recv_exit_status()
     finally:
         emit_stderr(final=True)
         channel.close()
     outcome.result = _last_json(stdout)
     if outcome.result is None and outcome.error is None:
-        outcome.error = f"exit status {outcome.exit_code} and no JSON result on stdout"
+        if outcome.exit_code == -1:  # paramiko's "no exit-status": sshd sent exit-signal instead
+            outcome.error = "the agent was killed by a signal (no exit status) and printed no result"
+        else:
+            outcome.error = f"exit status {outcome.exit_code} and no JSON result on stdout"
     return outcome
+
+
+def _why_lost(c: Connection) -> str:
+    exc = c.transport.get_exception() if c.transport is not None else None
+    return f" ({exc})" if exc else ""
 
 
 def _last_json(stdout: bytes) -> Optional[dict]:

@@ -14,6 +14,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 from invoke.exceptions import Exit
 
+from bench.result import ResultError
 from bench.spec import SpecError
 from fabfile.build import BuildError
 from fabfile.fleet import FleetError
@@ -21,7 +22,8 @@ from fabfile.pipeline import PipelineError, Session, Workspace
 from fabfile.remote import RemoteError
 from fabfile.ssh import ConnectError, SshSettings
 
-KNOWN_ERRORS = (SpecError, FleetError, RemoteError, ConnectError, BuildError, PipelineError, FileNotFoundError)
+KNOWN_ERRORS = (SpecError, FleetError, RemoteError, ConnectError, BuildError, PipelineError, ResultError,
+                FileNotFoundError)
 
 _sessions: Dict[Tuple, Session] = {}
 

@@ -14,12 +14,15 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, TypeVar
 from fabric import Connection
 
 from fabfile import pool
-from fabfile.remote import RemoteError, cmd, private_dir_command, run
+from fabfile.remote import REMOTE_DIR, RemoteError, cmd, private_dir_command, run
 from fabfile.ssh import ConnectError, SshSettings, connection, load_ssh_config, open_checked
 
 T = TypeVar("T")
 
 MIN_PYTHON = (3, 9)
+#: Free space a host needs under ~/.fleetbench: two pexes (~16 MB each) and their extracted
+#: venvs (~35 MB each), with room for logs and results.
+MIN_FREE_MB = 150
 
 # Runs on the host's python3: what pex needs to know to pick wheels, and what we report.
 _PROBE = (
@@ -83,12 +86,28 @@ class Fleet:
         except pool.PartialFailure as exc:
             raise FleetError(what or getattr(fn, "__name__", "operation"), exc.failures, exc.results) from None
 
+    def connect(self, then: Optional[Callable[[str], T]] = None, *, what: str = "connect") -> Dict[str, Optional[T]]:
+        """Connect to every host (in parallel, bounded) without the preflight, which is enough
+        for what only looks at hosts (status, logs, stop). ``then(name)`` runs on each host as
+        soon as that host is connected, in the same worker: no host waits for the slowest
+        connect before its own work starts."""
+        def one(name: str) -> Optional[T]:
+            open_checked(self.connections[name], self.settings)
+            return then(name) if then else None
+
+        return self.each(one, what=what)
+
     def open(self) -> "Fleet":
-        """Connect to every host and check it can run us; names every bad host at once."""
+        """Connect to every host and check it can run us; names every bad host at once
+        (unreachable, refused, host key, no python3, no room), before anything starts anywhere."""
         if self._opened:
             return self
-        self.each(lambda name: open_checked(self.connections[name], self.settings), what="connect")
-        self.interpreters.update(self.each(self._preflight, what="preflight"))
+
+        def check(name: str) -> Interpreter:
+            open_checked(self.connections[name], self.settings)
+            return self._preflight(name)
+
+        self.interpreters.update(self.each(check, what="preflight"))
         self._opened = True
         return self
 
@@ -103,9 +122,21 @@ class Fleet:
             raise RemoteError(name, "python3 --version", f"python3 is {info.version} ({info.executable}); "
                               f"fleetbench needs >= {'.'.join(map(str, MIN_PYTHON))}")
         run(c, private_dir_command("bin", "pex", "nodes", "runs"))
+        _check_free_space(c, name)
         return info
 
     def close(self) -> None:
         for c in self.connections.values():
             c.close()
+
+
+def _check_free_space(c: Connection, name: str) -> None:
+    """A full disk fails pushes and pex extraction in obscure ways: say so up front."""
+    command = f"cd {cmd(REMOTE_DIR)} && pwd -P && df -Pk ."
+    out = run(c, command).splitlines()
+    path, fields = out[0], out[-1].split()
+    free_mb = int(fields[3]) // 1024
+    if free_mb < MIN_FREE_MB:
+        raise RemoteError(name, command, f"only {free_mb} MB free in {path} (filesystem {fields[0]}, mounted "
+                                         f"on {fields[-1]}); fleetbench needs {MIN_FREE_MB} MB there")
 

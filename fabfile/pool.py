@@ -12,7 +12,10 @@ from typing import Callable, Dict, Hashable, Iterable, TypeVar
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-MAX_WORKERS = 16
+#: Threads per operation. Most host work waits on the network or the host (a connect is
+#: ~5 ms of our CPU in ~70 ms of waiting), so 32 hosts are served in one wave; more hosts
+#: queue behind the bound instead of each getting a thread.
+MAX_WORKERS = 32
 
 
 class PartialFailure(Exception):

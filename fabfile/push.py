@@ -3,22 +3,26 @@
 Invoke's in_stream reads one byte per loop and decodes as UTF-8 (binary files arrive
 corrupted), so the bytes go straight down a paramiko channel of the Fabric connection in
 1 MiB chunks. The file lands under a temporary name, its sha256 is checked on the host, then
-it is made executable and renamed atomically: a half-pushed file is never run.
+it is made executable and renamed atomically: a half-pushed file is never run. The check for
+a copy already in place, the transfer and the install are one remote command.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import socket
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional, Set
+from typing import Callable, Dict, Optional, Sequence, Set
 
 from fabric import Connection
+from paramiko import Channel, SSHException
 
 from fabfile.remote import RemoteError, cmd, label, run
 
 CHUNK = 1 << 20
+PART = ".part-"  # a file being pushed: 0600, never executed, renamed only once verified
 
 Progress = Callable[[str, int, int], None]  # (host, bytes sent, total)
 
@@ -32,58 +36,114 @@ def sha256_file(path: Path) -> str:
 
 
 def remote_sha256(c: Connection, path: str) -> Optional[str]:
-    out = run(c, f"if test -f {cmd(path)}; then sha256sum {cmd(path)}; fi").strip()
-    return out.split()[0] if out else None
+    return remote_digests(c, [path]).get(path)
+
+
+def remote_digests(c: Connection, paths: Sequence[str]) -> Dict[str, str]:
+    """``{path: sha256}`` of those of ``paths`` that exist on the host, in one command."""
+    if not paths:
+        return {}
+    out = run(c, " ".join(f"if test -f {cmd(p)}; then sha256sum {cmd(p)}; fi;" for p in paths) + " true")
+    found: Dict[str, str] = {}
+    for line in out.splitlines():
+        digest, _, name = line.partition("  ")
+        if name:
+            found[name] = digest
+    return found
 
 
 def install_command(tmp: str, final: str, sha256: str) -> str:
     """Verify ``tmp`` on the host, then chmod and rename it to ``final``; else delete it."""
     return (
         f"got=$(sha256sum {cmd(tmp)} | cut -d' ' -f1) && "
-        f'if [ "$got" = {cmd(sha256)} ]; then chmod 700 {cmd(tmp)} && mv -f {cmd(tmp)} {cmd(final)}; '
+        f'if [ "$got" = {cmd(sha256)} ]; then chmod 700 {cmd(tmp)} && mv -f {cmd(tmp)} {cmd(final)}'
+        f" && rm -f {cmd(final)}{PART}*; "  # what pushes cut off with their host (power loss) left
         f'else rm -f {cmd(tmp)}; echo "sha256 mismatch: expected {sha256}, got $got" >&2; exit 3; fi'
     )
 
 
-def stream(c: Connection, local: Path, remote_tmp: str, progress: Optional[Progress] = None) -> None:
-    """Send ``local`` into ``cat > remote_tmp`` (created 0600) over one channel."""
+def push_command(tmp: str, final: str, sha256: str) -> str:
+    """One command for a whole push: say ``have`` (and stop) if ``final`` is already right,
+    else say ``send``, take the bytes into ``tmp`` (0600), verify and install them."""
+    return (
+        f"umask 077; if test -f {cmd(final)} && "
+        f'[ "$(sha256sum {cmd(final)} | cut -d" " -f1)" = {cmd(sha256)} ]; then echo have; exit 0; fi; '
+        f"echo send; cat > {cmd(tmp)} || {{ rm -f {cmd(tmp)}; exit 1; }}; {install_command(tmp, final, sha256)}"
+    )
+
+
+def send_file(channel: Channel, local: Path, host: str, progress: Optional[Progress] = None) -> int:
+    """Stream ``local`` into an exec'd channel's stdin, then close it; returns the bytes sent."""
     total = local.stat().st_size
+    sent = 0
+    with open(local, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            channel.sendall(block)
+            sent += len(block)
+            if progress:
+                progress(host, sent, total)
+    channel.shutdown_write()
+    return sent
+
+
+def read_line(channel: Channel, timeout: float) -> bytes:
+    """The first line a command prints on stdout (a push's ``have``/``send``)."""
+    channel.settimeout(timeout)
+    data = b""
+    try:
+        while b"\n" not in data:
+            chunk = channel.recv(1024)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        pass
+    finally:
+        channel.settimeout(None)
+    return data.split(b"\n", 1)[0].strip()
+
+
+def push(c: Connection, local: Path, remote: str, sha256: str, progress: Optional[Progress] = None,
+         timeout: float = 60.0) -> bool:
+    """Put ``local`` at ``remote`` (relative to the login's home). False if it was already there.
+
+    One channel and one command (check, receive, verify, install): a push costs a single
+    round trip more than its bytes. Whatever goes wrong, the host-side command removes its
+    temporary file (a cut-off stream fails the sha256 check); a half-pushed file is never run.
+    """
+    tmp = f"{remote}{PART}{secrets.token_hex(4)}"
+    command = push_command(tmp, remote, sha256)
     channel = c.transport.open_session()
     try:
-        command = f"umask 077 && cat > {cmd(remote_tmp)}"
         channel.exec_command(command)
-        sent = 0
-        with open(local, "rb") as fh:
-            for block in iter(lambda: fh.read(CHUNK), b""):
-                channel.sendall(block)
-                sent += len(block)
-                if progress:
-                    progress(label(c), sent, total)
-        channel.shutdown_write()
-        status = channel.recv_exit_status()
-        if status != 0:
-            err = channel.recv_stderr(65536).decode(errors="replace")
-            raise RemoteError(label(c), command, err, status)
+        answer = read_line(channel, timeout)
+        if answer == b"have":
+            _check_exit(c, channel, command)
+            return False
+        if answer != b"send":
+            _check_exit(c, channel, command)
+            raise RemoteError(label(c), command, f"unexpected answer {answer!r} before the transfer")
+        shown = f"cat > ~/{tmp}"  # how the failing step is named: the whole script is long
+        try:
+            send_file(channel, local, label(c), progress)
+        except (OSError, EOFError, SSHException) as exc:  # cat stopped reading, or the connection went
+            _check_exit(c, channel, shown)  # cat's own error (a full disk) says more than ours
+            raise RemoteError(label(c), shown, str(exc)) from None
+        _check_exit(c, channel, shown)
     finally:
         channel.close()
-
-
-def push(c: Connection, local: Path, remote: str, sha256: str, progress: Optional[Progress] = None) -> bool:
-    """Put ``local`` at ``remote`` (relative to the login's home). False if it was already there."""
-    if remote_sha256(c, remote) == sha256:
-        return False
-    tmp = f"{remote}.part-{secrets.token_hex(4)}"
-    try:
-        stream(c, local, tmp, progress)
-        run(c, install_command(tmp, remote, sha256))
-    except BaseException:
-        # Best effort: a cut-off push leaves no partial file behind (it was never executable).
-        try:
-            run(c, cmd("rm", "-f", tmp), check=False, timeout=10)
-        except Exception:
-            pass
-        raise
     return True
+
+
+def _check_exit(c: Connection, channel: Channel, command: str) -> None:
+    status = channel.recv_exit_status()
+    if status == -1 and (c.transport is None or not c.transport.is_active()):  # no status: closed
+        raise RemoteError(label(c), command, "the connection was lost")
+    if status != 0:
+        err = b""
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+        raise RemoteError(label(c), command, err.decode(errors="replace"), status)
 
 
 class ProgressPrinter:

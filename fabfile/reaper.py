@@ -12,23 +12,29 @@ from typing import List
 
 from fabric import Connection
 
-from fabfile.remote import REMOTE_DIR, run
-
-_FIND = (
-    'base="$HOME/{dir}"; for p in /proc/[0-9]*; do pid=${{p#/proc/}}; '
-    '[ "$pid" = "$$" ] && continue; cwd=$(readlink "$p/cwd" 2>/dev/null) || continue; '
-    'case "$cwd" in "$base"|"$base"/*) echo "$pid";; esac; done'
-).format(dir=REMOTE_DIR)
+from fabfile.remote import REMOTE_DIR, cmd, run
 
 
-def our_pids(c: Connection) -> List[int]:
-    return [int(p) for p in run(c, _FIND).split() if p.isdigit()]
+def _find(under: str = REMOTE_DIR) -> str:
+    """Shell that prints the pid of every process whose cwd is ``~/under`` or below it."""
+    # One `ls -l` reads every cwd link (a readlink per process would fork once per process).
+    return (
+        f'base="$HOME"/{cmd(under)}; ls -l /proc/[0-9]*/cwd 2>/dev/null | '
+        'awk -v base="$base" -v self="$$" \'{ i = index($0, " -> "); if (!i) next; '
+        'target = substr($0, i + 4); if (target != base && index(target, base "/") != 1) next; '
+        'n = split(substr($0, 1, i - 1), parts, "/"); pid = parts[n - 1]; if (pid != self) print pid }\''
+    )
 
 
-def reap(c: Connection, grace_s: float = 5.0) -> List[int]:
-    """TERM every process of ours, KILL what is left after ``grace_s``; return the pids."""
+def our_pids(c: Connection, under: str = REMOTE_DIR) -> List[int]:
+    return [int(p) for p in run(c, _find(under)).split() if p.isdigit()]
+
+
+def reap(c: Connection, grace_s: float = 5.0, under: str = REMOTE_DIR) -> List[int]:
+    """TERM every process of ours (or only those under ``~/under``, e.g. one run's directory),
+    KILL what is left after ``grace_s``; return the pids."""
     script = (
-        f"pids=$({_FIND}); [ -z \"$pids\" ] && exit 0; echo $pids; kill $pids 2>/dev/null; "
+        f"pids=$({_find(under)}); [ -z \"$pids\" ] && exit 0; echo $pids; kill $pids 2>/dev/null; "
         f"i=0; while [ $i -lt {int(grace_s * 10)} ]; do alive=''; "
         f"for p in $pids; do [ -d /proc/$p ] && alive=\"$alive $p\"; done; "
         f'[ -z "$alive" ] && exit 0; sleep 0.1; i=$((i+1)); done; kill -9 $alive 2>/dev/null; true'

@@ -8,14 +8,20 @@ unless the user opts in to accept-new. A changed key is always refused.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import paramiko
 from fabric import Config, Connection
+
+# paramiko logs its transport thread's failures (e.g. a ProxyCommand that exits) with full
+# tracebacks through logging's last-resort handler; we report those failures ourselves.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 USER_SSH_CONFIG = Path("~/.ssh/config").expanduser()
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
@@ -42,10 +48,10 @@ class SshSettings:
     connect_timeout: float = 10.0
     keepalive_s: int = 10
     extra_known_hosts: Tuple[Path, ...] = field(default=())
+    host_timeout: float = 30.0  # a host that answers nothing for this long is given up as lost
 
     def with_config(self, path: Path) -> "SshSettings":
-        return SshSettings((path, *self.config_files), self.accept_new_host_keys, self.connect_timeout,
-                           self.keepalive_s, self.extra_known_hosts)
+        return replace(self, config_files=(path, *self.config_files))
 
 
 def load_ssh_config(files: Sequence[Path]) -> paramiko.SSHConfig:
@@ -100,6 +106,10 @@ def connection(destination: str, settings: SshSettings, ssh_config: Optional[par
     return c
 
 
+def _describe_key(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.fingerprint}"
+
+
 def open_checked(c: Connection, settings: SshSettings) -> Connection:
     """Open ``c``; every way of failing becomes a ConnectError naming the host."""
     name = getattr(c, "fleetbench_name", c.original_host)
@@ -107,8 +117,14 @@ def open_checked(c: Connection, settings: SshSettings) -> Connection:
     try:
         c.open()
     except paramiko.BadHostKeyException as exc:
-        raise ConnectError(name, f"host key for {c.host} has CHANGED (got {exc.key.get_name()}); "
-                                 "refusing to connect. If the host was rebuilt, remove its old key from known_hosts.") from None
+        files = ", ".join(str(p) for p in getattr(c, "fleetbench_known_hosts", []))
+        entry = c.host if c.port == 22 else f"[{c.host}]:{c.port}"  # how known_hosts names it
+        raise ConnectError(name, f"host key for {c.host} has CHANGED: known_hosts has {_describe_key(exc.expected_key)}, "
+                                 f"the host offered {_describe_key(exc.key)}. Refusing to connect (someone may be "
+                                 f"intercepting the connection). If the host was rebuilt, remove its old key "
+                                 f"(ssh-keygen -R '{entry}') from {files}.") from None
+    except paramiko.AuthenticationException as exc:
+        raise ConnectError(name, f"login refused for {where}: {exc}") from None
     except paramiko.SSHException as exc:
         text = str(exc)
         if "not found in known_hosts" in text:
@@ -120,6 +136,21 @@ def open_checked(c: Connection, settings: SshSettings) -> Connection:
         raise ConnectError(name, f"cannot reach {where}: {exc.strerror or exc}") from None
     except Exception as exc:  # paramiko raises a few odd types (EOFError, socket.timeout)
         raise ConnectError(name, f"SSH to {where} failed: {type(exc).__name__}: {exc}") from None
-    if c.transport is not None and settings.keepalive_s:
-        c.transport.set_keepalive(settings.keepalive_s)
+    if c.transport is not None:
+        set_host_timeout(c, settings.host_timeout, settings.keepalive_s)
     return c
+
+
+def set_host_timeout(c: Connection, seconds: float, keepalive_s: float = 10) -> None:
+    """Declare the connection dead once the host has acknowledged nothing for ``seconds``.
+
+    A host whose link is cut sends no FIN and no RST: without this, a channel waits for it
+    for as long as TCP retransmits (about 15 minutes). SSH keepalives make sure something is
+    always in flight, and TCP_USER_TIMEOUT has the kernel drop the connection when that
+    something stays unacknowledged for ``seconds``; paramiko then closes every channel.
+    """
+    every = max(1, int(min(keepalive_s, seconds / 3)))
+    c.transport.set_keepalive(every)
+    sock = c.transport.sock
+    if isinstance(sock, socket.socket) and hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux; not a ProxyCommand
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
