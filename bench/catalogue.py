@@ -1,16 +1,23 @@
 """The workload catalogue: every workload's name, the servers it fits and its params.
 
 One table serves both sides: the controller validates spawn files against it (every key,
-type and choice), and the agent fills in defaults from it. Pure data, Python 3.9+.
+type and choice), and the agent fills in defaults from it. :func:`check_params` holds the
+checks that one param's type cannot express (URL syntax, header names, ``module:function``),
+also for both sides. Pure data and pure functions, Python 3.9+.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
 
 DISTRIBUTIONS = ("uniform", "zipf", "sequential", "hotspot", "latest")
 REDIS_KINDS = ("redis-cluster", "redis")
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")
+#: Modules a python workload may not ship: they would hide the agent's own code.
+RESERVED_MODULES = ("bench", "hdrh", "uvloop", "pbr", "setuptools", "pkg_resources", "__main__")
 
 
 @dataclass(frozen=True)
@@ -85,20 +92,115 @@ WORKLOADS: Tuple[Workload, ...] = (
     Workload("random-query", "random seeded trees of bitmap operations, then BITCOUNT (pi: random-query)",
              REDIS_KINDS, _with(BITMAP, Param("depth", "int", 2, "tree depth", minimum=1, maximum=8),
                                 Param("fanout", "int", 2, "children per node", minimum=1, maximum=8))),
-    Workload("http", "HTTP requests against the server nodes or a list of URLs", ("command", "any"), (
-        Param("method", "str", "GET", "HTTP method", choices=("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH")),
+    Workload("http", "HTTP/1.1 requests, round-robin over paths on every server node, or over urls",
+             ("command", "any"), (
+        Param("method", "str", "GET", "HTTP method", choices=HTTP_METHODS),
         Param("paths", "list", ["/"], "paths requested round-robin on every server node"),
-        Param("urls", "list", [], "absolute URLs to request instead of the server nodes"),
-        Param("headers", "dict", {}, "request headers"),
-        Param("body", "str", "", "request body"),
-        Param("timeout", "float", 10.0, "seconds per request", minimum=0.0),
+        Param("urls", "list", [], "absolute http:// URLs requested round-robin instead of the server nodes"),
+        Param("headers", "dict", {}, "request headers (Host, User-Agent and Content-Length are set for you)"),
+        Param("body", "str", "", "request body (sent with Content-Length)"),
+        Param("timeout", "float", 10.0, "seconds a request may take before it counts as an error (0: none)",
+              minimum=0.0, maximum=3600.0),
         SEED,
     )),
     Workload("python", "a user's function, shipped inside the agent pex", ("redis-cluster", "redis", "command", "any"), (
-        Param("target", "str", "", "module:function"),
-        Param("options", "dict", {}, "passed to the function"),
+        Param("target", "str", "", "module:function, called once per connection; it returns the op callable"),
+        Param("modules", "list", [], "local .py files or package directories (relative to the spawn file) "
+                                     "shipped inside the agent pex"),
+        Param("options", "dict", {}, "passed to the function as ctx.options"),
         SEED,
     )),
 )
 
 CATALOGUE: Mapping[str, Workload] = {w.name: w for w in WORKLOADS}
+
+
+# ---------------------------------------------------------------- checks beyond a param's type
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # an HTTP header name (RFC 9110 token)
+_PATH = re.compile(r"/[\x21-\x7e]*\Z")  # origin-form request target: no spaces, no controls
+_PYTHON_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")
+_FRAMING_HEADERS = ("content-length", "transfer-encoding")
+Problem = Tuple[str, str]  # (key under params, e.g. "urls[1]"; message)
+
+
+def split_url(url: str) -> Tuple[str, int, str]:
+    """``http://host[:port]/path?query`` as ``(host, port, request target)``; ValueError says why not."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a valid URL: {exc}") from None
+    if parts.scheme == "https":
+        raise ValueError(f"{url!r}: https is not supported (the agent speaks plain HTTP/1.1); use http://")
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"{url!r} is not an absolute http:// URL")
+    if port == 0:
+        raise ValueError(f"{url!r}: port 0 is not a port")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{url!r}: credentials in URLs are not supported; set an Authorization header")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if not _PATH.match(target):
+        raise ValueError(f"{url!r}: the path has spaces or control characters (percent-encode them)")
+    return parts.hostname, port if port is not None else 80, target
+
+
+def module_name(entry: str) -> str:
+    """The import name a ``modules`` entry ships as: ``./lib/myload.py`` -> ``myload``."""
+    base = entry.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return base[:-3] if base.endswith(".py") else base
+
+
+def check_params(workload: str, params: Mapping[str, Any]) -> List[Problem]:
+    """What is wrong with ``params`` (already of the right types) beyond each param's type."""
+    if workload == "http":
+        return _http_problems(params)
+    if workload == "python":
+        return _python_problems(params)
+    return []
+
+
+def _http_problems(params: Mapping[str, Any]) -> List[Problem]:
+    problems: List[Problem] = []
+    for i, path in enumerate(params.get("paths", [])):
+        if not isinstance(path, str) or not _PATH.match(path):
+            problems.append((f"paths[{i}]", f"{path!r} is not a path: it starts with '/' and has no spaces "
+                                            "or control characters"))
+    if not params.get("paths") and not params.get("urls"):
+        problems.append(("paths", "must list at least one path (or give urls)"))
+    for i, url in enumerate(params.get("urls", [])):
+        if not isinstance(url, str):
+            problems.append((f"urls[{i}]", f"expected a string, got {url!r}"))
+            continue
+        try:
+            split_url(url)
+        except ValueError as exc:
+            problems.append((f"urls[{i}]", str(exc)))
+    for name, value in params.get("headers", {}).items():
+        if not _TOKEN.match(name):
+            problems.append((f"headers.{name}", "not a valid header name"))
+        elif name.lower() in _FRAMING_HEADERS:
+            problems.append((f"headers.{name}", "set by the agent from the body; remove it"))
+        elif not isinstance(value, str):
+            problems.append((f"headers.{name}", f"expected a string, got {value!r}"))
+        elif any(c in value for c in "\r\n\0"):
+            problems.append((f"headers.{name}", "has a line break or NUL character"))
+    return problems
+
+
+def _python_problems(params: Mapping[str, Any]) -> List[Problem]:
+    problems: List[Problem] = []
+    target = params.get("target", "")
+    if not isinstance(target, str) or not _PYTHON_TARGET.match(target):
+        problems.append(("target", f"{target!r} is not module:function (e.g. \"myload:run\")"))
+    for i, entry in enumerate(params.get("modules", [])):
+        if not isinstance(entry, str) or not entry.strip():
+            problems.append((f"modules[{i}]", f"expected a path, got {entry!r}"))
+            continue
+        name = module_name(entry)
+        if not name.isidentifier():
+            problems.append((f"modules[{i}]", f"{entry!r} would ship as {name!r}, which is not an importable name"))
+        elif name in RESERVED_MODULES:
+            problems.append((f"modules[{i}]", f"{entry!r} would ship as {name!r} and hide the agent's own "
+                                              f"{name!r}; rename it"))
+    return problems

@@ -25,6 +25,10 @@ Format history (``schema_version`` of run.json):
 * 1 -- the first version: run metadata (run_id, name, status, started_at, finished_at,
   spawn, deployment, anything else the controller passes) and ``benchmarks``, one merged
   entry per benchmark as described in :func:`merge_benchmark` and :func:`merge_repeats`.
+  Added later within version 1, as optional keys that older readers ignore and newer readers
+  treat as absent when missing (so no version bump): ``hosts`` (``bench.hosts.host_section``:
+  roles, facts and metrics summaries per host) and each entry's ``started_at`` /
+  ``finished_at`` (epoch seconds of its measured phase, from the agents' own clocks).
 
 :func:`load_run` upgrades older versions step by step (``_UPGRADES``) and refuses newer ones.
 """
@@ -97,6 +101,8 @@ def merge_benchmark(
         {"name", "workload", "agents", "agents_ok", "ops", "errors", "late_ops",
          "seconds",            # the longest agent's elapsed_s
          "ops_per_s",          # ops / seconds
+         "started_at", "finished_at",   # epoch seconds: first agent start, last agent end
+                                        # (None when the agents give no numeric started_at)
          "latency_us",         # bench.hist.summary of the merged latency histogram
          "histogram",          # the merged latency histogram, encoded
          "service_us", "service_histogram",   # only when agents report service time
@@ -162,6 +168,7 @@ def merge_benchmark(
         "late_ops": late_ops,
         "seconds": seconds,
         "ops_per_s": _rate(ops, seconds),
+        **_measured_window(results),
         "latency_us": hist.summary(latency.histogram),
         "histogram": hist.encode(latency.histogram),
     }
@@ -239,6 +246,7 @@ def merge_repeats(name: str, entries: Sequence[Mapping[str, Any]]) -> dict[str, 
             "max": round(max(rates), 3),
             "stdev": round(statistics.stdev(rates), 3) if len(rates) > 1 else 0.0,
         },
+        **_span([e for _, e in numbered]),
         "latency_us": hist.summary(latency.histogram),
         "histogram": hist.encode(latency.histogram),
     }
@@ -463,6 +471,24 @@ def _seconds(result: Mapping[str, Any], who: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise ResultError(f"{who}: elapsed_s {value!r} is not a duration")
     return float(value)
+
+
+def _measured_window(results: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """started_at / finished_at of the agents' measured phases, where they give epoch numbers."""
+    spans = [{"started_at": float(r["started_at"]), "finished_at": float(r["started_at"]) + float(r["elapsed_s"])}
+             for r in results if _is_number(r.get("started_at")) and _is_number(r.get("elapsed_s"))]
+    return _span(spans)
+
+
+def _span(entries: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    starts = [float(e["started_at"]) for e in entries if _is_number(e.get("started_at"))]
+    ends = [float(e["finished_at"]) for e in entries if _is_number(e.get("finished_at"))]
+    return {"started_at": round(min(starts), 6) if starts else None,
+            "finished_at": round(max(ends), 6) if ends else None}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _rate(ops: int, seconds: float) -> float:

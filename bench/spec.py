@@ -26,7 +26,7 @@ A spawn file is TOML (or JSON with the same structure, chosen by a ``.json`` ext
     # env = { KEY = "value" }
 
     [[benchmark]]
-    name = "import"                   # unique; letters, digits, '.', '_', '-'
+    name = "import"                   # unique; any one-line text without '#'
     workload = "setbit"               # a key of bench.catalogue.CATALOGUE
     agents = 4                        # agent processes, round-robin over agent hosts (default 1)
     iterations = 100000               # total measured ops, split over agents; or duration = "30s"
@@ -49,6 +49,11 @@ Rules, all checked by :func:`parse`:
 * The workload must fit the server kind (``Workload.servers``). A workload whose servers list
   ``"any"`` fits every kind; one that also has a ``urls`` param must then be given ``urls``
   when the kind is not one it targets natively (``http`` against a redis cluster).
+* ``http`` keeps ``pipeline = 1`` (HTTP/1.1 without pipelining: one request in flight per
+  connection); its urls, paths and headers are checked (:func:`bench.catalogue.check_params`).
+* ``python`` names ``params.target = "module:function"``; ``params.modules`` lists the local
+  ``.py`` files or package directories to ship inside the agent pex, relative to the spawn
+  file. :func:`load` checks that they exist (:func:`agent_modules`); :func:`parse` only their form.
 * Server hosts: ``redis-cluster`` with replicas needs at least ``3 * (1 + replicas)`` (one
   node per host, at least three masters); with no replicas and fewer than three hosts it
   deploys a standalone redis on the first host (and says so); ``redis`` needs exactly ``1 + replicas`` (the first is the
@@ -78,7 +83,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.catalogue import CATALOGUE, Param, Workload
+from bench.catalogue import CATALOGUE, Param, Workload, check_params, module_name
 
 SERVER_KINDS = ("redis-cluster", "redis", "command")
 DEFAULT_PORT = 7000
@@ -89,6 +94,10 @@ MAX_INVENTORY_BYTES = 1 << 20
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 _NAME_HELP = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 100"
+# A benchmark name is a label carried as data (quoted, JSON, never a path: directories use a
+# slug of it), so any one-line text will do; '#' is kept for repetition labels (name#k).
+_BENCHMARK_NAME = re.compile(r"[^#\x00-\x1f\x7f-\x9f\u2028\u2029]{1,100}\Z")
+_BENCHMARK_NAME_HELP = "any text on one line without '#', at most 100 characters"
 _USER = r"[A-Za-z_][A-Za-z0-9._-]*"
 _HOST = r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?"
 _DESTINATION = re.compile(rf"(?:(?P<user>{_USER})@)?(?P<host>{_HOST})(?::(?P<port>[0-9]{{1,5}}))?\Z")
@@ -97,7 +106,6 @@ _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*\Z")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _READY = re.compile(r"tcp\Z|http:/\S*\Z")
-_PYTHON_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")
 _MAX_DEPTH = 32
 
 TOP_KEYS = ("name", "hosts", "server", "benchmark")
@@ -231,8 +239,45 @@ def load(path: str | Path) -> Spawn:
     except UnicodeDecodeError as e:
         raise SpecError([f"{shown}: not UTF-8 text: {e.reason} at byte {e.start}"], source=shown) from None
     data = _decode(text, shown, json_format=path.suffix.lower() == ".json")
-    return parse(data, name=path.stem, base_dir=path.parent, run_command=run_inventory_command,
-                 source_text=text, source_name=shown)
+    spawn = parse(data, name=path.stem, base_dir=path.parent, run_command=run_inventory_command,
+                  source_text=text, source_name=shown)
+    agent_modules(spawn, path.parent)  # a missing module file is a spawn error, before any SSH
+    return spawn
+
+
+def agent_modules(spawn: Spawn, base_dir: Path) -> dict[str, Path]:
+    """The local modules the ``python`` benchmarks ship inside the agent pex, by import name.
+
+    Each ``params.modules`` entry is a ``.py`` file or a package directory, relative to
+    ``base_dir`` (the spawn file's directory) unless absolute. Only :func:`load` and the build
+    look at the files: a run's saved spawn must still parse where they no longer exist.
+    """
+    problems = _Problems()
+    found: dict[str, Path] = {}
+    for i, benchmark in enumerate(spawn.benchmarks):
+        if benchmark.workload != "python":
+            continue
+        for j, entry in enumerate(benchmark.params.get("modules", [])):
+            where = f"benchmark[{i}].params.modules[{j}]"
+            path = (base_dir / entry).resolve()
+            name = module_name(entry)
+            if path.is_file() and path.suffix == ".py":
+                pass
+            elif path.is_dir() and (path / "__init__.py").is_file():
+                pass
+            elif path.exists():
+                problems.add(where, f"{entry!r} is neither a .py file nor a package directory (with __init__.py)")
+                continue
+            else:
+                problems.add(where, f"{entry!r} does not exist (looked for {str(path)!r})")
+                continue
+            if name in found and found[name] != path:
+                problems.add(where, f"{entry!r} ships as {name!r}, like {str(found[name])!r}")
+                continue
+            found[name] = path
+    if problems.items:
+        raise SpecError(problems.items, source=spawn.source_name)
+    return found
 
 
 def to_dict(spawn: Spawn) -> dict[str, Any]:
@@ -364,6 +409,14 @@ _MISSING: Any = _Missing()
 _BAD: Any = object()  # a value that was present but had a problem (already reported)
 
 
+def key_text(key: Any) -> str:
+    """A key as it goes into a key path: bare when TOML would write it bare, else quoted
+    (so a key holding a newline or a dot cannot garble or fake a path)."""
+    if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_-]+", key):
+        return key
+    return json.dumps(key) if isinstance(key, str) else repr(key)
+
+
 class _Table:
     """One table of the spawn data: reports unknown keys up front, then hands out values."""
 
@@ -375,8 +428,8 @@ class _Table:
         self.misspelt: set[str] = set()  # known keys that an unknown key probably meant
         for key in data:
             if key not in allowed:
-                shown = key if isinstance(key, str) else repr(key)
-                close = difflib.get_close_matches(shown, list(allowed), n=1, cutoff=0.6)
+                shown = key_text(key)
+                close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
                 self.misspelt.update(close)
                 hint = f"; did you mean {close[0]!r}?" if close else f" (expected one of: {', '.join(allowed)})"
                 problems.add(self.at(shown), f"unknown {what}{hint}")
@@ -793,7 +846,7 @@ def _benchmarks(top: _Table, problems: _Problems, server_kind: str | None) -> li
 
 
 def _benchmark(t: _Table, server_kind: str | None) -> Benchmark | None:
-    name = t.text("name", pattern=_NAME, pattern_help=_NAME_HELP)
+    name = t.text("name", pattern=_BENCHMARK_NAME, pattern_help=_BENCHMARK_NAME_HELP)
     if name is _MISSING:
         name = t.missing("name", "missing")
     workload_name = t.choice("workload", list(CATALOGUE))
@@ -816,6 +869,9 @@ def _benchmark(t: _Table, server_kind: str | None) -> Benchmark | None:
     rate = t.number("rate", None, above=0)
     repeat = t.integer("repeat", 1, minimum=1)
     parallel = t.text("parallel", None)
+    if workload_name == "http" and _is_int(pipeline) and pipeline > 1:
+        pipeline = t.problem("pipeline", "workload 'http' sends one request at a time per connection "
+                                         "(HTTP/1.1, no pipelining); raise connections instead")
     params: Any = _BAD
     if workload_name is not _BAD:
         workload = CATALOGUE[workload_name]
@@ -851,9 +907,10 @@ def _params(t: _Table, workload: Workload) -> Any:
         if checked is _BAD:
             ok = False
         params[param.name] = checked
-    if ok and workload.name == "python" and not _PYTHON_TARGET.match(params.get("target", "")):
-        table.problem("target", f"{params.get('target', '')!r} is not module:function")
-        ok = False
+    if ok:
+        for key, message in check_params(workload.name, params):
+            t.problems.add(f"{t.at('params')}.{key}", message)
+            ok = False
     return params if ok else _BAD
 
 

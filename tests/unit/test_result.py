@@ -111,8 +111,9 @@ def test_totals_and_agent_rows() -> None:
     ]
     entry = result.merge_benchmark("set", results, [])
     assert list(entry) == ["name", "workload", "agents", "agents_ok", "ops", "errors", "late_ops", "seconds",
-                           "ops_per_s", "latency_us", "histogram", "timeseries", "error_samples", "failures",
-                           "agent_results"]
+                           "ops_per_s", "started_at", "finished_at", "latency_us", "histogram", "timeseries",
+                           "error_samples", "failures", "agent_results"]
+    assert entry["started_at"] is None  # these agents give an ISO string, not epoch seconds
     assert (entry["name"], entry["workload"], entry["agents"], entry["agents_ok"]) == ("set", "set", 3, 3)
     assert (entry["ops"], entry["errors"], entry["late_ops"]) == (110, 3, 5)
     assert entry["seconds"] == 10.0 and entry["ops_per_s"] == 11.0
