@@ -15,6 +15,7 @@ from invoke.exceptions import Exit
 
 from bench import spec
 from fabfile.cli import clean_errors, forget_sessions, session, workspace
+from fabfile import reports
 
 SPAWN = "spawn.toml"
 HELP = {
@@ -24,8 +25,11 @@ HELP = {
 }
 
 
-def _session(spawn: str, ssh_config: Optional[str], accept_new_host_keys: bool):
-    return session(spawn or SPAWN, ssh_config, accept_new_host_keys)
+def _session(spawn: str, ssh_config: Optional[str], accept_new_host_keys: bool, *, validate: bool = False):
+    s = session(spawn or SPAWN, ssh_config, accept_new_host_keys)
+    if validate:
+        s.spawn  # parses and validates the spawn file: a bad one fails here, before any SSH
+    return s
 
 
 @task(help=HELP)
@@ -46,29 +50,76 @@ def build(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False):
         print(f"{art.name}: {art.path} sha256 {art.sha256}")
 
 
-@task(help=HELP)
-def deploy(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False):
+@task(help={**HELP, "direct_push": "send every host its own copy from here (no host-to-host relay)"})
+def deploy(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, direct_push=False):
     """Build, push (via cat) and start the servers. Does nothing when nothing changed."""
     with clean_errors("deploy"):
-        _session(spawn, ssh_config, accept_new_host_keys).deploy()
+        s = _session(spawn, ssh_config, accept_new_host_keys)
+        s.direct_push = direct_push
+        s.deploy()
 
 
-@task(help={**HELP, "agent_timeout": "seconds before an agent that has not finished is given up (default 900)"})
-def bench(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, agent_timeout=900.0):
-    """Run the spawn file's benchmarks on the agent hosts; results are written as they arrive."""
+BENCH_HELP = {
+    "agent_timeout": "seconds before an agent that has not finished is stopped and given up (default 900)",
+    "host_timeout": "seconds without any answer before a host is given up as lost (default 30)",
+}
+
+
+@task(help={**HELP, **BENCH_HELP})
+def bench(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, agent_timeout=900.0, host_timeout=30.0):
+    """Run the spawn file's benchmarks on the agent hosts; results are written as they arrive.
+    Failed agents and lost hosts are recorded and the rest goes on (`inv collect` decides the
+    exit status); Ctrl-C stops the run's agents, keeps what they measured, leaves the servers."""
     with clean_errors("bench"):
-        _session(spawn, ssh_config, accept_new_host_keys).bench(float(agent_timeout))
+        _session(spawn, ssh_config, accept_new_host_keys, validate=True).bench(float(agent_timeout),
+                                                                                float(host_timeout))
 
 
-@task(help={**HELP, "run": "run id or directory (default: runs/latest)", "format": "simple, github, csv or json",
-            "allow_partial": "exit 0 even when some agents failed"})
+REPORT_HELP = {"run": "run id or directory (default: runs/latest)", "format": "simple, github, csv or json",
+               "detail": "also the host facts and one row per agent"}
+
+
+@task(help={**HELP, **REPORT_HELP, "allow_partial": "exit 0 even when some agents failed"})
 def collect(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, run=None, format="simple",
-            allow_partial=False):
-    """Merge a run's agent results into run.json and print the tables."""
+            allow_partial=False, detail=False):
+    """Merge a run's agent results and host metrics into run.json and export/, print the tables."""
     with clean_errors("collect"):
-        merged = _session(spawn, ssh_config, accept_new_host_keys).collect(run, format)
+        merged = _session(spawn, ssh_config, accept_new_host_keys).collect(run, format, detail)
     if merged["status"] != "ok" and not allow_partial:
         raise Exit(f"run {merged['run_id']} is {merged['status']}: see the failures above", code=1)
+
+
+@task(help={"format": "simple, github, csv or json"})
+def runs(c, format="simple"):
+    """List the runs under runs/: id, date, name, benchmarks, status."""
+    with clean_errors("runs"):
+        print(reports.runs_table(workspace().runs_dir, format))
+
+
+@task(help={**REPORT_HELP, "html": "also write runs/<run-id>/report.html: tables and pictures in one file"})
+def report(c, run=None, format="simple", detail=False, html=False):
+    """Print a collected run's tables again (no SSH)."""
+    with clean_errors("report"):
+        print(reports.report(workspace().runs_dir, run, format, detail))
+        if html:
+            print(f"wrote {reports.write_html(workspace().runs_dir, run)}")
+
+
+@task(help={"a": "the baseline: a run id or directory, or several comma-separated (pooled)",
+            "b": "the contender, likewise", "format": "simple, github, csv or json"})
+def compare(c, a, b, format="simple"):
+    """Per benchmark, B's throughput and latency against A's: the change, or ~ when within the noise."""
+    with clean_errors("compare"):
+        print(reports.compare(workspace().runs_dir, a, b, format))
+
+
+@task(help={"run": "run id or directory (default: runs/latest)",
+            "against": "other runs, comma-separated: one more line each in the latency spectra"})
+def plot(c, run=None, against=None):
+    """Write PNGs into runs/<run-id>/plots/: throughput, latency, hosts, latency spectra."""
+    with clean_errors("plot"):
+        for path in reports.plot(workspace().runs_dir, run, against):
+            print(f"wrote {path}")
 
 
 @task(help={**HELP, "keep_files": "leave ~/.fleetbench on the hosts"})
@@ -78,14 +129,17 @@ def down(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_files
         _session(spawn, ssh_config, accept_new_host_keys).down(keep_files)
 
 
-@task(help={**HELP, "keep_up": "leave the servers running afterwards", "allow_partial": "exit 0 when agents failed"})
-def spawn(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_up=False, allow_partial=False):
+@task(help={**HELP, **BENCH_HELP, "keep_up": "leave the servers running afterwards (also after Ctrl-C)",
+            "allow_partial": "exit 0 when agents failed"})
+def spawn(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_up=False, allow_partial=False,
+          agent_timeout=900.0, host_timeout=30.0):
     """deploy, bench, collect, down."""
-    s = _session(spawn, ssh_config, accept_new_host_keys)
+    with clean_errors("spawn"):
+        s = _session(spawn, ssh_config, accept_new_host_keys, validate=True)
     try:
         with clean_errors("spawn"):
             s.deploy()
-            s.bench()
+            s.bench(float(agent_timeout), float(host_timeout))
             merged = s.collect()
     finally:
         if not keep_up:
@@ -149,9 +203,37 @@ def demo(c, hosts=5, keep=False):
             testbed_down(c)
 
 
+@task(help={"json": "print one JSON object instead of the table", "keep": "leave the perf testbed up",
+            "only": "comma-separated figures to measure (default: all)", "hosts": "testbed hosts (default 32)",
+            "prefix": "the perf testbed's host prefix (default pf)", "subnet": "its subnet, 10.213.N.0/24 (default 243)"})
+def perf(c, json=False, keep=False, only=None, hosts=32, prefix="pf", subnet=243):
+    """fleetbench's own benchmarks on a testbed of their own: fan-out, push, no-op deploy, agent, merge."""
+    import json as json_module
+    import os
+
+    from fabfile import perf as suite
+    from fabfile.testbed import TestbedError
+
+    if os.geteuid() != 0:
+        raise Exit("perf failed: the perf testbed needs root (network namespaces)", code=1)
+    runner = suite.Suite(workspace().root, prefix=prefix, subnet=int(subnet), hosts=int(hosts))
+    try:
+        with clean_errors("perf"):
+            figures = runner.run(only.split(",") if only else suite.FIGURES, keep=keep)
+    except (suite.PerfError, TestbedError) as exc:
+        raise Exit(f"perf failed: {exc}", code=1) from None
+    if json:
+        print(json_module.dumps(suite.report(figures, runner.testbed, runner.count, runner.errors), indent=1))
+    else:
+        print(suite.table(figures, runner.errors))
+    if runner.errors:
+        raise Exit(f"perf: {len(runner.errors)} figure(s) could not be measured: {', '.join(runner.errors)}", code=1)
+
+
 testbed = Collection("testbed")
 testbed.add_task(testbed_up, "up")
 testbed.add_task(testbed_status, "status")
 testbed.add_task(testbed_down, "down")
 
-ns = Collection(check, build, deploy, bench, collect, down, spawn, demo, testbed)
+ns = Collection(check, build, deploy, bench, collect, down, spawn, demo, testbed, runs, report, compare, plot,
+                perf)

@@ -14,13 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import bench
 from fabric import Connection
@@ -107,24 +109,59 @@ class Builder:
 
     # -- pexes -----------------------------------------------------------------------------
 
-    def server(self, requirements: Sequence[str], script: str, platforms: Sequence[Path]) -> Artifact:
-        """A ``--venv`` pex that execs ``script`` (so the server is the pid we started)."""
-        inputs = {"kind": "server", "requirements": list(requirements), "script": script,
-                  "platforms": self._platform_texts(platforms), "pex": PEX_VERSION}
-        args = [*requirements, "-c", script, "--venv", "--sh-boot", "--no-build", *self._platform_args(platforms)]
-        return self._cached("server", inputs, lambda out: _pex([*args, "-o", str(out)], "the server pex"))
+    def server(self, requirements: Sequence[str], script: str, platforms: Sequence[Path],
+               base_dir: Path = Path(".")) -> Artifact:
+        """A ``--venv`` pex that runs ``script`` in place (so the server is the pid we started).
 
-    def agent(self, platforms: Sequence[Path]) -> Artifact:
-        """fleetbench's own ``bench`` package and only its runtime deps: the tool deploys itself."""
-        sources = _package_sources(Path(bench.__file__).parent)
-        inputs = {"kind": "agent", "requirements": list(AGENT_REQUIREMENTS), "entry": AGENT_ENTRY,
-                  "sources": {k: hashlib.sha256(v).hexdigest() for k, v in sources.items()},
+        ``script`` is a console script of the requirements or, failing that, a module run like
+        ``python -m`` (one of the requirements' or the standard library's). Requirements are
+        PyPI specs or local project paths (``./app``, ``/src/app``, ``dist/app.whl``; relative
+        to ``base_dir``, the spawn file's directory). Everything from an index must come as a
+        wheel (``--no-build``: a build for another host's platform could silently produce the
+        wrong one); local projects are built here first and must give a pure-Python wheel.
+        """
+        local = {req: path for req in requirements if (path := local_requirement(req, base_dir)) is not None}
+        inputs = {"kind": "server", "requirements": list(requirements), "script": script,
+                  "local": {req: _tree_digest(path) for req, path in local.items()},
                   "platforms": self._platform_texts(platforms), "pex": PEX_VERSION}
+
+        def build(out: Path) -> None:
+            with tempfile.TemporaryDirectory(prefix="fleetbench-wheels-") as wheels:
+                reqs = [str(_pure_wheel(local[r], Path(wheels))) if r in local else r for r in requirements]
+                common = [*reqs, "--venv", "--sh-boot", "--no-build", *self._platform_args(platforms), "-o", str(out)]
+                try:
+                    _pex([*common, "-c", script], "the server pex")
+                    return
+                except BuildError as exc:
+                    if f"Could not find script {script!r}" not in str(exc):
+                        raise
+                _pex([*common, "-m", script], "the server pex")
+            if not _runs_module(out, script):
+                raise BuildError(f"server.script {script!r} is neither a console script nor a module (python -m) of "
+                                 f"the server requirements ({', '.join(requirements) or 'none'}) or the standard library")
+
+        return self._cached("server", inputs, build)
+
+    def agent(self, platforms: Sequence[Path], modules: Mapping[str, Path] = {}) -> Artifact:
+        """fleetbench's own ``bench`` package and only its runtime deps: the tool deploys itself.
+
+        ``modules`` (import name -> local .py file or package directory, from
+        ``spec.agent_modules``) are the python workloads' code, shipped at the top level of the
+        pex; their bytes are part of the digest, so editing one rebuilds the agent.
+        """
+        sources = {f"bench/{rel}": data for rel, data in _package_sources(Path(bench.__file__).parent).items()}
+        extra = _module_sources(modules)
+        inputs = {"kind": "agent", "requirements": list(AGENT_REQUIREMENTS), "entry": AGENT_ENTRY,
+                  "sources": {k[len("bench/"):]: hashlib.sha256(v).hexdigest() for k, v in sources.items()},
+                  "platforms": self._platform_texts(platforms), "pex": PEX_VERSION}
+        if extra:  # only then: an agent without user modules keeps its cache key
+            inputs["modules"] = {k: hashlib.sha256(v).hexdigest() for k, v in extra.items()}
+        sources.update(extra)
 
         def build(out: Path) -> None:
             with tempfile.TemporaryDirectory(prefix="fleetbench-src-") as src:
                 for rel, data in sources.items():
-                    target = Path(src, "bench", rel)
+                    target = Path(src, rel)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(data)
                 _pex([*AGENT_REQUIREMENTS, "-D", src, "-m", AGENT_ENTRY, "--venv", "--sh-boot", "--no-build",
@@ -166,6 +203,112 @@ class Builder:
     @staticmethod
     def _platform_texts(platforms: Sequence[Path]) -> List[str]:
         return sorted({p.read_text() for p in platforms})
+
+
+#: What a local project's digest (and wheel build) leaves out: VCS data, caches, environments
+#: anywhere, and build output at its top (a package may well be called "build").
+_SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".venv", ".tox", ".nox", ".mypy_cache", ".pytest_cache",
+              ".ruff_cache", "node_modules"}
+_SKIP_TOP = {"build", "dist"}
+_ARCHIVES = (".whl", ".tar.gz", ".tgz", ".zip")
+
+
+def local_requirement(req: str, base_dir: Path) -> Path | None:
+    """The local project (directory, wheel or sdist) ``req`` names, or None for an index requirement.
+
+    Like pip, a requirement is a path when it looks like one: it starts with ``.``, ``/`` or
+    ``~``, or names an archive file. A path that does not exist is a BuildError naming it.
+    """
+    text = req.strip()
+    if not (text.startswith((".", "/", "~")) or text.endswith(_ARCHIVES)):
+        return None
+    path = (base_dir / Path(text).expanduser()).resolve()
+    if not path.exists():
+        raise BuildError(f"server.requirements: local project {req!r} does not exist ({path})")
+    return path
+
+
+def _local_files(path: Path) -> List[Path]:
+    if path.is_file():
+        return [path]
+    def kept(rel: Tuple[str, ...]) -> bool:
+        dirs = rel[:-1]
+        return not (_SKIP_DIRS & set(dirs) or (dirs and dirs[0] in _SKIP_TOP)
+                    or any(d.endswith(".egg-info") for d in dirs))
+
+    return sorted(p for p in path.rglob("*") if p.is_file() and kept(p.relative_to(path).parts))
+
+
+def _tree_digest(path: Path) -> str:
+    """A local project's content digest: an edit rebuilds the server pex, nothing else does."""
+    h = hashlib.sha256()
+    for f in _local_files(path):
+        rel = f.relative_to(path).as_posix() if path.is_dir() else f.name
+        h.update(rel.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _pure_wheel(path: Path, wheel_dir: Path) -> Path:
+    """A wheel of the local project at ``path``, built from a copy (pip builds in-tree and would
+    leave build/ and *.egg-info in the user's project). It must be pure Python: it is built with
+    this machine's interpreter and has to run on every host's."""
+    if path.name.endswith(".whl"):
+        wheel = path
+    else:
+        with tempfile.TemporaryDirectory(prefix="fleetbench-src-") as tmp:
+            source = path
+            if path.is_dir():
+                source = Path(tmp, path.name)
+                for f in _local_files(path):
+                    target = source / f.relative_to(path)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(f, target)
+            out = wheel_dir / path.name.replace(".", "_")
+            proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(out),
+                                   str(source)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise BuildError(f"building the local project {str(path)!r} failed (pip exit {proc.returncode}):\n"
+                                 + tail(proc.stderr or proc.stdout, 30))
+        wheel = next(out.glob("*.whl"))
+    if not wheel.name.endswith("-none-any.whl"):
+        raise BuildError(f"local project {str(path)!r} gives a platform-specific wheel ({wheel.name}); hosts may run "
+                         "another Python or platform: publish wheels for each platform to an index instead")
+    return wheel
+
+
+def _runs_module(pex_path: Path, module: str) -> bool:
+    """Whether ``python -m module`` can run from the pex: the standard library's, or a
+    ``mod.py`` / ``pkg/__main__.py`` / extension module inside one of its wheels."""
+    if module.split(".")[0] in sys.stdlib_module_names:
+        return True
+    rel = module.replace(".", "/")
+    with zipfile.ZipFile(pex_path) as z:
+        for name in z.namelist():
+            parts = name.split("/", 2)  # .deps/<wheel>/<path inside the wheel>
+            if len(parts) < 3 or parts[0] != ".deps":
+                continue
+            inner = parts[2]
+            if inner in (f"{rel}.py", f"{rel}/__main__.py") or (inner.startswith(rel + ".") and inner.endswith(".so")):
+                return True
+    return False
+
+
+def _module_sources(modules: Mapping[str, Path]) -> Dict[str, bytes]:
+    """User modules by their path in the pex: ``name.py``, or every file of package ``name/``."""
+    out: Dict[str, bytes] = {}
+    for name, path in sorted(modules.items()):
+        if name == "bench":
+            raise BuildError("a python workload module may not be named 'bench' (the agent's own package)")
+        try:
+            if path.is_dir():
+                for f in _local_files(path):
+                    if f.suffix != ".pyc":
+                        out[f"{name}/{f.relative_to(path).as_posix()}"] = f.read_bytes()
+            else:
+                out[f"{name}.py"] = path.read_bytes()
+        except OSError as exc:
+            raise BuildError(f"cannot read python workload module {str(path)!r}: {exc.strerror or exc}") from None
+    return out
 
 
 def _package_sources(root: Path) -> Dict[str, bytes]:

@@ -166,6 +166,9 @@ class Observer:
     def start(self) -> None:
         started = time.monotonic()
         done = self._each(self._start_host, "start host metrics")
+        # Agents start only once every sampler has taken its first reading, so the metrics
+        # cover every second of the run (a sampler needs a pex boot and one interval first).
+        self._each(self._wait_first_sample, "first host metrics sample")
         facts = sum(1 for ok in done.values() if ok)
         self.echo(f"host metrics: sampling {len(done)} host(s) every {INTERVAL_S:g}s, facts from {facts} "
                   f"({time.monotonic() - started:.1f}s)")
@@ -205,6 +208,15 @@ class Observer:
         except (ValueError, IndexError):
             raise RemoteError(name, "start metrics sampler", f"could not read its pid from: {out!r}") from None
         return facts_ok
+
+    def _wait_first_sample(self, name: str, timeout: float = 20.0) -> None:
+        path = f"{remote_dir(self.run_dir.run_id)}/{METRICS}"
+        deadline = time.monotonic() + timeout
+        while run(self.fleet[name], f"test -s {cmd(path)} && echo yes || true").strip() != "yes":
+            if time.monotonic() > deadline:
+                self._warn(name, f"no host metrics sample after {timeout:.0f}s")
+                return
+            time.sleep(0.2)
 
     def _fetch_metrics(self, name: str) -> int:
         offset = self.run_dir.host_metrics_size(name)

@@ -11,27 +11,31 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from bench import plan, result, spec, tables
+from bench import export, plan, result, spec, tables
 from bench.job import AgentJob
-from fabfile import nodes, redis_server, reaper
-from fabfile.agents import AgentOutcome, run_agent, stop_agent
+from fabfile import observe, reaper, relay, servers
+from fabfile.agents import AgentOutcome, remote_run_dir, run_agent
 from fabfile.build import Artifact, Builder
 from fabfile.fleet import Fleet, FleetError
 from fabfile.nodes import Node
-from fabfile.push import ProgressPrinter, push
+from fabfile.push import ProgressPrinter
 from fabfile.remote import REMOTE_DIR, cmd, run
-from fabfile.runstore import RunDir, new_run_id, resolve
-from fabfile.ssh import SshSettings
+from fabfile.runstore import RunDir, dir_name, new_run_id, resolve
+from fabfile.ssh import SshSettings, set_host_timeout
 from fabfile.state import Deployment
 from fabfile import state as state_file
 
 Echo = Callable[[str], None]
+
+#: Seconds a stopped agent gets to print what it measured before it is killed.
+STOP_GRACE_S = 10.0
 
 
 def say(message: str) -> None:
@@ -77,6 +81,7 @@ class Session:
         self.echo = echo
         self._spawn: Optional[spec.Spawn] = None
         self._fleet: Optional[Fleet] = None
+        self.direct_push = False  # True: every host gets its own copy from us (no relay)
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -120,8 +125,10 @@ class Session:
         server = self.spawn.server
         artifacts = {
             "server": builder.server(server.requirements, server_script(self.spawn),
-                                     [platform_of[h] for h in self.spawn.hosts.servers]),
-            "agent": builder.agent(list(set(platform_of.values()))),
+                                     [platform_of[h] for h in self.spawn.hosts.servers],
+                                     base_dir=self.spawn_path.parent),
+            "agent": builder.agent(list(set(platform_of.values())),
+                                   spec.agent_modules(self.spawn, Path(self.spawn_path).parent)),
         }
         return artifacts
 
@@ -129,21 +136,14 @@ class Session:
         """Every host gets the agent pex (it also samples host metrics); servers get the server pex."""
         fleet = self.fleet()
         servers = set(self.spawn.hosts.servers)
-        progress = ProgressPrinter("pex", echo=self.echo)
-        pushed_count = {"sent": 0, "kept": 0}
-
-        def push_host(name: str) -> List[str]:
-            wanted = [artifacts["agent"]] + ([artifacts["server"]] if name in servers else [])
-            for art in wanted:
-                sent = push(fleet[name], art.path, art.remote_path, art.sha256, progress)
-                pushed_count["sent" if sent else "kept"] += 1
-            return [a.remote_path for a in wanted]
-
+        wanted = {name: [artifacts["agent"]] + ([artifacts["server"]] if name in servers else [])
+                  for name in fleet.names}
         started = time.monotonic()
-        placed = fleet.each(push_host, what="push")
-        self.echo(f"pushed {pushed_count['sent']} file(s), {pushed_count['kept']} already in place, "
-                  f"in {time.monotonic() - started:.1f}s")
-        return placed
+        # 3+ hosts lacking a pex: relayed host to host (one copy over our uplink), else direct.
+        sent, kept = relay.deliver(fleet, wanted, relay=not self.direct_push, echo=self.echo,
+                                   progress=ProgressPrinter("pex", echo=self.echo))
+        self.echo(f"pushed {sent} file(s), {kept} already in place, in {time.monotonic() - started:.1f}s")
+        return {name: [a.remote_path for a in arts] for name, arts in wanted.items()}
 
     def deploy(self) -> Deployment:
         spawn = self.spawn
@@ -173,82 +173,35 @@ class Session:
         return [Node(**n) for n in deployment.nodes]
 
     def _healthy(self, deployment: Deployment) -> bool:
-        fleet = self.fleet()
-        try:
-            alive = fleet.each(lambda n: nodes.alive(fleet[n.host], n), self._nodes(deployment), what="check servers")
-        except Exception:
-            return False
-        if not all(alive.values()):
-            return False
-        if deployment.topology == "cluster":
-            first = self._nodes(deployment)[0]
-            pex = deployment.artifacts["server"]["remote_path"]
-            return redis_server.cluster_state(fleet[first.host], pex, first) == "ok"
-        return True
+        kind = servers.kind_for(self.spawn, deployment.artifacts["server"]["remote_path"])
+        return servers.healthy(self.fleet(), kind, self._nodes(deployment), deployment.topology)
 
     def _start_servers(self, server_pex: Artifact) -> Tuple[List[Dict[str, object]], str]:
-        spawn = self.spawn
-        fleet = self.fleet()
-        cfg = spawn.server
-        hosts = list(spawn.hosts.servers)
-        cluster = redis_server.use_cluster(cfg.kind, len(hosts), cfg.replicas)
-        if cfg.kind == "redis-cluster" and not cluster:
-            self.echo(f"note: {len(hosts)} server host(s) is fewer than a Redis Cluster needs "
-                      f"({redis_server.CLUSTER_MIN_MASTERS * (1 + cfg.replicas)}); starting standalone redis on {hosts[0]}")
-            hosts = hosts[:1]
-        if cfg.kind == "redis" and cfg.replicas == 0:
-            hosts = hosts[:1]
-        planned = [Node(h, fleet.address(h), cfg.port, i, role="master" if (cluster or i == 0) else "replica")
-                   for i, h in enumerate(hosts)]
-        primary = planned[0]
-
-        def start_one(node: Node) -> Node:
-            args = redis_server.server_args(node, cluster=cluster,
-                                            replica_of=primary if node.role == "replica" else None)
-            pid = nodes.start(fleet[node.host], node, server_pex.remote_path, args)
-            return Node(node.host, node.address, node.port, node.index, pid, node.role)
-
-        try:
-            started = list(fleet.each(start_one, planned, what="server start").values())
-        except FleetError as exc:
-            self._stop_quietly(exc.results.values())
-            raise
-        self.echo(f"started {len(started)} redis-server node(s): "
-                  + ", ".join(f"{n.host}={n.endpoint} pid {n.pid}" for n in started))
-        pex = server_pex.remote_path
-        try:
-            fleet.each(lambda n: nodes.wait_until(fleet[n.host], n, lambda: redis_server.ping(fleet[n.host], pex, n),
-                                                  "redis-server ping"), started, what="server start")
-            if cluster:
-                redis_server.create_cluster(fleet[primary.host], pex, started, cfg.replicas)
-                fleet.each(lambda n: nodes.wait_until(fleet[n.host], n, lambda: redis_server.cluster_state(
-                    fleet[n.host], pex, n) == "ok", "cluster_state:ok"), started, what="cluster")
-                self.echo(f"redis cluster ok: {len(started)} nodes")
-        except BaseException:
-            self._stop_quietly(started)  # nothing is left running after a failed start
-            raise
-        return [n.to_dict() for n in started], ("cluster" if cluster else "standalone")
-
-    def _stop_quietly(self, started: Iterable[Node]) -> None:
-        fleet = self.fleet()
-        for node in started:
-            try:
-                nodes.stop(fleet[node.host], node)
-            except Exception as exc:  # the original failure matters more; still say this one
-                self.echo(f"warning: could not stop {node.host} pid {node.pid}: {exc}")
+        kind = servers.kind_for(self.spawn, server_pex.remote_path)
+        started = servers.start(self.fleet(), kind, self.spawn.hosts.servers, self.echo)
+        return [n.to_dict() for n in started], kind.topology
 
     def _stop_nodes(self, deployment: Deployment) -> None:
-        fleet = self.fleet()
-        fleet.each(lambda n: nodes.stop(fleet[n.host], n), self._nodes(deployment), what="stop servers")
+        servers.stop(self.fleet(), self._nodes(deployment))
 
     # -- bench ---------------------------------------------------------------------------
 
-    def bench(self, agent_timeout: float = 900.0) -> RunDir:
+    def bench(self, agent_timeout: float = 900.0, host_timeout: Optional[float] = None) -> RunDir:
+        """Run every phase; results are written as agents finish, whatever happens to the rest.
+
+        A failed or killed agent, or a host lost mid-run, is recorded with its error and the
+        run goes on (status "partial"); Ctrl-C stops this run's agents on every host, keeps
+        what they report and re-raises (status "interrupted"). Servers are left as they are.
+        ``host_timeout``: seconds of silence after which a host is given up as lost.
+        """
         deployment = self.deployment()
         if deployment is None or not deployment.nodes:
             raise PipelineError("nothing is deployed: run `inv deploy` first")
         spawn = self.spawn
         fleet = self.fleet()
+        host_timeout = host_timeout or self.settings.host_timeout
+        for name in fleet.names:
+            set_host_timeout(fleet[name], host_timeout, self.settings.keepalive_s)
         run_dir = RunDir(self.workspace.runs_dir, new_run_id(spawn.name))
         run_dir.start(spawn.source_text, spec.to_dict(spawn), deployment.to_dict(),
                       {"run_id": run_dir.run_id, "name": spawn.name, "started_at": time.time(),
@@ -259,7 +212,13 @@ class Session:
         targets = [Node(**n).endpoint for n in deployment.nodes if n.get("role", "master") == "master"]
         agent_pex = deployment.artifacts["agent"]["remote_path"]
         status = "ok"
+        failed = 0
+        lost: List[str] = []
+        # Host metrics from start to finish; a sampler stops by itself if we never stop it.
+        observer = observe.Observer(fleet, run_dir, agent_pex, deployment.nodes, echo=self.echo,
+                                    cap_s=agent_timeout * len(plan.phases(spawn)) + 600)
         try:
+            observer.start()
             for phase in plan.phases(spawn):
                 names = ", ".join(b.name for b in phase)
                 self.echo(f"benchmark {names} ...")
@@ -267,19 +226,31 @@ class Session:
                 for benchmark in phase:
                     jobs += plan.assign(plan.agent_jobs(spawn, benchmark, run_dir.run_id, targets),
                                         spawn.hosts.agents)
-                outcomes = self._run_agents(fleet, agent_pex, jobs, run_dir, deployment, agent_timeout)
-                if not all(o.ok for o in outcomes):
+                outcomes = self._run_agents(fleet, agent_pex, jobs, run_dir, agent_timeout)
+                observer.checkpoint()  # this phase's host metrics are on disk now
+                failed += sum(1 for o in outcomes if not o.ok)
+                if failed:
                     status = "partial"
+                for host in dict.fromkeys(h for h, _ in jobs):
+                    if host not in lost and not _connected(fleet[host]):
+                        lost.append(host)
+                        self.echo(f"lost host {host}: no answer for {host_timeout:g}s; "
+                                  "its agents are recorded as failed, the other hosts go on")
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         finally:
-            run_dir.update_meta(status=status, finished_at=time.time())
+            observer.finish(linger=status != "interrupted")
+            run_dir.update_meta(status=status, finished_at=time.time(), lost_hosts=lost)
+            if status != "ok":
+                self.echo(f"run {run_dir.run_id} is {status}: {failed} agent(s) failed"
+                          + (f", lost host(s): {', '.join(lost)}" if lost else "")
+                          + f"; what finished is in {run_dir.path}")
         return run_dir
 
     def _run_agents(self, fleet: Fleet, agent_pex: str, jobs: List[Tuple[str, AgentJob]], run_dir: RunDir,
-                    deployment: Deployment, timeout: float) -> List[AgentOutcome]:
-        pids: Dict[Tuple[str, int], int] = {}
+                    timeout: float) -> List[AgentOutcome]:
+        cancel = threading.Event()  # set after Ctrl-C, once stopped agents had time to report
 
         def record(outcome: AgentOutcome) -> None:
             body = {"result": outcome.result} if outcome.ok else {"failure": outcome.failure(), "result": outcome.result}
@@ -290,12 +261,13 @@ class Session:
 
         def one(item: Tuple[str, AgentJob]) -> AgentOutcome:
             host, job = item
-            outcome = run_agent(fleet[host], agent_pex, job, echo=self.echo, timeout=timeout,
-                                on_pid=lambda pid: pids.__setitem__((host, job.agent_num), pid))
+            try:
+                outcome = run_agent(fleet[host], agent_pex, job, echo=self.echo, timeout=timeout, cancel=cancel)
+            except Exception as exc:  # e.g. the channel could not be opened: still a record
+                outcome = AgentOutcome(host, job, error=f"{type(exc).__name__}: {exc}")
             record(outcome)
             return outcome
 
-        outcomes: List[AgentOutcome] = []
         with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), 64))) as pool:
             futures: List[Future] = [pool.submit(one, item) for item in jobs]
             try:
@@ -303,25 +275,33 @@ class Session:
                 while pending:  # wait in short slices so Ctrl-C is seen at once
                     done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             except KeyboardInterrupt:
-                self.echo("interrupted: stopping agents (they report what they measured)")
-                for (host, _), pid in list(pids.items()):
-                    stop_agent(fleet[host], pid)
-                wait(futures, timeout=30)
-                raise
-            for future, (host, job) in zip(futures, jobs):
                 try:
-                    outcomes.append(future.result())
-                except Exception as exc:
-                    outcome = AgentOutcome(host, job, error=str(exc))
-                    record(outcome)
-                    outcomes.append(outcome)
-        return outcomes
+                    self.echo("interrupted: stopping this run's agents (they report what they measured)")
+                    self._stop_run(fleet, run_dir.run_id, [h for h, _ in jobs])
+                    wait(futures, timeout=STOP_GRACE_S)
+                finally:  # even on a second Ctrl-C: no thread waits on for its agent
+                    cancel.set()
+                raise
+            return [f.result() for f in futures]
+
+    def _stop_run(self, fleet: Fleet, run_id: str, hosts: Iterable[str]) -> None:
+        """TERM every process of this run on ``hosts`` (by working directory, so an agent whose
+        pid never reached us is found too), KILL what is left after a grace period."""
+        under = remote_run_dir(run_id)
+        live = [h for h in dict.fromkeys(hosts) if _connected(fleet[h])]
+        try:
+            fleet.each(lambda h: reaper.reap(fleet[h], grace_s=STOP_GRACE_S, under=under), live, what="stop agents")
+        except FleetError as exc:
+            self.echo(f"warning: {exc}")
 
     # -- collect -------------------------------------------------------------------------
 
-    def collect(self, run_ref: Optional[str] = None, fmt: str = "simple") -> Dict[str, object]:
+    def collect(self, run_ref: Optional[str] = None, fmt: str = "simple", detail: bool = False) -> Dict[str, object]:
         run_dir = resolve(self.workspace.runs_dir, run_ref)
         meta = run_dir.meta()
+        if meta.get("status") not in result.STATUSES:  # "interrupted", or "running": the controller died
+            meta = {**meta, "status": "partial", "bench_status": meta.get("status"),
+                    "finished_at": meta.get("finished_at")}  # None: it never finished
         spawn_data = json.loads((run_dir.path / "spawn.json").read_text())
         by_bench: Dict[str, Tuple[List[dict], List[dict]]] = {}
         for bench_name, record in run_dir.agent_records():
@@ -339,9 +319,13 @@ class Session:
                   for label in labels]
         deployment = json.loads((run_dir.path / "deployment.json").read_text())
         run = result.build_run({**meta, "spawn": spawn_data, "deployment": deployment}, merged)
+        hosts = observe.host_section(run_dir, run)
+        if hosts:
+            run["hosts"] = hosts
         path = run_dir.write_run(run)
+        run_dir.write_exports(export.exports(run, file_stem=dir_name))
         run_dir.point_latest()
-        self.echo(tables.render(run, fmt))
+        self.echo(tables.report(run, fmt, detail=detail))
         self.echo(f"\nrun {run_dir.run_id}: {run['status']} -> {path}")
         return run
 
@@ -363,6 +347,10 @@ class Session:
         self.echo(f"stopped {total} process(es) on {len(stopped)} host(s)"
                   + ("" if keep_files else f"; removed ~/{REMOTE_DIR} on each"))
         state_file.clear(self.workspace.state_path)
+
+
+def _connected(c) -> bool:
+    return c.transport is not None and c.transport.is_active()
 
 
 def server_script(spawn: spec.Spawn) -> str:

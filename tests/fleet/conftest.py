@@ -59,6 +59,14 @@ class Project:
                                  f"\n--- stderr\n{proc.stderr[-4000:]}")
         return proc
 
+    def reset(self) -> None:
+        """Nothing deployed anywhere (tests share this fleet): every process of ours stopped,
+        every remote file removed, no deployment record."""
+        self.fab("-H", ",".join(self.hosts), "stop")
+        for host in self.hosts:
+            self.ssh(host, "rm -rf ~/.fleetbench")
+        (self.path / ".fleetbench" / "state.json").unlink(missing_ok=True)
+
     def spawn(self, template: str) -> str:
         """A spawn text with $h1..$hN replaced by this fleet's host names."""
         return string.Template(template).safe_substitute({f"h{i + 1}": h for i, h in enumerate(self.hosts)})

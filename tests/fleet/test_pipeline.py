@@ -50,6 +50,7 @@ def _row(table: str, name: str) -> list:
 
 
 def test_deploy_bench_collect_in_one_call_then_noop_redeploy_then_down(project):
+    project.reset()
     spawn = project.write_spawn("e2e.toml", SPAWN)
     out = project.inv("deploy", "--spawn", str(spawn), "bench", "--spawn", str(spawn),
                       "collect", "--spawn", str(spawn)).stdout
@@ -125,6 +126,7 @@ def test_fab_push_verifies_and_skips_a_file_already_there(project):
 def test_unreachable_host_is_named_before_anything_starts(project):
     subnet = os.environ.get("FLEETBENCH_TEST_SUBNET", "251")
     unreachable = f"10.213.{subnet}.250"  # in the testbed's own subnet, where no host answers
+    project.reset()
     spawn = project.write_spawn("bad-host.toml", SPAWN.replace('"$h2"', f'"root@{unreachable}:22"'))
     proc = project.inv("deploy", "--spawn", str(spawn), check=False, timeout=120)
     assert proc.returncode == 1
