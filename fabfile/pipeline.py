@@ -135,8 +135,8 @@ class Session:
     def push(self, artifacts: Dict[str, Artifact]) -> Dict[str, List[str]]:
         """Every host gets the agent pex (it also samples host metrics); servers get the server pex."""
         fleet = self.fleet()
-        servers = set(self.spawn.hosts.servers)
-        wanted = {name: [artifacts["agent"]] + ([artifacts["server"]] if name in servers else [])
+        server_hosts = set(self.spawn.hosts.servers)
+        wanted = {name: [artifacts["agent"]] + ([artifacts["server"]] if name in server_hosts else [])
                   for name in fleet.names}
         started = time.monotonic()
         # 3+ hosts lacking a pex: relayed host to host (one copy over our uplink), else direct.
