@@ -52,7 +52,6 @@ _FACT_COLUMNS = (
     ("host", "", "left"), ("cpu", "", "left"), ("cores", "", "right"), ("memory (GB)", ".1f", "right"),
     ("kernel", "", "left"), ("os", "", "left"), ("python", "", "left"), ("agent pex", "", "left"),
 )
-BENCHMARK_HEADERS = tuple(c[0] for c in _BENCHMARK_COLUMNS)
 FACT_HEADERS = tuple(c[0] for c in _FACT_COLUMNS)
 HOST_HEADERS = tuple(c[0] for c in _HOST_COLUMNS)
 AGENT_HEADERS = tuple(c[0] for c in _AGENT_COLUMNS)

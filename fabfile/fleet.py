@@ -15,7 +15,7 @@ from fabric import Connection
 
 from fabfile import pool
 from fabfile.remote import REMOTE_DIR, RemoteError, cmd, private_dir_command, run
-from fabfile.ssh import ConnectError, SshSettings, connection, load_ssh_config, open_checked
+from fabfile.ssh import SshSettings, connection, load_ssh_config, open_checked
 
 T = TypeVar("T")
 

@@ -110,7 +110,3 @@ def stop(c: Connection, node: Node, timeout: float = 10.0) -> None:
     )
     run(c, script)
 
-
-def remove_dir(c: Connection, node: Node) -> None:
-    run(c, cmd("rm", "-rf", node.dir))
-

@@ -35,10 +35,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def remote_sha256(c: Connection, path: str) -> Optional[str]:
-    return remote_digests(c, [path]).get(path)
-
-
 def remote_digests(c: Connection, paths: Sequence[str]) -> Dict[str, str]:
     """``{path: sha256}`` of those of ``paths`` that exist on the host, in one command."""
     if not paths:

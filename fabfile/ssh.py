@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -25,10 +25,6 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 USER_SSH_CONFIG = Path("~/.ssh/config").expanduser()
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
-
-
-class HostKeyError(Exception):
-    pass
 
 
 class ConnectError(Exception):
@@ -49,9 +45,6 @@ class SshSettings:
     keepalive_s: int = 10
     extra_known_hosts: Tuple[Path, ...] = field(default=())
     host_timeout: float = 30.0  # a host that answers nothing for this long is given up as lost
-
-    def with_config(self, path: Path) -> "SshSettings":
-        return replace(self, config_files=(path, *self.config_files))
 
 
 def load_ssh_config(files: Sequence[Path]) -> paramiko.SSHConfig:

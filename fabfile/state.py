@@ -25,7 +25,6 @@ class Deployment:
     nodes: List[Dict[str, Any]] = field(default_factory=list)  # Node.to_dict() per server node
     hosts: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # host -> interpreter facts
     pushed: Dict[str, List[str]] = field(default_factory=dict)  # host -> remote files we put there
-    agent_pids: Dict[str, List[int]] = field(default_factory=dict)  # host -> pids of running agents
     runs: List[str] = field(default_factory=list)  # run ids benched on this deployment
     version: int = STATE_VERSION
 

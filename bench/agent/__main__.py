@@ -44,7 +44,7 @@ def _run(argv: List[str]) -> int:
     args = parser.parse_args(argv)
 
     from bench.agent.jobcheck import InvalidJob, parse_job
-    from bench.agent.runner import run
+    from bench.agent.runner import EXIT_INVALID, run
 
     text = args.job
     try:
@@ -57,7 +57,7 @@ def _run(argv: List[str]) -> int:
         print(f"fleetbench-agent: invalid job: {exc}", file=sys.stderr)
     except OSError as exc:
         print(f"fleetbench-agent: cannot read the job: {exc}", file=sys.stderr)
-    return 2
+    return EXIT_INVALID
 
 
 def main(argv: Optional[List[str]] = None) -> int:

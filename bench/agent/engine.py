@@ -159,9 +159,6 @@ class Engine:
         for fut in self._connecting:
             fut.cancel()
 
-    def open_connections(self) -> int:
-        return sum(1 for w in self.workers for c in w.conns if c is not None)
-
     # ------------------------------------------------------------------ run control
 
     def _reset(self, phase: Phase) -> None:

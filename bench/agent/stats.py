@@ -91,11 +91,6 @@ class Recorder:
                     if text not in self.error_samples and len(self.error_samples) < MAX_ERROR_SAMPLES:
                         self.error_samples.append(text)
 
-    def note_error(self, text: str) -> None:
-        """An error seen outside a batch (e.g. a lost connection), kept as a sample only."""
-        if text not in self.error_samples and len(self.error_samples) < MAX_ERROR_SAMPLES:
-            self.error_samples.append(text)
-
     def _fold(self, counts: Dict[int, int], histogram: Any) -> None:
         record = histogram.record_value
         for us, n in counts.items():
