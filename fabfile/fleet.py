@@ -30,7 +30,19 @@ _PROBE = (
     "print(json.dumps({'executable': sys.executable, 'version': platform.python_version(),"
     " 'implementation': sys.implementation.name, 'machine': platform.machine(),"
     " 'libc': list(platform.libc_ver()), 'soabi': sysconfig.get_config_var('SOABI') or '',"
-    " 'hostname': platform.node()}))"
+    " 'hostname': platform.node()}));"
+    f"sys.exit(3 if sys.version_info[:2] < {MIN_PYTHON!r} else 0)"
+)
+_NO_PYTHON = "fleetbench: no python3"
+_FREE_SPACE = f"cd {cmd(REMOTE_DIR)} && pwd -P && df -Pk ."
+# The whole preflight in one round trip, in the order that creates nothing on a host that
+# fails an earlier check: python3 at all, the probe (exit 3: too old), the private directory,
+# then where it lives and how much room it has.
+_PREFLIGHT = (
+    f"command -v python3 >/dev/null 2>&1 || {{ echo {cmd(_NO_PYTHON)}; exit 0; }}\n"
+    f'{cmd("python3", "-c", _PROBE)}; rc=$?; [ $rc -eq 3 ] && exit 0; [ $rc -eq 0 ] || exit $rc\n'
+    f"{private_dir_command('bin', 'pex', 'nodes', 'runs')} || exit 1\n"
+    f"{_FREE_SPACE}"
 )
 
 
@@ -112,17 +124,17 @@ class Fleet:
         return self
 
     def _preflight(self, name: str) -> Interpreter:
+        """One round trip: python3 present and new enough, the private directory, free space."""
         c = self.connections[name]
-        found = run(c, "command -v python3 || true").strip()
-        if not found:
+        lines = run(c, _PREFLIGHT).splitlines()
+        if not lines or lines[0] == _NO_PYTHON:
             raise RemoteError(name, "command -v python3", "no python3 on the login's PATH; fleetbench needs "
                               f"python3 >= {'.'.join(map(str, MIN_PYTHON))} on every host")
-        info = Interpreter(**json.loads(run(c, cmd("python3", "-c", _PROBE))))
+        info = Interpreter(**json.loads(lines[0]))
         if tuple(int(x) for x in info.version.split(".")[:2]) < MIN_PYTHON:
             raise RemoteError(name, "python3 --version", f"python3 is {info.version} ({info.executable}); "
                               f"fleetbench needs >= {'.'.join(map(str, MIN_PYTHON))}")
-        run(c, private_dir_command("bin", "pex", "nodes", "runs"))
-        _check_free_space(c, name)
+        _check_free_space(name, path=lines[1], df_line=lines[-1])
         return info
 
     def close(self) -> None:
@@ -130,13 +142,11 @@ class Fleet:
             c.close()
 
 
-def _check_free_space(c: Connection, name: str) -> None:
+def _check_free_space(name: str, path: str, df_line: str) -> None:
     """A full disk fails pushes and pex extraction in obscure ways: say so up front."""
-    command = f"cd {cmd(REMOTE_DIR)} && pwd -P && df -Pk ."
-    out = run(c, command).splitlines()
-    path, fields = out[0], out[-1].split()
+    fields = df_line.split()
     free_mb = int(fields[3]) // 1024
     if free_mb < MIN_FREE_MB:
-        raise RemoteError(name, command, f"only {free_mb} MB free in {path} (filesystem {fields[0]}, mounted "
-                                         f"on {fields[-1]}); fleetbench needs {MIN_FREE_MB} MB there")
+        raise RemoteError(name, _FREE_SPACE, f"only {free_mb} MB free in {path} (filesystem {fields[0]}, mounted "
+                                             f"on {fields[-1]}); fleetbench needs {MIN_FREE_MB} MB there")
 
