@@ -14,6 +14,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence
 
 from fabric import Connection
 
+from fabfile.reaper import find_command
 from fabfile.remote import PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, run
 
 LOG = "server.log"
@@ -51,8 +52,7 @@ def start(c: Connection, node: Node, pex_path: str, args: Sequence[str], env: Op
     # subshell that keeps the SSH channel open, and $! would be that subshell, not the server.
     script = (
         # A leftover of ours in this node's directory (a deploy that was killed) holds the port.
-        f'for p in /proc/[0-9]*; do [ "$(readlink "$p/cwd" 2>/dev/null)" = "$HOME/{node.dir}" ] '
-        f'&& kill -9 "${{p#/proc/}}" 2>/dev/null; done\n'
+        f"pids=$({find_command(node.dir)}); [ -n \"$pids\" ] && kill -9 $pids 2>/dev/null\n"
         f"umask 077 && rm -rf {cmd(node.dir)} && mkdir -p {cmd(node.dir)} && cd {cmd(node.dir)} || exit 1\n"
         f"{exports} setsid nohup \"$HOME\"/{cmd(pex_path)} {cmd(*args)} > {START_LOG} 2>&1 < /dev/null &\n"
         "echo $!"

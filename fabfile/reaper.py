@@ -15,7 +15,7 @@ from fabric import Connection
 from fabfile.remote import REMOTE_DIR, cmd, run
 
 
-def _find(under: str = REMOTE_DIR) -> str:
+def find_command(under: str = REMOTE_DIR) -> str:
     """Shell that prints the pid of every process whose cwd is ``~/under`` or below it."""
     # One `ls -l` reads every cwd link (a readlink per process would fork once per process).
     return (
@@ -27,14 +27,14 @@ def _find(under: str = REMOTE_DIR) -> str:
 
 
 def our_pids(c: Connection, under: str = REMOTE_DIR) -> List[int]:
-    return [int(p) for p in run(c, _find(under)).split() if p.isdigit()]
+    return [int(p) for p in run(c, find_command(under)).split() if p.isdigit()]
 
 
 def reap(c: Connection, grace_s: float = 5.0, under: str = REMOTE_DIR) -> List[int]:
     """TERM every process of ours (or only those under ``~/under``, e.g. one run's directory),
     KILL what is left after ``grace_s``; return the pids."""
     script = (
-        f"pids=$({_find(under)}); [ -z \"$pids\" ] && exit 0; echo $pids; kill $pids 2>/dev/null; "
+        f"pids=$({find_command(under)}); [ -z \"$pids\" ] && exit 0; echo $pids; kill $pids 2>/dev/null; "
         f"i=0; while [ $i -lt {int(grace_s * 10)} ]; do alive=''; "
         f"for p in $pids; do [ -d /proc/$p ] && alive=\"$alive $p\"; done; "
         f'[ -z "$alive" ] && exit 0; sleep 0.1; i=$((i+1)); done; kill -9 $alive 2>/dev/null; true'

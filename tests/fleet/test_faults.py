@@ -227,7 +227,7 @@ def test_killed_agent_is_recorded_and_the_others_are_merged(project):
     run = Running(project, "bench", "--spawn", spawn, "collect", "--spawn", spawn)
     run.wait_for(r"\] measuring", count=2)
     # agent 1 runs on h5 (round-robin over [h4, h5]); kill -9 leaves it no chance to report.
-    project.ssh(h[4], f"{reaper._find('.fleetbench/runs')} | xargs -r kill -9")
+    project.ssh(h[4], f"{reaper.find_command('.fleetbench/runs')} | xargs -r kill -9")
     assert run.finish() == 1, run.output  # a partial run fails `collect` unless --allow-partial
     out = run.output
     assert "Traceback" not in out

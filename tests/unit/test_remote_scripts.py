@@ -178,3 +178,22 @@ def test_preflight_names_a_host_without_python3_and_creates_nothing(local_host, 
         _fleet_of(local_host)._preflight("local")
     assert str(err.value).startswith("local: ") and "no python3" in str(err.value)
     assert not (local_host.home / REMOTE_DIR).exists()
+
+
+def test_node_start_first_stops_a_leftover_of_ours_in_that_node_directory(local_host, tmp_path):
+    script = local_host.home / REMOTE_DIR / "bin" / "server.pex"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\nexec sleep 30\n")
+    script.chmod(0o700)
+    node = Node("local", "127.0.0.1", 7004, 0)
+    leftover = _sleeper(local_host.home / node.dir)  # e.g. from a deploy that was killed
+    stranger = _sleeper(tmp_path / "elsewhere")
+    pid = nodes.start(local_host, node, f"{REMOTE_DIR}/bin/server.pex", [])
+    try:
+        assert leftover.wait(timeout=5) == -9
+        assert stranger.poll() is None
+    finally:
+        os.kill(pid, 9)
+        for p in (leftover, stranger):
+            p.kill()
+            p.wait()
