@@ -8,6 +8,7 @@ unless the user opts in to accept-new. A changed key is always refused.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -18,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import paramiko
 from fabric import Config, Connection
+from fabric.runners import Remote
 
 # paramiko logs its transport thread's failures (e.g. a ProxyCommand that exits) with full
 # tracebacks through logging's last-resort handler; we report those failures ourselves.
@@ -77,12 +79,44 @@ def known_hosts_files(c: Connection, settings: SshSettings) -> List[Path]:
     return [*files, *settings.extra_known_hosts, USER_KNOWN_HOSTS]
 
 
+def known_hosts_name(c: Connection) -> str:
+    """How known_hosts (and paramiko's lookup) names the host ``c`` connects to."""
+    return c.host if c.port == 22 else f"[{c.host}]:{c.port}"
+
+
+def _file_version(path: Path) -> Optional[Tuple[int, int]]:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_known_hosts(files: Tuple[Tuple[Path, Optional[Tuple[int, int]]], ...]) -> paramiko.HostKeys:
+    keys = paramiko.HostKeys()
+    for path, version in files:
+        if version is not None:
+            keys.load(str(path))
+    return keys
+
+
+def known_host_keys(files: Sequence[Path]) -> paramiko.HostKeys:
+    """The keys ``files`` hold, parsed once per version of the files.
+
+    paramiko's loader checks each new line against every line before it, and a fleet used to
+    load the whole file once per host: 32 hosts cost 32 x 32 x 32 host-name matches. Keyed on
+    each file's mtime and size, so a key added by accept-new is seen by the next connection.
+    """
+    return _parsed_known_hosts(tuple((path, _file_version(path)) for path in files))
+
+
 def secure(c: Connection, settings: SshSettings) -> None:
     """Make ``c`` check host keys before it opens. Safe to call on a fab-made Connection."""
     files = known_hosts_files(c, settings)
-    for path in files:
-        if path.is_file():
-            c.client.load_system_host_keys(str(path))
+    entry = known_hosts_name(c)
+    for keytype, key in (known_host_keys(files).lookup(entry) or {}).items():
+        c.client.get_host_keys().add(entry, keytype, key)  # only this host's keys, not the file
     if settings.accept_new_host_keys:
         c.client.set_missing_host_key_policy(_AcceptNew(files[0]))
     else:
@@ -90,9 +124,21 @@ def secure(c: Connection, settings: SshSettings) -> None:
     c.fleetbench_known_hosts = files
 
 
+class PromptRemote(Remote):
+    """Fabric's command runner, told of a command's exit as soon as it happens.
+
+    Invoke's ``wait`` sleeps 10 ms between looks at the command, so every command took up to
+    10 ms more than its round trip; paramiko's channel sets ``status_event`` on exit."""
+
+    def wait(self) -> None:
+        while not (self.process_is_finished or self.has_dead_threads):
+            self.channel.status_event.wait(self.input_sleep)
+
+
 def connection(destination: str, settings: SshSettings, ssh_config: Optional[paramiko.SSHConfig] = None) -> Connection:
     """A Connection to ``destination`` (alias, host, user@host, user@host:port), not yet open."""
-    config = Config(ssh_config=ssh_config or load_ssh_config(settings.config_files))
+    config = Config(ssh_config=ssh_config or load_ssh_config(settings.config_files),
+                    overrides={"runners": {"remote": PromptRemote}})
     c = Connection(destination, config=config, connect_timeout=settings.connect_timeout)
     c.fleetbench_name = destination
     secure(c, settings)
@@ -103,15 +149,47 @@ def _describe_key(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {key.fingerprint}"
 
 
+class _PromptAckSocket:
+    """A TCP socket that acknowledges every read at once.
+
+    sshd leaves Nagle's algorithm on for sessions without a terminal, so when it has sent one
+    small packet it holds back the next until the first is acknowledged, and Linux delays
+    that acknowledgement by up to 40 ms. Right after login sshd sends such a packet (its
+    host keys notice), so the reply to the first channel waited 40 ms on every connection.
+    TCP_QUICKACK after a read sends any acknowledgement still pending.
+    """
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def recv(self, size: int) -> bytes:
+        data = self._sock.recv(size)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return data
+
+    def __getattr__(self, name: str):  # everything else is the socket's own
+        return getattr(self._sock, name)
+
+
+def _dial(host: str, port: int, timeout: float):
+    """The TCP connection for an SSH session, with Nagle off: SSH does its own batching, and
+    our small writes (a channel request, then its command) must not wait for an ack."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return _PromptAckSocket(sock) if hasattr(socket, "TCP_QUICKACK") else sock  # TCP_QUICKACK: Linux
+
+
 def open_checked(c: Connection, settings: SshSettings) -> Connection:
     """Open ``c``; every way of failing becomes a ConnectError naming the host."""
     name = getattr(c, "fleetbench_name", c.original_host)
     where = f"{c.user}@{c.host}:{c.port}"
     try:
+        if c.gateway is None:  # a ProxyJump/ProxyCommand brings its own socket
+            c.connect_kwargs["sock"] = _dial(c.host, c.port, settings.connect_timeout)
         c.open()
     except paramiko.BadHostKeyException as exc:
         files = ", ".join(str(p) for p in getattr(c, "fleetbench_known_hosts", []))
-        entry = c.host if c.port == 22 else f"[{c.host}]:{c.port}"  # how known_hosts names it
+        entry = known_hosts_name(c)
         raise ConnectError(name, f"host key for {c.host} has CHANGED: known_hosts has {_describe_key(exc.expected_key)}, "
                                  f"the host offered {_describe_key(exc.key)}. Refusing to connect (someone may be "
                                  f"intercepting the connection). If the host was rebuilt, remove its old key "
@@ -129,6 +207,8 @@ def open_checked(c: Connection, settings: SshSettings) -> Connection:
         raise ConnectError(name, f"cannot reach {where}: {exc.strerror or exc}") from None
     except Exception as exc:  # paramiko raises a few odd types (EOFError, socket.timeout)
         raise ConnectError(name, f"SSH to {where} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        c.connect_kwargs.pop("sock", None)  # a reconnect dials afresh
     if c.transport is not None:
         set_host_timeout(c, settings.host_timeout, settings.keepalive_s)
     return c
@@ -145,5 +225,5 @@ def set_host_timeout(c: Connection, seconds: float, keepalive_s: float = 10) -> 
     every = max(1, int(min(keepalive_s, seconds / 3)))
     c.transport.set_keepalive(every)
     sock = c.transport.sock
-    if isinstance(sock, socket.socket) and hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux; not a ProxyCommand
+    if hasattr(sock, "setsockopt") and hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux; not a ProxyCommand
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))

@@ -173,3 +173,53 @@ def test_host_timeout_sets_keepalive_and_tcp_user_timeout(server: SshServer, tmp
     if hasattr(socket, "TCP_USER_TIMEOUT"):
         assert c.transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 6000
     c.close()
+
+
+def test_known_hosts_are_parsed_once_per_version_of_the_file(tmp_path: Path) -> None:
+    keys = [paramiko.ECDSAKey.generate() for _ in range(3)]
+    kh = tmp_path / "known_hosts"
+    kh.write_text("".join(f"[10.0.0.{i}]:22 {k.get_name()} {k.get_base64()}\n" for i, k in enumerate(keys[:2])))
+    first = ssh.known_host_keys([kh, tmp_path / "missing"])
+    assert ssh.known_host_keys([kh, tmp_path / "missing"]) is first  # one parse for a whole fleet
+    with open(kh, "a") as fh:  # accept-new appends: the next connection must see the new key
+        fh.write(f"[10.0.0.2]:22 {keys[2].get_name()} {keys[2].get_base64()}\n")
+    again = ssh.known_host_keys([kh, tmp_path / "missing"])
+    assert again is not first and again.lookup("[10.0.0.2]:22")[keys[2].get_name()] == keys[2]
+
+
+def test_a_connection_is_given_only_its_own_hosts_keys(tmp_path: Path) -> None:
+    kh = tmp_path / "known_hosts"
+    keys = {f"10.0.0.{i}": paramiko.ECDSAKey.generate() for i in range(5)}
+    kh.write_text("".join(f"{host} {k.get_name()} {k.get_base64()}\n" for host, k in keys.items()))
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host box\n    HostName 10.0.0.3\n    UserKnownHostsFile {kh}\n")
+    c = ssh.connection("box", SshSettings((config,)))
+    held = c.client.get_host_keys()
+    assert list(held.keys()) == ["10.0.0.3"] and held["10.0.0.3"]["ecdsa-sha2-nistp256"] == keys["10.0.0.3"]
+
+
+def test_dialled_sockets_send_small_writes_at_once(server: SshServer) -> None:
+    sock = ssh._dial("127.0.0.1", server.port, timeout=5)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert sock.recv(64).startswith(b"SSH-2.0-")  # reads (and acks) through the wrapper
+    finally:
+        sock.close()
+
+
+def test_prompt_runner_wakes_on_the_exit_not_on_its_next_poll() -> None:
+    """Invoke's runner looks for the exit every input_sleep; ours is woken by the exit itself."""
+    class Channel:
+        def __init__(self) -> None:
+            self.status_event = threading.Event()
+
+        def exit_status_ready(self) -> bool:
+            return self.status_event.is_set()
+
+    runner = ssh.PromptRemote.__new__(ssh.PromptRemote)  # only wait() is under test
+    runner.channel, runner.threads, runner.input_sleep = Channel(), {}, 3600.0
+    threading.Timer(0.05, runner.channel.status_event.set).start()
+    waiter = threading.Thread(target=runner.wait)
+    waiter.start()
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()  # an hour-long poll would still be asleep
