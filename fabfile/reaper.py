@@ -17,12 +17,14 @@ from fabfile.remote import REMOTE_DIR, cmd, run
 
 def find_command(under: str = REMOTE_DIR) -> str:
     """Shell that prints the pid of every process whose cwd is ``~/under`` or below it."""
-    # One `ls -l` reads every cwd link (a readlink per process would fork once per process).
+    # Shell built-ins only, so a status forks nothing on the host: `cd -P` into a process's
+    # cwd link leaves its real path in $PWD. The shell itself moves about doing so, so it
+    # skips itself (found the same way: $$ would name the parent of a `$(...)` subshell).
     return (
-        f'base="$HOME"/{cmd(under)}; ls -l /proc/[0-9]*/cwd 2>/dev/null | '
-        'awk -v base="$base" -v self="$$" \'{ i = index($0, " -> "); if (!i) next; '
-        'target = substr($0, i + 4); if (target != base && index(target, base "/") != 1) next; '
-        'n = split(substr($0, 1, i - 1), parts, "/"); pid = parts[n - 1]; if (pid != self) print pid }\''
+        f'cd -P "$HOME"/{cmd(under)} 2>/dev/null || exit 0; base=$PWD; cd -P /proc/self; me=${{PWD#/proc/}}; '
+        'for p in /proc/[0-9]*; do [ "${p#/proc/}" = "$me" ] && continue; '
+        'cd -P "$p/cwd" 2>/dev/null || continue; '
+        'case "$PWD/" in "$base"/*) echo "${p#/proc/}";; esac; done'
     )
 
 

@@ -84,6 +84,33 @@ def test_reaper_stops_only_processes_running_inside_our_directory(local_host, tm
             p.wait()
 
 
+def test_finding_our_processes_runs_no_program(tmp_path):
+    """A status asks every host for its processes of ours: shell built-ins only, so that asking
+    forks nothing there. With no PATH at all it still finds them, through a symlinked HOME too."""
+    real_home = tmp_path / "real-home"
+    ours = _sleeper(real_home / REMOTE_DIR / "runs" / "r1" / "agent-1")
+    linked_home = tmp_path / "home-link"
+    linked_home.symlink_to(real_home)
+    try:
+        out = subprocess.run(["/bin/sh", "-c", reaper.find_command()], env={"HOME": str(linked_home), "PATH": "/nowhere"},
+                             cwd="/", capture_output=True, text=True, check=True)
+        assert out.stdout.split() == [str(ours.pid)] and out.stderr == ""
+        # Inside a $(...) subshell, the subshell (whose cwd moves) must not find itself.
+        inner = subprocess.run(["/bin/sh", "-c", f'pids=$({reaper.find_command()}); echo "$pids"'],
+                               env={"HOME": str(linked_home), "PATH": "/nowhere"}, cwd="/",
+                               capture_output=True, text=True, check=True)
+        assert inner.stdout.split() == [str(ours.pid)]
+    finally:
+        ours.kill()
+        ours.wait()
+
+
+def test_finding_our_processes_without_a_private_dir_finds_none(tmp_path):
+    out = subprocess.run(["/bin/sh", "-c", reaper.find_command()], env={"HOME": str(tmp_path), "PATH": "/nowhere"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout == ""
+
+
 def test_node_stop_refuses_a_pid_that_is_not_that_node(local_host, tmp_path):
     stranger = _sleeper(tmp_path / "stranger")
     node_dir_proc = _sleeper(local_host.home / REMOTE_DIR / "nodes" / "7001")
