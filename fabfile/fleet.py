@@ -1,8 +1,9 @@
 """A fleet: one long-lived, host-key-checked connection per host, opened in parallel.
 
-Opening a connection costs ~0.2 s and Fabric opens one per (task, host); a Fleet opens each
-host once and every task of one ``inv`` call reuses it. A preflight finds every bad host
-(unreachable, refused, no python3) before anything is started anywhere.
+Opening a connection costs a few round trips and a login's CPU on the host, and Fabric opens
+one per (task, host); a Fleet opens each host once and every task of one ``inv`` call reuses
+it. A preflight finds every bad host (unreachable, refused, no python3) before anything is
+started anywhere.
 """
 
 from __future__ import annotations
