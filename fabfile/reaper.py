@@ -17,14 +17,16 @@ from fabfile.remote import REMOTE_DIR, cmd, run
 
 def find_command(under: str = REMOTE_DIR) -> str:
     """Shell that prints the pid of every process whose cwd is ``~/under`` or below it."""
-    # Shell built-ins only, so a status forks nothing on the host: `cd -P` into a process's
-    # cwd link leaves its real path in $PWD. The shell itself moves about doing so, so it
-    # skips itself (found the same way: $$ would name the parent of a `$(...)` subshell).
+    # Runs no program, so a status execs nothing on a host: `cd -P` into a process's cwd link
+    # leaves its real path in $PWD. It does so in a subshell, leaving the caller's cwd alone,
+    # and that subshell, whose own cwd moves, skips itself: it finds its pid by /proc/self
+    # ($$ would name its parent).
     return (
-        f'cd -P "$HOME"/{cmd(under)} 2>/dev/null || exit 0; base=$PWD; cd -P /proc/self; me=${{PWD#/proc/}}; '
+        # The leading space keeps `$({find_command()})` a command substitution, not `$((` arithmetic.
+        f' (cd -P "$HOME"/{cmd(under)} 2>/dev/null || exit 0; base=$PWD; cd -P /proc/self; me=${{PWD#/proc/}}; '
         'for p in /proc/[0-9]*; do [ "${p#/proc/}" = "$me" ] && continue; '
         'cd -P "$p/cwd" 2>/dev/null || continue; '
-        'case "$PWD/" in "$base"/*) echo "${p#/proc/}";; esac; done'
+        'case "$PWD/" in "$base"/*) echo "${p#/proc/}";; esac; done)'
     )
 
 

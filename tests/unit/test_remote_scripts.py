@@ -95,11 +95,13 @@ def test_finding_our_processes_runs_no_program(tmp_path):
         out = subprocess.run(["/bin/sh", "-c", reaper.find_command()], env={"HOME": str(linked_home), "PATH": "/nowhere"},
                              cwd="/", capture_output=True, text=True, check=True)
         assert out.stdout.split() == [str(ours.pid)] and out.stderr == ""
-        # Inside a $(...) subshell, the subshell (whose cwd moves) must not find itself.
-        inner = subprocess.run(["/bin/sh", "-c", f'pids=$({reaper.find_command()}); echo "$pids"'],
-                               env={"HOME": str(linked_home), "PATH": "/nowhere"}, cwd="/",
-                               capture_output=True, text=True, check=True)
-        assert inner.stdout.split() == [str(ours.pid)]
+        # However it is composed, the shell doing the search never finds itself, and the
+        # caller's working directory is left alone.
+        for script in (f'pids=$({reaper.find_command()}); echo "$pids"; pwd',
+                       f'{reaper.find_command()} | while read p; do echo "$p"; done; pwd'):
+            inner = subprocess.run(["/bin/sh", "-c", script], env={"HOME": str(linked_home), "PATH": "/nowhere"},
+                                   cwd="/", capture_output=True, text=True, check=True)
+            assert inner.stdout.split() == [str(ours.pid), "/"], script
     finally:
         ours.kill()
         ours.wait()
