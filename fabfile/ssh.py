@@ -184,7 +184,7 @@ def open_checked(c: Connection, settings: SshSettings) -> Connection:
     name = getattr(c, "fleetbench_name", c.original_host)
     where = f"{c.user}@{c.host}:{c.port}"
     try:
-        if c.gateway is None:  # a ProxyJump/ProxyCommand brings its own socket
+        if c.gateway is None and not c.is_connected:  # a ProxyJump/ProxyCommand brings its own socket
             c.connect_kwargs["sock"] = _dial(c.host, c.port, settings.connect_timeout)
         c.open()
     except paramiko.BadHostKeyException as exc:
