@@ -8,14 +8,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from bench import spec
-from fabfile.cli import clean_errors, forget_sessions, session, workspace
-from fabfile import reports
+from bench.spawn import spec
+from fabfile.runs import reports
+from fabfile.session_cache import clean_errors, forget_sessions, session, workspace
 
 SPAWN = "spawn.toml"
 HELP = {
@@ -25,7 +24,7 @@ HELP = {
 }
 
 
-def _session(spawn: str, ssh_config: Optional[str], accept_new_host_keys: bool, *, validate: bool = False):
+def _session(spawn: str, ssh_config: str | None, accept_new_host_keys: bool, *, validate: bool = False):
     s = session(spawn or SPAWN, ssh_config, accept_new_host_keys)
     if validate:
         s.spawn  # parses and validates the spawn file: a bad one fails here, before any SSH
@@ -152,7 +151,7 @@ def spawn(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_up=F
 # -- the testbed: a local fleet of real sshd hosts in network namespaces ---------------------
 
 def _testbed():
-    from fabfile.testbed import Testbed  # needs root and iproute2; only loaded when asked for
+    from fabfile.dev.testbed import Testbed  # needs root and iproute2; only loaded when asked for
 
     return Testbed(workspace().testbed_dir)
 
@@ -163,7 +162,7 @@ def _testbed():
       iterable=["python"])
 def testbed_up(c, hosts=5, python=None, uplink=None):
     """Bring up a local fleet of real OpenSSH hosts (needs root)."""
-    from fabfile.testbed import TestbedError, parse_python_overrides
+    from fabfile.dev.testbed import TestbedError, parse_python_overrides
 
     try:
         up = _testbed().up(int(hosts), parse_python_overrides(python or []), uplink)
@@ -177,7 +176,7 @@ def testbed_up(c, hosts=5, python=None, uplink=None):
 @task
 def testbed_status(c):
     """Show the testbed's hosts: address, sshd, python."""
-    rows: List[dict] = _testbed().status()
+    rows: list[dict] = _testbed().status()
     if not rows:
         print("no testbed is up")
     for row in rows:
@@ -211,8 +210,8 @@ def perf(c, json=False, keep=False, only=None, hosts=32, prefix="pf", subnet=243
     import json as json_module
     import os
 
-    from fabfile import perf as suite
-    from fabfile.testbed import TestbedError
+    from fabfile.dev import perf as suite
+    from fabfile.dev.testbed import TestbedError
 
     if os.geteuid() != 0:
         raise Exit("perf failed: the perf testbed needs root (network namespaces)", code=1)

@@ -12,7 +12,7 @@ PING) and against any line-based server that answers ``+...`` to each line.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 
 async def connect(ctx) -> Callable[[], Awaitable[None]]:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from fabric import Connection, task
 
-from fabfile import reaper
-from fabfile.push import ProgressPrinter, push as push_file, sha256_file
-from fabfile.remote import REMOTE_DIR, cmd, run
-from fabfile.ssh import SshSettings, open_checked, secure
+from fabfile.remote import reaper
+from fabfile.remote.shell import REMOTE_DIR, cmd, run
+from fabfile.remote.ssh import SshSettings, open_checked, secure
+from fabfile.ship.push import ProgressPrinter, sha256_file
+from fabfile.ship.push import push as push_file
 
 
 def _checked(c: Connection) -> Connection:

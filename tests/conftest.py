@@ -7,7 +7,6 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
@@ -29,7 +28,7 @@ class LocalHost:
         self.commands: list[str] = []
 
     def run(self, command: str, hide: bool = True, warn: bool = True, in_stream=None,
-            timeout: Optional[float] = None) -> Result:
+            timeout: float | None = None) -> Result:
         self.commands.append(command)
         env = {"HOME": str(self.home), "PATH": os.environ["PATH"]}
         proc = subprocess.run(["sh", "-c", command], cwd=self.home, env=env, capture_output=True, text=True,
@@ -48,7 +47,7 @@ def local_host(tmp_path: Path) -> LocalHost:
 def _no_user_ssh_config(monkeypatch, tmp_path):
     """Keep the developer's own ~/.ssh/config and known_hosts out of tests."""
     try:
-        from fabfile import ssh
+        from fabfile.remote import ssh
     except ImportError:  # agent-side tests also run on a host-like Python without fabric
         return
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Optional, Tuple
 
 
 class Proxy:
     """A TCP proxy between two hops (on ``bind``); ``corrupt_at`` flips one byte of the stream
     from upstream to downstream (after the token), for the first connection only."""
 
-    def __init__(self, target: Tuple[str, int], corrupt_at: Optional[int] = None, bind: str = "127.0.0.1"):
+    def __init__(self, target: tuple[str, int], corrupt_at: int | None = None, bind: str = "127.0.0.1"):
         self.target = target
         self.corrupt_at = corrupt_at
         self.address = bind
@@ -33,7 +32,7 @@ class Proxy:
             threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket, corrupt_at: Optional[int]) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, corrupt_at: int | None) -> None:
         seen = 0
         try:
             while True:

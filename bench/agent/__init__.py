@@ -1,7 +1,7 @@
 """The agent: the program fleetbench runs on each agent host, inside its own pex.
 
 ``python -m bench.agent run --job JSON [--out PATH]`` applies one AgentJob's load to the
-servers and prints one result (bench.job.RESULT_SCHEMA). Modules, from the wire up:
+servers and prints one result (bench.wire.job.RESULT_SCHEMA). Modules, from the wire up:
 
 - ``resp``: RESP2 encoding, and a reply scanner that counts without building values
 - ``client``: one asyncio Protocol per TCP connection, batches in, completions out; the
@@ -16,5 +16,5 @@ servers and prints one result (bench.job.RESULT_SCHEMA). Modules, from the wire 
 - ``jobcheck``, ``result``, ``runner``, ``__main__``: job checking, result output, the CLI
 
 Only the standard library, hdrhistogram and (optionally) uvloop are imported here, plus
-bench.job, bench.hist and bench.catalogue: the agent pex must stay small.
+bench.wire.job, bench.wire.hist and bench.wire.catalogue: the agent pex must stay small.
 """

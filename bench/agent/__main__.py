@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import List, Optional
 
 USAGE = "usage: python -m bench.agent {run,metrics,facts} ..."
 DELEGATES = {"metrics": "bench.agent.hostmetrics", "facts": "bench.agent.hostfacts"}
 
 
-def _delegate(command: str, argv: List[str]) -> int:
+def _delegate(command: str, argv: list[str]) -> int:
     """Import the subcommand's module only when asked, so ``run`` never pays for it."""
     name = DELEGATES[command]
     try:
@@ -34,7 +33,7 @@ def _delegate(command: str, argv: List[str]) -> int:
     return int(module.main(argv) or 0)
 
 
-def _run(argv: List[str]) -> int:
+def _run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.agent run",
                                      description="Apply one AgentJob's load and print its result JSON.")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -60,7 +59,7 @@ def _run(argv: List[str]) -> int:
     return EXIT_INVALID
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Protocol, Sequence, Tuple
+from collections.abc import Awaitable, Sequence
+from typing import Any, Callable, Protocol
 
 from bench.agent.resp import scan
 
 # Precomputed "+OK" runs: the SET reply stream can be recognised by one comparison.
-_OK: Dict[int, bytes] = {n: b"+OK\r\n" * n for n in range(1, 257)}
+_OK: dict[int, bytes] = {n: b"+OK\r\n" * n for n in range(1, 257)}
 
 
 class SubBatch:
@@ -23,14 +24,14 @@ class SubBatch:
 
     __slots__ = ("batch", "ops", "payload", "want", "got", "errors", "asking", "hops")
 
-    def __init__(self, batch: Any, ops: Sequence[Tuple[bytes, bytes, int]], payload: bytes, want: int,
+    def __init__(self, batch: Any, ops: Sequence[tuple[bytes, bytes, int]], payload: bytes, want: int,
                  asking: bool = False, hops: int = 0) -> None:
         self.batch = batch
         self.ops = ops
         self.payload = payload
         self.want = want  # replies expected
         self.got = 0  # replies seen so far
-        self.errors: Optional[List[Tuple[int, bytes]]] = None  # (reply index, message)
+        self.errors: list[tuple[int, bytes]] | None = None  # (reply index, message)
         self.asking = asking  # first reply belongs to an ASKING prefix, not to an op
         self.hops = hops  # redirects its ops have followed so far
 
@@ -48,8 +49,8 @@ class Conn(Protocol):
 
 #: ``dial(loop, address, label, complete, lost)`` -> (the connection, an awaitable that opens
 #: it; the engine treats its failure as fatal). ``lost(message)`` reports a fatal problem.
-Dial = Callable[[asyncio.AbstractEventLoop, Tuple[str, int], str, Callable[[SubBatch], None], Callable[[str], None]],
-                Tuple[Conn, Awaitable[Any]]]
+Dial = Callable[[asyncio.AbstractEventLoop, tuple[str, int], str, Callable[[SubBatch], None], Callable[[str], None]],
+                tuple[Conn, Awaitable[Any]]]
 
 
 class NodeConnection(asyncio.Protocol):
@@ -63,13 +64,13 @@ class NodeConnection(asyncio.Protocol):
         self.label = label
         self.complete = complete
         self.lost = lost
-        self.transport: Optional[asyncio.Transport] = None
-        self.pending: Deque[SubBatch] = deque()
-        self.queued: List[bytes] = []
+        self.transport: asyncio.Transport | None = None
+        self.pending: deque[SubBatch] = deque()
+        self.queued: list[bytes] = []
         self.closing = False
         # A reply cut short by the end of a read: the bytes so far and, for a long bulk
         # value, the length needed before it is worth scanning again.
-        self.chunks: List[bytes] = []
+        self.chunks: list[bytes] = []
         self.buffered = 0
         self.need = 0
 
@@ -79,7 +80,7 @@ class NodeConnection(asyncio.Protocol):
             transport.write(b"".join(self.queued))  # type: ignore[attr-defined]
             self.queued = []
 
-    def connection_lost(self, exc: Optional[Exception]) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         if not self.closing:
             self.closing = True

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from binascii import crc_hqx
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 from bench.agent import resp
 
 SLOTS = 16384
-Address = Tuple[str, int]
+Address = tuple[str, int]
 
 
 def parse_address(text: str) -> Address:
@@ -42,7 +43,7 @@ def key_slot(key: bytes) -> int:
     return crc_hqx(key, 0) & (SLOTS - 1)
 
 
-def slots_from_reply(reply: Any, fallback_host: str) -> List[Tuple[int, int, Address]]:
+def slots_from_reply(reply: Any, fallback_host: str) -> list[tuple[int, int, Address]]:
     """``CLUSTER SLOTS`` as ``[(first, last, primary address)]``.
 
     A node that does not know its own IP reports an empty host; it is the node we asked.
@@ -65,11 +66,11 @@ class Router:
     fetched in the background.
     """
 
-    def __init__(self, nodes: Sequence[Address], slot_ranges: Optional[List[Tuple[int, int, Address]]] = None):
-        self.nodes: List[Address] = list(nodes)
-        self._index: Dict[Address, int] = {a: i for i, a in enumerate(self.nodes)}
+    def __init__(self, nodes: Sequence[Address], slot_ranges: list[tuple[int, int, Address]] | None = None):
+        self.nodes: list[Address] = list(nodes)
+        self._index: dict[Address, int] = {a: i for i, a in enumerate(self.nodes)}
         self.single = slot_ranges is None
-        self.slots: List[int] = [0] * SLOTS
+        self.slots: list[int] = [0] * SLOTS
         self.covered = SLOTS
         if slot_ranges is not None:
             self.replace(slot_ranges)
@@ -81,7 +82,7 @@ class Router:
             self.nodes.append(address)
         return i
 
-    def replace(self, slot_ranges: List[Tuple[int, int, Address]]) -> None:
+    def replace(self, slot_ranges: list[tuple[int, int, Address]]) -> None:
         slots = [-1] * SLOTS
         for first, last, address in slot_ranges:
             i = self.node_index(address)
@@ -101,7 +102,7 @@ class Router:
             return 0
         return self.slots[key_slot(key)]
 
-    def active_nodes(self) -> List[int]:
+    def active_nodes(self) -> list[int]:
         """Indices of the nodes that own at least one slot (all nodes for a single server)."""
         if self.single:
             return list(range(len(self.nodes)))
@@ -120,7 +121,7 @@ class DirectRouter(Router):
     def route(self, key: bytes) -> int:
         return self._by_key[key]
 
-    def active_nodes(self) -> List[int]:
+    def active_nodes(self) -> list[int]:
         return list(range(len(self.nodes)))
 
 
@@ -144,7 +145,7 @@ async def request(address: Address, *args: resp.Arg, timeout: float = 5.0) -> An
         writer.close()
 
 
-async def discover(targets: Sequence[Address], timeout: float = 5.0) -> List[Tuple[int, int, Address]]:
+async def discover(targets: Sequence[Address], timeout: float = 5.0) -> list[tuple[int, int, Address]]:
     """The slot map from the first target that answers CLUSTER SLOTS."""
     problems = []
     for address in targets:

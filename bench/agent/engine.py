@@ -20,7 +20,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 from bench.agent import cluster
 from bench.agent.client import Conn, Dial, NodeConnection, SubBatch, open_connection
@@ -43,18 +43,18 @@ class Phase:
 
     next_ops: NextOps
     pipeline: int
-    iterations: Optional[int] = None  # measured ops to issue (XOR duration_s)
-    duration_s: Optional[float] = None
+    iterations: int | None = None  # measured ops to issue (XOR duration_s)
+    duration_s: float | None = None
     warmup_s: float = 0.0
-    rate: Optional[float] = None  # ops/s, open loop; None = closed loop
-    recorder: Optional[Recorder] = None  # None: nothing recorded (prefill)
+    rate: float | None = None  # ops/s, open loop; None = closed loop
+    recorder: Recorder | None = None  # None: nothing recorded (prefill)
     label: str = "measuring"  # for progress lines
 
 
 class Batch:
     __slots__ = ("worker", "subs", "intended", "sent", "measured", "ok", "failed", "messages")
 
-    def __init__(self, worker: "Worker", intended: float, sent: float, measured: bool) -> None:
+    def __init__(self, worker: Worker, intended: float, sent: float, measured: bool) -> None:
         self.worker = worker
         self.subs = 0  # sub-batches still awaiting replies
         self.intended = intended
@@ -62,7 +62,7 @@ class Batch:
         self.measured = measured
         self.ok = 0
         self.failed = 0
-        self.messages: Optional[List[bytes]] = None
+        self.messages: list[bytes] | None = None
 
 
 class Worker:
@@ -70,10 +70,10 @@ class Worker:
 
     __slots__ = ("engine", "index", "conns")
 
-    def __init__(self, engine: "Engine", index: int) -> None:
+    def __init__(self, engine: Engine, index: int) -> None:
         self.engine = engine
         self.index = index
-        self.conns: List[Optional[Conn]] = []
+        self.conns: list[Conn | None] = []
 
     def conn(self, node: int) -> Conn:
         conns = self.conns
@@ -89,7 +89,7 @@ def _log(message: str) -> None:
 
 
 def dial_resp(loop: asyncio.AbstractEventLoop, address: cluster.Address, label: str,
-              complete: Callable[[SubBatch], None], lost: Callable[[str], None]) -> Tuple[Conn, "asyncio.Future[Any]"]:
+              complete: Callable[[SubBatch], None], lost: Callable[[str], None]) -> tuple[Conn, asyncio.Future[Any]]:
     """The default ``Dial``: a RESP connection to a Redis node."""
     conn = NodeConnection(label, complete, lost)
     return conn, asyncio.ensure_future(open_connection(loop, address[0], address[1], conn, CONNECT_TIMEOUT_S))
@@ -104,7 +104,7 @@ class Engine:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, router: cluster.Router, connections: int,
                  log: Callable[[str], None] = _log, clock: Callable[[], float] = time.perf_counter,
-                 dial: Optional[Dial] = None, min_stall_s: Optional[float] = None) -> None:
+                 dial: Dial | None = None, min_stall_s: float | None = None) -> None:
         self.loop = loop
         self.router = router
         self.log = log
@@ -112,11 +112,11 @@ class Engine:
         self.dial = dial
         self.min_stall_s = min_stall_s
         self.workers = [Worker(self, i) for i in range(connections)]
-        self.fatal: Optional[str] = None
+        self.fatal: str | None = None
         self.interrupted = False
-        self._connecting: List["asyncio.Future[Any]"] = []
+        self._connecting: list[asyncio.Future[Any]] = []
         self._refreshing = False
-        self._done: Optional["asyncio.Future[None]"] = None
+        self._done: asyncio.Future[None] | None = None
         self._reset(Phase(next_ops=lambda n: [], pipeline=1))
 
     # ------------------------------------------------------------------ connections
@@ -133,7 +133,7 @@ class Engine:
         self._connecting.append(fut)
         return conn
 
-    def _connected(self, label: str, fut: "asyncio.Future[Any]") -> None:
+    def _connected(self, label: str, fut: asyncio.Future[Any]) -> None:
         if fut in self._connecting:
             self._connecting.remove(fut)
         if not fut.cancelled() and fut.exception() is not None:
@@ -168,22 +168,22 @@ class Engine:
         self.rec = phase.recorder
         self.issuing = False
         self.inflight = 0
-        self.budget: Optional[int] = phase.iterations
-        self.free: List[Worker] = []
-        self.backlog: Deque[Tuple[float, int, bool]] = deque()
+        self.budget: int | None = phase.iterations
+        self.free: list[Worker] = []
+        self.backlog: deque[tuple[float, int, bool]] = deque()
         self.t_begin = self.t_measure = 0.0
-        self.t_end: Optional[float] = None
+        self.t_end: float | None = None
         self.next_due = 0.0
         self._due_k = 0
         self.interval = 0.0
         self.last_progress = 0.0
-        self._timer: Optional[asyncio.Handle] = None
-        self._watch: Optional[asyncio.Handle] = None
+        self._timer: asyncio.Handle | None = None
+        self._watch: asyncio.Handle | None = None
         self._measuring = False
         self._next_report = 0.0
         self.done_ops = 0  # ops completed in this phase, recorded or not
         self.failed_ops = 0
-        self.first_error: Optional[str] = None
+        self.first_error: str | None = None
 
     async def run(self, phase: Phase) -> None:
         """Apply ``phase`` until its work or time is done, it is stopped, or a fatal error."""
@@ -335,7 +335,7 @@ class Engine:
         self.inflight += 1
         self._send(w, b, ops)
 
-    def _send(self, w: Worker, b: Batch, ops: List[Op]) -> None:
+    def _send(self, w: Worker, b: Batch, ops: list[Op]) -> None:
         router = self.router
         if router.single or len(ops) == 1:
             node = router.route(ops[0][0])
@@ -347,7 +347,7 @@ class Engine:
             b.subs += 1
             w.conn(node).send(sub)
             return
-        groups: Dict[int, List[Op]] = {}
+        groups: dict[int, list[Op]] = {}
         route = router.route
         for op in ops:
             node = route(op[0])
@@ -381,7 +381,7 @@ class Engine:
             owner = list(range(len(ops)))
         else:
             owner = [i for i, o in enumerate(ops) for _ in range(o[2])]
-        first: Dict[int, bytes] = {}
+        first: dict[int, bytes] = {}
         assert sub.errors is not None
         for reply, message in sub.errors:
             i = owner[max(reply - shift, 0)]

@@ -28,7 +28,7 @@ import shlex
 import socket
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from bench import __version__
 from bench.agent.hostmetrics import parse_diskstats, parse_meminfo, whole_disks
@@ -43,10 +43,10 @@ _CPU_MODEL_KEYS = ("model name", "cpu model", "Processor", "cpu", "uarch")
 # ----- pure parsers -----
 
 
-def parse_cpuinfo(text: str) -> List[Dict[str, str]]:
+def parse_cpuinfo(text: str) -> list[dict[str, str]]:
     """One dict per blank-line-separated block of /proc/cpuinfo."""
-    blocks: List[Dict[str, str]] = []
-    block: Dict[str, str] = {}
+    blocks: list[dict[str, str]] = []
+    block: dict[str, str] = {}
     for line in text.split("\n"):
         key, sep, value = line.partition(":")
         if not sep:
@@ -60,7 +60,7 @@ def parse_cpuinfo(text: str) -> List[Dict[str, str]]:
     return blocks
 
 
-def cpu_model(text: str) -> Optional[str]:
+def cpu_model(text: str) -> str | None:
     """The CPU's name from /proc/cpuinfo. arm64 kernels print no name, only ids: those are
     given as "ARM implementer 0x41 part 0xd0c"."""
     blocks = parse_cpuinfo(text)
@@ -74,9 +74,9 @@ def cpu_model(text: str) -> Optional[str]:
     return None
 
 
-def parse_os_release(text: str) -> Dict[str, str]:
+def parse_os_release(text: str) -> dict[str, str]:
     """/etc/os-release's shell-style KEY=value lines, values unquoted."""
-    out: Dict[str, str] = {}
+    out: dict[str, str] = {}
     for line in text.split("\n"):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -93,7 +93,7 @@ def parse_os_release(text: str) -> Dict[str, str]:
     return out
 
 
-def parse_btime(proc_stat_text: str) -> Optional[int]:
+def parse_btime(proc_stat_text: str) -> int | None:
     """Boot time (epoch seconds) from /proc/stat's ``btime`` line."""
     for line in proc_stat_text.split("\n"):
         if line.startswith("btime "):
@@ -104,7 +104,7 @@ def parse_btime(proc_stat_text: str) -> Optional[int]:
 # ----- reading this host -----
 
 
-def _read(path: str) -> Optional[str]:
+def _read(path: str) -> str | None:
     try:
         with open(path, "rb") as f:
             return f.read().decode("utf-8", "replace")
@@ -120,10 +120,10 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def pex_files(directory: str) -> List[Dict[str, Any]]:
+def pex_files(directory: str) -> list[dict[str, Any]]:
     """Every ``*.pex`` in ``directory``, sorted by name; a directory-layout pex (packed or
     loose) is listed with a null sha256."""
-    out: List[Dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
     for name in sorted(os.listdir(directory)):
         if not name.endswith(".pex"):
             continue
@@ -135,14 +135,14 @@ def pex_files(directory: str) -> List[Dict[str, Any]]:
     return out
 
 
-def _first_line(path: str) -> Optional[str]:
+def _first_line(path: str) -> str | None:
     text = _read(path)
     if text is None:
         return None
     return text.strip() or None
 
 
-def gather(pex_dir: Optional[str] = None) -> Dict[str, Any]:
+def gather(pex_dir: str | None = None) -> dict[str, Any]:
     meminfo_text = _read("/proc/meminfo")
     cpuinfo_text = _read("/proc/cpuinfo")
     stat_text = _read("/proc/stat")
@@ -151,7 +151,7 @@ def gather(pex_dir: Optional[str] = None) -> Dict[str, Any]:
     if os_release_text is None:
         os_release_text = _read("/usr/lib/os-release")
     try:
-        usable_cores: Optional[int] = len(os.sched_getaffinity(0))
+        usable_cores: int | None = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable_cores = None
     return {
@@ -189,7 +189,7 @@ def _write_atomically(path: str, data: str) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="facts", description="Print (and write) one JSON object of this host's facts.")
     p.add_argument("--out", default=None, help="also write the JSON line to this file")
     p.add_argument("--pex-dir", default=None, help="list *.pex files here with their sha256")

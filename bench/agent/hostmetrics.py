@@ -35,7 +35,8 @@ import re
 import signal
 import sys
 import time
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 CPU_FIELDS = ("user", "system", "iowait", "steal", "idle")
 SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's own size
@@ -55,12 +56,12 @@ class ProcStat(NamedTuple):
     """The aggregate ``cpu`` line of /proc/stat as (user, nice, system, idle, iowait, irq,
     softirq, steal) ticks, and the number of ``cpuN`` lines (online logical cores)."""
 
-    cpu: Tuple[int, ...]
+    cpu: tuple[int, ...]
     cores: int
 
 
 def parse_proc_stat(text: str) -> ProcStat:
-    cpu: Tuple[int, ...] = ()
+    cpu: tuple[int, ...] = ()
     cores = 0
     for line in text.split("\n"):
         if not line.startswith("cpu"):
@@ -77,7 +78,7 @@ def parse_proc_stat(text: str) -> ProcStat:
     return ProcStat(cpu, cores)
 
 
-def cpu_percentages(prev: ProcStat, cur: ProcStat) -> Optional[Dict[str, float]]:
+def cpu_percentages(prev: ProcStat, cur: ProcStat) -> dict[str, float] | None:
     """Percent of all cores spent in each of CPU_FIELDS between two reads; None if no tick
     passed. Each counter's delta is clamped at 0 (iowait is known to step backwards)."""
     d = [max(0, c - p) for p, c in zip(prev.cpu, cur.cpu)]
@@ -89,9 +90,9 @@ def cpu_percentages(prev: ProcStat, cur: ProcStat) -> Optional[Dict[str, float]]
     return {name: round(100.0 * part / total, 2) for name, part in zip(CPU_FIELDS, parts)}
 
 
-def parse_meminfo(text: str) -> Dict[str, int]:
+def parse_meminfo(text: str) -> dict[str, int]:
     """Every /proc/meminfo field, in bytes for the ``kB`` ones and as-is for counts."""
-    out: Dict[str, int] = {}
+    out: dict[str, int] = {}
     for line in text.split("\n"):
         key, sep, rest = line.partition(":")
         if not sep:
@@ -104,7 +105,7 @@ def parse_meminfo(text: str) -> Dict[str, int]:
     return out
 
 
-def memory(meminfo: Dict[str, int]) -> Dict[str, int]:
+def memory(meminfo: dict[str, int]) -> dict[str, int]:
     """used = total - available. MemAvailable (Linux 3.14+) is approximated by
     free + buffers + cached on older kernels."""
     total = meminfo["MemTotal"]
@@ -118,9 +119,9 @@ def parse_loadavg(text: str) -> float:
     return float(text.split()[0])
 
 
-def parse_net_dev(text: str) -> Dict[str, Tuple[int, int]]:
+def parse_net_dev(text: str) -> dict[str, tuple[int, int]]:
     """{interface: (rx_bytes, tx_bytes)} from /proc/net/dev (of this network namespace)."""
-    out: Dict[str, Tuple[int, int]] = {}
+    out: dict[str, tuple[int, int]] = {}
     for line in text.split("\n"):
         name, sep, rest = line.partition(":")
         if not sep or "|" in line:
@@ -132,9 +133,9 @@ def parse_net_dev(text: str) -> Dict[str, Tuple[int, int]]:
     return out
 
 
-def parse_diskstats(text: str) -> Dict[str, Tuple[int, int]]:
+def parse_diskstats(text: str) -> dict[str, tuple[int, int]]:
     """{device: (sectors_read, sectors_written)} for every line of /proc/diskstats."""
-    out: Dict[str, Tuple[int, int]] = {}
+    out: dict[str, tuple[int, int]] = {}
     for line in text.split("\n"):
         fields = line.split()
         if len(fields) < 10:
@@ -151,7 +152,7 @@ def is_partition(name: str, names: Iterable[str]) -> bool:
     return False
 
 
-def whole_disks(names: Iterable[str], sys_block: Optional[str] = "/sys/block") -> List[str]:
+def whole_disks(names: Iterable[str], sys_block: str | None = "/sys/block") -> list[str]:
     """The devices among ``names`` whose I/O is physical disk I/O, counted once.
 
     With sysfs: in ``/sys/block`` (so not a partition) and with a ``device`` link (so backed by
@@ -171,11 +172,11 @@ def whole_disks(names: Iterable[str], sys_block: Optional[str] = "/sys/block") -
 
 
 def rates(
-    prev: Dict[str, Tuple[int, int]], cur: Dict[str, Tuple[int, int]], dt: float
-) -> Dict[str, Tuple[float, float]]:
+    prev: dict[str, tuple[int, int]], cur: dict[str, tuple[int, int]], dt: float
+) -> dict[str, tuple[float, float]]:
     """Per-key (a/s, b/s) of two counter pairs; keys not in both reads are skipped, and a
     counter that went backwards (device re-created, counter reset) counts as 0."""
-    out: Dict[str, Tuple[float, float]] = {}
+    out: dict[str, tuple[float, float]] = {}
     for key, (a, b) in cur.items():
         before = prev.get(key)
         if before is None:
@@ -185,8 +186,8 @@ def rates(
 
 
 def net_rates(
-    prev: Dict[str, Tuple[int, int]], cur: Dict[str, Tuple[int, int]], dt: float
-) -> Dict[str, Dict[str, float]]:
+    prev: dict[str, tuple[int, int]], cur: dict[str, tuple[int, int]], dt: float
+) -> dict[str, dict[str, float]]:
     return {
         iface: {"rx_Bps": round(rx, 1), "tx_Bps": round(tx, 1)}
         for iface, (rx, tx) in sorted(rates(prev, cur, dt).items())
@@ -194,8 +195,8 @@ def net_rates(
 
 
 def disk_rates(
-    prev: Dict[str, Tuple[int, int]], cur: Dict[str, Tuple[int, int]], disks: Iterable[str], dt: float
-) -> Dict[str, float]:
+    prev: dict[str, tuple[int, int]], cur: dict[str, tuple[int, int]], disks: Iterable[str], dt: float
+) -> dict[str, float]:
     wanted = set(disks)
     per_disk = rates({k: v for k, v in prev.items() if k in wanted}, cur, dt)
     return {
@@ -228,7 +229,7 @@ def parse_pid_statm(text: str) -> int:
     return int(text.split()[1])
 
 
-def parse_pid_file(text: str) -> Optional[int]:
+def parse_pid_file(text: str) -> int | None:
     """The pid in a pidfile's first word, or None if it is empty or not a positive integer."""
     fields = text.split()
     if not fields or not fields[0].isdigit():
@@ -237,7 +238,7 @@ def parse_pid_file(text: str) -> Optional[int]:
     return pid if pid > 0 else None
 
 
-def parse_pids(text: str) -> List[int]:
+def parse_pids(text: str) -> list[int]:
     """``--pids 123,456`` (spaces and empty items tolerated)."""
     pids = []
     for item in text.replace(" ", ",").split(","):
@@ -267,7 +268,7 @@ class ProcFile:
         self._file.close()
 
 
-def _open(path: str) -> Optional[ProcFile]:
+def _open(path: str) -> ProcFile | None:
     try:
         return ProcFile(path)
     except OSError:
@@ -277,16 +278,16 @@ def _open(path: str) -> Optional[ProcFile]:
 class _Watched:
     __slots__ = ("pid", "file", "statm", "name", "prev_ticks", "prev_time", "pid_file")
 
-    def __init__(self, pid: int, file: ProcFile, statm: ProcFile, pid_file: Optional[str]) -> None:
+    def __init__(self, pid: int, file: ProcFile, statm: ProcFile, pid_file: str | None) -> None:
         self.pid = pid
         self.file = file
         self.statm = statm
         self.name = ""
-        self.prev_ticks: Optional[int] = None
+        self.prev_ticks: int | None = None
         self.prev_time = 0.0
         self.pid_file = pid_file
 
-    def read(self) -> Optional[PidStat]:
+    def read(self) -> PidStat | None:
         """Its stat, or None once it has exited (reads fail with ESRCH, or it is a zombie)."""
         try:
             stat = parse_pid_stat(self.file.read())
@@ -297,7 +298,7 @@ class _Watched:
         self.name = stat.name
         return stat
 
-    def rss_bytes(self) -> Optional[int]:
+    def rss_bytes(self) -> int | None:
         try:
             return parse_pid_statm(self.statm.read()) * PAGE_BYTES
         except (OSError, ValueError, IndexError):
@@ -317,7 +318,7 @@ class Sampler:
         pids: Sequence[int] = (),
         pid_files: Sequence[str] = (),
         proc: str = "/proc",
-        sys_block: Optional[str] = "/sys/block",
+        sys_block: str | None = "/sys/block",
     ) -> None:
         self._proc = proc
         self._sys_block = sys_block
@@ -326,22 +327,22 @@ class Sampler:
         self._loadavg = _open(os.path.join(proc, "loadavg"))
         self._net = _open(os.path.join(proc, "net", "dev"))
         self._disk = _open(os.path.join(proc, "diskstats"))
-        self._disk_names: Tuple[str, ...] = ()
-        self._disks: List[str] = []
-        self._prev_time: Optional[float] = None
-        self._prev_stat: Optional[ProcStat] = None
-        self._prev_net: Dict[str, Tuple[int, int]] = {}
-        self._prev_disk: Dict[str, Tuple[int, int]] = {}
-        self._watched: Dict[int, _Watched] = {}
-        self._gone: Dict[str, Dict[str, object]] = {}  # reported on the next sample, once
-        self._pid_files: Dict[str, Optional[int]] = {path: None for path in pid_files}
+        self._disk_names: tuple[str, ...] = ()
+        self._disks: list[str] = []
+        self._prev_time: float | None = None
+        self._prev_stat: ProcStat | None = None
+        self._prev_net: dict[str, tuple[int, int]] = {}
+        self._prev_disk: dict[str, tuple[int, int]] = {}
+        self._watched: dict[int, _Watched] = {}
+        self._gone: dict[str, dict[str, object]] = {}  # reported on the next sample, once
+        self._pid_files: dict[str, int | None] = {path: None for path in pid_files}
         for pid in pids:
             if self._adopt(pid, None, at=time.monotonic()) is None:
                 self._gone[str(pid)] = {"gone": True, "name": None}
 
     # -- watched processes --
 
-    def _adopt(self, pid: int, pid_file: Optional[str], at: float) -> Optional[_Watched]:
+    def _adopt(self, pid: int, pid_file: str | None, at: float) -> _Watched | None:
         if pid in self._watched:
             watched = self._watched[pid]
             if pid_file is not None and watched.pid_file is None:
@@ -364,7 +365,7 @@ class Sampler:
         self._watched[pid] = watched
         return watched
 
-    def _follow_pid_files(self, at: float) -> List[Tuple[_Watched, PidStat]]:
+    def _follow_pid_files(self, at: float) -> list[tuple[_Watched, PidStat]]:
         """Re-read each pidfile whose pid is not (or no longer) watched; adopt a live pid."""
         adopted = []
         for path, pid in self._pid_files.items():
@@ -389,13 +390,13 @@ class Sampler:
                     adopted.append((watched, stat))
         return adopted
 
-    def _procs(self, now: float) -> Dict[str, Dict[str, object]]:
-        out: Dict[str, Dict[str, object]] = dict(self._gone)
+    def _procs(self, now: float) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = dict(self._gone)
         self._gone.clear()
         for pid, watched in list(self._watched.items()):
             stat = watched.read()
             if stat is None:
-                entry: Dict[str, object] = {"gone": True, "name": watched.name}
+                entry: dict[str, object] = {"gone": True, "name": watched.name}
                 if watched.pid_file is not None:
                     entry["pid_file"] = watched.pid_file
                 out[str(pid)] = entry
@@ -414,8 +415,8 @@ class Sampler:
         return out
 
     @staticmethod
-    def _proc_entry(watched: _Watched, stat: PidStat, cpu_pct: Optional[float]) -> Dict[str, object]:
-        entry: Dict[str, object] = {"cpu_pct": cpu_pct, "rss_bytes": watched.rss_bytes(), "name": stat.name}
+    def _proc_entry(watched: _Watched, stat: PidStat, cpu_pct: float | None) -> dict[str, object]:
+        entry: dict[str, object] = {"cpu_pct": cpu_pct, "rss_bytes": watched.rss_bytes(), "name": stat.name}
         if watched.pid_file is not None:
             entry["pid_file"] = watched.pid_file
         return entry
@@ -423,7 +424,7 @@ class Sampler:
     # -- one sample --
 
     @staticmethod
-    def _read(file: Optional[ProcFile]) -> Optional[str]:
+    def _read(file: ProcFile | None) -> str | None:
         if file is None:
             return None
         try:
@@ -431,7 +432,7 @@ class Sampler:
         except OSError:
             return None
 
-    def sample(self) -> Optional[Dict[str, object]]:
+    def sample(self) -> dict[str, object] | None:
         now = time.monotonic()
         wall = time.time()
         stat_text = self._read(self._stat)
@@ -459,7 +460,7 @@ class Sampler:
         dt = now - self._prev_time
         mem_text = self._read(self._meminfo)
         load_text = self._read(self._loadavg)
-        sample: Dict[str, object] = {
+        sample: dict[str, object] = {
             "t": round(wall, 3),
             "dt": round(dt, 4),
             "cpu": cpu_percentages(self._prev_stat, stat) if stat and self._prev_stat else None,
@@ -508,7 +509,7 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data) :]
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.interval <= 0 or (args.duration is not None and args.duration <= 0):
         print("metrics: --interval and --duration must be > 0", file=sys.stderr)
@@ -535,7 +536,7 @@ def main(argv: List[str]) -> int:
             os.close(fd)
 
 
-def _run(sampler: Sampler, fd: int, interval: float, duration: Optional[float]) -> int:
+def _run(sampler: Sampler, fd: int, interval: float, duration: float | None) -> int:
     # Stop signals are blocked and collected by sigtimedwait, which doubles as the sleep: no
     # handler can interrupt a half-written line, and a stop is seen at once.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, Awaitable, Callable, Deque, List, Mapping, Optional, Tuple
+from collections.abc import Awaitable, Mapping
+from typing import Any, Callable
 
 import bench
 from bench.agent.client import Dial, SubBatch
@@ -59,7 +60,7 @@ def encode_request(method: str, target: str, host: str, headers: Mapping[str, st
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
 
 
-def _header(lower_head: bytes, name: bytes) -> Optional[bytes]:
+def _header(lower_head: bytes, name: bytes) -> bytes | None:
     """The value of header ``name`` (lowercase) in a lowercased head, or None."""
     start = lower_head.find(b"\r\n" + name + b":")
     if start < 0:
@@ -72,9 +73,9 @@ def _header(lower_head: bytes, name: bytes) -> Optional[bytes]:
 class _Link(asyncio.Protocol):
     """One TCP connection of an HttpConnection; events from a link it has dropped are ignored."""
 
-    def __init__(self, owner: "HttpConnection") -> None:
+    def __init__(self, owner: HttpConnection) -> None:
         self.owner = owner
-        self.transport: Optional[asyncio.Transport] = None
+        self.transport: asyncio.Transport | None = None
         self.served = 0  # responses completed on this link
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -84,7 +85,7 @@ class _Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.owner._data(self, data)
 
-    def connection_lost(self, exc: Optional[Exception]) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.owner._lost(self, exc)
 
 
@@ -100,15 +101,15 @@ class Sweeper:
         self.loop = loop
         self.timeout = timeout
         self.every = min(0.5, timeout / 10)
-        self.conns: "set[HttpConnection]" = set()
-        self.handle: Optional[asyncio.TimerHandle] = None
+        self.conns: set[HttpConnection] = set()
+        self.handle: asyncio.TimerHandle | None = None
 
-    def add(self, conn: "HttpConnection") -> None:
+    def add(self, conn: HttpConnection) -> None:
         self.conns.add(conn)
         if self.handle is None:
             self.handle = self.loop.call_later(self.every, self._sweep)
 
-    def remove(self, conn: "HttpConnection") -> None:
+    def remove(self, conn: HttpConnection) -> None:
         self.conns.discard(conn)
 
     def _sweep(self) -> None:
@@ -127,10 +128,10 @@ class HttpConnection:
     responses are still matched to requests in order through ``pending``.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, address: Tuple[str, int], label: str,
+    def __init__(self, loop: asyncio.AbstractEventLoop, address: tuple[str, int], label: str,
                  complete: Callable[[SubBatch], None], lost: Callable[[str], None], *,
                  head: bool = False, timeout: float = 10.0,
-                 create_connection: Optional[CreateConnection] = None, sweeper: Optional[Sweeper] = None) -> None:
+                 create_connection: CreateConnection | None = None, sweeper: Sweeper | None = None) -> None:
         self.loop = loop
         self.create_connection = create_connection or loop.create_connection
         self.address = address
@@ -139,10 +140,10 @@ class HttpConnection:
         self.lost = lost
         self.head = head  # HEAD requests: responses have headers only
         self.timeout = timeout  # per request; 0 = none
-        self.link: Optional[_Link] = None
-        self.opening: Optional["asyncio.Future[None]"] = None
-        self.pending: Deque[SubBatch] = deque()  # sent or queued, answered in order
-        self.queued: List[bytes] = []  # requests waiting for a link
+        self.link: _Link | None = None
+        self.opening: asyncio.Future[None] | None = None
+        self.pending: deque[SubBatch] = deque()  # sent or queued, answered in order
+        self.queued: list[bytes] = []  # requests waiting for a link
         self.closing = False
         self.since = 0.0  # loop time the oldest pending request went out
         self.sweeper = sweeper if sweeper is not None or timeout <= 0 else Sweeper(loop, timeout)
@@ -161,7 +162,7 @@ class HttpConnection:
 
     # ------------------------------------------------------------------ links
 
-    def open(self) -> "asyncio.Future[None]":
+    def open(self) -> asyncio.Future[None]:
         """Open a link now (the engine awaits the first one: failing it is fatal)."""
         if self.opening is None:
             self.opening = self.loop.create_task(self._connect())
@@ -174,7 +175,7 @@ class HttpConnection:
         limit = self.timeout if 0 < self.timeout < CONNECT_TIMEOUT_S else CONNECT_TIMEOUT_S
         await asyncio.wait_for(self.create_connection(lambda: link, host, port), limit)
 
-    def _opened(self, fut: "asyncio.Future[None]") -> None:
+    def _opened(self, fut: asyncio.Future[None]) -> None:
         if self.opening is fut:
             self.opening = None
         if fut.cancelled() or fut.exception() is None or self.closing:
@@ -199,7 +200,7 @@ class HttpConnection:
             link.transport.close()
         self._reset_parser()
 
-    def _lost(self, link: _Link, exc: Optional[Exception]) -> None:
+    def _lost(self, link: _Link, exc: Exception | None) -> None:
         if link is not self.link or self.closing:
             return
         self.link = None
@@ -398,12 +399,12 @@ class HttpConnection:
         self.complete(sub)
 
 
-def dialer(*, head: bool, timeout: float, create_connection: Optional[CreateConnection] = None) -> Dial:
+def dialer(*, head: bool, timeout: float, create_connection: CreateConnection | None = None) -> Dial:
     """A ``client.Dial`` opening HttpConnections (``head``: the method is HEAD)."""
-    sweepers: "dict[asyncio.AbstractEventLoop, Sweeper]" = {}
+    sweepers: dict[asyncio.AbstractEventLoop, Sweeper] = {}
 
-    def dial(loop: asyncio.AbstractEventLoop, address: Tuple[str, int], label: str,
-             complete: Callable[[SubBatch], None], lost: Callable[[str], None]) -> Tuple[HttpConnection, Any]:
+    def dial(loop: asyncio.AbstractEventLoop, address: tuple[str, int], label: str,
+             complete: Callable[[SubBatch], None], lost: Callable[[str], None]) -> tuple[HttpConnection, Any]:
         sweeper = sweepers.setdefault(loop, Sweeper(loop, timeout)) if timeout > 0 else None
         conn = HttpConnection(loop, address, label, complete, lost, head=head, timeout=timeout,
                               create_connection=create_connection, sweeper=sweeper)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Any, Dict, Tuple
+from typing import Any
 
-from bench.catalogue import CATALOGUE, Param, check_params
-from bench.job import AgentJob
+from bench.wire.catalogue import CATALOGUE, Param, check_params
+from bench.wire.job import AgentJob
 
 SERVER_KINDS = ("redis-cluster", "redis", "command")
 
@@ -20,7 +20,7 @@ class InvalidJob(ValueError):
     pass
 
 
-_KINDS: Dict[str, Tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+_KINDS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
                                        "list": (list,), "dict": (dict,)}
 
 
@@ -37,7 +37,7 @@ def _check_param(p: Param, value: Any) -> None:
         raise InvalidJob(f"param {p.name!r} must be <= {p.maximum:g}, got {value!r}")
 
 
-def effective_params(workload: str, params: Dict[str, Any]) -> Dict[str, Any]:
+def effective_params(workload: str, params: dict[str, Any]) -> dict[str, Any]:
     """The catalogue defaults overlaid with ``params``, every value checked."""
     spec = CATALOGUE[workload]
     unknown = sorted(set(params) - {p.name for p in spec.params})
@@ -96,5 +96,5 @@ def parse_job(text: str) -> AgentJob:
     return replace(job, params=effective_params(job.workload, job.params))
 
 
-def job_dict(job: AgentJob) -> Dict[str, Any]:
+def job_dict(job: AgentJob) -> dict[str, Any]:
     return json.loads(job.to_json())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from typing import Callable, Optional, Tuple
+from typing import Callable
 
 Chooser = Callable[[], int]
 
@@ -32,7 +32,7 @@ def rng_for(seed: int, agent_num: int, stream: str) -> random.Random:
     return random.Random(derive_seed(seed, agent_num, stream))
 
 
-def agent_slice(total: int, agents: int, agent_num: int) -> Tuple[int, int]:
+def agent_slice(total: int, agents: int, agent_num: int) -> tuple[int, int]:
     """Agent ``agent_num``'s contiguous share ``[start, stop)`` of ``range(total)``.
 
     Shares differ by at most one, so the union over all agents is exactly ``range(total)``
@@ -194,7 +194,7 @@ class KeyStream:
         self._choose = make_chooser(distribution, self.stop - self.start, rng, exponent, hot_fraction, hot_ops)
         # (start, width, random) when draws are uniform, so hot loops can inline the draw
         # (``start + int(random() * width)``, exactly what the chooser does).
-        self.uniform: Optional[Tuple[int, int, Callable[[], float]]] = (
+        self.uniform: tuple[int, int, Callable[[], float]] | None = (
             (self.start, self.stop - self.start, rng.random) if distribution == "uniform" else None)
         start = self.start
         choose = self._choose

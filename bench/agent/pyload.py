@@ -17,8 +17,9 @@ import inspect
 import random
 import sys
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Set, Tuple
+from typing import Any, Callable
 
 from bench.agent.client import Dial, SubBatch
 from bench.agent.keys import derive_seed
@@ -36,7 +37,7 @@ class PyContext:
     connections: int
     pipeline: int  # concurrent calls of the op on this connection, at most
     seed: int  # params.seed, derived per (agent, connection): different and reproducible
-    targets: Tuple[Tuple[str, int], ...]  # (host, port) of every server node
+    targets: tuple[tuple[str, int], ...]  # (host, port) of every server node
     server_kind: str  # "redis-cluster" | "redis" | "command"
     options: Mapping[str, Any]  # params.options, as written in the spawn file
     rng: random.Random = field(repr=False, compare=False)  # seeded with ``seed``
@@ -90,8 +91,8 @@ class CallConnection:
     def __init__(self, loop: asyncio.AbstractEventLoop, complete: Callable[[SubBatch], None]) -> None:
         self.loop = loop
         self.complete = complete
-        self.op: Optional[Callable[[], Any]] = None  # set once the user's function returned it
-        self.tasks: Set["asyncio.Task[None]"] = set()
+        self.op: Callable[[], Any] | None = None  # set once the user's function returned it
+        self.tasks: set[asyncio.Task[None]] = set()
         self.closed = False
 
     def send(self, sub: SubBatch) -> None:
@@ -147,7 +148,7 @@ class CallConnection:
             task.cancel()
 
 
-def dialer(target: str, function: Callable[..., Any], base: Dict[str, Any]) -> Dial:
+def dialer(target: str, function: Callable[..., Any], base: dict[str, Any]) -> Dial:
     """A ``client.Dial`` whose n-th connection calls ``function(ctx)`` for its op.
 
     ``base`` holds the PyContext fields shared by every connection (all but connection, seed
@@ -155,8 +156,8 @@ def dialer(target: str, function: Callable[..., Any], base: Dict[str, Any]) -> D
     """
     counter = [0]
 
-    def dial(loop: asyncio.AbstractEventLoop, address: Tuple[str, int], label: str,
-             complete: Callable[[SubBatch], None], lost: Callable[[str], None]) -> Tuple[CallConnection, Any]:
+    def dial(loop: asyncio.AbstractEventLoop, address: tuple[str, int], label: str,
+             complete: Callable[[SubBatch], None], lost: Callable[[str], None]) -> tuple[CallConnection, Any]:
         index = counter[0]
         counter[0] += 1
         seed = derive_seed(base["seed"], base["agent_num"], f"python/{index}")

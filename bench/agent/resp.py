@@ -8,7 +8,7 @@ commands (CLUSTER SLOTS), where speed does not matter.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Union
 
 Arg = Union[bytes, str, int]
 
@@ -79,7 +79,7 @@ def _skip(buf: bytes, pos: int) -> int:
     raise ProtocolError(f"unexpected reply type byte {t!r} at offset {pos}")
 
 
-def scan(buf: bytes, pos: int, want: int) -> Tuple[int, int, Optional[List[Tuple[int, bytes]]], int]:
+def scan(buf: bytes, pos: int, want: int) -> tuple[int, int, list[tuple[int, bytes]] | None, int]:
     """Skip up to ``want`` complete replies in ``buf`` starting at ``pos``.
 
     Returns ``(pos, count, errors, need)``: the offset after the last complete reply, how many
@@ -89,7 +89,7 @@ def scan(buf: bytes, pos: int, want: int) -> Tuple[int, int, Optional[List[Tuple
     without rescanning it on every read.
     """
     count = 0
-    errors: Optional[List[Tuple[int, bytes]]] = None
+    errors: list[tuple[int, bytes]] | None = None
     end = len(buf)
     find = buf.find
     while count < want and pos < end:
@@ -121,7 +121,7 @@ def scan(buf: bytes, pos: int, want: int) -> Tuple[int, int, Optional[List[Tuple
     return pos, count, errors, 0
 
 
-def parse(buf: bytes, pos: int = 0) -> Tuple[Any, int]:
+def parse(buf: bytes, pos: int = 0) -> tuple[Any, int]:
     """One reply as a value (bytes, int, None, list, or ``ReplyError``) and the next offset.
 
     Raises ``Incomplete`` if ``buf`` ends inside the reply.

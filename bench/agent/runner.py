@@ -15,14 +15,13 @@ import signal
 import socket
 import sys
 import traceback
-from typing import List, Optional, Tuple
 
 from bench.agent import cluster, workloads
 from bench.agent.engine import Engine, Phase
 from bench.agent.jobcheck import InvalidJob
 from bench.agent.result import build, emit
 from bench.agent.stats import Recorder
-from bench.job import AgentJob
+from bench.wire.job import AgentJob
 
 EXIT_OK, EXIT_FATAL, EXIT_INVALID = 0, 1, 2
 PREFILL_BYTES_IN_FLIGHT = 1 << 20  # per connection, so big values do not balloon memory
@@ -37,7 +36,7 @@ def make_logger(job: AgentJob):  # type: ignore[no-untyped-def]
     return log
 
 
-def new_loop() -> Tuple[asyncio.AbstractEventLoop, str]:
+def new_loop() -> tuple[asyncio.AbstractEventLoop, str]:
     """uvloop if it is importable (about 2x the ops/s at pipeline 1), else asyncio's own.
 
     ``FLEETBENCH_NO_UVLOOP=1`` forces asyncio's loop, to compare the two.
@@ -84,7 +83,7 @@ def build_plan(job: AgentJob) -> workloads.Plan:
         raise InvalidJob(str(exc)) from None
 
 
-def run(job: AgentJob, out_path: Optional[str]) -> int:
+def run(job: AgentJob, out_path: str | None) -> int:
     """Run a checked job (params complete); print the result; return the exit code."""
     log = make_logger(job)
     plan = build_plan(job)  # InvalidJob propagates to the CLI: exit 2
@@ -92,7 +91,7 @@ def run(job: AgentJob, out_path: Optional[str]) -> int:
     asyncio.set_event_loop(loop)
     rec = Recorder(open_loop=job.rate is not None)
     state = {"engine": None, "signal": 0, "fatal": None}  # type: dict
-    targets: List[cluster.Address] = [cluster.parse_address(t) for t in job.targets]
+    targets: list[cluster.Address] = [cluster.parse_address(t) for t in job.targets]
 
     async def main() -> None:
         if plan.dial is not None:  # the workload reaches its own nodes (HTTP, in-process calls)

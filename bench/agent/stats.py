@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
-from bench import hist
+from bench.wire import hist
 
 LATE_S = 0.001  # an open-loop op is "late" if sent more than this after its intended start
 MAX_ERROR_SAMPLES = 5
 
 
-def percentiles(counts: Dict[int, int], total: int, ps: List[float]) -> List[int]:
+def percentiles(counts: dict[int, int], total: int, ps: list[float]) -> list[int]:
     """Exact percentiles of a value -> count map (the smallest value covering p% of counts)."""
     if total <= 0:
         return [0 for _ in ps]
     targets = [max(1, math.ceil(p / 100.0 * total)) for p in ps]
-    out: List[int] = []
+    out: list[int] = []
     seen = 0
     items = sorted(counts.items())
     i = 0
@@ -48,13 +48,13 @@ class Recorder:
         self.ops = 0
         self.errors = 0
         self.late_ops = 0
-        self.error_samples: List[str] = []
+        self.error_samples: list[str] = []
         self.latency = hist.new()  # from intended start (closed loop: from send)
         self.service = hist.new() if open_loop else None  # from actual send
-        self.series: List[Dict[str, Any]] = []
+        self.series: list[dict[str, Any]] = []
         self._sec = 0
-        self._lat: Dict[int, int] = {}
-        self._svc: Dict[int, int] = {}
+        self._lat: dict[int, int] = {}
+        self._svc: dict[int, int] = {}
         self._sec_ops = 0
         self._sec_errors = 0
 
@@ -65,7 +65,7 @@ class Recorder:
         self.began = True
 
     def record(self, done: float, intended: float, sent: float, ok: int, failed: int,
-               messages: Optional[List[bytes]]) -> None:
+               messages: list[bytes] | None) -> None:
         sec = int(done - self.start)
         if sec != self._sec:
             self._roll(sec)
@@ -91,7 +91,7 @@ class Recorder:
                     if text not in self.error_samples and len(self.error_samples) < MAX_ERROR_SAMPLES:
                         self.error_samples.append(text)
 
-    def _fold(self, counts: Dict[int, int], histogram: Any) -> None:
+    def _fold(self, counts: dict[int, int], histogram: Any) -> None:
         record = histogram.record_value
         for us, n in counts.items():
             record(min(max(us, 0), hist.HIGHEST), n)
@@ -118,7 +118,7 @@ class Recorder:
     def elapsed(self) -> float:
         return max(0.0, self.last_done - self.start) if self.began else 0.0
 
-    def histograms(self) -> Dict[str, str]:
+    def histograms(self) -> dict[str, str]:
         out = {"latency_us": hist.encode(self.latency)}
         if self.service is not None:
             out["service_us"] = hist.encode(self.service)

@@ -19,18 +19,19 @@ agents write disjoint bits.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable
 
 from bench.agent import httpclient, pyload, resp
 from bench.agent.client import Dial
 from bench.agent.cluster import Address, parse_address
 from bench.agent.keys import KeyStream, agent_slice, make_chooser, rng_for
-from bench.catalogue import split_url
+from bench.wire.catalogue import split_url
 
-Op = Tuple[bytes, bytes, int]
+Op = tuple[bytes, bytes, int]
 NextOp = Callable[[], Op]
-NextOps = Callable[[int], List[Op]]  # the next n ops: one call per batch, not per op
+NextOps = Callable[[int], list[Op]]  # the next n ops: one call per batch, not per op
 
 SHARD_COLUMNS = 1 << 16  # 8 KiB per bitmap key
 IMPORT_MEAN_GAP = 16  # mean column gap of the import workload (about 6% of bits set)
@@ -46,7 +47,7 @@ class Context:
     agents: int
     connections: int
     pipeline: int
-    targets: Tuple[str, ...] = ()  # "host:port" of every server node
+    targets: tuple[str, ...] = ()  # "host:port" of every server node
     server_kind: str = "redis"
 
 
@@ -60,25 +61,25 @@ class Plan:
     """
 
     next_ops: NextOps
-    prefill: Optional[NextOps] = None
+    prefill: NextOps | None = None
     prefill_ops: int = 0
     describe: str = ""
-    dial: Optional[Dial] = None
-    nodes: List[Address] = field(default_factory=list)
-    min_stall_s: Optional[float] = None  # when a reply may legitimately take longer than engine.STALL_S
+    dial: Dial | None = None
+    nodes: list[Address] = field(default_factory=list)
+    min_stall_s: float | None = None  # when a reply may legitimately take longer than engine.STALL_S
 
 
 def one_by_one(next_op: NextOp) -> NextOps:
     """``NextOps`` for a workload whose ops are costly anyway (queries): no need to inline."""
 
-    def next_ops(n: int) -> List[Op]:
+    def next_ops(n: int) -> list[Op]:
         return [next_op() for _ in range(n)]
 
     return next_ops
 
 
 Builder = Callable[[Context], Plan]
-REGISTRY: Dict[str, Builder] = {}
+REGISTRY: dict[str, Builder] = {}
 
 
 def workload(name: str) -> Callable[[Builder], Builder]:
@@ -131,7 +132,7 @@ def _key_ops(keys: KeyStream, prefix: bytes, template: bytes) -> NextOps:
     if keys.uniform is not None:
         start, width, rand = keys.uniform
 
-        def next_ops(n: int) -> List[Op]:
+        def next_ops(n: int) -> list[Op]:
             out = []
             for _ in range(n):
                 key = prefix + b"%d" % (start + int(rand() * width))
@@ -141,7 +142,7 @@ def _key_ops(keys: KeyStream, prefix: bytes, template: bytes) -> NextOps:
         return next_ops
     next_index = keys.next_index
 
-    def next_ops_any(n: int) -> List[Op]:
+    def next_ops_any(n: int) -> list[Op]:
         out = []
         for _ in range(n):
             key = prefix + b"%d" % next_index()
@@ -151,7 +152,7 @@ def _key_ops(keys: KeyStream, prefix: bytes, template: bytes) -> NextOps:
     return next_ops_any
 
 
-def _prefill(ctx: Context, prefix: bytes) -> Tuple[NextOps, int]:
+def _prefill(ctx: Context, prefix: bytes) -> tuple[NextOps, int]:
     """SET every key this agent will read, once. With shared keys that is the whole keyspace
     for every agent: agents are not synchronised between prefill and measuring, so filling
     only a share could let one agent read keys another has not written yet."""
@@ -160,7 +161,7 @@ def _prefill(ctx: Context, prefix: bytes) -> Tuple[NextOps, int]:
     template = _template(b"SET", _value(ctx))
     cursor = [start]
 
-    def next_ops(n: int) -> List[Op]:
+    def next_ops(n: int) -> list[Op]:
         out = []
         for _ in range(n):
             i = cursor[0]
@@ -198,7 +199,7 @@ def _mixed(ctx: Context) -> Plan:
     coin = rng_for(ctx.params["seed"], ctx.agent_num, "mix").random  # apart from keys: see derive_seed
     read_ratio = ctx.params["read_ratio"]
 
-    def next_ops(n: int) -> List[Op]:
+    def next_ops(n: int) -> list[Op]:
         out = []
         for _ in range(n):
             key = prefix + b"%d" % next_index()
@@ -253,7 +254,7 @@ def _setbit(ctx: Context) -> Plan:
     start, width, prefix = bm.col_start, bm.col_stop - bm.col_start, bm.prefix
     template = b"*4\r\n$6\r\nSETBIT\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n1\r\n"
 
-    def next_ops(n: int) -> List[Op]:  # Bitmaps.setbit, inlined: this one is raced
+    def next_ops(n: int) -> list[Op]:  # Bitmaps.setbit, inlined: this one is raced
         out = []
         for _ in range(n):
             r = row()
@@ -309,7 +310,7 @@ def _import(ctx: Context) -> Plan:
     row = _row_chooser(ctx, bm, "rows")
     gap_rng = rng_for(p["seed"], ctx.agent_num, "gaps")
     start, width = bm.col_start, bm.col_stop - bm.col_start
-    cursors: Dict[int, int] = {}
+    cursors: dict[int, int] = {}
     if p["gaps"] == "exponential":
         expo = gap_rng.expovariate
         rate = 1.0 / (IMPORT_MEAN_GAP - 1)
@@ -334,12 +335,12 @@ def _import(ctx: Context) -> Plan:
     return Plan(one_by_one(next_op), describe=f"import, {p['gaps']} gaps of mean {IMPORT_MEAN_GAP}")
 
 
-def _query_op(bm: Bitmaps, shard: int, commands: List[bytes], count_key: bytes) -> Op:
+def _query_op(bm: Bitmaps, shard: int, commands: list[bytes], count_key: bytes) -> Op:
     commands.append(resp.encode(b"BITCOUNT", count_key))
     return bm.key(0, shard), b"".join(commands), len(commands)
 
 
-def _difference(dest: bytes, tmp: bytes, rows: List[bytes]) -> List[bytes]:
+def _difference(dest: bytes, tmp: bytes, rows: list[bytes]) -> list[bytes]:
     """pi's Difference, ``a AND NOT (b OR c ...)``, with the BITOPs Redis 6.2 has (no DIFF).
 
     It is computed as ``a XOR (a AND (b OR c ...))``: the same bits, but unlike
@@ -399,7 +400,7 @@ def _random_query(ctx: Context) -> Plan:
     def next_op() -> Op:
         shard = int(rng.random() * bm.shards)
         seq[0] = q = (seq[0] + 1) % slots
-        commands: List[bytes] = []
+        commands: list[bytes] = []
         # Leaves per query are capped (8 levels of fanout 8 would be 16M rows): expanding a
         # leaf into ``fanout`` children adds ``fanout - 1`` leaves, reserved before recursing.
         spare = [MAX_QUERY_LEAVES - 1]
@@ -432,8 +433,8 @@ def _http(ctx: Context) -> Plan:
         raise ValueError("workload 'http' sends one request at a time per connection (HTTP/1.1, no "
                          "pipelining): pipeline must be 1; raise connections instead")
     method = p["method"]
-    nodes: List[Address] = []
-    requests: List[Tuple[int, bytes]] = []
+    nodes: list[Address] = []
+    requests: list[tuple[int, bytes]] = []
 
     def node_of(address: Address) -> int:
         if address not in nodes:
@@ -459,11 +460,11 @@ def _http(ctx: Context) -> Plan:
                                                 httpclient.host_header(host, port), p["headers"], p["body"])
             requests.append((node_of((host, port)), payload))
         where = f"{len(paths)} path(s) on {len(addresses)} node(s)"
-    ops: List[Op] = [(b"%d" % node, payload, 1) for node, payload in requests]
+    ops: list[Op] = [(b"%d" % node, payload, 1) for node, payload in requests]
     cursor = [ctx.agent_num % len(ops)]
     count = len(ops)
 
-    def next_ops(n: int) -> List[Op]:
+    def next_ops(n: int) -> list[Op]:
         i = cursor[0]
         out = [ops[(i + k) % count] for k in range(n)]
         cursor[0] = (i + n) % count
@@ -485,16 +486,16 @@ def _python(ctx: Context) -> Plan:
             "targets": tuple(parse_address(t) for t in ctx.targets), "options": p["options"]}
     op: Op = (b"0", b"", 1)
 
-    def next_ops(n: int) -> List[Op]:
+    def next_ops(n: int) -> list[Op]:
         return [op] * n
 
     return Plan(next_ops, describe=f"python {p['target']}", nodes=[("python", 0)],
                 dial=pyload.dialer(p["target"], function, base))
 
 
-def draw(plan: Plan, count: int, batch: int = 7) -> List[Op]:
+def draw(plan: Plan, count: int, batch: int = 7) -> list[Op]:
     """The next ``count`` measured ops of ``plan``, drawn in batches (for tests)."""
-    out: List[Op] = []
+    out: list[Op] = []
     while len(out) < count:
         out.extend(plan.next_ops(min(batch, count - len(out))))
     return out

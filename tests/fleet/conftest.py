@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import string
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import pytest
 
@@ -24,7 +23,7 @@ BIN = Path(sys.executable).parent
 PYENV = Path("/root/.pyenv/versions")
 
 
-def _pyenv(version_prefix: str) -> Optional[str]:
+def _pyenv(version_prefix: str) -> str | None:
     for d in sorted(PYENV.glob(f"{version_prefix}*")) if PYENV.is_dir() else []:
         exe = d / "bin" / f"python{version_prefix}"
         if exe.exists():
@@ -37,8 +36,8 @@ class Project:
     """A scratch project directory with a testbed up; runs inv and fab as a user would."""
 
     path: Path
-    hosts: List[str]
-    pythons: Dict[str, str]
+    hosts: list[str]
+    pythons: dict[str, str]
 
     def inv(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         return self._run([str(BIN / "inv"), "--search-root", str(REPO), *args], check, timeout)
@@ -51,7 +50,7 @@ class Project:
         return self._run(["ssh", "-F", str(self.path / ".testbed/ssh_config"), "-o", "BatchMode=yes", host, command],
                          check, 60)
 
-    def _run(self, argv: List[str], check: bool, timeout: float) -> subprocess.CompletedProcess:
+    def _run(self, argv: list[str], check: bool, timeout: float) -> subprocess.CompletedProcess:
         proc = subprocess.run(argv, cwd=self.path, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if check and proc.returncode != 0:
@@ -83,7 +82,7 @@ def project(tmp_path_factory) -> Project:
         pytest.skip("the testbed needs root (network namespaces)")
     if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
         pytest.skip("sshd missing: apt-get install openssh-server (make test installs it)")
-    from fabfile.testbed import Testbed
+    from fabfile.dev.testbed import Testbed
 
     path = tmp_path_factory.mktemp("project")
     prefix = os.environ.get("FLEETBENCH_TEST_PREFIX", "ft")

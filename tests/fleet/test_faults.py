@@ -17,14 +17,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import List
 
 import pytest
 
-from fabfile import reaper
-from fabfile.push import PART, push
-from fabfile.remote import RemoteError
-from fabfile.ssh import SshSettings, connection, open_checked
+from fabfile.remote import reaper
+from fabfile.remote.shell import RemoteError
+from fabfile.remote.ssh import SshSettings, connection, open_checked
+from fabfile.ship.push import PART, push
 
 pytestmark = pytest.mark.fleet
 
@@ -66,7 +65,7 @@ class Running:
         self.proc = subprocess.Popen([str(INV), "--search-root", str(REPO), *args], cwd=project.path,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.lines: List[str] = []
+        self.lines: list[str] = []
         self._done = False
         self._cv = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -115,7 +114,7 @@ def spawn_file(project, name: str, duration: str = "3s", first: bool = False) ->
 
 
 def _testbed(project):
-    from fabfile.testbed import Testbed
+    from fabfile.dev.testbed import Testbed
 
     return Testbed(project.path / ".testbed", prefix=os.environ.get("FLEETBENCH_TEST_PREFIX", "ft"),
                    subnet=int(os.environ.get("FLEETBENCH_TEST_SUBNET", "251")))
@@ -128,7 +127,7 @@ def in_host_mounts(project, host: str, script: str) -> None:
     subprocess.run(["nsenter", "-t", str(pid), "-m", "-p", "--", "sh", "-ec", script], check=True, timeout=30)
 
 
-def our_processes(project, host: str) -> List[str]:
+def our_processes(project, host: str) -> list[str]:
     """Every process on ``host`` whose working directory is (or was) under ~/.fleetbench."""
     out = project.ssh(host, 'for p in /proc/[0-9]*; do c=$(readlink "$p/cwd" 2>/dev/null) || continue; '
                             'case "$c" in "$HOME"/.fleetbench*) echo "${p#/proc/} $c";; esac; done').stdout
@@ -171,7 +170,7 @@ name = "b"
 workload = "set"
 iterations = 10
 """)
-    def snapshot() -> List[str]:
+    def snapshot() -> list[str]:
         return [project.ssh(host, "find ~/.fleetbench -type f 2>/dev/null | sort; true").stdout
                 + "\n".join(our_processes(project, host)) for host in (h[0], h[3])]
 

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from bench import hist
+from bench.wire import hist
 
 pytestmark = pytest.mark.fleet
 

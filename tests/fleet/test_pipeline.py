@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from bench import hist
+from bench.wire import hist
 
 pytestmark = pytest.mark.fleet
 

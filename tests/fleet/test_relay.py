@@ -8,17 +8,17 @@ import hashlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, List, Tuple
 
 import pytest
-
-from fabfile.fleet import Fleet
-from fabfile.push import push
-from fabfile.relay import File, Relay, SshHop, deliver
-from fabfile.remote import REMOTE_DIR
-from fabfile.ssh import SshSettings
 from relay_proxy import Proxy
+
+from fabfile.remote.fleet import Fleet
+from fabfile.remote.shell import REMOTE_DIR
+from fabfile.remote.ssh import SshSettings
+from fabfile.ship.push import push
+from fabfile.ship.relay import File, Relay, SshHop, deliver
 
 pytestmark = pytest.mark.fleet
 
@@ -43,7 +43,7 @@ def _testbed_state(project) -> dict:
     return json.loads((project.path / ".testbed" / "hosts.json").read_text())
 
 
-def _copies(project, blob: File) -> List[Tuple[str, str, List[str]]]:
+def _copies(project, blob: File) -> list[tuple[str, str, list[str]]]:
     """(sha256, mode, files in bin/) on every host."""
     out = []
     for host in project.hosts:
@@ -53,15 +53,15 @@ def _copies(project, blob: File) -> List[Tuple[str, str, List[str]]]:
     return out
 
 
-def _direct(fleet: Fleet, blob: File, pushed: List[str]):
-    def direct(names: List[str]) -> None:
+def _direct(fleet: Fleet, blob: File, pushed: list[str]):
+    def direct(names: list[str]) -> None:
         pushed.extend(names)
         fleet.each(lambda h: push(fleet[h], blob.path, blob.remote_path, blob.sha256), names)
     return direct
 
 
 def test_every_host_gets_a_verified_copy_host_to_host(project, fleet: Fleet, blob: File) -> None:
-    messages: List[str] = []
+    messages: list[str] = []
     sent, kept = deliver(fleet, {h: [blob] for h in project.hosts}, echo=messages.append)
     assert (sent, kept) == (len(project.hosts), 0)
     assert any(f"{len(project.hosts)} of {len(project.hosts)} host(s) by relay" in m for m in messages), messages
@@ -75,16 +75,16 @@ def test_every_host_gets_a_verified_copy_host_to_host(project, fleet: Fleet, blo
 
 def test_a_corrupted_link_is_caught_and_redone_from_a_verified_host(project, fleet: Fleet, blob: File) -> None:
     bridge = _testbed_state(project)["bridge_address"]
-    proxies: List[Proxy] = []
+    proxies: list[Proxy] = []
 
-    def dial(address: str, port: int) -> Tuple[str, int]:
+    def dial(address: str, port: int) -> tuple[str, int]:
         if not proxies:  # the first link (h1 -> h2) runs through us and flips one byte
             proxies.append(Proxy((address, port), corrupt_at=32 + 123_456, bind=bridge))
             return bridge, proxies[0].port
         return address, port
 
-    messages: List[str] = []
-    pushed: List[str] = []
+    messages: list[str] = []
+    pushed: list[str] = []
     hosts = project.hosts
     try:
         how = Relay(lambda h: SshHop(fleet[h]), fleet.address, echo=messages.append, dial=dial).send(
@@ -106,8 +106,8 @@ def test_hosts_that_cannot_reach_each_other_get_direct_pushes(project, fleet: Fl
         for veth in veths:
             subprocess.run(["bridge", "link", "set", "dev", veth, "isolated", "on" if on else "off"], check=True)
 
-    messages: List[str] = []
-    pushed: List[str] = []
+    messages: list[str] = []
+    pushed: list[str] = []
     isolate(True)
     try:
         how = Relay(lambda h: SshHop(fleet[h]), fleet.address, echo=messages.append, link_timeout=3).send(

@@ -14,8 +14,8 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, List
 
 import pytest
 
@@ -35,7 +35,7 @@ def _toml(text: str) -> str:
     return json.dumps(text)  # a JSON string is a valid TOML basic string
 
 
-def run_inv(cwd: Path, *args: str, check: bool = True, env: Dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_inv(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(INV), "--search-root", str(REPO), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     if check and proc.returncode != 0:
@@ -174,7 +174,7 @@ def test_remote_files_are_private_and_nothing_goes_to_shared_tmp(project, hostil
         assert shared.strip() == "", (host, shared)
 
 
-def secrets_of(project) -> List[str]:
+def secrets_of(project) -> list[str]:
     """What must never be written: the private key's body, and a token from the environment."""
     key = (project.path / ".testbed" / "id_ed25519").read_text().splitlines()
     body = [line for line in key if line and not line.startswith("-----")]

@@ -8,7 +8,6 @@ import shlex
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 
@@ -77,17 +76,17 @@ iterations = 10
 """
 
 
-def _state(project) -> Dict:
+def _state(project) -> dict:
     return json.loads((project.path / ".fleetbench" / "state.json").read_text())
 
 
-def _pids_of(project, host: str, pattern: str) -> List[str]:
+def _pids_of(project, host: str, pattern: str) -> list[str]:
     """Pids whose command line matches the regex ``pattern`` (write "[x]yz": the remote shell
     running pgrep has the pattern itself in its command line, and must not match it)."""
     return project.ssh(host, f"pgrep -f {shlex.quote(pattern)} || true").stdout.split()
 
 
-def _http_get(project, host: str, url: str) -> Dict:
+def _http_get(project, host: str, url: str) -> dict:
     """GET ``url`` from ``host`` (the way an agent reaches a server) and decode its JSON."""
     script = (f"import json, urllib.request; r = urllib.request.urlopen({url!r}, timeout=10); "
               "print(json.dumps({'status': r.status, 'body': r.read().decode()}))")
@@ -111,7 +110,7 @@ def test_redis_primary_with_one_replica(project):
     pex = state["artifacts"]["server"]["remote_path"]
     primary, replica = state["nodes"]
 
-    def dbsize(node: Dict) -> int:
+    def dbsize(node: dict) -> int:
         cli = (f'PEX_ROOT="$HOME/.fleetbench/pex" PEX_SCRIPT=redis-cli "$HOME"/{shlex.quote(pex)} '
                f'-h {node["address"]} -p {node["port"]} dbsize')
         return int(project.ssh(node["host"], cli).stdout.strip())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile.testbed import Testbed, TestbedError, parse_python_overrides
+from fabfile.dev.testbed import Testbed, TestbedError, parse_python_overrides
 
 pytestmark = [
     pytest.mark.fleet,

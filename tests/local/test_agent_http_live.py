@@ -13,14 +13,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any
 
 import pytest
 
-from bench import hist
-from bench.job import RESULT_SCHEMA
+from bench.wire import hist
+from bench.wire.job import RESULT_SCHEMA
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -29,7 +30,7 @@ HOST = "127.0.0.1"
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stalls
-    server: "Server"
+    server: Server
 
     def setup(self) -> None:
         super().setup()
@@ -43,7 +44,7 @@ class Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
-    def _reply(self, status: int, body: bytes, headers: Optional[Dict[str, str]] = None) -> None:
+    def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -86,7 +87,7 @@ class Server(ThreadingHTTPServer):
         super().__init__((HOST, 0), handler)
         self.lock = threading.Lock()
         self.connections = 0
-        self.requests: List[Tuple[str, str, Dict[str, str], bytes]] = []
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -105,7 +106,7 @@ class Server(ThreadingHTTPServer):
 
 
 @pytest.fixture(scope="module")
-def nodes() -> Iterator[List[Server]]:
+def nodes() -> Iterator[list[Server]]:
     servers = [Server(Handler), Server(Handler)]
     yield servers
     for s in servers:
@@ -120,13 +121,13 @@ def http10() -> Iterator[Server]:
 
 
 @pytest.fixture(autouse=True)
-def fresh(nodes: List[Server], http10: Server) -> None:
+def fresh(nodes: list[Server], http10: Server) -> None:
     for s in (*nodes, http10):
         s.reset()
 
 
-def job(targets: List[str], kind: str = "command", **fields: Any) -> Dict[str, Any]:
-    d: Dict[str, Any] = {"run_id": "t", "benchmark": "http-test", "workload": "http", "agent_num": 0, "agents": 1,
+def job(targets: list[str], kind: str = "command", **fields: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"run_id": "t", "benchmark": "http-test", "workload": "http", "agent_num": 0, "agents": 1,
                          "server_kind": kind, "targets": targets, "connections": 3}
     d.update(fields)
     if "iterations" not in d and "duration_s" not in d:
@@ -134,7 +135,7 @@ def job(targets: List[str], kind: str = "command", **fields: Any) -> Dict[str, A
     return d
 
 
-def run_agent(j: Dict[str, Any], timeout: float = 60) -> Tuple[int, Dict[str, Any], str]:
+def run_agent(j: dict[str, Any], timeout: float = 60) -> tuple[int, dict[str, Any], str]:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.run([sys.executable, "-m", "bench.agent", "run", "--job", json.dumps(j)], cwd=str(REPO), env=env,
                        capture_output=True, text=True, timeout=timeout)
@@ -142,7 +143,7 @@ def run_agent(j: Dict[str, Any], timeout: float = 60) -> Tuple[int, Dict[str, An
     return p.returncode, (json.loads(lines[-1]) if lines else {}), p.stderr
 
 
-def assert_result(rc: int, result: Dict[str, Any], stderr: str, ops: int, errors: int = 0) -> None:
+def assert_result(rc: int, result: dict[str, Any], stderr: str, ops: int, errors: int = 0) -> None:
     assert rc == 0, stderr
     assert result["schema"] == RESULT_SCHEMA and "fatal" not in result, stderr
     assert (result["ops"], result["errors"]) == (ops, errors), result["error_samples"]

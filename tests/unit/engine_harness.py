@@ -4,7 +4,7 @@ connections are injected (a scripted HTTP server, in-process calls): no sockets.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional, Tuple
+from typing import Any
 
 from bench.agent import cluster
 from bench.agent.client import Dial
@@ -13,8 +13,8 @@ from bench.agent.stats import Recorder
 from bench.agent.workloads import NextOps
 
 
-def run_phase(router: cluster.Router, dial: Optional[Dial], next_ops: NextOps, *, connections: int = 2,
-              pipeline: int = 1, **phase: Any) -> Tuple[Engine, Recorder]:
+def run_phase(router: cluster.Router, dial: Dial | None, next_ops: NextOps, *, connections: int = 2,
+              pipeline: int = 1, **phase: Any) -> tuple[Engine, Recorder]:
     """Connect every worker, run ``Phase(next_ops, pipeline, **phase)``, close; the engine
     (for ``fatal``) and what was recorded. A failed connect raises ConnectionError."""
     loop = asyncio.new_event_loop()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from bench import hist, result
-from bench.job import RESULT_SCHEMA
+from bench.report import merge as result
+from bench.wire import hist
+from bench.wire.job import RESULT_SCHEMA
 
 T0 = 1_790_000_000.0  # an epoch second to hang runs on
 
@@ -18,8 +20,8 @@ def encoded(values: Sequence[int]) -> str:
 
 
 def agent_result(name: str, num: int, agents: int, values: Sequence[int], *, started_at: float = T0,
-                 elapsed: float = 2.0, workload: str = "set", service: Optional[Sequence[int]] = None,
-                 late_ops: Optional[int] = None) -> dict[str, Any]:
+                 elapsed: float = 2.0, workload: str = "set", service: Sequence[int] | None = None,
+                 late_ops: int | None = None) -> dict[str, Any]:
     """One agent's result; its timeseries spreads ``values`` over whole seconds plus a partial one."""
     seconds = int(elapsed)
     per = len(values) // max(1, seconds)
@@ -45,7 +47,7 @@ def spread(base: int, n: int, step: int = 7) -> list[int]:
 
 def make_run(run_id: str, benchmarks: Sequence[tuple[str, Sequence[int]]], *, repeat: int = 1,
              scale: dict[str, float] | None = None, name: str = "spawn",
-             hosts: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+             hosts: dict[str, Any] | None = None) -> dict[str, Any]:
     """A run of benchmarks (name, latency values of one agent); ``repeat`` repetitions each, the
     k-th repetition's ops scaled by ``scale[name]`` (slower) and a little deterministic jitter."""
     entries = []
@@ -67,7 +69,7 @@ def make_run(run_id: str, benchmarks: Sequence[tuple[str, Sequence[int]]], *, re
     return run
 
 
-def sample(t: float, *, idle: float = 50.0, rx: float = 1e6, tx: float = 2e6, procs: Optional[dict] = None
+def sample(t: float, *, idle: float = 50.0, rx: float = 1e6, tx: float = 2e6, procs: dict | None = None
            ) -> dict[str, Any]:
     """One sampler line (bench.agent.hostmetrics), as the sampler writes it."""
     busy = 100.0 - idle

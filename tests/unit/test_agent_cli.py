@@ -10,7 +10,7 @@ import pytest
 
 from bench.agent import __main__ as cli
 from bench.agent.jobcheck import InvalidJob, effective_params, parse_job
-from bench.catalogue import CATALOGUE
+from bench.wire.catalogue import CATALOGUE
 
 BASE = {
     "run_id": "r", "benchmark": "b", "workload": "set", "agent_num": 0, "agents": 1,

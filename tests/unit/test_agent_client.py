@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import List
-
 from bench.agent.client import NodeConnection, SubBatch
 
 
 class Transport:
     def __init__(self) -> None:
-        self.written: List[bytes] = []
+        self.written: list[bytes] = []
         self.closed = False
 
     def write(self, data: bytes) -> None:
@@ -20,8 +18,8 @@ class Transport:
 
 
 def make():
-    done: List[SubBatch] = []
-    lost: List[str] = []
+    done: list[SubBatch] = []
+    lost: list[str] = []
     conn = NodeConnection("h:1", done.append, lost.append)
     return conn, done, lost
 

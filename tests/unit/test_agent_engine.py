@@ -9,31 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Dict, List, Optional, Set, Tuple
 
 import pytest
 
-from bench import hist
-from bench.agent import cluster, engine as engine_mod, resp
+from bench.agent import cluster, resp
+from bench.agent import engine as engine_mod
 from bench.agent.engine import Engine, Phase
 from bench.agent.stats import Recorder
 from bench.agent.workloads import Op
+from bench.wire import hist
 
-Address = Tuple[str, int]
+Address = tuple[str, int]
 
 
 class FakeNode:
-    def __init__(self, address: Address, owned: Optional[Set[int]] = None) -> None:
+    def __init__(self, address: Address, owned: set[int] | None = None) -> None:
         self.address = address
         self.owned = owned  # None: a plain (non-cluster) server
-        self.data: Dict[bytes, bytes] = {}
-        self.calls: List[bytes] = []
-        self.moved: Dict[int, Address] = {}  # slot -> owner, for slots we do not own
-        self.migrating: Dict[int, Address] = {}  # slot -> target, keys absent here get ASK
-        self.importing: Set[int] = set()
+        self.data: dict[bytes, bytes] = {}
+        self.calls: list[bytes] = []
+        self.moved: dict[int, Address] = {}  # slot -> owner, for slots we do not own
+        self.migrating: dict[int, Address] = {}  # slot -> target, keys absent here get ASK
+        self.importing: set[int] = set()
         self.silent = False  # swallow everything (a stalled server)
 
-    def execute(self, cmd: List[bytes], asking: bool) -> bytes:
+    def execute(self, cmd: list[bytes], asking: bool) -> bytes:
         verb = cmd[0].upper()
         self.calls.append(verb)
         if verb == b"ASKING":
@@ -92,12 +92,12 @@ class FakeTransport:
 
 
 class FakeServers:
-    def __init__(self, nodes: List[FakeNode]) -> None:
+    def __init__(self, nodes: list[FakeNode]) -> None:
         self.nodes = {n.address: n for n in nodes}
-        self.transports: List[FakeTransport] = []
+        self.transports: list[FakeTransport] = []
         self.rng = random.Random(1)
 
-    def ranges(self) -> List[Tuple[int, int, Address]]:
+    def ranges(self) -> list[tuple[int, int, Address]]:
         out = []
         for n in self.nodes.values():
             for s in sorted(n.owned or ()):
@@ -107,7 +107,7 @@ class FakeServers:
 
 @pytest.fixture
 def fake(monkeypatch):
-    holder: Dict[str, FakeServers] = {}
+    holder: dict[str, FakeServers] = {}
 
     async def fake_open(loop, host, port, conn, timeout=10.0):
         servers = holder["servers"]
@@ -125,7 +125,7 @@ def fake(monkeypatch):
     monkeypatch.setattr(engine_mod, "open_connection", fake_open)
     monkeypatch.setattr(cluster, "discover", fake_discover)
 
-    def install(nodes: List[FakeNode]) -> FakeServers:
+    def install(nodes: list[FakeNode]) -> FakeServers:
         holder["servers"] = FakeServers(nodes)
         return holder["servers"]
 
@@ -135,7 +135,7 @@ def fake(monkeypatch):
 def set_ops(prefix: bytes = b"k", keys: int = 1000, seed: int = 1):
     rand = random.Random(seed).random
 
-    def next_ops(n: int) -> List[Op]:
+    def next_ops(n: int) -> list[Op]:
         out = []
         for _ in range(n):
             key = prefix + b"%d" % int(rand() * keys)
@@ -145,7 +145,7 @@ def set_ops(prefix: bytes = b"k", keys: int = 1000, seed: int = 1):
     return next_ops
 
 
-def run(router: cluster.Router, phase: Phase, connections: int = 3, prefill: Optional[Phase] = None,
+def run(router: cluster.Router, phase: Phase, connections: int = 3, prefill: Phase | None = None,
         during=None) -> Engine:
     loop = asyncio.new_event_loop()
     try:
@@ -172,7 +172,7 @@ def run(router: cluster.Router, phase: Phase, connections: int = 3, prefill: Opt
         loop.close()
 
 
-def single(fake) -> Tuple[FakeNode, cluster.Router]:
+def single(fake) -> tuple[FakeNode, cluster.Router]:
     node = FakeNode(("n", 1))
     fake([node])
     return node, cluster.Router([("n", 1)])
@@ -233,7 +233,7 @@ def test_error_replies_are_counted_per_op_and_sampled(fake):
     node, router = single(fake)
     rand = random.Random(2).random
 
-    def next_ops(n: int) -> List[Op]:
+    def next_ops(n: int) -> list[Op]:
         out = []
         for i in range(n):
             if rand() < 0.25:
@@ -252,7 +252,7 @@ def test_error_replies_are_counted_per_op_and_sampled(fake):
 def test_multi_command_ops_fail_as_one(fake):
     node, router = single(fake)
 
-    def next_ops(n: int) -> List[Op]:
+    def next_ops(n: int) -> list[Op]:
         good = resp.encode(b"BITOP", b"AND", b"d", b"a") + resp.encode(b"BITCOUNT", b"d")
         bad = resp.encode(b"BITOP", b"AND", b"d", b"a") + resp.encode(b"OOPS") + resp.encode(b"OOPS")
         return [(b"d", good if i % 2 else bad, 2 if i % 2 else 3) for i in range(n)]
@@ -263,7 +263,7 @@ def test_multi_command_ops_fail_as_one(fake):
     assert rec.error_samples == ["ERR unknown command 'OOPS'"]
 
 
-def make_cluster(fake) -> Tuple[List[FakeNode], FakeServers]:
+def make_cluster(fake) -> tuple[list[FakeNode], FakeServers]:
     addrs = [("a", 1), ("b", 2), ("c", 3)]
     nodes = [FakeNode(a, {s for s in range(cluster.SLOTS) if s % 3 == i}) for i, a in enumerate(addrs)]
     for n in nodes:
@@ -303,7 +303,7 @@ def test_ask_redirect_uses_asking(fake):
     owner.migrating[slot] = target.address
     target.importing.add(slot)
 
-    def next_ops(n: int) -> List[Op]:
+    def next_ops(n: int) -> list[Op]:
         return [(b"k1", resp.encode(b"SET", b"k1", b"v"), 1) for _ in range(n)]
 
     rec = Recorder(open_loop=False)

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any, Callable, Dict, List, Tuple, Union
+from collections.abc import Callable
+from typing import Any, Union
 
 import pytest
+from engine_harness import run_phase
 
-from bench import hist, spec
 from bench.agent import cluster, httpclient
 from bench.agent import workloads as W
 from bench.agent.client import SubBatch
 from bench.agent.engine import Engine
 from bench.agent.jobcheck import effective_params
 from bench.agent.stats import Recorder
-from bench.catalogue import check_params
-from engine_harness import run_phase
+from bench.spawn import spec
+from bench.wire import hist
+from bench.wire.catalogue import check_params
 
-Reply = Union[bytes, Tuple[bytes, bool], None]  # bytes, (bytes, close after), or None: say nothing
+Reply = Union[bytes, tuple[bytes, bool], None]  # bytes, (bytes, close after), or None: say nothing
 
 
 def ok(body: bytes = b"hi", extra: bytes = b"") -> bytes:
@@ -32,7 +34,7 @@ def ok(body: bytes = b"hi", extra: bytes = b"") -> bytes:
 
 
 class FakeTransport:
-    def __init__(self, server: "FakeHttp", proto: asyncio.Protocol, address: Tuple[str, int]) -> None:
+    def __init__(self, server: FakeHttp, proto: asyncio.Protocol, address: tuple[str, int]) -> None:
         self.server, self.proto, self.address = server, proto, address
         self.loop = asyncio.get_event_loop()
         self.buf = b""
@@ -90,8 +92,8 @@ class FakeHttp:
     def __init__(self, respond: Callable[..., Reply], seed: int = 1) -> None:
         self.respond = respond
         self.rng = random.Random(seed)
-        self.links: List[FakeTransport] = []
-        self.requests: List[Tuple[int, str, str, Dict[str, str], bytes]] = []
+        self.links: list[FakeTransport] = []
+        self.requests: list[tuple[int, str, str, dict[str, str], bytes]] = []
         self.refuse = False
 
     async def create_connection(self, factory: Callable[[], asyncio.Protocol], host: str, port: int) -> Any:
@@ -112,8 +114,8 @@ class Client:
     """One HttpConnection to a FakeHttp, and what it reported."""
 
     def __init__(self, server: FakeHttp, *, head: bool = False, timeout: float = 0.0) -> None:
-        self.done: List[SubBatch] = []
-        self.lost: List[str] = []
+        self.done: list[SubBatch] = []
+        self.lost: list[str] = []
         self.server = server
         self.conn = httpclient.HttpConnection(asyncio.get_event_loop(), ("h", 80), "h:80", self.done.append,
                                               self.lost.append, head=head, timeout=timeout,
@@ -311,7 +313,7 @@ def test_close_mid_response_or_on_a_fresh_link_is_an_op_error():
 
 
 def test_timeout_is_an_op_error_and_a_late_answer_is_ignored():
-    late: List[FakeTransport] = []
+    late: list[FakeTransport] = []
 
     def respond(t, m, target, h, b):
         if target == "/slow":
@@ -380,7 +382,7 @@ def test_unsolicited_response_is_fatal():
 # ------------------------------------------------------------------ the workload
 
 
-def plan(params: Dict[str, Any], targets=("a:1", "b:2"), kind: str = "command", agent: int = 0,
+def plan(params: dict[str, Any], targets=("a:1", "b:2"), kind: str = "command", agent: int = 0,
          pipeline: int = 1) -> W.Plan:
     ctx = W.Context(effective_params("http", params), agent, 2, 1, pipeline, tuple(targets), kind)
     return W.build("http", ctx)
@@ -425,7 +427,7 @@ def test_param_checks_shared_by_spec_and_agent():
     assert check_params("http", {"paths": [], "urls": []}) == [("paths", "must list at least one path (or give urls)")]
 
 
-def spawn_problems(benchmark: Dict[str, Any], kind: str = "command") -> List[str]:
+def spawn_problems(benchmark: dict[str, Any], kind: str = "command") -> list[str]:
     server = {"kind": kind, "script": "srv"} if kind == "command" else {"kind": kind}
     data = {"hosts": {"servers": ["s1"], "agents": ["a1"]}, "server": server,
             "benchmark": [{"name": "b", "workload": "http", "iterations": 10, **benchmark}]}
@@ -459,7 +461,7 @@ def test_direct_router_routes_by_node_index():
 # ------------------------------------------------------------------ the whole loop
 
 
-def engine_run(p: W.Plan, server: FakeHttp, phase: Dict[str, Any], connections: int = 3) -> Tuple[Engine, Recorder]:
+def engine_run(p: W.Plan, server: FakeHttp, phase: dict[str, Any], connections: int = 3) -> tuple[Engine, Recorder]:
     dial = httpclient.dialer(head=False, timeout=5.0, create_connection=server.create_connection)
     return run_phase(cluster.DirectRouter(p.nodes), dial, p.next_ops, connections=connections, **phase)
 

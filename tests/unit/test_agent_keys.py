@@ -54,7 +54,7 @@ def test_agent_slices_partition_the_range():
     for total, agents in [(10, 3), (7, 7), (100_000, 6), (5, 1)]:
         slices = [agent_slice(total, agents, n) for n in range(agents)]
         assert slices[0][0] == 0 and slices[-1][1] == total
-        assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
+        assert all(a[1] == b[0] for a, b in zip(slices, slices[1:], strict=False))
         assert max(s[1] - s[0] for s in slices) - min(s[1] - s[0] for s in slices) <= 1
 
 

@@ -11,18 +11,18 @@ import re
 import textwrap
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import pytest
+from engine_harness import run_phase
 
-from bench import spec
 from bench.agent import cluster, pyload
 from bench.agent import workloads as W
 from bench.agent.engine import Engine
 from bench.agent.jobcheck import InvalidJob, effective_params, parse_job
 from bench.agent.stats import Recorder
-from engine_harness import run_phase
-from fabfile import build
+from bench.spawn import spec
+from fabfile.ship import build
 
 REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count()
@@ -41,14 +41,14 @@ def module(tmp_path, monkeypatch):
     return write
 
 
-def make_plan(target: str, connections: int = 2, pipeline: int = 1, options: Dict[str, Any] = None,
+def make_plan(target: str, connections: int = 2, pipeline: int = 1, options: dict[str, Any] = None,
               agent: int = 0) -> W.Plan:
     params = effective_params("python", {"target": target, "options": options or {}})
     ctx = W.Context(params, agent, 3, connections, pipeline, ("a:1", "b:2"), "command")
     return W.build("python", ctx)
 
 
-def run_plan(plan: W.Plan, connections: int = 2, pipeline: int = 1, **phase: Any) -> Tuple[Engine, Recorder]:
+def run_plan(plan: W.Plan, connections: int = 2, pipeline: int = 1, **phase: Any) -> tuple[Engine, Recorder]:
     return run_phase(cluster.DirectRouter(plan.nodes), plan.dial, plan.next_ops, connections=connections,
                      pipeline=pipeline, **phase)
 
@@ -175,12 +175,12 @@ def test_setup_failure_is_fatal_before_any_load(module, source, message, capsys)
 # ------------------------------------------------------------------ spawn checks
 
 
-def spawn_data(params: Dict[str, Any]) -> Dict[str, Any]:
+def spawn_data(params: dict[str, Any]) -> dict[str, Any]:
     return {"hosts": {"servers": ["s1"], "agents": ["a1"]}, "server": {"kind": "redis"},
             "benchmark": [{"name": "p", "workload": "python", "iterations": 10, "params": params}]}
 
 
-def problems(params: Dict[str, Any]) -> List[str]:
+def problems(params: dict[str, Any]) -> list[str]:
     with pytest.raises(spec.SpecError) as caught:
         spec.parse(spawn_data(params))
     return caught.value.problems
@@ -227,7 +227,7 @@ def test_load_checks_that_modules_exist(tmp_path):
 
 
 def test_agent_pex_ships_modules_and_rebuilds_when_they_change(tmp_path, monkeypatch):
-    staged: List[Dict[str, bytes]] = []
+    staged: list[dict[str, bytes]] = []
 
     def fake_pex(args, what):
         src = Path(args[args.index("-D") + 1])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bench import hist
 from bench.agent.stats import Recorder, percentiles
+from bench.wire import hist
 
 
 def test_percentiles_are_exact_and_weighted():

@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, List, Optional
 
 import pytest
 
 from bench.agent import cluster, resp
 from bench.agent import workloads as W
 from bench.agent.jobcheck import effective_params
-from bench.catalogue import CATALOGUE
+from bench.wire.catalogue import CATALOGUE
 
 REDIS_WORKLOADS = sorted(n for n, w in CATALOGUE.items() if "redis" in w.servers and n != "python")
 
 
-def make(name: str, params: Optional[Dict] = None, agent: int = 0, agents: int = 1, connections: int = 2,
+def make(name: str, params: dict | None = None, agent: int = 0, agents: int = 1, connections: int = 2,
          pipeline: int = 4) -> W.Plan:
     ctx = W.Context(effective_params(name, dict(params or {})), agent, agents, connections, pipeline)
     return W.build(name, ctx)
 
 
-def commands(op: W.Op) -> List[List[bytes]]:
+def commands(op: W.Op) -> list[list[bytes]]:
     out, pos = [], 0
     while pos < len(op[1]):
         cmd, pos = resp.parse(op[1], pos)
@@ -29,7 +28,7 @@ def commands(op: W.Op) -> List[List[bytes]]:
     return out
 
 
-def keys_of(cmd: List[bytes]) -> List[bytes]:
+def keys_of(cmd: list[bytes]) -> list[bytes]:
     verb = cmd[0]
     if verb == b"BITOP":
         return cmd[2:]
@@ -145,12 +144,12 @@ def test_zipf_sets_and_clears_by_ratio_with_skewed_rows():
 @pytest.mark.parametrize("gaps", ["uniform", "exponential"])
 def test_import_walks_each_row_forward_by_gaps(gaps):
     ops = W.draw(make("import", {"rows": 5, "gaps": gaps, "distribution": "sequential"}), 500)
-    per_row: Dict[bytes, List[int]] = {}
+    per_row: dict[bytes, list[int]] = {}
     for op in ops:
         cmd = commands(op)[0]
         per_row.setdefault(cmd[1].split(b":{")[0], []).append(column_of(cmd[1], cmd[2]))
     assert len(per_row) == 5
-    gaps_seen = [b - a for cols in per_row.values() for a, b in zip(cols, cols[1:])]
+    gaps_seen = [b - a for cols in per_row.values() for a, b in zip(cols, cols[1:], strict=False)]
     assert all(g >= 1 for g in gaps_seen)
     assert 10 < sum(gaps_seen) / len(gaps_seen) < 22  # mean gap IMPORT_MEAN_GAP
 
@@ -183,7 +182,7 @@ def test_random_query_trees_are_well_formed(depth, fanout):
         assert leaves <= 64
 
 
-def _bitop(verb: bytes, sources: List[bytes]) -> bytes:
+def _bitop(verb: bytes, sources: list[bytes]) -> bytes:
     """Redis's BITOP on strings: shorter sources are zero-padded; NOT inverts its one source."""
     if verb == b"NOT":
         return bytes(255 - b for b in sources[0])
@@ -217,7 +216,7 @@ def test_bitop_diff_is_a_and_not_the_others_with_redis_62_commands(rows):
             a, others = cmds[1][3], cmds[0][3:]
         union = _bitop(b"OR", [store[k] for k in others]) if others else b""
         width = 16  # longer than any row: compare as Redis would read them, zero-padded
-        expected = bytes(x & ~y & 255 for x, y in zip(store[a].ljust(width, b"\0"), union.ljust(width, b"\0")))
+        expected = bytes(x & ~y & 255 for x, y in zip(store[a].ljust(width, b"\0"), union.ljust(width, b"\0"), strict=False))
         assert store[cmds[-1][1]].ljust(width, b"\0") == expected
         assert len({cluster.key_slot(k) for c in cmds for k in keys_of(c)}) == 1
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 
@@ -25,7 +24,7 @@ INV = Path(sys.executable).parent / "inv"
 BAD_FILES = sorted(BAD.glob("*.toml")) + sorted(BAD.glob("*.json"))
 
 
-def expectations(path: Path) -> List[str]:
+def expectations(path: Path) -> list[str]:
     prefix = "# expect: "
     return [line[len(prefix):] for line in path.read_text().splitlines() if line.startswith(prefix)]
 
@@ -38,12 +37,12 @@ def inv(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def checked(tmp_path_factory) -> Dict[str, subprocess.CompletedProcess]:
+def checked(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     """``inv check`` on every bad file, a few at a time (each is a fresh interpreter)."""
     cwd = tmp_path_factory.mktemp("check")
     with ThreadPoolExecutor(max_workers=4) as pool:
         done = pool.map(lambda p: inv(cwd, "check", "--spawn", str(p)), BAD_FILES)
-        return {p.name: proc for p, proc in zip(BAD_FILES, done)}
+        return {p.name: proc for p, proc in zip(BAD_FILES, done, strict=False)}
 
 
 def test_the_corpus_is_there() -> None:
@@ -73,7 +72,7 @@ def test_check_accepts_good_files_and_every_example(tmp_path: Path, path: Path) 
 
 
 def test_examples_exist_for_every_server_kind() -> None:
-    from bench import spec
+    from bench.spawn import spec
 
     kinds = {spec.load(p).server.kind for p in EXAMPLES.glob("*.toml")}
     assert kinds == set(spec.SERVER_KINDS)

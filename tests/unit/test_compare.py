@@ -1,4 +1,4 @@
-"""bench.compare: the Mann-Whitney p-values against known values, verdicts, and the tables."""
+"""bench.report.compare: the Mann-Whitney p-values against known values, verdicts, and the tables."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import math
 import random
 
 import pytest
-
-from bench import compare
 from runfactory import make_run, spread
+
+from bench.report import compare
 
 BENCHES = [("set", spread(100, 100)), ("get", spread(60, 100))]
 # Built once: merging histograms is the slow part.

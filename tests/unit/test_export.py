@@ -1,4 +1,4 @@
-"""bench.export: HdrHistogram logs that hdrh's own reader reads back exactly, and CSV tables."""
+"""bench.report.export: HdrHistogram logs that hdrh's own reader reads back exactly, and CSV tables."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 from hdrh.log import HistogramLogReader
-
-from bench import export, hist, result, tables
 from runfactory import T0, agent_result, make_run, spread
+
+from bench.report import export, tables
+from bench.report import merge as result
+from bench.wire import hist
 
 
 def read_log(text: str, tmp_path: Path) -> tuple[HistogramLogReader, list]:

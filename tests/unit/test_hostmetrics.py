@@ -42,7 +42,7 @@ def test_cpu_percentages_fixture_deltas():
     assert list(pct) == ["user", "system", "iowait", "steal", "idle"]
     assert all(0 <= v <= 100 for v in pct.values())
     assert sum(pct.values()) == pytest.approx(100, abs=0.05)
-    d = [c - p for p, c in zip(prev.cpu, cur.cpu)]
+    d = [c - p for p, c in zip(prev.cpu, cur.cpu, strict=False)]
     total = sum(d)
     assert pct["user"] == round(100 * (d[0] + d[1]) / total, 2)
     assert pct["system"] == round(100 * (d[2] + d[5] + d[6]) / total, 2)

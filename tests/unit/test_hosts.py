@@ -1,4 +1,4 @@
-"""bench.hosts (metrics summaries, run.json's hosts, bottleneck warnings) and the host tables."""
+"""bench.report.hosts (metrics summaries, run.json's hosts, bottleneck warnings) and the host tables."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import io
 import json
 
 import pytest
-
-from bench import hosts, result, tables
 from runfactory import T0, agent_result, make_run, sample, spread
+
+from bench.report import hosts, tables
+from bench.report import merge as result
 
 SERVER_PROC = {"89": {"cpu_pct": 20.0, "rss_bytes": 50_000_000, "name": "redis-server",
                       "pid_file": "/root/.fleetbench/nodes/7000/server.pid"}}

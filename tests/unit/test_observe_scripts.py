@@ -1,4 +1,4 @@
-"""fabfile.observe's shell, run for real with sh against a private HOME, with a stand-in agent pex
+"""fabfile.runs.observe's shell, run for real with sh against a private HOME, with a stand-in agent pex
 (a script that runs this checkout's ``bench.agent``): start a sampler detached, fetch what it
 wrote (gzip'd), stop it, gather facts; and ``host_section`` over a run directory."""
 
@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from fabfile import observe
-from fabfile.remote import BIN_DIR, REMOTE_DIR, run
-from fabfile.runstore import RunDir
 from runfactory import T0, make_run, sample, spread
+
+from fabfile.remote.shell import BIN_DIR, REMOTE_DIR, run
+from fabfile.runs import observe
+from fabfile.runs.store import RunDir
 
 RUN_ID = "20260101-000000-t-abcd"
 PEX = f"{BIN_DIR}/agent-0123.pex"

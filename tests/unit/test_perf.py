@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import tomllib
 
-from bench import hist, spec
-from fabfile import perf
+from bench.spawn import spec
+from bench.wire import hist
+from fabfile.dev import perf
 
 
 def test_the_deploy_spawn_is_a_valid_cluster_of_three_plus_agents() -> None:

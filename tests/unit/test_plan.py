@@ -1,4 +1,4 @@
-"""bench.plan: phases, agent jobs and their hosts."""
+"""bench.spawn.plan: phases, agent jobs and their hosts."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bench import plan, spec
-from bench.job import AgentJob
+from bench.spawn import plan, spec
+from bench.wire.job import AgentJob
 
 GOOD = Path(__file__).resolve().parents[1] / "data" / "spawn" / "good"
 TARGETS = ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]

@@ -1,4 +1,4 @@
-"""bench.plots: the data behind the pictures, and that every picture is written as a real PNG.
+"""bench.report.plots: the data behind the pictures, and that every picture is written as a real PNG.
 
 What the pictures look like was checked by eye (see the README); these tests keep them coming.
 """
@@ -11,8 +11,10 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from bench import hist, plots  # noqa: E402
 from runfactory import T0, encoded, make_run, sample, spread  # noqa: E402
+
+from bench.report import plots  # noqa: E402
+from bench.wire import hist  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -11,21 +11,21 @@ import select
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
 
 import pytest
-
-from fabfile.push import push_command
-from fabfile.relay import HOP_SOURCE, File, HopFailed, Relay, redo_source
 from relay_proxy import Proxy
+
+from fabfile.ship.push import push_command
+from fabfile.ship.relay import HOP_SOURCE, File, HopFailed, Relay, redo_source
 
 REMOTE = ".fleetbench/bin/thing.pex"
 PY39 = next(iter(sorted(Path("/root/.pyenv/versions").glob("3.9*/bin/python3.9"))), None)
 
 
 class LocalHop:
-    """relay_hop.py as a local process whose HOME is the host's directory."""
+    """hop.py as a local process whose HOME is the host's directory."""
 
     def __init__(self, name: str, home: Path, python: str = sys.executable):
         self.name = name
@@ -75,20 +75,20 @@ class Fleet:
         for home in self.homes.values():
             (home / ".fleetbench" / "bin").mkdir(parents=True)
         self.python = python
-        self.started: List[str] = []
-        self.direct: List[str] = []
-        self.messages: List[str] = []
+        self.started: list[str] = []
+        self.direct: list[str] = []
+        self.messages: list[str] = []
 
     @property
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return list(self.homes)
 
     def open_hop(self, name: str) -> LocalHop:
         self.started.append(name)
         return LocalHop(name, self.homes[name], self.python)
 
-    def push_directly(self, payload: File) -> Callable[[List[str]], None]:
-        def direct(names: List[str]) -> None:
+    def push_directly(self, payload: File) -> Callable[[list[str]], None]:
+        def direct(names: list[str]) -> None:
             for name in names:
                 self.direct.append(name)
                 target = self.homes[name] / payload.remote_path
@@ -99,11 +99,11 @@ class Fleet:
         return Relay(self.open_hop, lambda name: "127.0.0.1", echo=self.messages.append, link_timeout=5,
                      io_timeout=10, **kwargs)
 
-    def digest(self, name: str) -> Optional[str]:
+    def digest(self, name: str) -> str | None:
         path = self.homes[name] / REMOTE
         return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
-    def leftovers(self) -> List[Path]:
+    def leftovers(self) -> list[Path]:
         return [p for home in self.homes.values() for p in (home / ".fleetbench" / "bin").iterdir()
                 if p.name != "thing.pex"]
 
@@ -118,7 +118,7 @@ def payload(tmp_path: Path) -> File:
 def test_every_host_gets_a_verified_copy_through_one_chain(tmp_path: Path, payload: File) -> None:
     fleet = Fleet(tmp_path, 4)
     (fleet.homes["h2"] / (REMOTE + ".part-dead")).write_bytes(b"left by a push cut off with its host")
-    progress: List[Tuple[str, int, int]] = []
+    progress: list[tuple[str, int, int]] = []
     how = fleet.relay(progress=lambda *a: progress.append(a)).send(
         payload, fleet.names, fleet.push_directly(payload))
     assert how == {n: "relay" for n in fleet.names}
@@ -139,10 +139,10 @@ def test_the_hop_runs_on_python_3_9(tmp_path: Path, payload: File) -> None:
 
 def test_a_corrupted_link_is_caught_and_redone_from_a_verified_host(tmp_path: Path, payload: File) -> None:
     fleet = Fleet(tmp_path, 5)
-    dialed: List[Tuple[str, int]] = []
-    proxies: List[Proxy] = []
+    dialed: list[tuple[str, int]] = []
+    proxies: list[Proxy] = []
 
-    def dial(address: str, port: int) -> Tuple[str, int]:
+    def dial(address: str, port: int) -> tuple[str, int]:
         dialed.append((address, port))
         if len(dialed) == 2:  # the link h2 -> h3 of the first chain flips a byte past the token
             proxies.append(Proxy((address, port), corrupt_at=32 + 1_000_000))

@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-from fabfile import nodes, pool, reaper
-from fabfile.nodes import Node
-from fabfile.push import install_command
-from fabfile.remote import REMOTE_DIR, RemoteError, cmd, private_dir_command, run
+from fabfile.remote import pool, reaper
+from fabfile.remote.shell import REMOTE_DIR, RemoteError, cmd, private_dir_command, run
+from fabfile.servers import nodes
+from fabfile.servers.nodes import Node
+from fabfile.ship.push import install_command
 
 HOSTILE = ["plain", "with space", "it's", 'double"quote', "semi;colon", "$(touch pwned)", "`touch pwned`",
            "new\nline", "back\\slash", "*", "-n", ""]
@@ -182,8 +183,8 @@ def test_pool_runs_every_item_and_reports_every_failure():
     assert sorted(err.value.failures) == [1, 3, 5]
 
 
-def _fleet_of(host) -> "Fleet":
-    from fabfile.fleet import Fleet
+def _fleet_of(host) -> Fleet:
+    from fabfile.remote.fleet import Fleet
 
     fleet = Fleet.__new__(Fleet)  # no SSH: the preflight runs on the local stand-in
     fleet.connections = {host.original_host: host}

@@ -1,4 +1,4 @@
-"""fabfile.reports and the run store's listing: runs, report, compare and the HTML page from files."""
+"""fabfile.runs.reports and the run store's listing: runs, report, compare and the HTML page from files."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-
-from fabfile import reports
-from fabfile.runstore import RunDir, list_runs
 from runfactory import T0, make_run, sample, spread
+
+from fabfile.runs import reports
+from fabfile.runs.store import RunDir, list_runs
 
 BENCHES = [("set", spread(100, 60)), ("get", spread(50, 60))]
 

@@ -1,4 +1,4 @@
-"""bench.result: the exact merge of agent results and the run.json schema."""
+"""bench.report.merge: the exact merge of agent results and the run.json schema."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import hist, result
-from bench.job import RESULT_SCHEMA
-from bench.result import ResultError
+from bench.report import merge as result
+from bench.report.merge import ResultError
+from bench.wire import hist
+from bench.wire.job import RESULT_SCHEMA
 
 META = {"run_id": "20261124-160000-ab12", "name": "bitmaps", "started_at": "2026-11-24T16:00:00Z",
         "finished_at": "2026-11-24T16:05:00Z", "spawn": {"name": "bitmaps"}, "deployment": {"pex": "abc"}}

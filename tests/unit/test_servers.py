@@ -12,21 +12,21 @@ import stat
 import tomllib
 import zipfile
 from pathlib import Path
-from typing import List
 
 import pytest
 
-from bench import spec
-from fabfile import build, servers
-from fabfile.fleet import Fleet, FleetError
-from fabfile.nodes import Node
-from fabfile.remote import REMOTE_DIR
+from bench.spawn import spec
+from fabfile.remote.fleet import Fleet, FleetError
+from fabfile.remote.shell import REMOTE_DIR
+from fabfile.servers import kinds as servers
+from fabfile.servers.nodes import Node
+from fabfile.ship import build
 from tests.conftest import LocalHost
 
 PEX = f"{REMOTE_DIR}/bin/fake-server.pex"
 
 
-def _spawn(server: str, servers_: List[str], extra: str = "") -> spec.Spawn:
+def _spawn(server: str, servers_: list[str], extra: str = "") -> spec.Spawn:
     hosts = ", ".join(f'"{h}"' for h in servers_)
     text = f"""
 [hosts]
@@ -95,7 +95,7 @@ class _Host(LocalHost):
         self.host = address  # what Fleet.address reads
 
 
-def _fleet(tmp_path: Path, addresses: List[str]) -> Fleet:
+def _fleet(tmp_path: Path, addresses: list[str]) -> Fleet:
     fleet = Fleet.__new__(Fleet)  # the real Fleet.each and .address over local stand-ins
     fleet.names, fleet.connections, fleet.interpreters = [], {}, {}
     for i, address in enumerate(addresses, 1):
@@ -142,7 +142,7 @@ def _get(url: str) -> dict:
 @pytest.fixture
 def two_hosts(tmp_path):
     fleet = _fleet(tmp_path, ["127.0.0.1", "127.0.0.2"])
-    started: List[Node] = []
+    started: list[Node] = []
     yield fleet, started
     servers.stop_quietly(fleet, started, print)
 
@@ -151,11 +151,11 @@ def test_command_nodes_start_expanded_ready_healthy_and_stop(two_hosts):
     fleet, started = two_hosts
     port = _free_port()
     kind = _command(port, "http:/")
-    said: List[str] = []
+    said: list[str] = []
     started += servers.start(fleet, kind, fleet.names, said.append)
     assert [n.host for n in started] == ["h1", "h2"] and all(n.pid > 0 for n in started)
     assert said[-1] == "serve ready on 2 node(s) (ready = 'http:/')"
-    for node, other in zip(started, reversed(started)):
+    for node, other in zip(started, reversed(started), strict=False):
         home = fleet[node.host].home
         answer = _get(f"http://{node.address}:{port}/")
         data_dir = f"{home}/{REMOTE_DIR}/nodes/{port}"

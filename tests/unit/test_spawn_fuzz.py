@@ -15,7 +15,7 @@ import re
 import string
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,15 +23,15 @@ from hypothesis import strategies as st
 from invoke import Context
 from invoke.exceptions import Exit
 
-from bench import spec
-from bench.catalogue import CATALOGUE
+from bench.spawn import spec
+from bench.wire.catalogue import CATALOGUE
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = REPO / "tests" / "data" / "spawn" / "good"
 GOOD_FILES = sorted([*GOOD.glob("*.toml"), *GOOD.glob("*.json")])
 BASES = [spec.to_dict(spec.load(p)) for p in GOOD_FILES]
 
-Path_ = Tuple[Any, ...]  # keys and list indexes from the top of a spawn document
+Path_ = tuple[Any, ...]  # keys and list indexes from the top of a spawn document
 
 # -- what each key accepts --------------------------------------------------------------------
 
@@ -44,7 +44,7 @@ BENCHMARK = {"name": "str", "workload": "str", "agents": "int", "iterations": "i
 PARAM_KINDS = {"int": "int", "float": "number", "str": "str", "bool": "bool", "list": "list", "dict": "table"}
 
 
-def kind_of(doc: Dict[str, Any], path: Path_) -> Optional[str]:
+def kind_of(doc: dict[str, Any], path: Path_) -> str | None:
     """The type the key at ``path`` accepts, or None where any type may be right."""
     head, rest = path[0], path[1:]
     if not rest:
@@ -65,8 +65,8 @@ def kind_of(doc: Dict[str, Any], path: Path_) -> Optional[str]:
     return None
 
 
-def typed_paths(doc: Dict[str, Any]) -> List[Tuple[Path_, str]]:
-    out: List[Tuple[Path_, str]] = []
+def typed_paths(doc: dict[str, Any]) -> list[tuple[Path_, str]]:
+    out: list[tuple[Path_, str]] = []
 
     def walk(value: Any, path: Path_) -> None:
         if path:
@@ -104,7 +104,7 @@ def set_at(doc: Any, path: Path_, value: Any) -> None:
     doc[path[-1]] = value
 
 
-def problems_of(doc: Any, **kwargs: Any) -> List[str]:
+def problems_of(doc: Any, **kwargs: Any) -> list[str]:
     with pytest.raises(spec.SpecError) as caught:
         spec.parse(doc, **kwargs)
     return caught.value.problems
@@ -141,13 +141,13 @@ def test_a_value_of_the_wrong_type_is_named_by_its_key(data: st.DataObject) -> N
     assert any(names(p, dotted(path)) for p in problems), (dotted(path), problems)
 
 
-REQUIRED: List[Path_] = [("hosts",), ("benchmark",), ("hosts", "servers"), ("hosts", "agents"),
+REQUIRED: list[Path_] = [("hosts",), ("benchmark",), ("hosts", "servers"), ("hosts", "agents"),
                          ("benchmark", 0, "name"), ("benchmark", 0, "workload")]
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from(BASES), st.sampled_from(REQUIRED))
-def test_a_missing_key_is_named(base: Dict[str, Any], path: Path_) -> None:
+def test_a_missing_key_is_named(base: dict[str, Any], path: Path_) -> None:
     doc = copy.deepcopy(base)
     parent = doc
     for part in path[:-1]:
@@ -188,7 +188,7 @@ def obviously_bad(item: Any) -> bool:
     return not isinstance(item, str) or not item.strip() or bool(SHELL_SPECIALS & set(item))
 
 
-def check_host_lists(parse, key_of, servers: List[Any], agents: List[Any]) -> None:
+def check_host_lists(parse, key_of, servers: list[Any], agents: list[Any]) -> None:
     """``parse()`` either accepts only shell-safe destinations, or names every bad entry."""
     try:
         result = parse()
@@ -206,7 +206,7 @@ def check_host_lists(parse, key_of, servers: List[Any], agents: List[Any]) -> No
 
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(BASES), st.lists(host_items, max_size=6), st.lists(host_items, max_size=6))
-def test_mutated_host_lists_name_every_bad_entry(base: Dict[str, Any], servers: List[Any], agents: List[Any]) -> None:
+def test_mutated_host_lists_name_every_bad_entry(base: dict[str, Any], servers: list[Any], agents: list[Any]) -> None:
     doc = copy.deepcopy(base)
     doc["hosts"] = {"servers": servers, "agents": agents}
     check_host_lists(lambda: spec.parse(doc), lambda key: f"hosts.{key}", servers, agents)
@@ -220,8 +220,8 @@ def inventory_dir():
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(BASES), st.lists(host_items, max_size=5), st.lists(host_items, max_size=5))
-def test_mutated_inventory_files_name_every_bad_entry(inventory_dir: Path, base: Dict[str, Any],
-                                                      servers: List[Any], agents: List[Any]) -> None:
+def test_mutated_inventory_files_name_every_bad_entry(inventory_dir: Path, base: dict[str, Any],
+                                                      servers: list[Any], agents: list[Any]) -> None:
     (inventory_dir / "hosts.json").write_text(json.dumps({"servers": servers, "agents": agents}))
     doc = copy.deepcopy(base)
     doc["hosts"] = {"inventory": "hosts.json"}
@@ -275,10 +275,10 @@ class _NoFleet:
 @given(data=st.data())
 def test_deploy_with_a_bad_spawn_file_exits_1_naming_the_key_before_any_ssh(data: st.DataObject, monkeypatch,
                                                                                tmp_path: Path) -> None:
-    import fabfile.pipeline
-    from fabfile.cli import forget_sessions
+    import fabfile.session
+    from fabfile.session_cache import forget_sessions
 
-    monkeypatch.setattr(fabfile.pipeline, "Fleet", _NoFleet)
+    monkeypatch.setattr(fabfile.session, "Fleet", _NoFleet)
     monkeypatch.chdir(tmp_path)
     doc = copy.deepcopy(data.draw(st.sampled_from(BASES)))
     path, kind = data.draw(st.sampled_from(typed_paths(doc)))
@@ -303,7 +303,7 @@ names_accepted = st.text(min_size=1, max_size=100).filter(lambda n: spec._BENCHM
 @settings(max_examples=300, deadline=None)
 @given(names_accepted, names_accepted)
 def test_any_accepted_name_gets_a_safe_distinct_directory(a: str, b: str) -> None:
-    from fabfile.runstore import dir_name
+    from fabfile.runs.store import dir_name
 
     for name in (a, b, f"{a}#2"):
         d = dir_name(name)

@@ -1,4 +1,4 @@
-"""bench.spec: the spawn file language.
+"""bench.spawn.spec: the spawn file language.
 
 Data-driven: every file under tests/data/spawn/good loads and matches its normalised golden
 form in tests/data/golden/spawn/; every file under tests/data/spawn/bad fails with exactly the
@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench import spec
-from bench.catalogue import CATALOGUE
+from bench.spawn import spec
+from bench.wire.catalogue import CATALOGUE
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 GOOD = DATA / "spawn" / "good"

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, List
 
 import paramiko
 import pytest
 
-from fabfile import ssh
-from fabfile.ssh import ConnectError, SshSettings
+from fabfile.remote import ssh
+from fabfile.remote.ssh import ConnectError, SshSettings
 
 
 class _Server(paramiko.ServerInterface):
@@ -35,7 +35,7 @@ class SshServer:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
-        self.transports: List[paramiko.Transport] = []
+        self.transports: list[paramiko.Transport] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -166,7 +166,7 @@ def test_fabric_alone_would_have_accepted_the_unknown_key(server: SshServer) -> 
 def test_host_timeout_sets_keepalive_and_tcp_user_timeout(server: SshServer, tmp_path: Path) -> None:
     key = server.host_key
     c = _connect(server, tmp_path, known_hosts=f"{_entry(server.port)} {key.get_name()} {key.get_base64()}\n")
-    intervals: List[int] = []
+    intervals: list[int] = []
     c.transport.set_keepalive = intervals.append
     ssh.set_host_timeout(c, 6, keepalive_s=10)
     assert intervals == [2]  # keepalives keep something in flight, well within the timeout

@@ -1,4 +1,4 @@
-"""bench.tables: the exact text of the tables, against golden files in tests/data/golden/.
+"""bench.report.tables: the exact text of the tables, against golden files in tests/data/golden/.
 
 Set FLEETBENCH_UPDATE_GOLDEN=1 to rewrite the golden files (then read the diff).
 """
@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from bench import hist, result, tables
-from bench.job import RESULT_SCHEMA
+from bench.report import merge as result
+from bench.report import tables
+from bench.wire import hist
+from bench.wire.job import RESULT_SCHEMA
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 UPDATE = os.environ.get("FLEETBENCH_UPDATE_GOLDEN") == "1"
@@ -98,9 +100,9 @@ def test_csv_and_json_carry_the_rows() -> None:
     assert parsed[0] == headers
     assert parsed[1:] == [["" if v is None else str(v) for v in row] for row in rows]
     assert not tables.render(RUN, "csv").endswith("\n")
-    assert json.loads(tables.render(RUN, "json")) == [dict(zip(headers, row)) for row in rows]
+    assert json.loads(tables.render(RUN, "json")) == [dict(zip(headers, row, strict=False)) for row in rows]
     agent_headers, agent_rows = tables.agent_rows(RUN)
-    assert json.loads(tables.render(RUN, "json", detail=True)) == [dict(zip(agent_headers, r)) for r in agent_rows]
+    assert json.loads(tables.render(RUN, "json", detail=True)) == [dict(zip(agent_headers, r, strict=False)) for r in agent_rows]
 
 
 def test_agent_rows() -> None:

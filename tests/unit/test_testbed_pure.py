@@ -10,8 +10,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from fabfile import testbed as tbm
-from fabfile.testbed import (
+from fabfile.dev import testbed as tbm
+from fabfile.dev.testbed import (
     PythonSpec,
     Testbed,
     TestbedError,
@@ -24,7 +24,6 @@ from fabfile.testbed import (
     tbf_args,
     validate_prefix,
 )
-
 
 # ---- python overrides -------------------------------------------------------------------------
 

@@ -1,0 +1,154 @@
+"""A fleet: one long-lived, host-key-checked connection per host, opened in parallel.
+
+Opening a connection costs a few round trips and a login's CPU on the host, and Fabric opens
+one per (task, host); a Fleet opens each host once and every task of one ``inv`` call reuses
+it. A preflight finds every bad host (unreachable, refused, no python3) before anything is
+started anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fabric import Connection
+
+from fabfile.remote import pool
+from fabfile.remote.shell import REMOTE_DIR, RemoteError, cmd, private_dir_command, run
+from fabfile.remote.ssh import SshSettings, connection, load_ssh_config, open_checked
+
+T = TypeVar("T")
+
+MIN_PYTHON = (3, 9)
+#: Free space a host needs under ~/.fleetbench: two pexes (~16 MB each) and their extracted
+#: venvs (~35 MB each), with room for logs and results.
+MIN_FREE_MB = 150
+
+# Runs on the host's python3: what pex needs to know to pick wheels, and what we report.
+_PROBE = (
+    "import json, platform, sys, sysconfig;"
+    "print(json.dumps({'executable': sys.executable, 'version': platform.python_version(),"
+    " 'implementation': sys.implementation.name, 'machine': platform.machine(),"
+    " 'libc': list(platform.libc_ver()), 'soabi': sysconfig.get_config_var('SOABI') or '',"
+    " 'hostname': platform.node()}));"
+    f"sys.exit(3 if sys.version_info[:2] < {MIN_PYTHON!r} else 0)"
+)
+_NO_PYTHON = "fleetbench: no python3"
+_FREE_SPACE = f"cd {cmd(REMOTE_DIR)} && pwd -P && df -Pk ."
+# The whole preflight in one round trip, in the order that creates nothing on a host that
+# fails an earlier check: python3 at all, the probe (exit 3: too old), the private directory,
+# then where it lives and how much room it has.
+_PREFLIGHT = (
+    f"command -v python3 >/dev/null 2>&1 || {{ echo {cmd(_NO_PYTHON)}; exit 0; }}\n"
+    f'{cmd("python3", "-c", _PROBE)}; rc=$?; [ $rc -eq 3 ] && exit 0; [ $rc -eq 0 ] || exit $rc\n'
+    f"{private_dir_command('bin', 'pex', 'nodes', 'runs')} || exit 1\n"
+    f"{_FREE_SPACE}"
+)
+
+
+class FleetError(Exception):
+    """One or more hosts failed; the message names every one of them."""
+
+    def __init__(self, what: str, failures: Mapping, results: Mapping | None = None):
+        self.failures = dict(failures)
+        self.results = dict(results or {})  # what did succeed, so a caller can undo it
+        lines = "\n".join(f"  - {exc}" if str(exc).startswith(f"{host}:") else f"  - {host}: {exc}"
+                          for host, exc in failures.items())
+        super().__init__(f"{what}: {len(failures)} host(s) failed\n{lines}")
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """The python3 a host really has."""
+
+    executable: str
+    version: str
+    implementation: str
+    machine: str
+    libc: list[str]
+    soabi: str
+    hostname: str
+
+    @property
+    def fingerprint(self) -> str:
+        return json.dumps([self.executable, self.version, self.implementation, self.machine, self.libc, self.soabi])
+
+
+class Fleet:
+    def __init__(self, destinations: Iterable[str], settings: SshSettings):
+        self.settings = settings
+        self.names: list[str] = list(dict.fromkeys(destinations))
+        ssh_config = load_ssh_config(settings.config_files)
+        self.connections: dict[str, Connection] = {
+            name: connection(name, settings, ssh_config) for name in self.names
+        }
+        self.interpreters: dict[str, Interpreter] = {}
+        self._opened = False
+
+    def __getitem__(self, name: str) -> Connection:
+        return self.connections[name]
+
+    def address(self, name: str) -> str:
+        """The address other hosts use to reach ``name`` (ssh_config's HostName, else the host)."""
+        return self.connections[name].host
+
+    def each(self, fn: Callable[[str], T], names: Iterable[str] | None = None, *, what: str = "") -> dict[str, T]:
+        try:
+            return pool.each(self.names if names is None else names, fn)
+        except pool.PartialFailure as exc:
+            raise FleetError(what or getattr(fn, "__name__", "operation"), exc.failures, exc.results) from None
+
+    def connect(self, then: Callable[[str], T] | None = None, *, what: str = "connect") -> dict[str, T | None]:
+        """Connect to every host (in parallel, bounded) without the preflight, which is enough
+        for what only looks at hosts (status, logs, stop). ``then(name)`` runs on each host as
+        soon as that host is connected, in the same worker: no host waits for the slowest
+        connect before its own work starts."""
+        def one(name: str) -> T | None:
+            open_checked(self.connections[name], self.settings)
+            return then(name) if then else None
+
+        return self.each(one, what=what)
+
+    def open(self) -> Fleet:
+        """Connect to every host and check it can run us; names every bad host at once
+        (unreachable, refused, host key, no python3, no room), before anything starts anywhere."""
+        if self._opened:
+            return self
+
+        def check(name: str) -> Interpreter:
+            open_checked(self.connections[name], self.settings)
+            return self._preflight(name)
+
+        self.interpreters.update(self.each(check, what="preflight"))
+        self._opened = True
+        return self
+
+    def _preflight(self, name: str) -> Interpreter:
+        """One round trip: python3 present and new enough, the private directory, free space."""
+        c = self.connections[name]
+        lines = run(c, _PREFLIGHT).splitlines()
+        if not lines or lines[0] == _NO_PYTHON:
+            raise RemoteError(name, "command -v python3", "no python3 on the login's PATH; fleetbench needs "
+                              f"python3 >= {'.'.join(map(str, MIN_PYTHON))} on every host")
+        info = Interpreter(**json.loads(lines[0]))
+        if tuple(int(x) for x in info.version.split(".")[:2]) < MIN_PYTHON:
+            raise RemoteError(name, "python3 --version", f"python3 is {info.version} ({info.executable}); "
+                              f"fleetbench needs >= {'.'.join(map(str, MIN_PYTHON))}")
+        _check_free_space(name, path=lines[1], df_line=lines[-1])
+        return info
+
+    def close(self) -> None:
+        for c in self.connections.values():
+            c.close()
+
+
+def _check_free_space(name: str, path: str, df_line: str) -> None:
+    """A full disk fails pushes and pex extraction in obscure ways: say so up front."""
+    fields = df_line.split()
+    free_mb = int(fields[3]) // 1024
+    if free_mb < MIN_FREE_MB:
+        raise RemoteError(name, _FREE_SPACE, f"only {free_mb} MB free in {path} (filesystem {fields[0]}, mounted "
+                                             f"on {fields[-1]}); fleetbench needs {MIN_FREE_MB} MB there")
+

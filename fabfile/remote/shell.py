@@ -1,0 +1,69 @@
+"""Running commands on a host: every argument quoted, every failure named.
+
+Remote files live under one private directory in the login's home (never a shared /tmp),
+created 0700 before anything is written into it.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from fabric import Connection
+from invoke.exceptions import CommandTimedOut
+
+#: Relative to the login's home, so each user of a host gets their own.
+REMOTE_DIR = ".fleetbench"
+PEX_ROOT = f"{REMOTE_DIR}/pex"
+BIN_DIR = f"{REMOTE_DIR}/bin"
+
+TAIL_LINES = 20
+
+
+class RemoteError(Exception):
+    """A command failed on a host: names the host, the command and the tail of its output."""
+
+    def __init__(self, host: str, command: str, detail: str, exit_code: int | None = None):
+        self.host = host
+        self.command = command
+        self.detail = detail
+        self.exit_code = exit_code
+        status = f" (exit {exit_code})" if exit_code is not None else ""
+        super().__init__(f"{host}: `{command}` failed{status}" + (f":\n{indent(detail)}" if detail.strip() else ""))
+
+
+def indent(text: str, prefix: str = "    | ") -> str:
+    return "\n".join(prefix + line for line in text.rstrip().splitlines())
+
+
+def tail(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def cmd(*parts: object) -> str:
+    """A shell command line from parts, each quoted: data can never become code."""
+    return " ".join(shlex.quote(str(p)) for p in parts)
+
+
+def label(c: Connection) -> str:
+    """How a host is named in messages: the destination the user gave."""
+    return getattr(c, "fleetbench_name", None) or c.original_host
+
+
+def run(c: Connection, command: str, *, timeout: float | None = None, check: bool = True) -> str:
+    """Run ``command`` (already quoted) and return its stdout; on failure raise RemoteError."""
+    try:
+        result = c.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+    except CommandTimedOut:
+        raise RemoteError(label(c), command, f"no answer after {timeout:.0f}s") from None
+    if check and result.exited != 0:
+        raise RemoteError(label(c), command, tail(result.stderr or result.stdout), result.exited)
+    return result.stdout
+
+
+def private_dir_command(*subdirs: str) -> str:
+    """Create the private directory tree (0700) and refuse one that others could write."""
+    dirs = [REMOTE_DIR, *[f"{REMOTE_DIR}/{s}" for s in subdirs]]
+    return (
+        f"umask 077 && cd && mkdir -p {cmd(*dirs)} && chmod 700 {cmd(REMOTE_DIR)}"
+        f" && test -O {cmd(REMOTE_DIR)}"
+    )

@@ -1,0 +1,229 @@
+"""SSH connections that check host keys.
+
+Fabric's Connection accepts any host key (it hard-codes AutoAddPolicy and never reads
+known_hosts). fleetbench loads known_hosts (the user's, and any UserKnownHostsFile named in
+ssh_config, which is how a testbed's own known_hosts is found) and refuses unknown hosts
+unless the user opts in to accept-new. A changed key is always refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+from fabric import Config, Connection
+from fabric.runners import Remote
+
+# paramiko logs its transport thread's failures (e.g. a ProxyCommand that exits) with full
+# tracebacks through logging's last-resort handler; we report those failures ourselves.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+USER_SSH_CONFIG = Path("~/.ssh/config").expanduser()
+USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
+
+
+class ConnectError(Exception):
+    """A host could not be reached or refused the login; names the host."""
+
+    def __init__(self, host: str, reason: str):
+        self.host = host
+        super().__init__(f"{host}: {reason}")
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """How to reach hosts. ``config_files`` are read in order; the first match of an option wins."""
+
+    config_files: tuple[Path, ...] = ()
+    accept_new_host_keys: bool = False
+    connect_timeout: float = 10.0
+    keepalive_s: int = 10
+    extra_known_hosts: tuple[Path, ...] = field(default=())
+    host_timeout: float = 30.0  # a host that answers nothing for this long is given up as lost
+
+
+def load_ssh_config(files: Sequence[Path]) -> paramiko.SSHConfig:
+    config = paramiko.SSHConfig()
+    for path in [*files, USER_SSH_CONFIG]:
+        if path.is_file():
+            with open(path) as fh:
+                config.parse(fh)
+    return config
+
+
+class _AcceptNew(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's StrictHostKeyChecking=accept-new: remember a new host, never a changed one."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, known_hosts: Path):
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        with self._lock:
+            self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with open(self.known_hosts, "a") as fh:
+                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+def known_hosts_files(c: Connection, settings: SshSettings) -> list[Path]:
+    named = c.ssh_config.get("userknownhostsfile", "")
+    files = [Path(os.path.expanduser(p)) for p in named.split()] if named else []
+    return [*files, *settings.extra_known_hosts, USER_KNOWN_HOSTS]
+
+
+def known_hosts_name(c: Connection) -> str:
+    """How known_hosts (and paramiko's lookup) names the host ``c`` connects to."""
+    return c.host if c.port == 22 else f"[{c.host}]:{c.port}"
+
+
+def _file_version(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_known_hosts(files: tuple[tuple[Path, tuple[int, int] | None], ...]) -> paramiko.HostKeys:
+    keys = paramiko.HostKeys()
+    for path, version in files:
+        if version is not None:
+            keys.load(str(path))
+    return keys
+
+
+def known_host_keys(files: Sequence[Path]) -> paramiko.HostKeys:
+    """The keys ``files`` hold, parsed once per version of the files.
+
+    paramiko's loader checks each new line against every line before it, and a fleet used to
+    load the whole file once per host: 32 hosts cost 32 x 32 x 32 host-name matches. Keyed on
+    each file's mtime and size, so a key added by accept-new is seen by the next connection.
+    """
+    return _parsed_known_hosts(tuple((path, _file_version(path)) for path in files))
+
+
+def secure(c: Connection, settings: SshSettings) -> None:
+    """Make ``c`` check host keys before it opens. Safe to call on a fab-made Connection."""
+    files = known_hosts_files(c, settings)
+    entry = known_hosts_name(c)
+    for keytype, key in (known_host_keys(files).lookup(entry) or {}).items():
+        c.client.get_host_keys().add(entry, keytype, key)  # only this host's keys, not the file
+    if settings.accept_new_host_keys:
+        c.client.set_missing_host_key_policy(_AcceptNew(files[0]))
+    else:
+        c.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    c.fleetbench_known_hosts = files
+
+
+class PromptRemote(Remote):
+    """Fabric's command runner, told of a command's exit as soon as it happens.
+
+    Invoke's ``wait`` sleeps 10 ms between looks at the command, so every command took up to
+    10 ms more than its round trip; paramiko's channel sets ``status_event`` on exit."""
+
+    def wait(self) -> None:
+        while not (self.process_is_finished or self.has_dead_threads):
+            self.channel.status_event.wait(self.input_sleep)
+
+
+def connection(destination: str, settings: SshSettings, ssh_config: paramiko.SSHConfig | None = None) -> Connection:
+    """A Connection to ``destination`` (alias, host, user@host, user@host:port), not yet open."""
+    config = Config(ssh_config=ssh_config or load_ssh_config(settings.config_files),
+                    overrides={"runners": {"remote": PromptRemote}})
+    c = Connection(destination, config=config, connect_timeout=settings.connect_timeout)
+    c.fleetbench_name = destination
+    secure(c, settings)
+    return c
+
+
+def _describe_key(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.fingerprint}"
+
+
+class _PromptAckSocket:
+    """A TCP socket that acknowledges every read at once.
+
+    sshd leaves Nagle's algorithm on for sessions without a terminal, so when it has sent one
+    small packet it holds back the next until the first is acknowledged, and Linux delays
+    that acknowledgement by up to 40 ms. Right after login sshd sends such a packet (its
+    host keys notice), so the reply to the first channel waited 40 ms on every connection.
+    TCP_QUICKACK after a read sends any acknowledgement still pending.
+    """
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def recv(self, size: int) -> bytes:
+        data = self._sock.recv(size)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return data
+
+    def __getattr__(self, name: str):  # everything else is the socket's own
+        return getattr(self._sock, name)
+
+
+def _dial(host: str, port: int, timeout: float):
+    """The TCP connection for an SSH session, with Nagle off: SSH does its own batching, and
+    our small writes (a channel request, then its command) must not wait for an ack."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return _PromptAckSocket(sock) if hasattr(socket, "TCP_QUICKACK") else sock  # TCP_QUICKACK: Linux
+
+
+def open_checked(c: Connection, settings: SshSettings) -> Connection:
+    """Open ``c``; every way of failing becomes a ConnectError naming the host."""
+    name = getattr(c, "fleetbench_name", c.original_host)
+    where = f"{c.user}@{c.host}:{c.port}"
+    try:
+        if c.gateway is None and not c.is_connected:  # a ProxyJump/ProxyCommand brings its own socket
+            c.connect_kwargs["sock"] = _dial(c.host, c.port, settings.connect_timeout)
+        c.open()
+    except paramiko.BadHostKeyException as exc:
+        files = ", ".join(str(p) for p in getattr(c, "fleetbench_known_hosts", []))
+        entry = known_hosts_name(c)
+        raise ConnectError(name, f"host key for {c.host} has CHANGED: known_hosts has {_describe_key(exc.expected_key)}, "
+                                 f"the host offered {_describe_key(exc.key)}. Refusing to connect (someone may be "
+                                 f"intercepting the connection). If the host was rebuilt, remove its old key "
+                                 f"(ssh-keygen -R '{entry}') from {files}.") from None
+    except paramiko.AuthenticationException as exc:
+        raise ConnectError(name, f"login refused for {where}: {exc}") from None
+    except paramiko.SSHException as exc:
+        text = str(exc)
+        if "not found in known_hosts" in text:
+            files = ", ".join(str(p) for p in getattr(c, "fleetbench_known_hosts", []))
+            raise ConnectError(name, f"unknown host key for {c.host} (looked in {files}); "
+                                     "add it (ssh-keyscan) or pass --accept-new-host-keys") from None
+        raise ConnectError(name, f"SSH to {where} failed: {text}") from None
+    except OSError as exc:
+        raise ConnectError(name, f"cannot reach {where}: {exc.strerror or exc}") from None
+    except Exception as exc:  # paramiko raises a few odd types (EOFError, socket.timeout)
+        raise ConnectError(name, f"SSH to {where} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        c.connect_kwargs.pop("sock", None)  # a reconnect dials afresh
+    if c.transport is not None:
+        set_host_timeout(c, settings.host_timeout, settings.keepalive_s)
+    return c
+
+
+def set_host_timeout(c: Connection, seconds: float, keepalive_s: float = 10) -> None:
+    """Declare the connection dead once the host has acknowledged nothing for ``seconds``.
+
+    A host whose link is cut sends no FIN and no RST: without this, a channel waits for it
+    for as long as TCP retransmits (about 15 minutes). SSH keepalives make sure something is
+    always in flight, and TCP_USER_TIMEOUT has the kernel drop the connection when that
+    something stays unacknowledged for ``seconds``; paramiko then closes every channel.
+    """
+    every = max(1, int(min(keepalive_s, seconds / 3)))
+    c.transport.set_keepalive(every)
+    sock = c.transport.sock
+    if hasattr(sock, "setsockopt") and hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux; not a ProxyCommand
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))

@@ -1,0 +1,153 @@
+"""Reading the run store on the controller: run lists, tables, comparisons, pictures, one HTML page.
+
+No SSH here: everything comes from ``runs/<run-id>/`` (see fabfile.runs.store). A run is named by
+its id, its directory, or nothing (``runs/latest``); ``inv compare`` sides may list several
+runs, comma-separated, whose repetitions are pooled.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.report import compare as comparing
+from bench.report import hosts as host_metrics
+from bench.report import merge as result
+from bench.report import tables
+from fabfile.runs.store import RunDir, dir_name, list_runs, resolve
+from fabfile.session import PipelineError
+
+
+class ReportError(PipelineError):
+    """A run that cannot be read or shown; the message names it."""
+
+
+def runs_table(root: Path, fmt: str = "simple") -> str:
+    """id, date, name, benchmarks, status of every run, oldest first (the text formats shorten
+    long benchmark lists; csv and json give them all, space-separated)."""
+    _check(fmt)
+    runs = list_runs(root)
+    if not runs and fmt in ("simple", "github"):
+        return f"no runs yet under {root}/"
+    text = fmt in ("simple", "github")
+    rows = [[r["run_id"], _date(r["started_at"]), r["name"],
+             _names(r["benchmarks"]) if text else " ".join(r["benchmarks"]), r["status"]] for r in runs]
+    return tables.plain_table(["run", "started (UTC)", "name", "benchmarks", "status"], rows, fmt)
+
+
+def _date(epoch: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch)) if isinstance(epoch, (int, float)) else "-"
+
+
+def _names(names: Sequence[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit})" if len(names) > limit else "")
+
+
+def load(root: Path, ref: str | None) -> tuple[RunDir, dict[str, Any]]:
+    """A collected run: its directory and its run.json (upgraded to the current schema)."""
+    run_dir = resolve(root, ref)
+    path = run_dir.path / "run.json"
+    if not path.is_file():
+        raise ReportError(f"run {run_dir.run_id} has no run.json yet: run `inv collect --run {run_dir.run_id}`")
+    try:
+        return run_dir, result.load_run(path)
+    except result.ResultError as exc:
+        raise ReportError(str(exc)) from None
+
+
+def report(root: Path, ref: str | None, fmt: str, detail: bool) -> str:
+    _check(fmt)
+    _, run = load(root, ref)
+    return tables.report(run, fmt, detail=detail)
+
+
+def compare(root: Path, base: str, new: str, fmt: str) -> str:
+    """``base`` and ``new``: one run each, or several comma-separated (their samples pooled)."""
+    _check(fmt)
+    base_runs = [load(root, ref)[1] for ref in _refs(base)]
+    new_runs = [load(root, ref)[1] for ref in _refs(new)]
+    labels = (_side_label(base_runs), _side_label(new_runs))
+    try:
+        return comparing.render(comparing.compare(base_runs, new_runs), fmt, labels)
+    except comparing.CompareError as exc:
+        raise ReportError(str(exc)) from None
+
+
+def _refs(side: str) -> list[str]:
+    refs = [r.strip() for r in side.split(",") if r.strip()]
+    if not refs:
+        raise ReportError(f"no run named in {side!r}")
+    return refs
+
+
+def _side_label(runs: Sequence[dict[str, Any]]) -> str:
+    return ", ".join(f"{r.get('run_id')} ({r.get('name')})" for r in runs)
+
+
+def host_samples(run_dir: RunDir) -> dict[str, list[dict[str, Any]]]:
+    try:
+        return {host: host_metrics.parse_ndjson(run_dir.host_metrics_text(host), str(run_dir.host_metrics_path(host)))
+                for host in run_dir.observed_hosts()}
+    except host_metrics.MetricsError as exc:
+        raise ReportError(str(exc)) from None
+
+
+def plot(root: Path, ref: str | None, others: str | None = None) -> list[Path]:
+    """Write the run's pictures into ``runs/<run-id>/plots/``; ``others`` join its spectra."""
+    plots = _plots_module()
+    run_dir, run = load(root, ref)
+    other_runs = [load(root, r)[1] for r in _refs(others)] if others else []
+    return plots.write_all(run, host_samples(run_dir), run_dir.path / "plots", others=other_runs,
+                           file_stem=dir_name)
+
+
+def _plots_module() -> Any:
+    try:
+        from bench.report import plots
+    except ImportError as exc:
+        raise ReportError(f"pictures need matplotlib ({exc}): pip install -e '.[plot]'") from None
+    return plots
+
+
+def write_html(root: Path, ref: str | None) -> Path:
+    """``runs/<run-id>/report.html``: the tables, warnings and pictures in one file (PNGs inline)."""
+    run_dir, run = load(root, ref)
+    pictures = plot(root, ref)
+    esc = html.escape
+    parts = [f"<h1>fleetbench run {esc(str(run.get('name')))}</h1>",
+             f"<p>run <code>{esc(run_dir.run_id)}</code>, started {_date(run.get('started_at'))} UTC, "
+             f"status <b>{esc(str(run.get('status')))}</b></p>"]
+    for title, fragment in tables.html_tables(run).items():
+        parts.append(f"<h2>{esc(title.capitalize())}</h2>\n{fragment}")
+    notes = tables.failure_lines(run) + host_metrics.warnings(run)
+    if notes:
+        parts.append("<h2>Failures and warnings</h2>\n<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    parts.append("<h2>Pictures</h2>")
+    for path in pictures:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(f'<figure><img alt="{esc(path.stem)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{esc(path.name)}</figcaption></figure>")
+    page = (
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
+        f"<title>fleetbench {esc(run_dir.run_id)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(parts) + "\n</body></html>\n"
+    )
+    out = run_dir.path / "report.html"
+    out.write_text(page)
+    return out
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1250px;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0;font-size:14px}"
+        "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1em 0}")
+
+
+def _check(fmt: str) -> None:
+    if fmt not in tables.FORMATS:
+        raise ReportError(f"unknown format {fmt!r}; one of {', '.join(tables.FORMATS)}")

@@ -1,0 +1,112 @@
+"""Server processes on hosts: start one node, wait until it answers, stop it by pid.
+
+A node lives in its own private directory (``~/.fleetbench/nodes/<port>``) and is started
+detached (setsid, nohup), so it outlives the SSH session. The pid we record is the server's
+own: the server pex is built ``--venv --sh-boot`` and execs the server in place. A node is
+only ever killed after checking that the pid's working directory is that node's directory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from fabric import Connection
+
+from fabfile.remote.reaper import find_command
+from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, run
+
+LOG = "server.log"
+START_LOG = "start.log"
+
+
+@dataclass(frozen=True)
+class Node:
+    host: str  # ssh destination
+    address: str  # where agents and peers reach it
+    port: int
+    index: int
+    pid: int = 0
+    role: str = "master"
+
+    @property
+    def dir(self) -> str:
+        return f"{REMOTE_DIR}/nodes/{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def __str__(self) -> str:  # how a node is named in errors: by its host
+        return self.host
+
+
+def start(c: Connection, node: Node, pex_path: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Start ``pex_path args`` detached in the node's fresh directory; return its pid."""
+    exports = " ".join([f'PEX_ROOT="$HOME/{PEX_ROOT}"', *(f"{k}={cmd(v)}" for k, v in (env or {}).items())])
+    # Three statements, not one &&-chain: "a && b &" would background the whole chain in a
+    # subshell that keeps the SSH channel open, and $! would be that subshell, not the server.
+    script = (
+        # A leftover of ours in this node's directory (a deploy that was killed) holds the port.
+        f"pids=$({find_command(node.dir)}); [ -n \"$pids\" ] && kill -9 $pids 2>/dev/null\n"
+        f"umask 077 && rm -rf {cmd(node.dir)} && mkdir -p {cmd(node.dir)} && cd {cmd(node.dir)} || exit 1\n"
+        f"{exports} setsid nohup \"$HOME\"/{cmd(pex_path)} {cmd(*args)} > {START_LOG} 2>&1 < /dev/null &\n"
+        "echo $!"
+    )
+    out = run(c, script).strip()
+    try:
+        return int(out.splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RemoteError(label(c), "start server", f"could not read its pid from: {out!r}") from None
+
+
+def is_ours_command(node: Node) -> str:
+    """Shell test: the node's pid is alive and runs in the node's directory."""
+    return (
+        f'[ "$(readlink /proc/{int(node.pid)}/cwd 2>/dev/null)" = "$HOME/{node.dir}" ]'
+    )
+
+
+def alive(c: Connection, node: Node) -> bool:
+    return run(c, f"{is_ours_command(node)} && echo yes || true").strip() == "yes"
+
+
+def log_tail(c: Connection, node: Node, lines: int = 20) -> str:
+    """The last lines of the node's logs, for error messages."""
+    out = run(c, f"cd {cmd(node.dir)} 2>/dev/null && tail -n {int(lines)} {START_LOG} {LOG} 2>/dev/null || true",
+              check=False)
+    return out.strip() or "(no log)"
+
+
+def wait_until(c: Connection, node: Node, ready: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``ready`` (backing off to 0.5 s) until true; fail at once if the process died."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        # Liveness first: a dead server's port may be held by something that never answers.
+        if node.pid and not alive(c, node):
+            raise RemoteError(label(c), what, f"the server (pid {node.pid}) exited; its log:\n{log_tail(c, node)}")
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            raise RemoteError(label(c), what, f"not ready after {timeout:.0f}s; its log:\n{log_tail(c, node)}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def stop(c: Connection, node: Node, timeout: float = 10.0) -> None:
+    """TERM the node's pid (if it is still ours), then KILL after ``timeout``."""
+    if not node.pid:
+        return
+    pid = int(node.pid)
+    script = (
+        f"if {is_ours_command(node)}; then kill {pid}; "
+        f"i=0; while [ -d /proc/{pid} ] && [ $i -lt {int(timeout * 10)} ]; do sleep 0.1; i=$((i+1)); done; "
+        f"[ -d /proc/{pid} ] && kill -9 {pid}; fi; true"
+    )
+    run(c, script)
+

@@ -1,0 +1,312 @@
+"""One hop of a relay fan-out. Runs on a host as ``python3 -c <this file's text>``.
+
+Host side only: Python 3.9+, standard library only (hosts have nothing but python3). The
+controller (``fabfile/relay.py``) starts one hop per host over that host's SSH connection
+and speaks to it in JSON lines on stdin/stdout:
+
+    controller -> {"source": "stdin"|"peer"|"file", "path", "tmp", "leftovers", "size",
+                   "sha256", "token", "bind", "timeout", "link_timeout"}
+    hop        -> {"ready": true, "port": PORT|null}
+    controller -> {"next": [ADDRESS, PORT, TOKEN] | null}
+    hop        -> {"linked": true} | {"linked": false, "error": ...}
+    (source "stdin": exactly ``size`` bytes of the file follow on stdin)
+    hop        -> {"ok": true, "bytes": N, "forward_error": ...} | {"ok": false, "error": ...}
+
+Sources: ``stdin`` is the head of a chain fed by the controller; ``peer`` listens on a TCP
+port for its upstream hop; ``file`` sends a copy this host already has (a redo that spares
+the controller's uplink).
+
+Security of the host-to-host leg (plain TCP, no SSH credentials on hosts):
+
+* A listener exists only for one transfer: it binds a random port (on the host's fleet
+  address when that is local), accepts exactly one upstream that presents this transfer's
+  32-byte token (a token is sent to each hop on its SSH stdin, never on a command line,
+  which other users could read in ``ps``), then closes; it gives up after ``link_timeout``.
+* Integrity never depends on the network: every hop hashes what it received and installs
+  it (0700, atomic rename) only if the sha256 the controller sent over SSH matches, so a
+  corrupted or forged stream is refused and redone. The bytes themselves travel in clear
+  between hosts: pexes are code, not secrets (the controller can be told to push directly).
+
+A hop keeps forwarding when its own copy fails (a full disk), and keeps its own copy when
+its downstream fails: one bad host costs only its own copy and those behind it, and the
+controller redoes exactly those.
+"""
+
+import glob
+import hashlib
+import hmac
+import json
+import os
+import select
+import socket
+import sys
+import threading
+import time
+
+CHUNK = 256 * 1024
+TOKEN_BYTES = 32
+ACK = b"\x06"
+
+
+class HopError(Exception):
+    pass
+
+
+def say(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def read_json_line(stream):
+    line = stream.readline()
+    if not line:
+        raise HopError("the controller went away")
+    return json.loads(line)
+
+
+def listen(bind):
+    """A listening socket on ``bind`` if that address is ours, else on every address."""
+    for address in ([bind] if bind else []) + [""]:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            server.bind((address, 0))
+        except OSError:
+            server.close()
+            continue
+        server.listen(4)
+        return server
+    raise HopError("cannot open a listening port")
+
+
+def recv_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def accept_upstream(server, token, timeout, watch_fd):
+    """The first connection that presents ``token``; strangers are dropped, not served.
+
+    Gives up after ``timeout`` or as soon as ``watch_fd`` (our stdin) ends: the controller
+    closing our channel means this transfer is off.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HopError(f"the upstream hop never connected ({timeout:.0f}s)")
+            readable, _, _ = select.select([server, watch_fd], [], [], left)
+            if watch_fd in readable:
+                raise HopError("the controller called the transfer off")
+            if server not in readable:
+                continue
+            conn, peer = server.accept()
+            conn.settimeout(min(5.0, max(left, 0.1)))
+            try:
+                presented = recv_exact(conn, TOKEN_BYTES)
+            except OSError:
+                presented = b""
+            if hmac.compare_digest(presented, token):
+                conn.sendall(ACK)
+                return conn
+            sys.stderr.write(f"relay hop: refused a connection from {peer[0]} (wrong token)\n")
+            conn.close()
+    finally:
+        server.close()  # nothing listens longer than it takes the one upstream to arrive
+
+
+class Acceptor(threading.Thread):
+    """Accepts the upstream while the main thread connects downstream: links do not wait on
+    each other, so a broken link is reported by the hop in front of it at once."""
+
+    def __init__(self, server, token, timeout, watch_fd):
+        threading.Thread.__init__(self, daemon=True)
+        self.args = (server, token, timeout, watch_fd)
+        self.conn = None
+        self.error = None
+
+    def run(self):
+        try:
+            self.conn = accept_upstream(*self.args)
+        except (HopError, OSError) as exc:
+            self.error = str(exc)
+
+    def result(self):
+        self.join()
+        if self.error:
+            raise HopError(self.error)
+        return self.conn
+
+
+def connect_next(address, port, token, timeout):
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except OSError as exc:
+        raise HopError(f"cannot reach {address}:{port}: {exc.strerror or exc}")
+    try:
+        sock.sendall(token)
+        if recv_exact(sock, 1) != ACK:
+            raise HopError(f"{address}:{port} did not accept this transfer")
+    except OSError as exc:
+        sock.close()
+        raise HopError(f"{address}:{port} did not answer: {exc}")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class Sink:
+    """This host's own copy: a temp file (0600) that becomes the final file only if it verifies."""
+
+    def __init__(self, tmp, final):
+        self.tmp, self.final, self.error = tmp, final, None
+        self.fh = None
+        try:
+            os.makedirs(os.path.dirname(tmp) or ".", mode=0o700, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            self.fh = os.fdopen(fd, "wb")
+        except OSError as exc:
+            self.error = f"cannot write {tmp}: {exc.strerror or exc}"
+
+    def write(self, data):
+        if self.fh is None:
+            return
+        try:
+            self.fh.write(data)
+        except OSError as exc:  # keep forwarding: only this host's copy is lost
+            self.error = f"cannot write {self.tmp}: {exc.strerror or exc}"
+            self.discard()
+
+    def install(self, leftovers):
+        self.fh.close()
+        self.fh = None
+        os.chmod(self.tmp, 0o700)
+        os.replace(self.tmp, self.final)
+        for path in glob.glob(glob.escape(leftovers) + "*"):  # what cut-off pushes left behind
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def discard(self):
+        if self.fh is not None:
+            try:
+                self.fh.close()
+            except OSError:
+                pass
+            self.fh = None
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+
+def pump(source, size, sink, downstream):
+    """Copy ``size`` bytes from ``source`` to this host's copy and the next hop, hashing them."""
+    digest = hashlib.sha256()
+    got = 0
+    forward_error = None
+    while got < size:
+        data = source(min(CHUNK, size - got))
+        if not data:
+            break
+        got += len(data)
+        digest.update(data)
+        if sink is not None:
+            sink.write(data)
+        if downstream is not None:
+            try:
+                downstream.sendall(data)
+            except OSError as exc:  # keep our own copy: the controller redoes those behind us
+                forward_error = "next hop lost: %s" % (exc.strerror or exc)
+                downstream.close()
+                downstream = None
+    if downstream is not None:
+        downstream.close()  # the next hop counts bytes: an early close shows as a short transfer
+    return got, digest.hexdigest(), forward_error
+
+
+def main():
+    os.chdir(os.path.expanduser("~"))
+    os.umask(0o077)
+    stdin = sys.stdin.buffer
+    setup = read_json_line(stdin)
+    kind = setup["source"]
+    timeout = float(setup.get("timeout") or 60)
+    size = int(setup["size"])
+    token = bytes.fromhex(setup["token"]) if kind == "peer" else None
+    server = listen(setup.get("bind")) if kind == "peer" else None
+    say({"ready": True, "port": server.getsockname()[1] if server else None})
+
+    nxt = read_json_line(stdin).get("next")
+    acceptor = None
+    if server is not None:
+        acceptor = Acceptor(server, token, float(setup["link_timeout"]), stdin.fileno())
+        acceptor.start()
+    upstream = downstream = None
+    try:
+        if nxt:
+            downstream = connect_next(nxt[0], int(nxt[1]), bytes.fromhex(nxt[2]), float(setup["link_timeout"]))
+            downstream.settimeout(timeout)
+        if acceptor is not None:
+            upstream = acceptor.result()
+    except HopError as exc:
+        say({"linked": False, "error": str(exc)})
+        return 4
+    say({"linked": True})
+
+    sink = None
+    if kind == "file":
+        try:
+            fh = open(setup["path"], "rb")
+        except OSError as exc:
+            say({"ok": False, "error": "cannot read {}: {}".format(setup["path"], exc.strerror or exc)})
+            return 3
+        source = fh.read
+    else:
+        sink = Sink(setup["tmp"], setup["path"])
+        if kind == "stdin":
+            source = stdin.read1
+        else:
+            upstream.settimeout(timeout)
+
+            def source(n):
+                return upstream.recv(n)
+
+    try:
+        got, sha, forward_error = pump(source, size, sink, downstream)
+    except OSError as exc:  # the upstream stalled or broke: ours is incomplete
+        got, sha, forward_error = -1, "", None
+        error = "receiving failed: %s" % (exc.strerror or exc)
+    else:
+        error = None
+        if got != size:
+            error = "short transfer: %d of %d bytes arrived" % (got, size)
+        elif sha != setup["sha256"]:
+            error = "sha256 mismatch: expected {}, got {}".format(setup["sha256"], sha)
+    if upstream is not None:
+        upstream.close()
+    if sink is not None:
+        error = error or sink.error
+        if error:
+            sink.discard()
+        else:
+            try:
+                sink.install(setup.get("leftovers") or setup["tmp"])
+            except OSError as exc:
+                sink.discard()
+                error = "cannot install {}: {}".format(setup["path"], exc.strerror or exc)
+    say({"ok": error is None, "error": error, "bytes": got, "forward_error": forward_error})
+    return 0 if error is None else 3
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except HopError as exc:
+        say({"ok": False, "linked": False, "error": str(exc)})
+        sys.exit(5)
