@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit fleet-test system-deps clean
+.PHONY: demo test unit lint fleet-test system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,10 @@ unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .fleetbench runs
+
+# ruff (pyflakes, pycodestyle, isort, pyupgrade, bugbear) on the tree; mypy on the controller for
+# its Python (3.11) and on what runs on the hosts (the agent and its wire) for theirs (3.9).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --python-version 3.9 bench/agent bench/wire bench/__init__.py fabfile/ship/hop.py
