@@ -46,6 +46,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from bench.errors import FleetbenchError
 from bench.wire import hist
 from bench.wire.job import RESULT_SCHEMA
 
@@ -57,7 +58,7 @@ RUN_KEYS = ("run_id", "name", "started_at", "finished_at", "spawn", "deployment"
 _LABEL = re.compile(r"(?P<name>.+)" + re.escape(REPEAT_MARK) + r"(?P<k>[1-9][0-9]*)\Z")
 
 
-class ResultError(ValueError):
+class ResultError(FleetbenchError, ValueError):
     """Agent results that cannot be merged, or a run.json that cannot be loaded."""
 
 

@@ -83,6 +83,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.errors import FleetbenchError
 from bench.wire.catalogue import CATALOGUE, Param, Workload, check_params, module_name
 
 SERVER_KINDS = ("redis-cluster", "redis", "command")
@@ -119,7 +120,7 @@ BENCHMARK_KEYS = ("name", "workload", "agents", "iterations", "duration", "warmu
                   "pipeline", "rate", "repeat", "parallel", "params")
 
 
-class SpecError(Exception):
+class SpecError(FleetbenchError):
     """Everything wrong with a spawn file; ``str()`` is the problems, one per line."""
 
     def __init__(self, problems: Sequence[str], *, source: str | None = None) -> None:

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from fabric import Connection
 
+from fabfile.errors import FleetbenchError
 from fabfile.remote import pool
 from fabfile.remote.shell import REMOTE_DIR, RemoteError, cmd, private_dir_command, run
 from fabfile.remote.ssh import SshSettings, connection, load_ssh_config, open_checked
@@ -48,7 +49,7 @@ _PREFLIGHT = (
 )
 
 
-class FleetError(Exception):
+class FleetError(FleetbenchError):
     """One or more hosts failed; the message names every one of them."""
 
     def __init__(self, what: str, failures: Mapping, results: Mapping | None = None):

@@ -11,6 +11,8 @@ import shlex
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
+from fabfile.errors import FleetbenchError
+
 #: Relative to the login's home, so each user of a host gets their own.
 REMOTE_DIR = ".fleetbench"
 PEX_ROOT = f"{REMOTE_DIR}/pex"
@@ -19,7 +21,7 @@ BIN_DIR = f"{REMOTE_DIR}/bin"
 TAIL_LINES = 20
 
 
-class RemoteError(Exception):
+class RemoteError(FleetbenchError):
     """A command failed on a host: names the host, the command and the tail of its output."""
 
     def __init__(self, host: str, command: str, detail: str, exit_code: int | None = None):

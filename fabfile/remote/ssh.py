@@ -21,6 +21,8 @@ import paramiko
 from fabric import Config, Connection
 from fabric.runners import Remote
 
+from fabfile.errors import FleetbenchError
+
 # paramiko logs its transport thread's failures (e.g. a ProxyCommand that exits) with full
 # tracebacks through logging's last-resort handler; we report those failures ourselves.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -29,7 +31,7 @@ USER_SSH_CONFIG = Path("~/.ssh/config").expanduser()
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
 
 
-class ConnectError(Exception):
+class ConnectError(FleetbenchError):
     """A host could not be reached or refused the login; names the host."""
 
     def __init__(self, host: str, reason: str):
@@ -190,10 +192,10 @@ def open_checked(c: Connection, settings: SshSettings) -> Connection:
     except paramiko.BadHostKeyException as exc:
         files = ", ".join(str(p) for p in getattr(c, "fleetbench_known_hosts", []))
         entry = known_hosts_name(c)
-        raise ConnectError(name, f"host key for {c.host} has CHANGED: known_hosts has {_describe_key(exc.expected_key)}, "
-                                 f"the host offered {_describe_key(exc.key)}. Refusing to connect (someone may be "
-                                 f"intercepting the connection). If the host was rebuilt, remove its old key "
-                                 f"(ssh-keygen -R '{entry}') from {files}.") from None
+        raise ConnectError(name, f"host key for {c.host} has CHANGED: known_hosts has "
+                                 f"{_describe_key(exc.expected_key)}, the host offered {_describe_key(exc.key)}. "
+                                 "Refusing to connect (someone may be intercepting the connection). If the host was "
+                                 f"rebuilt, remove its old key (ssh-keygen -R '{entry}') from {files}.") from None
     except paramiko.AuthenticationException as exc:
         raise ConnectError(name, f"login refused for {where}: {exc}") from None
     except paramiko.SSHException as exc:

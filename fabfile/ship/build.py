@@ -28,6 +28,7 @@ from fabric import Connection
 from pex.version import __version__ as PEX_VERSION
 
 import bench
+from fabfile.errors import FleetbenchError
 from fabfile.remote.fleet import Interpreter
 from fabfile.remote.shell import BIN_DIR, PEX_ROOT, cmd, run, tail
 from fabfile.ship.push import push, sha256_file
@@ -37,7 +38,7 @@ AGENT_REQUIREMENTS = ("hdrhistogram>=0.10.3", "uvloop>=0.17; sys_platform == 'li
 AGENT_ENTRY = "bench.agent"
 
 
-class BuildError(Exception):
+class BuildError(FleetbenchError):
     pass
 
 
@@ -137,8 +138,9 @@ class Builder:
                         raise
                 _pex([*common, "-m", script], "the server pex")
             if not _runs_module(out, script):
-                raise BuildError(f"server.script {script!r} is neither a console script nor a module (python -m) of "
-                                 f"the server requirements ({', '.join(requirements) or 'none'}) or the standard library")
+                raise BuildError(f"server.script {script!r} is neither a console script nor a module (python -m) "
+                                 f"of the server requirements ({', '.join(requirements) or 'none'}) "
+                                 "or the standard library")
 
         return self._cached("server", inputs, build)
 
