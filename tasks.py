@@ -13,26 +13,29 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from bench.spawn import spec
+from fabfile import stages
+from fabfile.errors import clean_errors
 from fabfile.runs import reports
-from fabfile.session_cache import clean_errors, forget_sessions, session, workspace
+from fabfile.session import Session, forget_sessions, session, workspace
 
 SPAWN = "spawn.toml"
+SPAWN_HELP = {"spawn": "spawn file (TOML or JSON; default spawn.toml)"}
 HELP = {
-    "spawn": "spawn file (TOML or JSON; default spawn.toml)",
+    **SPAWN_HELP,
     "ssh_config": "an ssh_config file to read first (the testbed's is read when it is up)",
     "accept_new_host_keys": "accept and remember unknown host keys (a changed key is always refused)",
 }
 
 
-def _session(spawn: str, ssh_config: str | None, accept_new_host_keys: bool, *, validate: bool = False):
+def _session(spawn: str, ssh_config: str | None, accept_new_host_keys: bool, *, validate: bool = False) -> Session:
     s = session(spawn or SPAWN, ssh_config, accept_new_host_keys)
     if validate:
-        s.spawn  # parses and validates the spawn file: a bad one fails here, before any SSH
+        _ = s.spawn  # parses and validates the spawn file: a bad one fails here, before any SSH
     return s
 
 
-@task(help=HELP)
-def check(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False):
+@task(help=SPAWN_HELP)
+def check(c, spawn=SPAWN):
     """Validate a spawn file without touching any host."""
     with clean_errors("check"):
         parsed = spec.load(Path(spawn))
@@ -44,7 +47,7 @@ def check(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False):
 def build(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False):
     """Build server.pex and agent.pex for the interpreters the hosts really have."""
     with clean_errors("build"):
-        artifacts = _session(spawn, ssh_config, accept_new_host_keys).build()
+        artifacts = stages.deploy.build(_session(spawn, ssh_config, accept_new_host_keys))
     for art in artifacts.values():
         print(f"{art.name}: {art.path} sha256 {art.sha256}")
 
@@ -53,9 +56,7 @@ def build(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False):
 def deploy(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, direct_push=False):
     """Build, push (via cat) and start the servers. Does nothing when nothing changed."""
     with clean_errors("deploy"):
-        s = _session(spawn, ssh_config, accept_new_host_keys)
-        s.direct_push = direct_push
-        s.deploy()
+        stages.deploy.run(_session(spawn, ssh_config, accept_new_host_keys), direct_push=direct_push)
 
 
 BENCH_HELP = {
@@ -70,20 +71,25 @@ def bench(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, agent_tim
     Failed agents and lost hosts are recorded and the rest goes on (`inv collect` decides the
     exit status); Ctrl-C stops the run's agents, keeps what they measured, leaves the servers."""
     with clean_errors("bench"):
-        _session(spawn, ssh_config, accept_new_host_keys, validate=True).bench(float(agent_timeout),
-                                                                                float(host_timeout))
+        stages.bench.run(_session(spawn, ssh_config, accept_new_host_keys, validate=True),
+                         float(agent_timeout), float(host_timeout))
 
 
 REPORT_HELP = {"run": "run id or directory (default: runs/latest)", "format": "simple, github, csv or json",
                "detail": "also the host facts and one row per agent"}
 
 
-@task(help={**HELP, **REPORT_HELP, "allow_partial": "exit 0 even when some agents failed"})
-def collect(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, run=None, format="simple",
-            allow_partial=False, detail=False):
+# --spawn is accepted (and unused: the run directory holds the spawn file it ran) so that a chain
+# can name it for every task, as in `inv bench --spawn x.toml collect --spawn x.toml`.
+COLLECT_HELP = {"spawn": "accepted for chained calls; the run's own spawn file is used",
+                **REPORT_HELP, "allow_partial": "exit 0 even when some agents failed"}
+
+
+@task(help=COLLECT_HELP)
+def collect(c, spawn=SPAWN, run=None, format="simple", allow_partial=False, detail=False):
     """Merge a run's agent results and host metrics into run.json and export/, print the tables."""
     with clean_errors("collect"):
-        merged = _session(spawn, ssh_config, accept_new_host_keys).collect(run, format, detail)
+        merged = stages.collect.run(workspace().runs_dir, run, format, detail)
     if merged["status"] != "ok" and not allow_partial:
         raise Exit(f"run {merged['run_id']} is {merged['status']}: see the failures above", code=1)
 
@@ -125,7 +131,7 @@ def plot(c, run=None, against=None):
 def down(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_files=False):
     """Stop every server and agent of ours on every host, and remove the remote files."""
     with clean_errors("down"):
-        _session(spawn, ssh_config, accept_new_host_keys).down(keep_files)
+        stages.down.run(_session(spawn, ssh_config, accept_new_host_keys), keep_files)
 
 
 @task(help={**HELP, **BENCH_HELP, "keep_up": "leave the servers running afterwards (also after Ctrl-C)",
@@ -137,13 +143,13 @@ def spawn(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_up=F
         s = _session(spawn, ssh_config, accept_new_host_keys, validate=True)
     try:
         with clean_errors("spawn"):
-            s.deploy()
-            s.bench(float(agent_timeout), float(host_timeout))
-            merged = s.collect()
+            stages.deploy.run(s)
+            stages.bench.run(s, float(agent_timeout), float(host_timeout))
+            merged = stages.collect.run(s.workspace.runs_dir, echo=s.echo)
     finally:
         if not keep_up:
             with clean_errors("down"):
-                s.down()
+                stages.down.run(s)
     if merged["status"] != "ok" and not allow_partial:
         raise Exit(f"run {merged['run_id']} is {merged['status']}", code=1)
 
@@ -204,7 +210,8 @@ def demo(c, hosts=5, keep=False):
 
 @task(help={"json": "print one JSON object instead of the table", "keep": "leave the perf testbed up",
             "only": "comma-separated figures to measure (default: all)", "hosts": "testbed hosts (default 32)",
-            "prefix": "the perf testbed's host prefix (default pf)", "subnet": "its subnet, 10.213.N.0/24 (default 243)"})
+            "prefix": "the perf testbed's host prefix (default pf)",
+            "subnet": "its subnet, 10.213.N.0/24 (default 243)"})
 def perf(c, json=False, keep=False, only=None, hosts=32, prefix="pf", subnet=243):
     """fleetbench's own benchmarks on a testbed of their own: fan-out, push, no-op deploy, agent, merge."""
     import json as json_module
@@ -229,10 +236,7 @@ def perf(c, json=False, keep=False, only=None, hosts=32, prefix="pf", subnet=243
         raise Exit(f"perf: {len(runner.errors)} figure(s) could not be measured: {', '.join(runner.errors)}", code=1)
 
 
-testbed = Collection("testbed")
-testbed.add_task(testbed_up, "up")
-testbed.add_task(testbed_status, "status")
-testbed.add_task(testbed_down, "down")
+testbed = Collection("testbed", up=testbed_up, status=testbed_status, down=testbed_down)
 
 ns = Collection(check, build, deploy, bench, collect, down, spawn, demo, testbed, runs, report, compare, plot,
                 perf)

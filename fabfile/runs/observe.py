@@ -74,8 +74,9 @@ def sampler_command(agent_pex: str, run_id: str, pid_files: Sequence[str], cap_s
     watch = "".join(f' --pid-file "$HOME"/{cmd(path)}' for path in pid_files)
     return (
         f"umask 077 && mkdir -p {cmd(directory)} && cd {cmd(directory)} || exit 1\n"
-        f"{pex_command(agent_pex, 'metrics', '--interval', INTERVAL_S, '--out', METRICS, '--duration', int(cap_s), wrapper='setsid nohup')}"
-        f"{watch} > {SAMPLER_LOG} 2>&1 < /dev/null &\n"
+        + pex_command(agent_pex, "metrics", "--interval", INTERVAL_S, "--out", METRICS, "--duration", int(cap_s),
+                      wrapper="setsid nohup")
+        + f"{watch} > {SAMPLER_LOG} 2>&1 < /dev/null &\n"
         "echo $!"
     )
 
@@ -147,7 +148,7 @@ class Observer:
     """One run's observation of its hosts; ``start``, then ``checkpoint`` after each phase, then
     ``finish`` (always, also after a failure or Ctrl-C)."""
 
-    def __init__(self, fleet: Fleet, run_dir: RunDir, agent_pex: str, nodes: Sequence[Mapping[str, Any]],
+    def __init__(self, fleet: Fleet, run_dir: RunDir, agent_pex: str, nodes: Sequence[Node],
                  *, cap_s: float, echo: Echo):
         self.fleet = fleet
         self.run_dir = run_dir
@@ -155,8 +156,7 @@ class Observer:
         self.cap_s = cap_s
         self.echo = echo
         by_host: dict[str, list[Node]] = {name: [] for name in fleet.names}
-        for n in nodes:
-            node = Node(**n)
+        for node in nodes:
             by_host.setdefault(node.host, []).append(node)
         self.hosts = {name: _Host(name, by_host[name]) for name in by_host if name in fleet.connections}
         self._warned: set = set()

@@ -18,8 +18,8 @@ from bench.report import compare as comparing
 from bench.report import hosts as host_metrics
 from bench.report import merge as result
 from bench.report import tables
+from fabfile.errors import PipelineError
 from fabfile.runs.store import RunDir, dir_name, list_runs, resolve
-from fabfile.session import PipelineError
 
 
 class ReportError(PipelineError):

@@ -276,7 +276,7 @@ class _NoFleet:
 def test_deploy_with_a_bad_spawn_file_exits_1_naming_the_key_before_any_ssh(data: st.DataObject, monkeypatch,
                                                                                tmp_path: Path) -> None:
     import fabfile.session
-    from fabfile.session_cache import forget_sessions
+    from fabfile.session import forget_sessions
 
     monkeypatch.setattr(fabfile.session, "Fleet", _NoFleet)
     monkeypatch.chdir(tmp_path)

@@ -1,0 +1,102 @@
+"""Deploy: build the pexes for the hosts' interpreters, push them, start the servers.
+
+A deploy whose servers already run what the spawn file asks for (same configuration, same
+server pex, still healthy) restarts nothing; any other deploy stops the previous servers first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from bench.spawn import spec
+from fabfile.deployment import Deployment
+from fabfile.servers import kinds as servers
+from fabfile.servers.nodes import Node
+from fabfile.session import Session
+from fabfile.ship import relay
+from fabfile.ship.build import Artifact, Builder
+from fabfile.ship.push import ProgressPrinter
+
+
+def run(s: Session, direct_push: bool = False) -> Deployment:
+    """Build, push and start; record the deployment. ``direct_push``: every host gets its own
+    copy from us (no host-to-host relay)."""
+    spawn = s.spawn
+    fleet = s.fleet()
+    artifacts = build(s)
+    placed = push(s, artifacts, direct=direct_push)
+    previous = s.deployment()
+    digest = _digest({"server": spec.to_dict(spawn)["server"], "servers": list(spawn.hosts.servers),
+                      "pex": artifacts["server"].sha256})
+    if previous and previous.server_digest == digest and _healthy(s, previous):
+        s.echo(f"servers already running ({previous.topology}, {len(previous.nodes)} nodes): nothing to restart")
+        deployment = previous
+    else:
+        if previous and previous.nodes:
+            s.echo("configuration changed: stopping the previous servers")
+            servers.stop(fleet, previous.nodes)
+        deployment = Deployment(spawn_path=str(s.spawn_path), server_digest=digest)
+        deployment.nodes, deployment.topology = _start_servers(s, artifacts["server"])
+    deployment.spawn = spec.to_dict(spawn)
+    deployment.artifacts = dict(artifacts)
+    deployment.hosts = {n: fleet.interpreters[n] for n in fleet.names}
+    deployment.pushed = placed
+    s.save(deployment)
+    return deployment
+
+
+def build(s: Session) -> dict[str, Artifact]:
+    """Probe every distinct interpreter, then build the server and agent pexes for them."""
+    fleet = s.fleet()
+    builder = Builder(s.workspace.cache_dir, echo=s.echo)
+    by_fingerprint: dict[str, str] = {}
+    for name in fleet.names:
+        by_fingerprint.setdefault(fleet.interpreters[name].fingerprint, name)
+    probed = fleet.each(lambda name: builder.probe_platform(fleet[name], fleet.interpreters[name]),
+                        by_fingerprint.values(), what="probe interpreter")
+    platform_of = {name: probed[by_fingerprint[fleet.interpreters[name].fingerprint]] for name in fleet.names}
+    versions = sorted({i.version for i in fleet.interpreters.values()})
+    s.echo(f"hosts run python {', '.join(versions)}")
+    server = s.spawn.server
+    return {
+        "server": builder.server(server.requirements, server_script(s.spawn),
+                                 [platform_of[h] for h in s.spawn.hosts.servers],
+                                 base_dir=s.spawn_path.parent),
+        "agent": builder.agent(list(set(platform_of.values())),
+                               spec.agent_modules(s.spawn, Path(s.spawn_path).parent)),
+    }
+
+
+def push(s: Session, artifacts: dict[str, Artifact], direct: bool = False) -> dict[str, list[str]]:
+    """Every host gets the agent pex (it also samples host metrics); servers get the server pex."""
+    fleet = s.fleet()
+    server_hosts = set(s.spawn.hosts.servers)
+    wanted = {name: [artifacts["agent"]] + ([artifacts["server"]] if name in server_hosts else [])
+              for name in fleet.names}
+    started = time.monotonic()
+    # 3+ hosts lacking a pex: relayed host to host (one copy over our uplink), else direct.
+    sent, kept = relay.deliver(fleet, wanted, relay=not direct, echo=s.echo,
+                               progress=ProgressPrinter("pex", echo=s.echo))
+    s.echo(f"pushed {sent} file(s), {kept} already in place, in {time.monotonic() - started:.1f}s")
+    return {name: [a.remote_path for a in arts] for name, arts in wanted.items()}
+
+
+def server_script(spawn: spec.Spawn) -> str:
+    return spawn.server.script or "redis-server"
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _healthy(s: Session, deployment: Deployment) -> bool:
+    kind = servers.kind_for(s.spawn, deployment.artifacts["server"].remote_path)
+    return servers.healthy(s.fleet(), kind, deployment.nodes, deployment.topology)
+
+
+def _start_servers(s: Session, server_pex: Artifact) -> tuple[list[Node], str]:
+    kind = servers.kind_for(s.spawn, server_pex.remote_path)
+    return servers.start(s.fleet(), kind, s.spawn.hosts.servers, s.echo), kind.topology

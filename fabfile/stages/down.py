@@ -1,0 +1,28 @@
+"""Down: stop every process of ours on every host of the deployment and remove our files."""
+
+from __future__ import annotations
+
+from fabfile.remote import reaper
+from fabfile.remote.shell import REMOTE_DIR, cmd
+from fabfile.remote.shell import run as run_remote
+from fabfile.session import Session
+
+
+def run(s: Session, keep_files: bool = False) -> None:
+    """The hosts come from the deployment record when there is one (the spawn file may have
+    changed since), else from the spawn file; ``keep_files`` leaves ~/.fleetbench on them."""
+    deployment = s.deployment()
+    hosts = list(deployment.hosts) if deployment and deployment.hosts else None
+    fleet = s.fleet(hosts)
+
+    def clean(name: str) -> list[int]:
+        pids = reaper.reap(fleet[name])
+        if not keep_files:
+            run_remote(fleet[name], cmd("rm", "-rf", REMOTE_DIR))
+        return pids
+
+    stopped = fleet.each(clean, what="down")
+    total = sum(len(p) for p in stopped.values())
+    s.echo(f"stopped {total} process(es) on {len(stopped)} host(s)"
+           + ("" if keep_files else f"; removed ~/{REMOTE_DIR} on each"))
+    s.forget_deployment()
