@@ -65,7 +65,8 @@ def logs(c, lines=30):
     c = _checked(c)
     script = (
         f"cd {cmd(REMOTE_DIR)}/nodes 2>/dev/null || {{ echo 'no server nodes'; exit 0; }}; "
-        f"for f in */start.log */server.log; do [ -s \"$f\" ] && {{ echo \"== $f\"; tail -n {int(lines)} \"$f\"; }}; done; true"
+        "for f in */start.log */server.log; do "
+        f"[ -s \"$f\" ] && {{ echo \"== $f\"; tail -n {int(lines)} \"$f\"; }}; done; true"
     )
     print(f"[{c.original_host}]")
     print(run(c, script).rstrip())

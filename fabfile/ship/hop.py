@@ -32,9 +32,12 @@ its downstream fails: one bad host costs only its own copy and those behind it, 
 controller redoes exactly those.
 """
 
+from __future__ import annotations
+
 import glob
 import hashlib
 import hmac
+import io
 import json
 import os
 import select
@@ -42,6 +45,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import cast
 
 CHUNK = 256 * 1024
 TOKEN_BYTES = 32
@@ -147,14 +152,14 @@ def connect_next(address, port, token, timeout):
     try:
         sock = socket.create_connection((address, port), timeout=timeout)
     except OSError as exc:
-        raise HopError(f"cannot reach {address}:{port}: {exc.strerror or exc}")
+        raise HopError(f"cannot reach {address}:{port}: {exc.strerror or exc}") from None
     try:
         sock.sendall(token)
         if recv_exact(sock, 1) != ACK:
             raise HopError(f"{address}:{port} did not accept this transfer")
     except OSError as exc:
         sock.close()
-        raise HopError(f"{address}:{port} did not answer: {exc}")
+        raise HopError(f"{address}:{port} did not answer: {exc}") from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -182,6 +187,8 @@ class Sink:
             self.discard()
 
     def install(self, leftovers):
+        if self.fh is None:  # never opened, or a write failed: self.error says which
+            raise OSError(self.error or f"{self.tmp} is not open")
         self.fh.close()
         self.fh = None
         os.chmod(self.tmp, 0o700)
@@ -233,7 +240,7 @@ def pump(source, size, sink, downstream):
 def main():
     os.chdir(os.path.expanduser("~"))
     os.umask(0o077)
-    stdin = sys.stdin.buffer
+    stdin = cast(io.BufferedReader, sys.stdin.buffer)
     setup = read_json_line(stdin)
     kind = setup["source"]
     timeout = float(setup.get("timeout") or 60)
@@ -260,6 +267,7 @@ def main():
     say({"linked": True})
 
     sink = None
+    source: Callable[[int], bytes]
     if kind == "file":
         try:
             fh = open(setup["path"], "rb")
@@ -270,22 +278,23 @@ def main():
     else:
         sink = Sink(setup["tmp"], setup["path"])
         if kind == "stdin":
-            source = stdin.read1
+            source = stdin.read1  # whatever has arrived, so the chain streams
+        elif upstream is None:  # the acceptor returned no connection and no error
+            raise HopError("the upstream hop never connected")
         else:
             upstream.settimeout(timeout)
+            source = upstream.recv
 
-            def source(n):
-                return upstream.recv(n)
-
+    error: str | None
     try:
         got, sha, forward_error = pump(source, size, sink, downstream)
     except OSError as exc:  # the upstream stalled or broke: ours is incomplete
         got, sha, forward_error = -1, "", None
-        error = "receiving failed: %s" % (exc.strerror or exc)
+        error = f"receiving failed: {exc.strerror or exc}"
     else:
         error = None
         if got != size:
-            error = "short transfer: %d of %d bytes arrived" % (got, size)
+            error = f"short transfer: {got} of {size} bytes arrived"
         elif sha != setup["sha256"]:
             error = "sha256 mismatch: expected {}, got {}".format(setup["sha256"], sha)
     if upstream is not None:

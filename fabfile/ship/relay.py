@@ -373,7 +373,7 @@ def deliver(fleet: Fleet, wanted: Mapping[str, Sequence[Payload]], *, relay: boo
         sent += len(need)
 
         def direct(names: list[str], payload: Payload = payload) -> None:
-            fleet.each(lambda h: push(fleet[h], payload.path, payload.remote_path, payload.sha256, progress),
+            fleet.each(lambda host: push(fleet[host], payload.path, payload.remote_path, payload.sha256, progress),
                        names, what=f"push {payload.name}")
 
         if not need:
