@@ -238,7 +238,8 @@ def test_a_cut_off_transfer_leaves_nothing(tmp_path: Path, payload: File) -> Non
     hop.close_stdin()
     answer = hop.message(10)
     hop.close()
-    assert answer["ok"] is False and answer["error"] == f"short transfer: 1000 of {payload.path.stat().st_size} bytes arrived"
+    size = payload.path.stat().st_size
+    assert answer["ok"] is False and answer["error"] == f"short transfer: 1000 of {size} bytes arrived"
     assert list((tmp_path / "home" / ".fleetbench" / "bin").iterdir()) == []
 
 
