@@ -1,7 +1,7 @@
 """One hop of a relay fan-out. Runs on a host as ``python3 -c <this file's text>``.
 
 Host side only: Python 3.9+, standard library only (hosts have nothing but python3). The
-controller (``fabfile/relay.py``) starts one hop per host over that host's SSH connection
+controller (``fabfile/ship/relay.py``) starts one hop per host over that host's SSH connection
 and speaks to it in JSON lines on stdin/stdout:
 
     controller -> {"source": "stdin"|"peer"|"file", "path", "tmp", "leftovers", "size",

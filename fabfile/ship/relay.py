@@ -351,7 +351,7 @@ def _line(obj: object) -> bytes:
     return (json.dumps(obj) + "\n").encode()
 
 
-# -- what Session.push uses --------------------------------------------------------------------
+# -- what stages.deploy.push uses ------------------------------------------------------------
 
 
 def deliver(fleet: Fleet, wanted: Mapping[str, Sequence[Payload]], *, relay: bool = True,
