@@ -176,7 +176,8 @@ iterations = 10
 
     before = snapshot()
     # h5: a disk with 2 MB free where fleetbench keeps its files; h6: no python3 at all.
-    in_host_mounts(project, h[4], "mkdir -p /root/.fleetbench && mount -t tmpfs -o size=2m,mode=700 tmpfs /root/.fleetbench")
+    in_host_mounts(project, h[4],
+                   "mkdir -p /root/.fleetbench && mount -t tmpfs -o size=2m,mode=700 tmpfs /root/.fleetbench")
     in_host_mounts(project, h[5], NO_PYTHON)
     try:
         proc = project.inv("deploy", "--spawn", str(spawn), check=False, timeout=180)
@@ -200,8 +201,9 @@ iterations = 10
 
 def test_server_that_cannot_start_shows_its_log_and_leaves_nothing_running(project):
     h = project.hosts
-    spawn = project.write_spawn("port-taken.toml", (HEAD + STEADY).replace('servers = ["$h1"]', 'servers = ["$h1", "$h2", "$h3"]')
-                                .replace('kind = "redis"', 'kind = "redis-cluster"').replace("DURATION", "1s"))
+    text = (HEAD + STEADY).replace('servers = ["$h1"]', 'servers = ["$h1", "$h2", "$h3"]')
+    spawn = project.write_spawn("port-taken.toml",
+                                text.replace('kind = "redis"', 'kind = "redis-cluster"').replace("DURATION", "1s"))
     # Something that is not ours already listens on the port on h2: its node cannot start.
     squatter = project.ssh(h[1], f"nohup python3 -c 'import socket, time; s = socket.socket(); "
                                  f"s.bind((\"0.0.0.0\", {PORT})); s.listen(); time.sleep(600)' "
@@ -363,7 +365,8 @@ def test_full_disk_during_a_push_names_the_host_and_the_file(project):
     spawn = spawn_file(project, "full.toml")
     agent = deployed(project, spawn)["artifacts"]["agent"]
     bin_dir = str(Path(agent["remote_path"]).parent)
-    in_host_mounts(project, h[5], f"mkdir -p /root/{bin_dir} && mount -t tmpfs -o size=2m,mode=700 tmpfs /root/{bin_dir}")
+    in_host_mounts(project, h[5],
+                   f"mkdir -p /root/{bin_dir} && mount -t tmpfs -o size=2m,mode=700 tmpfs /root/{bin_dir}")
     try:
         c = checked_connection(project, h[5])
         with pytest.raises(RemoteError) as caught:

@@ -35,11 +35,13 @@ def _toml(text: str) -> str:
     return json.dumps(text)  # a JSON string is a valid TOML basic string
 
 
-def run_inv(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_inv(cwd: Path, *args: str, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(INV), "--search-root", str(REPO), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     if check and proc.returncode != 0:
-        raise AssertionError(f"inv {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"inv {' '.join(args)} exited {proc.returncode}\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
 
 
@@ -114,7 +116,8 @@ def hostile(project, tmp_path_factory) -> Iterator[dict]:
     try:
         proc = run_inv(root, "deploy", "--spawn", str(spawn), "bench", "--spawn", str(spawn),
                        "collect", "--spawn", str(spawn), env=env)
-        yield {"root": root, "proc": proc, "run": root / "runs" / "latest", "hosts": [project.hosts[i] for i in (0, 3, 4)]}
+        yield {"root": root, "proc": proc, "run": root / "runs" / "latest",
+               "hosts": [project.hosts[i] for i in (0, 3, 4)]}
     finally:
         run_inv(root, "down", "--spawn", str(spawn), check=False)
 
@@ -189,7 +192,8 @@ def test_no_key_or_token_is_written_to_logs_results_or_hosts(project, hostile):
             written.append(path.read_text(errors="replace"))
     for host in hostile["hosts"]:  # every file of ours on the host, and the environment of every process
         written.append(project.ssh(host, "find ~/.fleetbench -type f -size -2M ! -name '*.pex' ! -path '*/pex/*' "
-                                         "-exec cat {} + 2>/dev/null; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'; true"
+                                         "-exec cat {} + 2>/dev/null; "
+                                         "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'; true"
                                    ).stdout)
     for text in written:
         for secret in secrets:
