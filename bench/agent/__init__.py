@@ -1,7 +1,7 @@
 """The agent: the program fleetbench runs on each agent host, inside its own pex.
 
 ``python -m bench.agent run --job JSON [--out PATH]`` applies one AgentJob's load to the
-servers and prints one result (bench.wire.job.RESULT_SCHEMA). Modules, from the wire up:
+servers and prints one result (bench.wire.result.AgentResult). Modules, from the wire up:
 
 - ``resp``: RESP2 encoding, and a reply scanner that counts without building values
 - ``client``: one asyncio Protocol per TCP connection, batches in, completions out; the
@@ -13,8 +13,9 @@ servers and prints one result (bench.wire.job.RESULT_SCHEMA). Modules, from the 
 - ``workloads``: the registry of workloads, each a stream of pre-encoded ops
 - ``engine``: the load loop (workers, pipelining, closed/open loop, warmup, redirects)
 - ``stats``: per-batch recording into per-second counts and HdrHistograms
-- ``jobcheck``, ``result``, ``runner``, ``__main__``: job checking, result output, the CLI
+- ``result``, ``runner``, ``__main__``: result output, the run, the CLI (a job checks itself:
+  ``bench.wire.job.AgentJob.from_json``)
 
 Only the standard library, hdrhistogram and (optionally) uvloop are imported here, plus
-bench.wire.job, bench.wire.hist and bench.wire.catalogue: the agent pex must stay small.
+``bench.wire``: the agent pex must stay small (it ships ``bench/wire`` and ``bench/agent`` only).
 """

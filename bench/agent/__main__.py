@@ -42,15 +42,15 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("--out", help="also write the result here (atomically)")
     args = parser.parse_args(argv)
 
-    from bench.agent.jobcheck import InvalidJob, parse_job
     from bench.agent.runner import EXIT_INVALID, run
+    from bench.wire.job import AgentJob, InvalidJob
 
     text = args.job
     try:
         if text is None:
             with open(args.job_file) as f:
                 text = f.read()
-        job = parse_job(text)
+        job = AgentJob.from_json(text)
         return run(job, args.out)  # raises InvalidJob only before connecting
     except InvalidJob as exc:
         print(f"fleetbench-agent: invalid job: {exc}", file=sys.stderr)

@@ -13,19 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.agent import resp
+from bench.wire.job import Address, split_target
 
 SLOTS = 16384
-Address = tuple[str, int]
-
-
-def parse_address(text: str) -> Address:
-    """``host:port`` (IPv6 as ``[::1]:6379``) to ``(host, port)``."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"target {text!r} is not host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
+#: A target's ``host:port`` is part of the job's format, so it is parsed where the job is.
+parse_address = split_target
 
 
 def format_address(address: Address) -> str:

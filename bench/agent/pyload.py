@@ -70,7 +70,7 @@ def load_target(target: str) -> Callable[..., Any]:
             raise ValueError(f"{target!r}: module {module_name!r} has no {attr_path!r}") from None
     if not callable(obj):
         raise ValueError(f"{target!r} is a {type(obj).__name__}, not a function")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def _where(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""The result object (bench.wire.job.RESULT_SCHEMA) and how it leaves the agent.
+"""The result (bench.wire.result.AgentResult) and how it leaves the agent.
 
 It is written to ``--out`` first (tmp file + rename, so a reader never sees half a file and
 a result survives a lost controller), then printed as the last line of stdout.
@@ -12,17 +12,16 @@ import platform
 import socket
 import sys
 import tempfile
-from typing import Any
 
 import bench
-from bench.agent.jobcheck import job_dict
 from bench.agent.stats import Recorder
-from bench.wire.job import RESULT_SCHEMA, AgentJob
+from bench.wire.job import AgentJob
+from bench.wire.result import RESULT_SCHEMA, AgentResult
 
 
 def build(job: AgentJob, rec: Recorder, *, fatal: str | None = None, interrupted: bool = False,
-          event_loop: str = "asyncio") -> dict[str, Any]:
-    out: dict[str, Any] = {
+          event_loop: str = "asyncio") -> AgentResult:
+    out: AgentResult = {
         "schema": RESULT_SCHEMA,
         "run_id": job.run_id,
         "benchmark": job.benchmark,
@@ -40,7 +39,7 @@ def build(job: AgentJob, rec: Recorder, *, fatal: str | None = None, interrupted
         "error_samples": list(rec.error_samples),
         "histograms": rec.histograms(),
         "timeseries": rec.series,
-        "job": job_dict(job),
+        "job": job.to_dict(),
     }
     if job.rate is not None:
         out["late_ops"] = rec.late_ops
@@ -72,7 +71,7 @@ def write_atomic(path: str, text: str) -> None:
         raise
 
 
-def emit(result: dict[str, Any], out_path: str | None) -> bool:
+def emit(result: AgentResult, out_path: str | None) -> bool:
     """Write ``--out`` (if any) and print the one result line. False if ``--out`` failed."""
     line = json.dumps(result, sort_keys=True, separators=(",", ":"))
     ok = True

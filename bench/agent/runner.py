@@ -15,19 +15,22 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 
 from bench.agent import cluster, workloads
 from bench.agent.engine import Engine, Phase
-from bench.agent.jobcheck import InvalidJob
 from bench.agent.result import build, emit
 from bench.agent.stats import Recorder
-from bench.wire.job import AgentJob
+from bench.wire.job import AgentJob, InvalidJob
 
 EXIT_OK, EXIT_FATAL, EXIT_INVALID = 0, 1, 2
 PREFILL_BYTES_IN_FLIGHT = 1 << 20  # per connection, so big values do not balloon memory
 
 
-def make_logger(job: AgentJob):  # type: ignore[no-untyped-def]
+Log = Callable[[str], None]
+
+
+def make_logger(job: AgentJob) -> Log:
     prefix = f"fleetbench-agent[{job.agent_num}/{job.agents}@{socket.gethostname()}]"
 
     def log(message: str) -> None:
@@ -50,7 +53,7 @@ def new_loop() -> tuple[asyncio.AbstractEventLoop, str]:
     return uvloop.new_event_loop(), "uvloop"
 
 
-def raise_fd_limit(needed: int, log) -> None:  # type: ignore[no-untyped-def]
+def raise_fd_limit(needed: int, log: Log) -> None:
     """Lift the soft open-files limit (often 1024) towards the hard one when the job needs it:
     every worker holds one socket per node."""
     try:
@@ -72,7 +75,7 @@ def raise_fd_limit(needed: int, log) -> None:  # type: ignore[no-untyped-def]
 
 def build_plan(job: AgentJob) -> workloads.Plan:
     if job.workload not in workloads.REGISTRY:
-        raise InvalidJob(f"workload {job.workload!r} is not implemented by this agent "
+        raise InvalidJob("workload", f"{job.workload!r} is not implemented by this agent "
                          f"(it has: {', '.join(sorted(workloads.REGISTRY))})")
     ctx = workloads.Context(params=job.params, agent_num=job.agent_num, agents=job.agents,
                             connections=job.connections, pipeline=job.pipeline, targets=tuple(job.targets),
@@ -80,7 +83,7 @@ def build_plan(job: AgentJob) -> workloads.Plan:
     try:
         return workloads.build(job.workload, ctx)
     except ValueError as exc:
-        raise InvalidJob(str(exc)) from None
+        raise InvalidJob("params", str(exc)) from None
 
 
 def run(job: AgentJob, out_path: str | None) -> int:

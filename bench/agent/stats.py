@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from bench.wire import hist
+from bench.wire.result import Histograms, TimeseriesPoint
 
 LATE_S = 0.001  # an open-loop op is "late" if sent more than this after its intended start
 MAX_ERROR_SAMPLES = 5
@@ -51,7 +52,7 @@ class Recorder:
         self.error_samples: list[str] = []
         self.latency = hist.new()  # from intended start (closed loop: from send)
         self.service = hist.new() if open_loop else None  # from actual send
-        self.series: list[dict[str, Any]] = []
+        self.series: list[TimeseriesPoint] = []
         self._sec = 0
         self._lat: dict[int, int] = {}
         self._svc: dict[int, int] = {}
@@ -118,8 +119,8 @@ class Recorder:
     def elapsed(self) -> float:
         return max(0.0, self.last_done - self.start) if self.began else 0.0
 
-    def histograms(self) -> dict[str, str]:
-        out = {"latency_us": hist.encode(self.latency)}
+    def histograms(self) -> Histograms:
+        out: Histograms = {"latency_us": hist.encode(self.latency)}
         if self.service is not None:
             out["service_us"] = hist.encode(self.service)
         return out

@@ -1,12 +1,9 @@
 """The run schema (``run.json``) and the exact merge of agent results into it.
 
-Each agent prints one result (``bench.wire.job.RESULT_SCHEMA``)::
-
-    {"schema", "run_id", "benchmark", "workload", "agent_num", "agents", "host", "python",
-     "fleetbench", "started_at", "elapsed_s", "ops", "errors", "error_samples",
-     "histograms": {"latency_us": <bench.wire.hist.encode text>, "service_us": <optional>},
-     "timeseries": [{"t", "ops", "errors", "p50", "p99", "hist": <optional encoded>}],
-     "job", "late_ops": <optional>, "fatal": <optional message>, "interrupted": <optional bool>}
+Each agent sends one result (:class:`bench.wire.result.AgentResult`, ``RESULT_SCHEMA``); an
+agent without a successful one is described by a :class:`bench.wire.result.Failure`. Both types
+and their format history are in ``bench.wire.result``; results read back from disk are still
+checked here, key by key, since a run store may hold anything.
 
 :func:`merge_benchmark` turns the results of one benchmark (one repetition of it) into one
 entry; :func:`build_run` groups repetitions and wraps the entries with the run's metadata.
@@ -48,7 +45,7 @@ from hdrh.histogram import HdrHistogram
 
 from bench.errors import FleetbenchError
 from bench.wire import hist
-from bench.wire.job import RESULT_SCHEMA
+from bench.wire.result import RESULT_SCHEMA, AgentResult, Failure
 
 SCHEMA_VERSION = 1
 REPEAT_MARK = "#"
@@ -85,17 +82,17 @@ def split_label(label: str) -> tuple[str, int | None]:
 
 def merge_benchmark(
     name: str,
-    agent_results: Sequence[Mapping[str, Any]],
-    failures: Sequence[Mapping[str, Any]],
+    agent_results: Sequence[AgentResult],
+    failures: Sequence[Failure],
     *,
     workload: str | None = None,
     agents: int | None = None,
 ) -> dict[str, Any]:
     """Merge one benchmark's agent results (and its agents that produced none) into an entry.
 
-    ``failures`` are ``{"agent_num", "host", "error", "stderr_tail"}`` for agents without a
-    result. ``workload`` and ``agents`` (the planned count) may be given so that a benchmark
-    whose agents all failed is still described; when given they must agree with the results.
+    ``failures`` are the agents without a result. ``workload`` and ``agents`` (the planned
+    count) may be given so that a benchmark whose agents all failed is still described; when
+    given they must agree with the results.
 
     The entry::
 
@@ -132,7 +129,7 @@ def merge_benchmark(
     service = _Merged()
     rows: list[dict[str, Any]] = []
     samples: list[str] = []
-    partial: list[dict[str, Any]] = []
+    partial: list[Failure] = []
     ops = errors = late_ops = 0
     seconds = 0.0
     for result in results:
@@ -206,14 +203,14 @@ def merge_repeats(name: str, entries: Sequence[Mapping[str, Any]]) -> dict[str, 
     ks = [k for k, _ in numbered]
     if len(set(ks)) != len(ks):
         raise ResultError(f"benchmark {name!r}: repetition listed twice in {ks}")
-    workloads = {e.get("workload") for _, e in numbered} - {None}
+    workloads = {str(e["workload"]) for _, e in numbered if e.get("workload") is not None}
     if len(workloads) > 1:
         raise ResultError(f"benchmark {name!r}: repetitions ran different workloads {sorted(workloads)}")
 
     latency = _Merged()
     service = _Merged()
     has_service = False
-    for k, entry in numbered:
+    for _, entry in numbered:
         latency.add(_decode(entry.get("histogram"), f"benchmark {entry.get('name')!r}: histogram"))
         if entry.get("service_histogram") is not None:
             has_service = True
@@ -411,7 +408,7 @@ def _who(name: str, result: Mapping[str, Any]) -> str:
     return f"benchmark {name!r}: agent {result.get('agent_num')} on {result.get('host')}"
 
 
-def _failure(failure: Mapping[str, Any], name: str) -> dict[str, Any]:
+def _failure(failure: Failure, name: str) -> Failure:
     if not isinstance(failure, Mapping) or "agent_num" not in failure:
         raise ResultError(f"benchmark {name!r}: a failure lacks agent_num: {failure!r}")
     return {"agent_num": failure["agent_num"], "host": failure.get("host"),
@@ -422,7 +419,7 @@ _REQUIRED = ("schema", "benchmark", "workload", "agent_num", "agents", "host", "
              "histograms")
 
 
-def _check_compatible(name: str, results: Sequence[Mapping[str, Any]], failed: Sequence[Mapping[str, Any]],
+def _check_compatible(name: str, results: Sequence[AgentResult], failed: Sequence[Failure],
                       workload: str | None, agents: int | None) -> int:
     """Refuse results that are not one benchmark's; return the number of agents planned."""
     for result in results:

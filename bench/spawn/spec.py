@@ -84,9 +84,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import FleetbenchError
-from bench.wire.catalogue import CATALOGUE, Param, Workload, check_params, module_name
+from bench.wire.catalogue import CATALOGUE, SERVER_KINDS, Param, Workload, check_params, module_name
 
-SERVER_KINDS = ("redis-cluster", "redis", "command")
 DEFAULT_PORT = 7000
 #: A cluster node also listens on its port + 10000 (the cluster bus), which must be a port too.
 MAX_CLUSTER_PORT = 65535 - 10000

@@ -15,7 +15,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 DISTRIBUTIONS = ("uniform", "zipf", "sequential", "hotspot", "latest")
+#: The server kinds a spawn file may name and an agent can drive: the one list of them.
+SERVER_KINDS = ("redis-cluster", "redis", "command")
 REDIS_KINDS = ("redis-cluster", "redis")
+#: In a workload's ``servers``: it reaches its own nodes (urls, in-process calls), any kind fits.
+ANY_SERVER = "any"
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")
 #: Modules a python workload may not ship: they would hide the agent's own code.
 RESERVED_MODULES = ("bench", "hdrh", "uvloop", "pbr", "setuptools", "pkg_resources", "__main__")
@@ -36,7 +40,7 @@ class Param:
 class Workload:
     name: str
     help: str
-    servers: tuple[str, ...]  # server kinds it can drive; "any" for url-driven workloads
+    servers: tuple[str, ...]  # server kinds it can drive; ANY_SERVER for url-driven workloads
     params: tuple[Param, ...]
 
     def defaults(self) -> dict[str, Any]:
@@ -78,15 +82,18 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("get", "GET key (prefills the keyspace first unless prefill = false)", REDIS_KINDS,
              KEYS + (VALUE, Param("prefill", "bool", True, "SET every key once before measuring"))),
     Workload("mixed", "GET or SET by read_ratio", REDIS_KINDS,
-             KEYS + (VALUE, Param("read_ratio", "float", 0.9, "fraction of ops that are GET", minimum=0.0, maximum=1.0))),
+             KEYS + (VALUE, Param("read_ratio", "float", 0.9, "fraction of ops that are GET",
+                                  minimum=0.0, maximum=1.0))),
     Workload("setbit", "SETBIT row column 1 at random (pi: random-set-bits)", REDIS_KINDS, BITMAP),
     Workload("diagonal-setbit", "SETBIT along a diagonal; agents never overlap (pi: diagonal-set-bits)",
              REDIS_KINDS, BITMAP),
     Workload("zipf", "SETBIT or clear with zipf-chosen rows and columns (pi: zipf)", REDIS_KINDS,
              _with(BITMAP, Param("distribution", "str", "zipf", "how rows are chosen", choices=DISTRIBUTIONS),
-                   Param("ratio", "float", 0.9, "fraction of ops that set (the rest clear)", minimum=0.0, maximum=1.0))),
+                   Param("ratio", "float", 0.9, "fraction of ops that set (the rest clear)",
+                         minimum=0.0, maximum=1.0))),
     Workload("import", "bulk SETBIT, pipelined, with uniform or exponential gaps between columns (pi: import)",
-             REDIS_KINDS, _with(BITMAP, Param("gaps", "str", "uniform", "column gaps", choices=("uniform", "exponential")))),
+             REDIS_KINDS,
+             _with(BITMAP, Param("gaps", "str", "uniform", "column gaps", choices=("uniform", "exponential")))),
     Workload("bitop", "BITOP over N rows into a scratch key, then BITCOUNT (pi: basic-query)", REDIS_KINDS,
              _with(BITMAP, Param("op", "str", "AND", "bit operation", choices=("AND", "OR", "XOR", "DIFF")),
                    Param("rows_per_query", "int", 2, "rows combined per query", minimum=1))),
@@ -94,7 +101,7 @@ WORKLOADS: tuple[Workload, ...] = (
              REDIS_KINDS, _with(BITMAP, Param("depth", "int", 2, "tree depth", minimum=1, maximum=8),
                                 Param("fanout", "int", 2, "children per node", minimum=1, maximum=8))),
     Workload("http", "HTTP/1.1 requests, round-robin over paths on every server node, or over urls",
-             ("command", "any"), (
+             ("command", ANY_SERVER), (
         Param("method", "str", "GET", "HTTP method", choices=HTTP_METHODS),
         Param("paths", "list", ["/"], "paths requested round-robin on every server node"),
         Param("urls", "list", [], "absolute http:// URLs requested round-robin instead of the server nodes"),
@@ -104,7 +111,7 @@ WORKLOADS: tuple[Workload, ...] = (
               minimum=0.0, maximum=3600.0),
         SEED,
     )),
-    Workload("python", "a user's function, shipped inside the agent pex", ("redis-cluster", "redis", "command", "any"), (
+    Workload("python", "a user's function, shipped inside the agent pex", (*SERVER_KINDS, ANY_SERVER), (
         Param("target", "str", "", "module:function, called once per connection; it returns the op callable"),
         Param("modules", "list", [], "local .py files or package directories (relative to the spawn file) "
                                      "shipped inside the agent pex"),

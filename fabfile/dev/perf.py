@@ -51,7 +51,7 @@ from bench.report import merge as result
 from bench.report import tables
 from bench.spawn import plan, spec
 from bench.wire import hist
-from bench.wire.job import RESULT_SCHEMA
+from bench.wire.result import RESULT_SCHEMA, AgentResult
 from fabfile.dev.testbed import Testbed
 from fabfile.remote import reaper
 from fabfile.remote.fleet import Fleet
@@ -126,17 +126,17 @@ def timed(fn: Callable[[], Any]) -> float:
 # -- merging (no testbed) ------------------------------------------------------------------------
 
 
-def synthetic_results(count: int, seed: int = 1) -> list[dict[str, Any]]:
+def synthetic_results(count: int, seed: int = 1) -> list[AgentResult]:
     """``count`` agent results of one 10-second benchmark, each with its own histogram."""
     rng = random.Random(seed)
-    out = []
+    out: list[AgentResult] = []
     for num in range(count):
         h = hist.new()
         for _ in range(300):  # ~300 distinct latencies per agent, 3,000 ops
             h.record_value(int(rng.lognormvariate(5.5, 0.6)) + 1, 10)
         out.append({"schema": RESULT_SCHEMA, "run_id": "perf", "benchmark": "set", "workload": "set",
                     "agent_num": num, "agents": count, "host": f"h{num % 32 + 1}", "python": "3.11.2",
-                    "fleetbench": "perf", "started_at": 0.0, "elapsed_s": 10.0, "ops": 3000, "errors": 0,
+                    "fleetbench": "perf", "event_loop": "asyncio", "started_at": 0.0, "elapsed_s": 10.0, "ops": 3000, "errors": 0,
                     "error_samples": [], "histograms": {"latency_us": hist.encode(h)},
                     "timeseries": [{"t": t, "ops": 300, "errors": 0, "p50": 250, "p99": 900} for t in range(10)],
                     "job": {}})

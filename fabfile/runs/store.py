@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.wire.result import AgentRecord
+
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._#-]{0,99}\Z")
 
 
@@ -87,13 +89,13 @@ class RunDir:
     def agent_path(self, benchmark: str, agent_num: int) -> Path:
         return self.path / "agents" / dir_name(benchmark) / f"agent-{agent_num}.json"
 
-    def write_agent(self, benchmark: str, agent_num: int, record: dict[str, Any], stderr: list[str]) -> None:
-        """``record`` is {"result": ...} or {"failure": ...}; stderr is kept beside it."""
+    def write_agent(self, benchmark: str, agent_num: int, record: AgentRecord, stderr: list[str]) -> None:
+        """``record`` holds the result, or the failure (and the result if any); stderr is kept beside it."""
         path = self.agent_path(benchmark, agent_num)
         write_atomic(path.with_suffix(".stderr"), "\n".join(stderr) + ("\n" if stderr else ""))
         write_json(path, {**record, "benchmark": benchmark})
 
-    def agent_records(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def agent_records(self) -> Iterator[tuple[str, AgentRecord]]:
         """(benchmark, record) for every agent written so far."""
         for path in sorted((self.path / "agents").glob("*/agent-*.json")):
             record = json.loads(path.read_text())

@@ -13,10 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from fabric import Connection
 
 from bench.wire.job import AgentJob
+from bench.wire.result import AgentRecord, AgentResult, Failure
 from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, cmd, label, run, tail
 from fabfile.runs.store import dir_name
 
@@ -27,7 +29,7 @@ Echo = Callable[[str], None]
 class AgentOutcome:
     host: str
     job: AgentJob
-    result: dict | None = None
+    result: AgentResult | None = None
     exit_code: int | None = None
     error: str | None = None
     stderr: list[str] = field(default_factory=list)
@@ -37,10 +39,17 @@ class AgentOutcome:
     def ok(self) -> bool:
         return self.result is not None and self.exit_code == 0 and not self.result.get("fatal")
 
-    def failure(self) -> dict[str, object]:
+    def failure(self) -> Failure:
+        fatal = self.result.get("fatal") if self.result is not None else None
         return {"agent_num": self.job.agent_num, "host": self.host,
-                "error": self.error or (self.result or {}).get("fatal") or f"exit status {self.exit_code}",
+                "error": self.error or fatal or f"exit status {self.exit_code}",
                 "stderr_tail": tail("\n".join(self.stderr))}
+
+    def record(self) -> AgentRecord:
+        """What the run store keeps for this agent: its result, and why it failed if it did."""
+        if self.ok:
+            return {"benchmark": self.job.benchmark, "result": self.result}
+        return {"benchmark": self.job.benchmark, "failure": self.failure(), "result": self.result}
 
 
 def remote_run_dir(run_id: str) -> str:
@@ -142,14 +151,16 @@ def _why_lost(c: Connection) -> str:
     return f" ({exc})" if exc else ""
 
 
-def _last_json(stdout: bytes) -> dict | None:
+def _last_json(stdout: bytes) -> AgentResult | None:
+    """The result line. Not checked here: the merge checks every result it reads back."""
     for line in reversed(stdout.decode(errors="replace").splitlines()):
         line = line.strip()
         if line.startswith("{"):
             try:
-                return json.loads(line)
+                data = json.loads(line)
             except ValueError:
                 return None
+            return cast(AgentResult, data) if isinstance(data, dict) else None
     return None
 
 

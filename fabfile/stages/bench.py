@@ -113,8 +113,7 @@ def _run_agents(fleet: Fleet, agent_pex: str, jobs: list[tuple[str, AgentJob]], 
     cancel = threading.Event()  # set after Ctrl-C, once stopped agents had time to report
 
     def record(outcome: AgentOutcome) -> None:
-        body = {"result": outcome.result} if outcome.ok else {"failure": outcome.failure(), "result": outcome.result}
-        run_dir.write_agent(outcome.job.benchmark, outcome.job.agent_num, body, outcome.stderr)
+        run_dir.write_agent(outcome.job.benchmark, outcome.job.agent_num, outcome.record(), outcome.stderr)
         if not outcome.ok:
             echo(f"agent {outcome.job.benchmark}#{outcome.job.agent_num} on {outcome.host} failed: "
                  f"{outcome.failure()['error']}")

@@ -13,6 +13,7 @@ from typing import Any
 from bench.report import export, tables
 from bench.report import merge as result
 from bench.spawn import plan, spec
+from bench.wire.result import AgentResult, Failure
 from fabfile.runs import observe
 from fabfile.runs.store import RunDir, dir_name, resolve
 from fabfile.session import Echo, say
@@ -43,11 +44,12 @@ def run(runs_dir: Path, run_ref: str | None = None, fmt: str = "simple", detail:
 
 def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any]) -> list[dict[str, Any]]:
     """One merged entry per benchmark that has records, in run order (then any unplanned)."""
-    by_bench: dict[str, tuple[list[dict], list[dict]]] = {}
+    by_bench: dict[str, tuple[list[AgentResult], list[Failure]]] = {}
     for bench_name, record in run_dir.agent_records():
         ok, failed = by_bench.setdefault(bench_name, ([], []))
-        if record.get("result"):  # a partial (fatal or interrupted) result is merged and flagged
-            ok.append(record["result"])
+        agent_result = record.get("result")
+        if agent_result:  # a partial (fatal or interrupted) result is merged and flagged
+            ok.append(agent_result)
         else:
             failed.append(record["failure"])
     ran = spec.parse(spawn_data, name=spawn_data.get("name", "spawn"))

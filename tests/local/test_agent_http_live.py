@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from bench.wire import hist
-from bench.wire.job import RESULT_SCHEMA
+from bench.wire.result import RESULT_SCHEMA
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"

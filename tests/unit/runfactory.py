@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.report import merge as result
 from bench.wire import hist
-from bench.wire.job import RESULT_SCHEMA
+from bench.wire.result import RESULT_SCHEMA
 
 T0 = 1_790_000_000.0  # an epoch second to hang runs on
 

@@ -17,7 +17,7 @@ import pytest
 from bench.report import merge as result
 from bench.report import tables
 from bench.wire import hist
-from bench.wire.job import RESULT_SCHEMA
+from bench.wire.result import RESULT_SCHEMA
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 UPDATE = os.environ.get("FLEETBENCH_UPDATE_GOLDEN") == "1"

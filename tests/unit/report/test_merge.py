@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bench.report import merge as result
 from bench.report.merge import ResultError
 from bench.wire import hist
-from bench.wire.job import RESULT_SCHEMA
+from bench.wire.result import RESULT_SCHEMA
 
 META = {"run_id": "20261124-160000-ab12", "name": "bitmaps", "started_at": "2026-11-24T16:00:00Z",
         "finished_at": "2026-11-24T16:05:00Z", "spawn": {"name": "bitmaps"}, "deployment": {"pex": "abc"}}

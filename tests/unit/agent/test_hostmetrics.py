@@ -14,8 +14,8 @@ import pytest
 
 from bench.agent import hostmetrics as hm
 
-PROC = Path(__file__).resolve().parent.parent / "data" / "proc"
-REPO = Path(__file__).resolve().parents[2]
+PROC = Path(__file__).resolve().parents[2] / "data" / "proc"
+REPO = Path(__file__).resolve().parents[3]
 
 
 def fixture(name: str) -> str:

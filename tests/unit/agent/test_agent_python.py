@@ -19,12 +19,12 @@ from engine_harness import run_phase
 from bench.agent import cluster, pyload
 from bench.agent import workloads as W
 from bench.agent.engine import Engine
-from bench.agent.jobcheck import InvalidJob, effective_params, parse_job
 from bench.agent.stats import Recorder
 from bench.spawn import spec
+from bench.wire.job import AgentJob, InvalidJob, effective_params
 from fabfile.ship import build
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 _names = itertools.count()
 
 
@@ -80,8 +80,9 @@ def test_load_target_names_what_is_missing(module):
 def test_job_with_a_bad_target_is_invalid():
     job = {"run_id": "r", "benchmark": "b", "workload": "python", "agent_num": 0, "agents": 1,
            "server_kind": "redis", "targets": ["127.0.0.1:1"], "iterations": 5, "params": {"target": "no colon"}}
-    with pytest.raises(InvalidJob, match="param target: 'no colon' is not module:function"):
-        parse_job(json.dumps(job))
+    with pytest.raises(InvalidJob, match="params.target: 'no colon' is not module:function") as caught:
+        AgentJob.from_json(json.dumps(job))
+    assert caught.value.key == "params.target"
 
 
 # ------------------------------------------------------------------ ops in the load loop

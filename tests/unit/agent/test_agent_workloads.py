@@ -8,7 +8,7 @@ import pytest
 
 from bench.agent import cluster, resp
 from bench.agent import workloads as W
-from bench.agent.jobcheck import effective_params
+from bench.wire.job import effective_params
 from bench.wire.catalogue import CATALOGUE
 
 REDIS_WORKLOADS = sorted(n for n, w in CATALOGUE.items() if "redis" in w.servers and n != "python")

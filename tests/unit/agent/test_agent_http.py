@@ -20,7 +20,7 @@ from bench.agent import cluster, httpclient
 from bench.agent import workloads as W
 from bench.agent.client import SubBatch
 from bench.agent.engine import Engine
-from bench.agent.jobcheck import effective_params
+from bench.wire.job import effective_params
 from bench.agent.stats import Recorder
 from bench.spawn import spec
 from bench.wire import hist

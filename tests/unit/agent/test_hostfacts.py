@@ -14,8 +14,8 @@ from pathlib import Path
 import bench
 from bench.agent import hostfacts as hf
 
-PROC = Path(__file__).resolve().parent.parent / "data" / "proc"
-REPO = Path(__file__).resolve().parents[2]
+PROC = Path(__file__).resolve().parents[2] / "data" / "proc"
+REPO = Path(__file__).resolve().parents[3]
 
 
 def fixture(name: str) -> str:
