@@ -45,7 +45,7 @@ from hdrh.histogram import HdrHistogram
 
 from bench.errors import FleetbenchError
 from bench.wire import hist
-from bench.wire.result import RESULT_SCHEMA, AgentResult, Failure
+from bench.wire.result import RESULT_SCHEMA, AgentResult, Failure, TimeseriesPoint
 
 SCHEMA_VERSION = 1
 REPEAT_MARK = "#"
@@ -404,7 +404,7 @@ def _agent_num_key(item: Mapping[str, Any]) -> tuple[int, Any]:
     return (0, num) if isinstance(num, int) else (1, str(num))
 
 
-def _who(name: str, result: Mapping[str, Any]) -> str:
+def _who(name: str, result: AgentResult) -> str:
     return f"benchmark {name!r}: agent {result.get('agent_num')} on {result.get('host')}"
 
 
@@ -471,7 +471,7 @@ def _seconds(result: Mapping[str, Any], who: str) -> float:
     return float(value)
 
 
-def _measured_window(results: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+def _measured_window(results: Sequence[AgentResult]) -> dict[str, float | None]:
     """started_at / finished_at of the agents' measured phases, where they give epoch numbers."""
     spans = [{"started_at": float(r["started_at"]), "finished_at": float(r["started_at"]) + float(r["elapsed_s"])}
              for r in results if _is_number(r.get("started_at")) and _is_number(r.get("elapsed_s"))]
@@ -493,7 +493,7 @@ def _rate(ops: int, seconds: float) -> float:
     return round(ops / seconds, 3) if seconds > 0 else 0.0
 
 
-def _agent_status(result: Mapping[str, Any]) -> str:
+def _agent_status(result: AgentResult) -> str:
     if result.get("fatal"):
         return "fatal"
     if result.get("interrupted"):
@@ -501,7 +501,7 @@ def _agent_status(result: Mapping[str, Any]) -> str:
     return "ok"
 
 
-def _agent_row(result: Mapping[str, Any], own: HdrHistogram, ops: int, errors: int, elapsed: float,
+def _agent_row(result: AgentResult, own: HdrHistogram, ops: int, errors: int, elapsed: float,
                status: str) -> dict[str, Any]:
     p = hist.percentiles(own, (50.0, 99.0))
     return {"agent_num": result["agent_num"], "host": result.get("host"), "status": status, "ops": ops,
@@ -509,8 +509,8 @@ def _agent_row(result: Mapping[str, Any], own: HdrHistogram, ops: int, errors: i
             "count": own.get_total_count(), "p50": p[50.0], "p99": p[99.0], "max": own.get_max_value()}
 
 
-def _merge_timeseries(name: str, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    by_t: dict[float, list[Mapping[str, Any]]] = {}
+def _merge_timeseries(name: str, results: Sequence[AgentResult]) -> list[dict[str, Any]]:
+    by_t: dict[float, list[TimeseriesPoint]] = {}
     for result in results:
         series = result.get("timeseries") or ()
         if not isinstance(series, (list, tuple)):
@@ -521,21 +521,21 @@ def _merge_timeseries(name: str, results: Sequence[Mapping[str, Any]]) -> list[d
                 raise ResultError(f"{_who(name, result)}: timeseries point {point!r} has no numeric t")
             by_t.setdefault(t, []).append(point)
     merged = []
-    for t in sorted(by_t):
-        points = by_t[t]
+    for at in sorted(by_t):
+        points = by_t[at]
         ops = sum(int(p.get("ops") or 0) for p in points)
         errors = sum(int(p.get("errors") or 0) for p in points)
         exact = all(isinstance(p.get("hist"), str) for p in points)
         if exact:
             second = _Merged()
             for p in points:
-                second.add(_decode(p["hist"], f"benchmark {name!r}: timeseries t={t}"))
+                second.add(_decode(p["hist"], f"benchmark {name!r}: timeseries t={at}"))
             q = hist.percentiles(second.histogram, (50.0, 99.0))
             p50, p99 = q[50.0], q[99.0]
         else:
             p99 = max((p.get("p99") or 0 for p in points), default=0)
             p50 = _weighted_median([(p.get("p50") or 0, int(p.get("ops") or 0)) for p in points])
-        merged.append({"t": t, "agents": len(points), "ops": ops, "errors": errors, "p50": p50, "p99": p99,
+        merged.append({"t": at, "agents": len(points), "ops": ops, "errors": errors, "p50": p50, "p99": p99,
                        "exact": exact})
     return merged
 
