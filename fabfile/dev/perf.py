@@ -136,7 +136,8 @@ def synthetic_results(count: int, seed: int = 1) -> list[AgentResult]:
             h.record_value(int(rng.lognormvariate(5.5, 0.6)) + 1, 10)
         out.append({"schema": RESULT_SCHEMA, "run_id": "perf", "benchmark": "set", "workload": "set",
                     "agent_num": num, "agents": count, "host": f"h{num % 32 + 1}", "python": "3.11.2",
-                    "fleetbench": "perf", "event_loop": "asyncio", "started_at": 0.0, "elapsed_s": 10.0, "ops": 3000, "errors": 0,
+                    "fleetbench": "perf", "event_loop": "asyncio", "started_at": 0.0, "elapsed_s": 10.0,
+                    "ops": 3000, "errors": 0,
                     "error_samples": [], "histograms": {"latency_us": hist.encode(h)},
                     "timeseries": [{"t": t, "ops": 300, "errors": 0, "p50": 250, "p99": 900} for t in range(10)],
                     "job": {}})
