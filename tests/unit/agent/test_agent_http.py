@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import pytest
 from engine_harness import run_phase
@@ -20,13 +20,13 @@ from bench.agent import cluster, httpclient
 from bench.agent import workloads as W
 from bench.agent.client import SubBatch
 from bench.agent.engine import Engine
-from bench.wire.job import effective_params
 from bench.agent.stats import Recorder
 from bench.spawn import spec
 from bench.wire import hist
 from bench.wire.catalogue import check_params
+from bench.wire.job import effective_params
 
-Reply = Union[bytes, tuple[bytes, bool], None]  # bytes, (bytes, close after), or None: say nothing
+Reply = bytes | tuple[bytes, bool] | None  # bytes, (bytes, close after), or None: say nothing
 
 
 def ok(body: bytes = b"hi", extra: bytes = b"") -> bytes:
@@ -247,9 +247,9 @@ def test_server_that_closes_after_each_response_gets_a_new_connection_each_time(
         "until-close": lambda: (b"HTTP/1.0 200 OK\r\n\r\nbody until the end", True),
     }
     for name, make in responses.items():
-        server = FakeHttp(lambda *a: make())
+        server = FakeHttp(lambda *a, make=make: make())
 
-        async def main() -> None:
+        async def main(server: FakeHttp = server, name: str = name) -> None:
             c = Client(server)
             for _ in range(4):
                 assert (await c.one()).errors is None, name

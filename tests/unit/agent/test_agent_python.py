@@ -63,7 +63,8 @@ def test_load_target_names_what_is_missing(module):
         CONSTANT = 3
     """)
     assert pyload.load_target(f"{name}:make").__name__ == "make"
-    with pytest.raises(ValueError, match=r"'nope_not_here': it is not in this agent pex \(list its file in params.modules\)"):
+    with pytest.raises(ValueError,
+                       match=r"'nope_not_here': it is not in this agent pex \(list its file in params.modules\)"):
         pyload.load_target("nope_not_here:run")
     with pytest.raises(ValueError, match=f"module '{name}' has no 'missing'"):
         pyload.load_target(f"{name}:missing")
@@ -73,7 +74,8 @@ def test_load_target_names_what_is_missing(module):
     with pytest.raises(ValueError, match="No module named 'not_a_real_dependency_xyz'.*standard library"):
         pyload.load_target(f"{broken}:run")
     failing = module("raise RuntimeError('bad config')\n")
-    with pytest.raises(ValueError, match=rf"importing '{failing}' failed: RuntimeError: bad config at .*{failing}.py:1"):
+    with pytest.raises(ValueError,
+                       match=rf"importing '{failing}' failed: RuntimeError: bad config at .*{failing}.py:1"):
         pyload.load_target(f"{failing}:run")
 
 
@@ -100,7 +102,8 @@ def test_context_per_connection(module):
     assert eng.fatal is None and rec.ops == 30
     seen = __import__(name).SEEN
     assert [c.connection for c in seen] == [0, 1, 2]
-    assert {(c.agent_num, c.agents, c.connections, c.pipeline, c.server_kind) for c in seen} == {(1, 3, 3, 1, "command")}
+    assert {(c.agent_num, c.agents, c.connections, c.pipeline, c.server_kind) for c in seen} == {
+        (1, 3, 3, 1, "command")}
     assert seen[0].targets == (("a", 1), ("b", 2)) and seen[0].options == {"k": [1, 2]}
     assert len({c.seed for c in seen}) == 3
     assert seen[0].rng.random() == random.Random(seen[0].seed).random()
@@ -188,7 +191,8 @@ def problems(params: dict[str, Any]) -> list[str]:
 
 
 def test_spec_checks_target_and_module_names():
-    assert problems({"target": "run"}) == ['benchmark[0].params.target: \'run\' is not module:function (e.g. "myload:run")']
+    assert problems({"target": "run"}) == [
+        'benchmark[0].params.target: \'run\' is not module:function (e.g. "myload:run")']
     assert problems({"target": "m:f", "modules": ["lib/my-load.py", "bench/", 3]}) == [
         "benchmark[0].params.modules[0]: 'lib/my-load.py' would ship as 'my-load', which is not an importable name",
         "benchmark[0].params.modules[1]: 'bench/' would ship as 'bench' and hide the agent's own 'bench'; rename it",

@@ -8,8 +8,8 @@ import pytest
 
 from bench.agent import cluster, resp
 from bench.agent import workloads as W
-from bench.wire.job import effective_params
 from bench.wire.catalogue import CATALOGUE
+from bench.wire.job import effective_params
 
 REDIS_WORKLOADS = sorted(n for n, w in CATALOGUE.items() if "redis" in w.servers and n != "python")
 
@@ -216,7 +216,8 @@ def test_bitop_diff_is_a_and_not_the_others_with_redis_62_commands(rows):
             a, others = cmds[1][3], cmds[0][3:]
         union = _bitop(b"OR", [store[k] for k in others]) if others else b""
         width = 16  # longer than any row: compare as Redis would read them, zero-padded
-        expected = bytes(x & ~y & 255 for x, y in zip(store[a].ljust(width, b"\0"), union.ljust(width, b"\0"), strict=False))
+        padded = zip(store[a].ljust(width, b"\0"), union.ljust(width, b"\0"), strict=False)
+        expected = bytes(x & ~y & 255 for x, y in padded)
         assert store[cmds[-1][1]].ljust(width, b"\0") == expected
         assert len({cluster.key_slot(k) for c in cmds for k in keys_of(c)}) == 1
 

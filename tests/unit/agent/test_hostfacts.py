@@ -49,7 +49,8 @@ def test_cpu_model_arm64_without_a_name():
 
 
 def test_cpu_model_power_and_unknown():
-    assert hf.cpu_model("processor\t: 0\ncpu\t\t: POWER9 (raw), altivec supported\n") == "POWER9 (raw), altivec supported"
+    power = "processor\t: 0\ncpu\t\t: POWER9 (raw), altivec supported\n"
+    assert hf.cpu_model(power) == "POWER9 (raw), altivec supported"
     assert hf.cpu_model("processor : 0\n") is None
 
 
@@ -76,7 +77,7 @@ def test_parse_os_release():
 
 
 def test_parse_btime_fixture():
-    line = next(l for l in fixture("stat.1").split("\n") if l.startswith("btime "))
+    line = next(ln for ln in fixture("stat.1").split("\n") if ln.startswith("btime "))
     assert hf.parse_btime(fixture("stat.1")) == int(line.split()[1])
     assert hf.parse_btime("cpu 1 2 3\n") is None
 
@@ -101,7 +102,8 @@ def test_gather_on_this_machine():
     assert facts["hostname"] == socket.gethostname()
     assert facts["cpu_model"]
     assert facts["logical_cores"] == os.cpu_count() and 1 <= facts["usable_cores"] <= os.cpu_count()
-    mem_total = int(next(l for l in Path("/proc/meminfo").read_text().split("\n") if l.startswith("MemTotal:")).split()[1])
+    meminfo = Path("/proc/meminfo").read_text().split("\n")
+    mem_total = int(next(ln for ln in meminfo if ln.startswith("MemTotal:")).split()[1])
     assert facts["memory_total_bytes"] == mem_total * 1024
     assert facts["kernel"] == platform.release()
     assert facts["machine"] == platform.machine()

@@ -23,7 +23,7 @@ def fixture(name: str) -> str:
 
 
 def first_fields(text: str, prefix: str):
-    line = next(l for l in text.split("\n") if l.startswith(prefix))
+    line = next(ln for ln in text.split("\n") if ln.startswith(prefix))
     return [int(v) for v in line.split()[1:] if v != "kB"]
 
 
@@ -103,7 +103,7 @@ def test_parse_net_dev_fixture():
     text = fixture("net_dev.1")
     net = hm.parse_net_dev(text)
     assert "lo" in net and "eth0" in net
-    eth0 = next(l for l in text.split("\n") if l.strip().startswith("eth0:")).split(":")[1].split()
+    eth0 = next(ln for ln in text.split("\n") if ln.strip().startswith("eth0:")).split(":")[1].split()
     assert net["eth0"] == (int(eth0[0]), int(eth0[8]))
 
 
@@ -155,7 +155,7 @@ DISKSTATS = """\
 
 def test_parse_diskstats_fixture_and_old_partition_lines():
     stats = hm.parse_diskstats(fixture("diskstats.1"))
-    vda = next(l for l in fixture("diskstats.1").split("\n") if " vda " in l).split()
+    vda = next(ln for ln in fixture("diskstats.1").split("\n") if " vda " in ln).split()
     assert stats["vda"] == (int(vda[5]), int(vda[9]))
     parsed = hm.parse_diskstats(DISKSTATS)
     assert parsed["sda"] == (1000, 2000)
