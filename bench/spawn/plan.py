@@ -1,6 +1,6 @@
 """Planning a spawn: which benchmarks run together, and what every agent process is told.
 
-Pure functions of a :class:`bench.spawn.spec.Spawn`; the controller executes what they return.
+Pure functions of a :class:`bench.spawn.schema.Spawn`; the controller executes what they return.
 
 Order (:func:`phases`): benchmarks run in file order, one phase at a time. Benchmarks that
 share a ``parallel`` tag form one phase, placed where the first of them appears in the file.
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from bench.report.merge import repetition_label
-from bench.spawn.spec import Benchmark, Spawn
+from bench.spawn.schema import Benchmark, Spawn
 from bench.wire.job import AgentJob, split_evenly
 
 T = TypeVar("T")

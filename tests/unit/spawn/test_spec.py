@@ -1,4 +1,4 @@
-"""bench.spawn.spec: the spawn file language.
+"""bench.spawn.spec: the spawn file language, through its public API.
 
 Data-driven: every file under tests/data/spawn/good loads and matches its normalised golden
 form in tests/data/golden/spawn/; every file under tests/data/spawn/bad fails with exactly the
@@ -7,11 +7,12 @@ problems its ``# expect:`` lines describe. Set FLEETBENCH_UPDATE_GOLDEN=1 to rew
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import json
 import os
-import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from bench.spawn import spec
 from bench.wire.catalogue import CATALOGUE
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 GOOD = DATA / "spawn" / "good"
 BAD = DATA / "spawn" / "bad"
 GOLDEN = DATA / "golden" / "spawn"
@@ -181,17 +182,6 @@ def test_inventory_command_output_problems(output: str, message: str) -> None:
     assert problem.startswith(message)
 
 
-def test_run_inventory_command_failures(tmp_path: Path) -> None:
-    assert spec.run_inventory_command("printf '{}'", tmp_path) == "{}"
-    lines = "; ".join(f"echo line{i} >&2" for i in range(10))
-    with pytest.raises(RuntimeError) as caught:
-        spec.run_inventory_command(f"{lines}; exit 4", tmp_path)
-    assert str(caught.value).startswith("'echo line0 >&2;")
-    assert str(caught.value).endswith("exited with status 4: line5 | line6 | line7 | line8 | line9")
-    with pytest.raises(RuntimeError, match=r"^'sleep 5' did not finish within 0.2s$"):
-        spec.run_inventory_command("sleep 5", tmp_path, timeout=0.2)
-
-
 # ---------------------------------------------------------------------------------------------
 # Bad files
 
@@ -284,25 +274,6 @@ def test_http_with_urls_fits_any_server_kind() -> None:
     assert spec.parse(data).benchmarks[0].params["urls"] == ["http://example.test/"]
 
 
-def test_spec_error_pickles() -> None:
-    error = spec.SpecError(["a: b", "c: d"], source="f.toml")
-    again = pickle.loads(pickle.dumps(error))
-    assert (again.problems, again.source, str(again)) == (["a: b", "c: d"], "f.toml", "a: b\nc: d")
-
-
-@pytest.mark.parametrize("text, parsed", [
-    ("tb1", spec.Destination(None, "tb1", None)),
-    ("deploy@tb5:2222", spec.Destination("deploy", "tb5", 2222)),
-    ("10.0.0.1:22", spec.Destination(None, "10.0.0.1", 22)),
-    ("host.example.com", spec.Destination(None, "host.example.com", None)),
-    ("root@fe80::1", spec.Destination("root", "fe80::1", None)),
-    ("a b", None), ("a;b", None), ("a:0", None), ("a:65536", None), ("@a", None), ("a@", None),
-    ("", None), ("a:", None), ("-oProxyCommand=x", None), ("a@b@c", None), ("a/b", None),
-])
-def test_parse_destination(text: str, parsed: spec.Destination | None) -> None:
-    assert spec.parse_destination(text) == parsed
-
-
 # ---------------------------------------------------------------------------------------------
 # Robustness: parse returns a Spawn or raises SpecError, whatever it is given
 
@@ -359,3 +330,33 @@ def test_parse_any_value(value: Any) -> None:
         spec.parse(value, base_dir=GOOD)
     except spec.SpecError as e:
         assert e.problems
+
+
+# ---------------------------------------------------------------------------------------------
+# The package's shape: the parts that check data do no I/O
+
+PURE = ("checks", "schema", "hosts", "server", "benchmarks", "plan")
+IO_MODULES = {"subprocess", "os", "shutil", "socket", "tomllib", "pathlib", "io", "tempfile"}
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_parts_do_no_io(module: str) -> None:
+    source = Path(spec.__file__).with_name(f"{module}.py")
+    tree = ast.parse(source.read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert not imported & IO_MODULES, f"{source.name} imports {sorted(imported & IO_MODULES)}"
+    calls = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    assert "open" not in calls, f"{source.name} opens files"
+
+
+def test_the_facade_names_everything_callers_use() -> None:
+    repo = Path(__file__).resolve().parents[3]
+    sources = [repo / "tasks.py", *(repo / "fabfile").rglob("*.py"), *(repo / "tests").rglob("*.py")]
+    callers = [text for text in (p.read_text() for p in sources) if "from bench.spawn import spec" in text]
+    used = {m.group(1) for text in callers for m in re.finditer(r"\bspec\.([A-Za-z]\w*)\b(?!\.py)", text)}
+    assert len(callers) > 5 and {"load", "parse", "SpecError", "Spawn"} <= used
+    assert used <= set(spec.__all__), sorted(used - set(spec.__all__))
+    assert spec.load.__module__ == "bench.spawn.load" and spec.Spawn.__module__ == "bench.spawn.schema"

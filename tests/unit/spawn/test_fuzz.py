@@ -2,7 +2,7 @@
 naming the key, never a traceback, and a bad spawn file stops ``inv deploy`` before any host
 is contacted.
 
-tests/unit/test_spec.py checks that any mutation gives a Spawn or a SpecError; these tests
+tests/unit/spawn/test_spec.py checks that any mutation gives a Spawn or a SpecError; these tests
 pin down *which* key the error names, for mutations whose culprit is known.
 """
 
@@ -24,9 +24,10 @@ from invoke import Context
 from invoke.exceptions import Exit
 
 from bench.spawn import spec
+from bench.spawn.benchmarks import BENCHMARK_NAME
 from bench.wire.catalogue import CATALOGUE
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GOOD = REPO / "tests" / "data" / "spawn" / "good"
 GOOD_FILES = sorted([*GOOD.glob("*.toml"), *GOOD.glob("*.json")])
 BASES = [spec.to_dict(spec.load(p)) for p in GOOD_FILES]
@@ -297,7 +298,7 @@ def test_deploy_with_a_bad_spawn_file_exits_1_naming_the_key_before_any_ssh(data
 
 # -- a benchmark name is data: only a safe slug of it ever becomes a path ------------------------
 
-names_accepted = st.text(min_size=1, max_size=100).filter(lambda n: spec._BENCHMARK_NAME.match(n) and n.strip())
+names_accepted = st.text(min_size=1, max_size=100).filter(lambda n: BENCHMARK_NAME.match(n) and n.strip())
 
 
 @settings(max_examples=300, deadline=None)

@@ -12,7 +12,7 @@ import pytest
 from bench.spawn import plan, spec
 from bench.wire.job import AgentJob
 
-GOOD = Path(__file__).resolve().parents[1] / "data" / "spawn" / "good"
+GOOD = Path(__file__).resolve().parents[2] / "data" / "spawn" / "good"
 TARGETS = ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]
 
 

@@ -1,0 +1,223 @@
+"""The ``[[benchmark]]`` tables: the amount of work, the load shape, and the workload's params
+checked against its catalogue entry and against the server kind. Pure: no I/O."""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from bench.spawn.checks import BAD, MISSING, Problems, Table, as_float, describe, is_int, not_one_of
+from bench.spawn.schema import BENCHMARK_KEYS, Benchmark
+from bench.wire.catalogue import CATALOGUE, Param, Workload, check_params
+
+# A benchmark name is a label carried as data (quoted, JSON, never a path: directories use a
+# slug of it), so any one-line text will do; '#' is kept for repetition labels (name#k).
+BENCHMARK_NAME = re.compile(r"[^#\x00-\x1f\x7f-\x9f\u2028\u2029]{1,100}\Z")
+_BENCHMARK_NAME_HELP = "any text on one line without '#', at most 100 characters"
+_MAX_DEPTH = 32
+
+
+def parse_benchmarks(top: Table, problems: Problems, server_kind: str | None) -> list[Benchmark]:
+    """Every good ``[[benchmark]]`` of ``top``; names unique, ``parallel`` groups repeating alike.
+    ``server_kind`` is None when the server table was bad (the fit to it is then not checked)."""
+    value = top.raw("benchmark")
+    if value is MISSING:
+        top.missing("benchmark", "missing; add at least one [[benchmark]] table")
+        return []
+    if not isinstance(value, (list, tuple)):
+        top.problem("benchmark", f"expected an array of tables ([[benchmark]]), got {describe(value)}")
+        return []
+    if not value:
+        top.problem("benchmark", "must hold at least one benchmark")
+        return []
+    out: list[Benchmark] = []
+    names: dict[str, int] = {}
+    for i, item in enumerate(value):
+        where = f"benchmark[{i}]"
+        if not isinstance(item, Mapping):
+            problems.add(where, f"expected a table, got {describe(item)}")
+            continue
+        bench = _benchmark(Table(item, where, BENCHMARK_KEYS, problems), server_kind)
+        name = item.get("name")
+        if isinstance(name, str):
+            if name in names:
+                problems.add(f"{where}.name", f"{name!r} is already the name of benchmark[{names[name]}]")
+                continue
+            names[name] = i
+        if bench is not None:
+            out.append(bench)
+    _check_parallel(out, names, problems)
+    return out
+
+
+def _benchmark(t: Table, server_kind: str | None) -> Benchmark | None:
+    name = t.text("name", pattern=BENCHMARK_NAME, pattern_help=_BENCHMARK_NAME_HELP)
+    if name is MISSING:
+        name = t.missing("name", "missing")
+    workload_name = t.choice("workload", list(CATALOGUE))
+    if workload_name is MISSING:
+        workload_name = t.missing("workload", f"missing; one of {', '.join(CATALOGUE)}")
+    agents = t.integer("agents", 1, minimum=1)
+    iterations, duration = _amount(t, agents)
+    warmup = t.duration("warmup", 0.0)
+    connections = t.integer("connections", 1, minimum=1)
+    pipeline = t.integer("pipeline", 1, minimum=1)
+    rate = t.number("rate", None, above=0)
+    repeat = t.integer("repeat", 1, minimum=1)
+    parallel = t.text("parallel", None)
+    if workload_name == "http" and is_int(pipeline) and pipeline > 1:
+        pipeline = t.problem("pipeline", "workload 'http' sends one request at a time per connection "
+                                         "(HTTP/1.1, no pipelining); raise connections instead")
+    params: Any = BAD
+    if workload_name is not BAD:
+        workload = CATALOGUE[workload_name]
+        params = _params(t, workload)
+        if server_kind is not None and not _fits(t, workload, server_kind, params):
+            params = BAD
+    elif t.has("params") and not isinstance(t.raw("params"), Mapping):
+        t.problem("params", f"expected a table, got {describe(t.raw('params'))}")
+    values = (name, workload_name, agents, iterations, duration, warmup, connections, pipeline, rate,
+              repeat, parallel, params)
+    if any(v is BAD or v is MISSING for v in values):
+        return None
+    return Benchmark(name, workload_name, agents, iterations, None if duration is None else float(duration),
+                     float(warmup), connections, pipeline, None if rate is None else float(rate),
+                     repeat, parallel, params)
+
+
+def _amount(t: Table, agents: Any) -> tuple[Any, Any]:
+    """``(iterations, duration)``: exactly one of them given, at least one iteration per agent."""
+    iterations = t.integer("iterations", None, minimum=1)
+    duration = t.duration("duration", None, positive=True)
+    if t.has("iterations") and t.has("duration"):
+        t.problem("duration", "give either iterations or duration, not both")
+    elif not t.has("iterations") and not t.has("duration"):
+        iterations = BAD
+        if not t.misspelt & {"iterations", "duration"}:
+            t.problem("iterations", "missing; give iterations (total ops) or duration (e.g. \"30s\")")
+    elif is_int(iterations) and is_int(agents) and iterations < agents:
+        iterations = t.problem("iterations", f"{iterations} is fewer than agents ({agents}); every agent needs work")
+    return iterations, duration
+
+
+def _params(t: Table, workload: Workload) -> Any:
+    value = t.raw("params")
+    if value is MISSING:
+        value = {}
+    if not isinstance(value, Mapping):
+        return t.problem("params", f"expected a table, got {describe(value)}")
+    names = [p.name for p in workload.params]
+    table = Table(value, t.at("params"), names, t.problems, what=f"param of workload {workload.name!r}")
+    ok = not any(k not in names for k in value)
+    params: dict[str, Any] = {}
+    for param in workload.params:
+        if param.name not in value:
+            params[param.name] = copy.deepcopy(param.default)
+            continue
+        checked = _param(table, param, value[param.name])
+        if checked is BAD:
+            ok = False
+        params[param.name] = checked
+    if ok:
+        for key, message in check_params(workload.name, params):
+            t.problems.add(f"{t.at('params')}.{key}", message)
+            ok = False
+    return params if ok else BAD
+
+
+def _param(table: Table, param: Param, value: Any) -> Any:
+    key = param.name
+    if param.kind == "int":
+        if not is_int(value):
+            return table.problem(key, f"expected an integer, got {describe(value)}")
+    elif param.kind == "float":
+        number = as_float(value)
+        if number is None:
+            return table.problem(key, f"expected a number, got {describe(value)}")
+        value = number
+    elif param.kind == "str":
+        if not isinstance(value, str):
+            return table.problem(key, f"expected a string, got {describe(value)}")
+    elif param.kind == "bool":
+        if not isinstance(value, bool):
+            return table.problem(key, f"expected true or false, got {describe(value)}")
+    elif param.kind == "list":
+        if not isinstance(value, (list, tuple)):
+            return table.problem(key, f"expected an array, got {describe(value)}")
+        value = _plain(table, key, list(value))
+    elif param.kind == "dict":
+        if not isinstance(value, Mapping):
+            return table.problem(key, f"expected a table, got {describe(value)}")
+        value = _plain(table, key, dict(value))
+    if value is BAD:
+        return BAD
+    if param.choices is not None and value not in param.choices:
+        return table.problem(key, not_one_of(value, param.choices))
+    return table.bounded(key, value, param.minimum, param.maximum)
+
+
+def _plain(table: Table, key: str, value: Any) -> Any:
+    """A deep copy of a list/dict param, or BAD if it holds anything JSON cannot carry."""
+
+    def walk(v: Any, where: str, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            raise _NotPlain(where, "nested too deeply")
+        if v is None or isinstance(v, (bool, str)) or is_int(v):
+            return v
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise _NotPlain(where, f"{v} cannot be carried in JSON")
+            return v
+        if isinstance(v, (list, tuple)):
+            return [walk(x, f"{where}[{i}]", depth + 1) for i, x in enumerate(v)]
+        if isinstance(v, Mapping):
+            out = {}
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    raise _NotPlain(where, f"key {k!r} is not a string")
+                out[k] = walk(x, f"{where}.{k}", depth + 1)
+            return out
+        raise _NotPlain(where, f"{describe(v)} cannot be carried in JSON")
+
+    try:
+        return walk(value, table.at(key), 0)
+    except _NotPlain as e:
+        table.problems.add(e.where, e.message)
+        return BAD
+
+
+class _NotPlain(Exception):
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(message)
+        self.where = where
+        self.message = message
+
+
+def _fits(t: Table, workload: Workload, kind: str, params: Any) -> bool:
+    if kind in workload.servers:
+        return True
+    if "any" not in workload.servers:
+        t.problem("workload", f"{workload.name!r} cannot drive server kind {kind!r} "
+                              f"(it fits {', '.join(workload.servers)})")
+        return False
+    if workload.param("urls") is not None and isinstance(params, dict) and not params.get("urls"):
+        native = [s for s in workload.servers if s != "any"]
+        t.problem("params.urls", f"workload {workload.name!r} only targets server nodes of kind "
+                                 f"{', '.join(native)}; against {kind!r} give the urls to request")
+        return False
+    return True
+
+
+def _check_parallel(benchmarks: list[Benchmark], index: dict[str, int], problems: Problems) -> None:
+    first: dict[str, Benchmark] = {}
+    for b in benchmarks:
+        if b.parallel is None:
+            continue
+        lead = first.setdefault(b.parallel, b)
+        if b.repeat != lead.repeat:
+            problems.add(f"benchmark[{index[b.name]}].repeat",
+                         f"{b.repeat} differs from {lead.name!r} (repeat = {lead.repeat}); benchmarks sharing "
+                         f"parallel = {b.parallel!r} repeat together")

