@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 from fabric import Connection
 
@@ -21,6 +21,7 @@ from fabfile.remote.shell import REMOTE_DIR, RemoteError, cmd, private_dir_comma
 from fabfile.remote.ssh import SshSettings, connection, load_ssh_config, open_checked
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 MIN_PYTHON = (3, 9)
 #: Free space a host needs under ~/.fleetbench: two pexes (~16 MB each) and their extracted
@@ -95,7 +96,14 @@ class Fleet:
         """The address other hosts use to reach ``name`` (ssh_config's HostName, else the host)."""
         return self.connections[name].host
 
-    def each(self, fn: Callable[[str], T], names: Iterable[str] | None = None, *, what: str = "") -> dict[str, T]:
+    @overload
+    def each(self, fn: Callable[[str], T], names: None = None, *, what: str = "") -> dict[str, T]: ...
+    @overload
+    def each(self, fn: Callable[[K], T], names: Iterable[K], *, what: str = "") -> dict[K, T]: ...
+
+    def each(self, fn: Callable[[Any], T], names: Iterable[Any] | None = None, *, what: str = "") -> dict[Any, T]:
+        """``{item: fn(item)}`` over every host, or over ``names`` (host names, or anything else keyed
+        by host, such as server nodes), concurrently; FleetError naming every item that failed."""
         try:
             return pool.each(self.names if names is None else names, fn)
         except pool.PartialFailure as exc:

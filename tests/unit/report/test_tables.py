@@ -19,7 +19,7 @@ from bench.report import tables
 from bench.wire import hist
 from bench.wire.result import RESULT_SCHEMA
 
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
 UPDATE = os.environ.get("FLEETBENCH_UPDATE_GOLDEN") == "1"
 
 
@@ -102,7 +102,8 @@ def test_csv_and_json_carry_the_rows() -> None:
     assert not tables.render(RUN, "csv").endswith("\n")
     assert json.loads(tables.render(RUN, "json")) == [dict(zip(headers, row, strict=False)) for row in rows]
     agent_headers, agent_rows = tables.agent_rows(RUN)
-    assert json.loads(tables.render(RUN, "json", detail=True)) == [dict(zip(agent_headers, r, strict=False)) for r in agent_rows]
+    assert json.loads(tables.render(RUN, "json", detail=True)) == [dict(zip(agent_headers, r, strict=False))
+                                                                     for r in agent_rows]
 
 
 def test_agent_rows() -> None:

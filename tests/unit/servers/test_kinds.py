@@ -1,4 +1,5 @@
-"""Server kinds: planning, placeholders, and the `command` kind started for real on this machine.
+"""fabfile.servers: choosing a kind, planning, placeholders, and the `command` kind started for real
+on this machine.
 
 Two loopback "hosts" (``local_host``-style connections with their own HOME, bound to 127.0.0.1
 and 127.0.0.2) run a stand-in server pex: a shell script that execs ``python3 -m http.server``.
@@ -19,7 +20,9 @@ from bench.spawn import spec
 from fabfile.remote.fleet import Fleet, FleetError
 from fabfile.remote.shell import REMOTE_DIR
 from fabfile.servers import kinds as servers
+from fabfile.servers.command import Command, placeholders
 from fabfile.servers.nodes import Node
+from fabfile.servers.redis import RedisCluster, RedisStandalone
 from fabfile.ship import build
 from tests.conftest import LocalHost
 
@@ -54,16 +57,20 @@ def _free_port() -> int:
 
 
 def test_kind_for_each_server_kind():
-    assert isinstance(servers.kind_for(_spawn('kind = "redis-cluster"', ["a", "b", "c"]), PEX), servers.RedisCluster)
+    assert isinstance(servers.kind_for(_spawn('kind = "redis-cluster"', ["a", "b", "c"]), PEX), RedisCluster)
     standalone = servers.kind_for(_spawn('kind = "redis"\nreplicas = 1', ["a", "b"]), PEX)
-    assert isinstance(standalone, servers.RedisStandalone) and standalone.replicas == 1 and standalone.note is None
+    assert isinstance(standalone, RedisStandalone) and standalone.replicas == 1 and standalone.note is None
     command = servers.kind_for(_spawn('kind = "command"\nscript = "gunicorn"', ["a"]), PEX)
-    assert isinstance(command, servers.Command) and command.program == "gunicorn" and command.topology == "command"
+    assert isinstance(command, Command) and command.program == "gunicorn" and command.topology == "command"
+
+
+def test_every_server_kind_of_the_spawn_file_has_a_kind():
+    assert set(servers.KINDS) == set(spec.SERVER_KINDS)
 
 
 def test_a_cluster_on_too_few_hosts_is_standalone_and_says_so():
     kind = servers.kind_for(_spawn('kind = "redis-cluster"', ["a", "b"]), PEX)
-    assert isinstance(kind, servers.RedisStandalone) and kind.topology == "standalone"
+    assert isinstance(kind, RedisStandalone) and kind.topology == "standalone"
     assert kind.note is not None and "starting standalone redis on a" in kind.note
     assert [n.host for n in kind.plan(["a", "b"], str.upper)] == ["a"]
 
@@ -72,17 +79,18 @@ def test_plans_roles_and_addresses():
     kind = servers.kind_for(_spawn('kind = "redis"\nreplicas = 2\nport = 6400', ["a", "b", "c"]), PEX)
     planned = kind.plan(["a", "b", "c"], lambda h: f"10.0.0.{ord(h) - 96}")
     assert [(n.host, n.address, n.port, n.index, n.role) for n in planned] == [
-        ("a", "10.0.0.1", 6400, 0, "master"), ("b", "10.0.0.2", 6400, 1, "replica"), ("c", "10.0.0.3", 6400, 2, "replica")]
+        ("a", "10.0.0.1", 6400, 0, "master"), ("b", "10.0.0.2", 6400, 1, "replica"),
+        ("c", "10.0.0.3", 6400, 2, "replica")]
     cluster = servers.kind_for(_spawn('kind = "redis-cluster"', list("abcdef"), ""), PEX)
     assert {n.role for n in cluster.plan(list("abcdef"), str)} == {"master"}  # redis-cli assigns replicas
 
 
 def test_placeholders_per_node():
     planned = [Node("a", "10.0.0.1", 80, 0), Node("b", "10.0.0.2", 80, 1), Node("c", "10.0.0.3", 80, 2)]
-    values = servers.placeholders(planned[1], planned, "/home/u/.fleetbench/nodes/80")
+    values = placeholders(planned[1], planned, "/home/u/.fleetbench/nodes/80")
     assert values == {"host": "10.0.0.2", "port": 80, "index": 1, "peers": "10.0.0.1:80,10.0.0.3:80",
                       "data_dir": "/home/u/.fleetbench/nodes/80"}
-    assert servers.placeholders(planned[0], planned[:1], "d")["peers"] == ""
+    assert placeholders(planned[0], planned[:1], "d")["peers"] == ""
     assert set(values) == set(spec.PLACEHOLDERS)  # what the spawn file may name, no more, no less
 
 
@@ -125,10 +133,10 @@ http.server.HTTPServer((bind, port), H).serve_forever()
 """
 
 
-def _command(port: int, ready: str) -> servers.Command:
+def _command(port: int, ready: str) -> Command:
     server = spec.Server("command", port, (), 0, "serve", ("{host}", "{port}", "{index}", "{peers}", "{data_dir}"),
                          ready, {"MODE": "bench", "SERVE": SERVE})
-    return servers.Command(server, PEX)
+    return Command(server, PEX)
 
 
 def _get(url: str) -> dict:
