@@ -1,0 +1,115 @@
+"""The testbed's network: the bridge, each host's namespace and veth pair, uplink shaping (tc),
+and the check that the subnet is free. Root only."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable, Sequence
+
+from .layout import Layout
+from .plan import HostPlan, mac_for, parse_rate
+from .system import TestbedError, ip_batch, link_exists, netns_inode, run_tool
+
+
+def ensure_bridge(lay: Layout) -> None:
+    br = lay.bridge
+    if not link_exists(br):
+        run_tool(["ip", "link", "add", "name", br, "address", mac_for(lay.bridge_address), "type", "bridge",
+                  "forward_delay", "0", "stp_state", "0"])
+    ip_batch([
+        f"addr replace {lay.bridge_address}/{lay.network.prefixlen} dev {br}",
+        f"link set {br} up",
+    ])
+
+
+def remove_bridge(lay: Layout) -> None:
+    if link_exists(lay.bridge):
+        run_tool(["tc", "qdisc", "del", "dev", lay.bridge, "root"], check=False)
+        run_tool(["ip", "link", "del", lay.bridge])
+
+
+def add_host_links(lay: Layout, plans: Sequence[HostPlan]) -> None:
+    """A namespace per host and its veth pair: ``eth0`` inside, the other end on the bridge."""
+    batch = []
+    for p in plans:
+        batch += [
+            f"netns add {p.netns}",
+            f"link add {p.veth} type veth peer name eth0 address {mac_for(p.address)} netns {p.netns}",
+            f"link set {p.veth} master {lay.bridge} up",
+        ]
+    ip_batch(batch)
+
+
+def configure_host_network(lay: Layout, p: HostPlan) -> None:
+    """Inside the host's namespace: its address, ``lo`` and ``eth0`` up, routes via the bridge."""
+    ip_batch([
+        f"addr add {p.address}/{lay.network.prefixlen} dev eth0",
+        "link set lo up",
+        "link set eth0 up",
+        f"route add default via {lay.bridge_address}",
+    ], netns=p.netns)
+
+
+def remove_host_links(names: Iterable[str]) -> list[str]:
+    """Delete the veth pairs and namespaces of hosts ``names``; the names some of which are left."""
+    names = list(names)
+    ip_batch([f"link del {n}" for n in (f"fbv-{name}" for name in names) if link_exists(n)], force=True)
+    ip_batch([f"netns del fb-{name}" for name in names if netns_inode(f"fb-{name}") is not None], force=True)
+    return [n for n in names if netns_inode(f"fb-{n}") is not None or link_exists(f"fbv-{n}")]
+
+
+def apply_shaping(lay: Layout, rate_args: list[str] | None) -> None:
+    if rate_args:
+        run_tool(["tc", "qdisc", "replace", "dev", lay.bridge, "root"] + rate_args)
+    else:
+        run_tool(["tc", "qdisc", "del", "dev", lay.bridge, "root"], check=False)
+
+
+def shaping_matches(lay: Layout, uplink: str | None) -> bool:
+    if not link_exists(lay.bridge):
+        return uplink is None
+    cp = run_tool(["tc", "-j", "qdisc", "show", "dev", lay.bridge], check=False)
+    try:
+        qdiscs = json.loads(cp.stdout or "[]")
+    except ValueError:
+        return False
+    root = next((q for q in qdiscs if q.get("root")), None)
+    if uplink is None:
+        return root is None or root.get("kind") in ("noqueue", None)
+    if not root or root.get("kind") != "tbf":
+        return False
+    want = parse_rate(uplink) // 8
+    have = (root.get("options") or {}).get("rate")
+    return isinstance(have, int) and abs(have - want) <= max(1, want // 100)
+
+
+def check_subnet_free(lay: Layout) -> None:
+    """Refuse a subnet that an address or route of this machine (another testbed?) overlaps."""
+    net = lay.network
+    addrs = json.loads(run_tool(["ip", "-j", "-4", "addr", "show"]).stdout or "[]")
+    for iface in addrs:
+        if iface.get("ifname") == lay.bridge:
+            continue
+        for a in iface.get("addr_info", []):
+            try:
+                other = ipaddress.IPv4Network(f"{a['local']}/{a['prefixlen']}", strict=False)
+            except (KeyError, ValueError):
+                continue
+            if ipaddress.IPv4Address(a["local"]) in net or (
+                    other.overlaps(net) and other.prefixlen >= net.prefixlen):
+                raise TestbedError(
+                    f"testbed subnet {net} overlaps {a['local']}/{a['prefixlen']} on {iface.get('ifname')}"
+                    " (another testbed or network?): pick another subnet"
+                )
+    routes = json.loads(run_tool(["ip", "-j", "-4", "route", "show"]).stdout or "[]")
+    for r in routes:
+        dst, dev = r.get("dst"), r.get("dev")
+        if not dst or dst == "default" or dev == lay.bridge:
+            continue
+        try:
+            other = ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)
+        except ValueError:
+            continue
+        if other.overlaps(net) and other.prefixlen >= net.prefixlen:
+            raise TestbedError(f"testbed subnet {net} overlaps route {dst} via {dev}: pick another subnet")

@@ -1,0 +1,168 @@
+"""Pure planning of a testbed (no root, no side effects): names, addresses, links, shaping.
+
+Host ``i`` of prefix ``tb`` on subnet ``s`` is ``tb{i}`` at ``10.213.{s}.{10+i}`` in network
+namespace ``fb-tb{i}``, its veth end ``fbv-tb{i}`` a port of the bridge ``fbbr-tb`` (``.1``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .system import TestbedError
+
+HOST_OFFSET = 10  # host i gets .{HOST_OFFSET + i}
+MAX_HOSTS = 254 - HOST_OFFSET
+MAX_PREFIX_LEN = 8  # "fbv-" + prefix + 3 digits must fit IFNAMSIZ-1 = 15
+# Paths each host gets a fresh tmpfs on (mode), in this order.
+HOST_TMPFS: tuple[tuple[str, str], ...] = (
+    ("/root", "700"),
+    ("/tmp", "1777"),
+    ("/var/tmp", "1777"),
+    ("/dev/shm", "1777"),
+    ("/usr/local/bin", "755"),
+)
+HIDDEN_ON_HOSTS = tuple(p for p, _ in HOST_TMPFS)
+# Hosts cannot reach the machine's resolver (nothing routes out of the testbed): a name that
+# is not in /etc/hosts fails at once instead of after resolver timeouts.
+RESOLV_CONF = (
+    "# fleetbench testbed: no DNS inside the testbed; host names are in /etc/hosts\n"
+    "nameserver 127.0.0.1\n"
+    "options timeout:1 attempts:1\n"
+)
+
+
+@dataclass(frozen=True)
+class TestbedHost:
+    """One running testbed host as recorded in hosts.json."""
+
+    __test__ = False
+
+    name: str
+    address: str
+    netns: str
+    sshd_pid: int
+    python: str  # the interpreter on the controller that is python3 on the host
+    python_version: str = ""
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """Names and address of host ``index`` of a testbed (pure function of prefix/subnet)."""
+
+    index: int
+    name: str  # ssh alias and hostname, e.g. tb3
+    address: str  # e.g. 10.213.0.13
+    netns: str  # e.g. fb-tb3
+    veth: str  # root-namespace end of the veth pair, e.g. fbv-tb3 (<= 15 chars)
+
+
+
+_PREFIX_RE = re.compile(r"^[a-z]([a-z0-9]*[a-z])?$")
+HOSTNAME_RE = re.compile(r"^(?P<prefix>[a-z]([a-z0-9]*[a-z])?)(?P<index>[1-9][0-9]*)$")
+
+
+def validate_prefix(prefix: str) -> str:
+    """A prefix names hosts ``{prefix}1..N`` and every kernel object of the testbed.
+
+    Lowercase letters and digits, starting and ending with a letter (so ``tb1`` + ``1`` can
+    never be confused with ``tb`` + ``11``), at most 8 characters (interface names).
+    """
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix) or len(prefix) > MAX_PREFIX_LEN:
+        raise TestbedError(
+            f"bad testbed prefix {prefix!r}: use 1-{MAX_PREFIX_LEN} lowercase letters/digits,"
+            " starting and ending with a letter (e.g. 'tb')"
+        )
+    return prefix
+
+
+def network_for(subnet: int) -> ipaddress.IPv4Network:
+    if not isinstance(subnet, int) or isinstance(subnet, bool) or not 0 <= subnet <= 255:
+        raise TestbedError(f"bad testbed subnet {subnet!r}: an integer 0-255 (10.213.<subnet>.0/24)")
+    return ipaddress.IPv4Network(f"10.213.{subnet}.0/24")
+
+
+def bridge_name(prefix: str) -> str:
+    return f"fbbr-{validate_prefix(prefix)}"
+
+
+def bridge_address(subnet: int) -> str:
+    return str(network_for(subnet).network_address + 1)
+
+
+def mac_for(address: str) -> str:
+    """A fixed, locally administered MAC per testbed address (02:fb + the IPv4 octets).
+
+    A host rebuilt after a crash gets its old MAC back, so no neighbour (ARP) cache on the
+    controller or on another host points at a vanished interface; the bridge's MAC is fixed
+    too (a Linux bridge otherwise takes the lowest port MAC, which changes with its ports).
+    """
+    return "02:fb:" + ":".join(f"{int(o):02x}" for o in address.split("."))
+
+
+def plan_hosts(prefix: str, subnet: int, count: int) -> list[HostPlan]:
+    """The hosts ``{prefix}1..{prefix}count``: names, addresses, namespace and link names."""
+    validate_prefix(prefix)
+    net = network_for(subnet)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_HOSTS:
+        raise TestbedError(f"bad host count {count!r}: 1-{MAX_HOSTS}")
+    plans = []
+    for i in range(1, count + 1):
+        name = f"{prefix}{i}"
+        veth = f"fbv-{name}"
+        assert len(veth) <= 15, veth
+        plans.append(
+            HostPlan(index=i, name=name, address=str(net.network_address + HOST_OFFSET + i),
+                     netns=f"fb-{name}", veth=veth)
+        )
+    return plans
+
+
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+_RATE_UNITS = {  # tc's units, in bits per second
+    "": 1, "bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12,
+    "bps": 8, "kbps": 8e3, "mbps": 8e6, "gbps": 8e9, "tbps": 8e12,
+}
+
+
+def parse_rate(rate: str) -> int:
+    """A tc rate (``20mbit``, ``1gbit``, ``500kbit``, ``10mbps`` = 10 MB/s) in bits/s."""
+    m = _RATE_RE.match(str(rate))
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in _RATE_UNITS:
+        raise TestbedError(f"bad uplink rate {rate!r}: use a tc rate such as 20mbit, 500kbit, 1gbit")
+    bits = int(float(m.group(1)) * _RATE_UNITS[unit])
+    if bits < 8000:
+        raise TestbedError(f"uplink rate {rate!r} is below 8kbit: too slow to be useful")
+    return bits
+
+
+def tbf_args(rate: str) -> list[str]:
+    """``tc qdisc replace dev BR root`` + these: a token bucket at ``rate``.
+
+    Burst is 10 ms worth of rate, at least 32 KiB (>= rate/HZ, and enough for a few
+    MTU frames; larger GSO frames are segmented by tbf); queueing latency at most 50 ms.
+    """
+    bits = parse_rate(rate)
+    burst = max(32 * 1024, bits // 8 // 100)
+    return ["tbf", "rate", f"{bits}bit", "burst", str(burst), "latency", "50ms"]
+
+
+def etc_hosts_text(base: str, hosts: Sequence[tuple[str, str]], prefix: str) -> str:
+    """The machine's /etc/hosts plus a line per testbed host (what hosts see as /etc/hosts)."""
+    text = base if base.endswith("\n") or not base else base + "\n"
+    text += f"# fleetbench testbed '{prefix}'\n"
+    text += "".join(f"{address}\t{alias}\n" for alias, address in hosts)
+    return text
+
+def name_key(name: str) -> tuple[str, int]:
+    m = re.match(r"^(.*?)(\d+)$", name)
+    return (m.group(1), int(m.group(2))) if m else (name, -1)
+
+
+def own_name(candidate: str, stem: str) -> bool:
+    rest = candidate[len(stem):]
+    return candidate.startswith(stem) and rest.isdigit() and not rest.startswith("0")
+
