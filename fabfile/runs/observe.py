@@ -92,7 +92,9 @@ def stop_command(run_id: str, pid: int, grace_s: float = STOP_GRACE_S) -> str:
     for it to finish its line and exit, KILL it after ``grace_s``."""
     pid = int(pid)
     return (
-        f'if [ "$(readlink /proc/{pid}/cwd 2>/dev/null)" = "$HOME/{remote_dir(run_id)}" ]; then kill {pid}; '
+        # Real paths on both sides: $HOME may go through a symlink, /proc/PID/cwd never does.
+        f'if d=$(cd -P "$HOME"/{cmd(remote_dir(run_id))} 2>/dev/null && pwd) && '
+        f'[ "$(readlink /proc/{pid}/cwd 2>/dev/null)" = "$d" ]; then kill {pid}; '
         f"i=0; while [ -d /proc/{pid} ] && [ $i -lt {int(grace_s * 10)} ]; do sleep 0.1; i=$((i+1)); done; "
         f"[ -d /proc/{pid} ] && kill -9 {pid}; fi; true"
     )

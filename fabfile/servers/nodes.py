@@ -66,8 +66,11 @@ def start(c: Connection, node: Node, pex_path: str, args: Sequence[str], env: Ma
 
 def is_ours_command(node: Node) -> str:
     """Shell test: the node's pid is alive and runs in the node's directory."""
+    # The kernel reports a cwd by its real path: compare with the directory's real path, since
+    # $HOME may go through a symlink (/home -> /data/home). No directory, no match.
     return (
-        f'[ "$(readlink /proc/{int(node.pid)}/cwd 2>/dev/null)" = "$HOME/{node.dir}" ]'
+        f'{{ d=$(cd -P "$HOME"/{cmd(node.dir)} 2>/dev/null && pwd) && '
+        f'[ "$(readlink /proc/{int(node.pid)}/cwd 2>/dev/null)" = "$d" ]; }}'
     )
 
 

@@ -169,5 +169,7 @@ def stop_agent(c: Connection, pid: int | None) -> None:
     if not pid:
         return
     pid = int(pid)
-    ours = f'case "$(readlink /proc/{pid}/cwd 2>/dev/null)" in "$HOME/{REMOTE_DIR}/runs/"*) true;; *) false;; esac'
+    # Real paths on both sides: $HOME may go through a symlink, /proc/PID/cwd never does.
+    ours = (f'{{ r=$(cd -P "$HOME"/{REMOTE_DIR}/runs 2>/dev/null && pwd) && '
+            f'case "$(readlink /proc/{pid}/cwd 2>/dev/null)" in "$r/"*) true;; *) false;; esac; }}')
     run(c, f"{ours} && kill {pid} || true", check=False, timeout=10)
