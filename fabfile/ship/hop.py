@@ -18,8 +18,9 @@ the controller's uplink).
 
 Security of the host-to-host leg (plain TCP, no SSH credentials on hosts):
 
-* A listener exists only for one transfer: it binds a random port (on the host's fleet
-  address when that is local), accepts exactly one upstream that presents this transfer's
+* A listener exists only for one transfer: it binds a random port on the host's fleet
+  address only (no other interface), reads every connection side by side (a silent one
+  holds up nobody) and accepts exactly one upstream that presents this transfer's
   32-byte token (a token is sent to each hop on its SSH stdin, never on a command line,
   which other users could read in ``ps``), then closes; it gives up after ``link_timeout``.
 * Integrity never depends on the network: every hop hashes what it received and installs
@@ -51,6 +52,8 @@ from typing import cast
 CHUNK = 256 * 1024
 TOKEN_BYTES = 32
 ACK = b"\x06"
+TOKEN_WAIT = 5.0  # seconds a connection may take to present its token
+MAX_PENDING = 16  # connections waiting to present a token at once
 
 
 class HopError(Exception):
@@ -70,17 +73,18 @@ def read_json_line(stream):
 
 
 def listen(bind):
-    """A listening socket on ``bind`` if that address is ours, else on every address."""
-    for address in ([bind] if bind else []) + [""]:
-        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            server.bind((address, 0))
-        except OSError:
-            server.close()
-            continue
-        server.listen(4)
-        return server
-    raise HopError("cannot open a listening port")
+    """A listening socket on ``bind``, the host's fleet address, and nowhere else: a hop that
+    cannot bind it fails, and the controller pushes directly."""
+    if not bind:
+        raise HopError("no fleet address to listen on")
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        server.bind((bind, 0))
+    except OSError as exc:
+        server.close()
+        raise HopError(f"cannot listen on {bind} (not an address of this host?): {exc.strerror or exc}") from None
+    server.listen(16)
+    return server
 
 
 def recv_exact(sock, n):
@@ -96,33 +100,64 @@ def recv_exact(sock, n):
 def accept_upstream(server, token, timeout, watch_fd):
     """The first connection that presents ``token``; strangers are dropped, not served.
 
+    Connections are read side by side, so a stranger that sends nothing (or a byte at a time)
+    holds up nobody: each gets ``TOKEN_WAIT`` seconds, at most ``MAX_PENDING`` wait at once.
     Gives up after ``timeout`` or as soon as ``watch_fd`` (our stdin) ends: the controller
     closing our channel means this transfer is off.
     """
     deadline = time.monotonic() + timeout
+    pending: dict = {}  # socket -> [token bytes so far, peer address, when it connected]
+    server.setblocking(False)
     try:
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 raise HopError(f"the upstream hop never connected ({timeout:.0f}s)")
-            readable, _, _ = select.select([server, watch_fd], [], [], left)
+            for conn in [s for s, (_, _, since) in pending.items() if now - since > TOKEN_WAIT]:
+                refuse(conn, pending.pop(conn)[1], "no token in time")
+            readable, _, _ = select.select([server, watch_fd, *pending], [], [], min(deadline - now, 0.5))
             if watch_fd in readable:
                 raise HopError("the controller called the transfer off")
-            if server not in readable:
-                continue
-            conn, peer = server.accept()
-            conn.settimeout(min(5.0, max(left, 0.1)))
-            try:
-                presented = recv_exact(conn, TOKEN_BYTES)
-            except OSError:
-                presented = b""
-            if hmac.compare_digest(presented, token):
-                conn.sendall(ACK)
-                return conn
-            sys.stderr.write(f"relay hop: refused a connection from {peer[0]} (wrong token)\n")
-            conn.close()
+            if server in readable:
+                take_connection(server, pending)
+            for conn in [s for s in readable if s in pending]:
+                try:
+                    chunk = conn.recv(TOKEN_BYTES - len(pending[conn][0]))
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    chunk = b""
+                pending[conn][0] += chunk
+                if chunk and len(pending[conn][0]) < TOKEN_BYTES:
+                    continue
+                presented, peer, _ = pending.pop(conn)
+                if chunk and hmac.compare_digest(presented, token):
+                    conn.setblocking(True)
+                    conn.settimeout(min(5.0, max(deadline - time.monotonic(), 0.1)))
+                    conn.sendall(ACK)
+                    return conn
+                refuse(conn, peer, "wrong token")
     finally:
         server.close()  # nothing listens longer than it takes the one upstream to arrive
+        for conn in pending:
+            conn.close()
+
+
+def take_connection(server, pending):
+    try:
+        conn, peer = server.accept()
+    except (BlockingIOError, InterruptedError):
+        return
+    conn.setblocking(False)
+    if len(pending) >= MAX_PENDING:  # the oldest waiter makes room
+        oldest = min(pending, key=lambda s: pending[s][2])
+        refuse(oldest, pending.pop(oldest)[1], "too many connections waiting")
+    pending[conn] = [b"", peer[0], time.monotonic()]
+
+
+def refuse(conn, peer, why):
+    sys.stderr.write(f"relay hop: refused a connection from {peer} ({why})\n")
+    conn.close()
 
 
 class Acceptor(threading.Thread):
@@ -193,11 +228,8 @@ class Sink:
         self.fh = None
         os.chmod(self.tmp, 0o700)
         os.replace(self.tmp, self.final)
-        for path in glob.glob(glob.escape(leftovers) + "*"):  # what cut-off pushes left behind
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        if leftovers:
+            remove_stale_temps(leftovers)
 
     def discard(self):
         if self.fh is not None:
@@ -208,6 +240,29 @@ class Sink:
             self.fh = None
         try:
             os.unlink(self.tmp)
+        except OSError:
+            pass
+
+
+def own_temp(setup):
+    """This hop's temp name: ``<leftovers><pid>-<tag>``, so another push can tell whether its
+    writer is still alive (and leave it alone) or gone (and remove it)."""
+    prefix = setup.get("leftovers")
+    tmp = setup["tmp"]
+    if not prefix or not tmp.startswith(prefix):
+        return tmp
+    return f"{prefix}{os.getpid()}-{tmp[len(prefix):] or 'hop'}"
+
+
+def remove_stale_temps(prefix):
+    """Remove the temp files ``prefix*`` whose writer is gone: cut-off pushes (power loss).
+    One named ``<pid>-...`` whose pid is alive is another push still at work."""
+    for path in glob.glob(glob.escape(prefix) + "*"):
+        writer = path[len(prefix):].split("-", 1)[0]
+        if writer.isdigit() and os.path.isdir("/proc/" + writer):
+            continue
+        try:
+            os.unlink(path)
         except OSError:
             pass
 
@@ -278,7 +333,7 @@ def main():
             return 3
         source = fh.read
     else:
-        sink = Sink(setup["tmp"], setup["path"])
+        sink = Sink(own_temp(setup), setup["path"])
         if kind == "stdin":
             source = stdin.read1  # whatever has arrived, so the chain streams
         elif upstream is None:  # the acceptor returned no connection and no error
@@ -307,7 +362,7 @@ def main():
             sink.discard()
         else:
             try:
-                sink.install(setup.get("leftovers") or setup["tmp"])
+                sink.install(setup.get("leftovers"))
             except OSError as exc:
                 sink.discard()
                 error = "cannot install {}: {}".format(setup["path"], exc.strerror or exc)

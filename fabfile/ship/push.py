@@ -21,7 +21,7 @@ from paramiko import Channel, SSHException
 from fabfile.remote.shell import RemoteError, cmd, label, run
 
 CHUNK = 1 << 20
-PART = ".part-"  # a file being pushed: 0600, never executed, renamed only once verified
+PART = ".part-"  # a file being pushed (+ "PID-TAG"): 0600, never executed, renamed only once verified
 
 Progress = Callable[[str, int, int], None]  # (host, bytes sent, total)
 
@@ -47,23 +47,48 @@ def remote_digests(c: Connection, paths: Sequence[str]) -> dict[str, str]:
     return found
 
 
-def install_command(tmp: str, final: str, sha256: str) -> str:
-    """Verify ``tmp`` on the host, then chmod and rename it to ``final``; else delete it."""
+def stale_temps_command(final: str) -> str:
+    """Remove what pushes of ``final`` cut off with their host left (``final.part-PID-TAG``
+    whose PID is gone, or older names without one); a push still at work is left alone."""
+    prefix = cmd(final + PART)
     return (
-        f"got=$(sha256sum {cmd(tmp)} | cut -d' ' -f1) && "
-        f'if [ "$got" = {cmd(sha256)} ]; then chmod 700 {cmd(tmp)} && mv -f {cmd(tmp)} {cmd(final)}'
-        f" && rm -f {cmd(final)}{PART}*; "  # what pushes cut off with their host (power loss) left
-        f'else rm -f {cmd(tmp)}; echo "sha256 mismatch: expected {sha256}, got $got" >&2; exit 3; fi'
+        f'for f in {prefix}*; do w=${{f#{prefix}}}; w=${{w%%-*}}; '
+        'case $w in ""|*[!0-9]*) ;; *) [ -d /proc/"$w" ] && continue;; esac; rm -f "$f"; done'
     )
 
 
-def push_command(tmp: str, final: str, sha256: str) -> str:
+def install_command(tmp: str, final: str, sha256: str) -> str:
+    """Verify ``tmp`` on the host, then chmod and rename it to ``final``; else delete it."""
+    return _install(cmd(tmp), final, sha256)
+
+
+def _install(tmp: str, final: str, sha256: str) -> str:
+    """install_command for ``tmp`` given as a shell word (``"$t"``)."""
+    return (
+        f"got=$(sha256sum {tmp} | cut -d' ' -f1) && "
+        f'if [ "$got" = {cmd(sha256)} ]; then chmod 700 {tmp} && mv -f {tmp} {cmd(final)}'
+        f" && {{ {stale_temps_command(final)}; }}; "
+        f'else rm -f {tmp}; echo "sha256 mismatch: expected {sha256}, got $got" >&2; exit 3; fi'
+    )
+
+
+QUOTED_T = '"$t"'
+
+
+def temp_name(final: str, tag: str) -> str:
+    """The temp file of one push of ``final``, as a shell word: the pushing shell's pid ($$) in
+    its name tells a concurrent push (another controller's) that its writer is alive."""
+    return f'{cmd(final + PART)}"$$-"{cmd(tag)}'
+
+
+def push_command(final: str, sha256: str, tag: str) -> str:
     """One command for a whole push: say ``have`` (and stop) if ``final`` is already right,
-    else say ``send``, take the bytes into ``tmp`` (0600), verify and install them."""
+    else say ``send``, take the bytes into a temp file (0600), verify and install them."""
     return (
         f"umask 077; if test -f {cmd(final)} && "
         f'[ "$(sha256sum {cmd(final)} | cut -d" " -f1)" = {cmd(sha256)} ]; then echo have; exit 0; fi; '
-        f"echo send; cat > {cmd(tmp)} || {{ rm -f {cmd(tmp)}; exit 1; }}; {install_command(tmp, final, sha256)}"
+        f't={temp_name(final, tag)}; '
+        f'echo send; cat > "$t" || {{ rm -f "$t"; exit 1; }}; {_install(QUOTED_T, final, sha256)}'
     )
 
 
@@ -106,8 +131,8 @@ def push(c: Connection, local: Path, remote: str, sha256: str, progress: Progres
     round trip more than its bytes. Whatever goes wrong, the host-side command removes its
     temporary file (a cut-off stream fails the sha256 check); a half-pushed file is never run.
     """
-    tmp = f"{remote}{PART}{secrets.token_hex(4)}"
-    command = push_command(tmp, remote, sha256)
+    tag = secrets.token_hex(4)
+    command = push_command(remote, sha256, tag)
     channel = c.transport.open_session()
     try:
         channel.exec_command(command)
@@ -118,7 +143,7 @@ def push(c: Connection, local: Path, remote: str, sha256: str, progress: Progres
         if answer != b"send":
             _check_exit(c, channel, command)
             raise RemoteError(label(c), command, f"unexpected answer {answer!r} before the transfer")
-        shown = f"cat > ~/{tmp}"  # how the failing step is named: the whole script is long
+        shown = f"cat > ~/{remote}{PART}PID-{tag}"  # how the failing step is named: the script is long
         try:
             send_file(channel, local, label(c), progress)
         except (OSError, EOFError, SSHException) as exc:  # cat stopped reading, or the connection went

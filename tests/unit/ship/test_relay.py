@@ -258,7 +258,7 @@ def test_push_command_checks_receives_verifies_and_installs_in_one_go(local_host
     target.parent.mkdir(parents=True)
     if already:
         target.write_bytes(payload.path.read_bytes())
-    command = push_command(REMOTE + ".part-t", REMOTE, payload.sha256)
+    command = push_command(REMOTE, payload.sha256, "t")
     proc = subprocess.run(["sh", "-c", command], cwd=local_host.home, input=payload.path.read_bytes(),
                           capture_output=True, env={"HOME": str(local_host.home), "PATH": os.environ["PATH"]})
     assert proc.returncode == 0, proc.stderr
@@ -270,7 +270,7 @@ def test_push_command_checks_receives_verifies_and_installs_in_one_go(local_host
 
 def test_push_command_refuses_corrupt_bytes(local_host, payload: File) -> None:
     (local_host.home / ".fleetbench" / "bin").mkdir(parents=True)
-    command = push_command(REMOTE + ".part-t", REMOTE, payload.sha256)
+    command = push_command(REMOTE, payload.sha256, "t")
     proc = subprocess.run(["sh", "-c", command], cwd=local_host.home, input=b"not the file",
                           capture_output=True, env={"HOME": str(local_host.home), "PATH": os.environ["PATH"]})
     assert proc.returncode == 3 and b"sha256 mismatch" in proc.stderr
