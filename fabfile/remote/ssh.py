@@ -3,7 +3,9 @@
 Fabric's Connection accepts any host key (it hard-codes AutoAddPolicy and never reads
 known_hosts). fleetbench loads known_hosts (the user's, and any UserKnownHostsFile named in
 ssh_config, which is how a testbed's own known_hosts is found) and refuses unknown hosts
-unless the user opts in to accept-new. A changed key is always refused.
+unless the user opts in to accept-new. A changed key is always refused. The same holds for
+every jump host a ProxyJump names (Fabric opens those with AutoAddPolicy too), and the agent
+is never forwarded, whatever ssh_config says: hosts get no SSH credentials.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +117,8 @@ def known_host_keys(files: Sequence[Path]) -> paramiko.HostKeys:
 
 
 def secure(c: Connection, settings: SshSettings) -> None:
-    """Make ``c`` check host keys before it opens. Safe to call on a fab-made Connection."""
+    """Make ``c`` check host keys before it opens, and each jump host of its ProxyJump too;
+    never forward the agent. Safe to call on a fab-made Connection."""
     files = known_hosts_files(c, settings)
     entry = known_hosts_name(c)
     for keytype, key in (known_host_keys(files).lookup(entry) or {}).items():
@@ -124,6 +128,11 @@ def secure(c: Connection, settings: SshSettings) -> None:
     else:
         c.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     c.fleetbench_known_hosts = files
+    c.forward_agent = False  # ForwardAgent in ssh_config would hand every host the user's agent
+    if isinstance(c.gateway, Connection):  # ProxyJump: Fabric made it with AutoAddPolicy
+        c.gateway.fleetbench_name = c.gateway.original_host
+        c.gateway.connect_timeout = settings.connect_timeout
+        secure(c.gateway, settings)
 
 
 class PromptRemote(Remote):
@@ -137,11 +146,20 @@ class PromptRemote(Remote):
             self.channel.status_event.wait(self.input_sleep)
 
 
+class FleetConnection(Connection):
+    """A Connection that also closes its jump hosts (Fabric leaves them open)."""
+
+    def close(self) -> None:
+        super().close()
+        if isinstance(self.gateway, Connection):
+            self.gateway.close()
+
+
 def connection(destination: str, settings: SshSettings, ssh_config: paramiko.SSHConfig | None = None) -> Connection:
     """A Connection to ``destination`` (alias, host, user@host, user@host:port), not yet open."""
     config = Config(ssh_config=ssh_config or load_ssh_config(settings.config_files),
                     overrides={"runners": {"remote": PromptRemote}})
-    c = Connection(destination, config=config, connect_timeout=settings.connect_timeout)
+    c = FleetConnection(destination, config=config, connect_timeout=settings.connect_timeout)
     c.fleetbench_name = destination
     secure(c, settings)
     return c
@@ -185,6 +203,11 @@ def open_checked(c: Connection, settings: SshSettings) -> Connection:
     """Open ``c``; every way of failing becomes a ConnectError naming the host."""
     name = getattr(c, "fleetbench_name", c.original_host)
     where = f"{c.user}@{c.host}:{c.port}"
+    if isinstance(c.gateway, Connection) and not c.is_connected:
+        try:  # the jump host first, on its own: its key checked, its failures named as its own
+            open_checked(c.gateway, settings)
+        except ConnectError as exc:
+            raise ConnectError(name, f"through jump host {exc}") from None
     try:
         if c.gateway is None and not c.is_connected:  # a ProxyJump/ProxyCommand brings its own socket
             c.connect_kwargs["sock"] = _dial(c.host, c.port, settings.connect_timeout)
@@ -223,9 +246,32 @@ def set_host_timeout(c: Connection, seconds: float, keepalive_s: float = 10) -> 
     for as long as TCP retransmits (about 15 minutes). SSH keepalives make sure something is
     always in flight, and TCP_USER_TIMEOUT has the kernel drop the connection when that
     something stays unacknowledged for ``seconds``; paramiko then closes every channel.
+    Through a jump host (or a ProxyCommand) our TCP ends at the jump host, which acknowledges
+    everything: there keepalives ask for a reply, and no reply in ``seconds`` closes it.
     """
     every = max(1, int(min(keepalive_s, seconds / 3)))
-    c.transport.set_keepalive(every)
     sock = c.transport.sock
-    if hasattr(sock, "setsockopt") and hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux; not a ProxyCommand
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
+    if isinstance(sock, (socket.socket, _PromptAckSocket)):
+        c.transport.set_keepalive(every)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
+    else:
+        watch_replies(c.transport, every, seconds)
+
+
+def watch_replies(transport: paramiko.Transport, every: float, seconds: float) -> None:
+    """Every ``every`` seconds ask the host for a reply (OpenSSH answers any global request);
+    close the transport, and so every channel on it, when one takes over ``seconds``."""
+
+    def loop() -> None:
+        while transport.is_active():
+            overdue = threading.Timer(seconds, transport.close)
+            overdue.daemon = True
+            overdue.start()
+            try:
+                transport.global_request("keepalive@openssh.com", wait=True)
+            finally:
+                overdue.cancel()
+            time.sleep(every)
+
+    threading.Thread(target=loop, name="fleetbench-keepalive", daemon=True).start()
