@@ -50,7 +50,7 @@ def out(cp: subprocess.CompletedProcess) -> str:
 
 def nothing_left(tb: Testbed) -> None:
     left = tb.leftovers()
-    assert left == {"netns": [], "links": [], "pids": [], "files": []}, left
+    assert left == {"netns": [], "links": [], "routes": [], "pids": [], "files": []}, left
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert f"fb-{tb.prefix}" not in netns

@@ -31,6 +31,13 @@ RUNPATH points into the hidden prefix; ssh sessions on that host get it too).
 real key under its alias and address: strict checking works) and ``hosts.json``, the record
 ``status``/``down`` and the next ``up`` work from. Needs root.
 
+Two topologies of real fleets: ``user="bench"`` has every host log in as an unprivileged
+user (uid >= 2000, no sudo) whose home ``/home/bench`` is a symlink to ``/home/data/bench``
+(passwd and group bind-mounted, /home a fresh tmpfs); ``bastion=True`` takes the
+controller's address off the bridge and adds a bastion host ``{prefix}0``, the only host
+the controller reaches (its own veth pair on the subnet's first /30), and ``ssh_config``
+gives every host ``ProxyJump {prefix}0``.
+
 ``uplink="20mbit"`` puts a tbf qdisc on the bridge's own egress: that carries only what the
 root namespace (the controller) sends to hosts; frames forwarded between bridge ports
 (host to host) never pass it, and neither does what hosts send to the controller.
@@ -38,6 +45,7 @@ root namespace (the controller) sends to hosts; frames forwarded between bridge 
 The package, by concern: ``plan`` (pure names, addresses, shaping), ``network`` (namespaces,
 veth, bridge, tc), ``sshd`` (keys, client files, the hosts' sshd), ``pythons`` (interpreter
 probing and relocation), ``state`` (the record, ownership, crash recovery and teardown),
+``users`` (the login user of the ``user=`` topology), ``layout`` (paths and names),
 ``bringup`` (the ``Testbed`` these make up), ``system`` (running tools, /proc).
 
 Library use (the invoke tasks wrap exactly this)::

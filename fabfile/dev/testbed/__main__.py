@@ -25,11 +25,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--hosts", type=int, default=5)
     up.add_argument("--python", action="append", default=[], metavar="HOST=PATH")
     up.add_argument("--uplink", default=None, metavar="RATE")
+    ap.add_argument("--user", default=None, help="hosts log in as this unprivileged user")
+    ap.add_argument("--bastion", action="store_true", help="the fleet only behind a bastion host")
     sub.add_parser("status")
     sub.add_parser("down")
     a = ap.parse_args(argv)
     try:
-        tb = Testbed(Path(a.state_dir), prefix=a.prefix, subnet=a.subnet)
+        tb = Testbed(Path(a.state_dir), prefix=a.prefix, subnet=a.subnet, user=a.user, bastion=a.bastion)
         if a.cmd == "up":
             t0 = time.monotonic()
             hosts = tb.up(a.hosts, parse_python_overrides(a.python), a.uplink)

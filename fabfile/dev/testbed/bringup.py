@@ -13,11 +13,12 @@ from typing import Any
 
 from . import network, sshd
 from .layout import Layout
-from .plan import HostPlan, TestbedHost, etc_hosts_text, name_key, own_name, plan_hosts, tbf_args
+from .plan import HostPlan, TestbedHost, bastion_plan, etc_hosts_text, name_key, own_name, plan_hosts, tbf_args
 from .pythons import DEFAULT_PYTHON, PythonSpec, resolve_pythons, write_wrappers
 from .state import (
     STATE_FILES,
     Locked,
+    all_records,
     check_owner,
     claim_owner,
     down_locked,
@@ -36,7 +37,8 @@ from .system import TOOL_ENV, TestbedError, link_exists, list_netns, netns_inode
 
 class Testbed(Layout):
     """A local fleet of ``up(N)`` hosts named ``{prefix}1..N`` on ``10.213.{subnet}.0/24``,
-    owned by ``state_dir`` (e.g. ``<project>/.testbed``)."""
+    owned by ``state_dir`` (e.g. ``<project>/.testbed``); ``user=``/``bastion=`` (see Layout)
+    choose the topology."""
 
     __test__ = False
 
@@ -61,6 +63,10 @@ class Testbed(Layout):
         plans = plan_hosts(self.prefix, self.subnet, hosts)
         rate_args = tbf_args(uplink) if uplink else None
         specs = resolve_pythons(plans, pythons or {})
+        if self.bastion:  # the bastion comes first: it is up before the hosts behind it
+            front = bastion_plan(self.prefix, self.subnet)
+            specs[front.name] = resolve_pythons([front], {})[front.name]
+            plans = [front, *plans]
         with self._lock():
             check_owner(self)
             state = load_state(self)
@@ -68,6 +74,9 @@ class Testbed(Layout):
                           or state.get("runtime_dir") != str(self.runtime_dir)):
                 # This state dir held a testbed with another prefix/subnet: remove it first.
                 down_locked(self._former(state), state)
+                state = None
+            if state and {k: state.get(k) for k in self.topology()} != self.topology():
+                down_locked(self, state)  # another login user or topology: every host is rebuilt
                 state = None
             if state and self._healthy(state, plans, specs, uplink):
                 return [host_from_record(r) for r in state["hosts"]]
@@ -79,7 +88,7 @@ class Testbed(Layout):
         """Per recorded host: name, address, netns (+present), sshd pid (+alive), ssh
         answering, python; plus any leftover host of this prefix that is not recorded."""
         state = load_state(self)
-        records = state["hosts"] if state else []
+        records = all_records(state)
         alive = pids_with(str(self.runtime_dir).encode() + b"/")
 
         def one(r: dict[str, Any]) -> dict[str, Any]:
@@ -88,12 +97,13 @@ class Testbed(Layout):
             present = netns_inode(r["netns"]) is not None
             return {
                 "name": r["name"],
+                "role": r.get("role", "host"),
                 "address": r["address"],
                 "netns": r["netns"],
                 "netns_present": present,
                 "sshd_pid": pid,
                 "sshd_alive": ours,
-                "ssh_answers": ours and present and sshd.ssh_banner(r["address"], timeout=1.0),
+                "ssh_answers": ours and present and sshd.answers(r, behind_bastion(state, r)),
                 "python": r.get("python", DEFAULT_PYTHON),
                 "python_version": r.get("python_version", ""),
                 "uplink": state.get("uplink") if state else None,
@@ -104,7 +114,7 @@ class Testbed(Layout):
             rows = list(pool.map(one, records))
         recorded = {r["name"] for r in records}
         for name in sorted(set(leftover_names(self)) - recorded, key=name_key):
-            rows.append({"name": name, "address": None, "netns": f"fb-{name}",
+            rows.append({"name": name, "role": None, "address": None, "netns": f"fb-{name}",
                          "netns_present": netns_inode(f"fb-{name}") is not None, "sshd_pid": 0,
                          "sshd_alive": False, "ssh_answers": False, "python": None,
                          "python_version": "", "uplink": None, "recorded": False})
@@ -132,8 +142,9 @@ class Testbed(Layout):
         """Kernel objects, processes and files of this testbed that exist right now (all
         empty after ``down``)."""
         netns = sorted((n for n in list_netns() if own_name(n, f"fb-{self.prefix}")), key=name_key)
-        links = sorted((n for n in os.listdir("/sys/class/net") if n == self.bridge
+        links = sorted((n for n in os.listdir("/sys/class/net") if n in (self.bridge, self.outer_link)
                         or own_name(n, f"fbv-{self.prefix}")), key=name_key)
+        routes = [f"unreachable {self.network}"] if network.unreachable_route(self) else []
         pids = sorted(str(p) for p in pids_with(str(self.runtime_dir).encode() + b"/"))
         files = []
         if self.state_dir.exists():
@@ -141,7 +152,7 @@ class Testbed(Layout):
                            if p.name in STATE_FILES or p.name == "hosts" or p.name.endswith(".tmp"))
         if self.runtime_dir.exists():
             files.append(str(self.runtime_dir))
-        return {"netns": netns, "links": links, "pids": pids, "files": files}
+        return {"netns": netns, "links": links, "routes": routes, "pids": pids, "files": files}
 
     # ---- checks ----------------------------------------------------------------------------
 
@@ -163,6 +174,9 @@ class Testbed(Layout):
         for tool, package in needed.items():
             if not shutil.which(tool, path=TOOL_ENV["PATH"]):
                 raise TestbedError(f"the testbed needs `{tool}`: apt-get install {package}")
+        if self.user and not os.path.isdir("/home"):
+            raise TestbedError("a testbed login user needs a /home directory on this machine (hosts mount a"
+                               " fresh tmpfs there for its home)")
 
     def _lock(self) -> Locked:
         return lock(self)
@@ -175,8 +189,10 @@ class Testbed(Layout):
     def _healthy(self, state: dict[str, Any], plans: Sequence[HostPlan], specs: Mapping[str, PythonSpec],
                  uplink: str | None) -> bool:
         """Everything as wanted and alive: the fast no-op path of ``up``."""
-        records = state.get("hosts", [])
+        records = all_records(state)
         if [r.get("name") for r in records] != [p.name for p in plans]:
+            return False
+        if self.bastion and not link_exists(self.outer_link):
             return False
         if state.get("uplink") != uplink or not network.shaping_matches(self, uplink):
             return False
@@ -189,7 +205,7 @@ class Testbed(Layout):
         if any(not record_ok(self, r, p, specs[p.name]) for r, p in zip(records, plans, strict=False)):
             return False
         with ThreadPoolExecutor(max_workers=16) as pool:
-            return all(pool.map(lambda r: sshd.ssh_banner(r["address"], timeout=1.0), records))
+            return all(pool.map(lambda r: sshd.answers(r, behind_bastion(state, r)), records))
 
     # ---- bring-up --------------------------------------------------------------------------
 
@@ -221,7 +237,7 @@ class Testbed(Layout):
                 + "\n".join(f"{n}: {e}" for n, e in shown) + more
                 + f"\n(`down` cleans up; logs are in {self.state_dir / 'hosts'})"
             )
-        return [host_from_record(r) for r in ordered]
+        return [host_from_record(r) for r in ordered if r.get("role") != "bastion"]
 
     def _start_hosts(self, new: Sequence[HostPlan], specs: Mapping[str, PythonSpec],
                      results: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -239,7 +255,8 @@ class Testbed(Layout):
             try:
                 network.configure_host_network(self, p)
                 pid = sshd.launch_sshd(self, p, specs[p.name], version)
-                return p, host_record(p, specs[p.name], pid, netns_inode(p.netns), sshd.mount_namespace(pid)), None
+                record = host_record(self, p, specs[p.name], pid, netns_inode(p.netns), sshd.mount_namespace(pid))
+                return p, record, None
             except TestbedError as e:
                 return p, None, str(e)
 
@@ -249,7 +266,7 @@ class Testbed(Layout):
             for p, rec, err in pool.map(start, new):
                 if err or rec is None:
                     errors[p.name] = err or "no record"
-                    results[p.name] = host_record(p, specs[p.name], 0, None, "")
+                    results[p.name] = host_record(self, p, specs[p.name], 0, None, "")
                 else:
                     results[p.name] = rec
         return errors
@@ -265,6 +282,11 @@ class Testbed(Layout):
                 f.seek(0)
                 f.truncate()
                 f.write(text)
+
+
+def behind_bastion(state: Mapping[str, Any] | None, record: Mapping[str, Any]) -> bool:
+    """A recorded host the controller cannot reach itself (it is behind the bastion)."""
+    return bool((state or {}).get("bastion")) and record.get("role") != "bastion"
 
 
 def read_base_etc_hosts() -> str:

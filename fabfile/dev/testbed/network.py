@@ -8,25 +8,36 @@ import json
 from collections.abc import Iterable, Sequence
 
 from .layout import Layout
-from .plan import HostPlan, mac_for, parse_rate
+from .plan import HostPlan, mac_for, outer_addresses, outer_network, parse_rate
 from .system import TestbedError, ip_batch, link_exists, netns_inode, run_tool
 
 
 def ensure_bridge(lay: Layout) -> None:
+    """The fleet's bridge; the controller's address on it, unless only a bastion may reach the fleet."""
     br = lay.bridge
     if not link_exists(br):
         run_tool(["ip", "link", "add", "name", br, "address", mac_for(lay.bridge_address), "type", "bridge",
                   "forward_delay", "0", "stp_state", "0"])
-    ip_batch([
-        f"addr replace {lay.bridge_address}/{lay.network.prefixlen} dev {br}",
-        f"link set {br} up",
-    ])
+    if lay.bastion:
+        ip_batch([f"addr flush dev {br}", f"link set {br} up",
+                  f"route replace unreachable {lay.network}"])  # the fleet: never via the default route
+    else:
+        ip_batch([f"addr replace {lay.bridge_address}/{lay.network.prefixlen} dev {br}", f"link set {br} up"])
 
 
 def remove_bridge(lay: Layout) -> None:
     if link_exists(lay.bridge):
         run_tool(["tc", "qdisc", "del", "dev", lay.bridge, "root"], check=False)
         run_tool(["ip", "link", "del", lay.bridge])
+    if link_exists(lay.outer_link):  # goes with the bastion's namespace; a leftover only after a crash
+        run_tool(["ip", "link", "del", lay.outer_link])
+    if unreachable_route(lay):
+        run_tool(["ip", "route", "del", "unreachable", str(lay.network)], check=False)
+
+
+def unreachable_route(lay: Layout) -> bool:
+    routes = json.loads(run_tool(["ip", "-j", "-4", "route", "show", "type", "unreachable"]).stdout or "[]")
+    return any(r.get("dst") == str(lay.network) for r in routes)
 
 
 def add_host_links(lay: Layout, plans: Sequence[HostPlan]) -> None:
@@ -42,13 +53,31 @@ def add_host_links(lay: Layout, plans: Sequence[HostPlan]) -> None:
 
 
 def configure_host_network(lay: Layout, p: HostPlan) -> None:
-    """Inside the host's namespace: its address, ``lo`` and ``eth0`` up, routes via the bridge."""
+    """Inside the host's namespace: its address, ``lo`` and ``eth0`` up, routes via the bridge
+    (with a bastion there is no controller on the bridge: hosts reach only each other)."""
     ip_batch([
         f"addr add {p.address}/{lay.network.prefixlen} dev eth0",
         "link set lo up",
         "link set eth0 up",
-        f"route add default via {lay.bridge_address}",
+        *([] if lay.bastion else [f"route add default via {lay.bridge_address}"]),
     ], netns=p.netns)
+    if lay.bastion and p.index == 0:
+        add_outer_link(lay, p)
+
+
+def add_outer_link(lay: Layout, bastion: HostPlan) -> None:
+    """The controller's only way in: a veth pair from the root namespace to the bastion's eth1."""
+    mine, theirs = outer_addresses(lay.subnet)
+    prefixlen = outer_network(lay.subnet).prefixlen
+    if link_exists(lay.outer_link):
+        run_tool(["ip", "link", "del", lay.outer_link])
+    ip_batch([
+        f"link add {lay.outer_link} address {mac_for(mine)} type veth peer name eth1"
+        f" address {mac_for(theirs)} netns {bastion.netns}",
+        f"addr add {mine}/{prefixlen} dev {lay.outer_link}",
+        f"link set {lay.outer_link} up",
+    ])
+    ip_batch([f"addr add {theirs}/{prefixlen} dev eth1", "link set eth1 up"], netns=bastion.netns)
 
 
 def remove_host_links(names: Iterable[str]) -> list[str]:
@@ -61,15 +90,15 @@ def remove_host_links(names: Iterable[str]) -> list[str]:
 
 def apply_shaping(lay: Layout, rate_args: list[str] | None) -> None:
     if rate_args:
-        run_tool(["tc", "qdisc", "replace", "dev", lay.bridge, "root"] + rate_args)
+        run_tool(["tc", "qdisc", "replace", "dev", lay.uplink_device, "root"] + rate_args)
     else:
-        run_tool(["tc", "qdisc", "del", "dev", lay.bridge, "root"], check=False)
+        run_tool(["tc", "qdisc", "del", "dev", lay.uplink_device, "root"], check=False)
 
 
 def shaping_matches(lay: Layout, uplink: str | None) -> bool:
-    if not link_exists(lay.bridge):
+    if not link_exists(lay.uplink_device):
         return uplink is None
-    cp = run_tool(["tc", "-j", "qdisc", "show", "dev", lay.bridge], check=False)
+    cp = run_tool(["tc", "-j", "qdisc", "show", "dev", lay.uplink_device], check=False)
     try:
         qdiscs = json.loads(cp.stdout or "[]")
     except ValueError:
@@ -89,7 +118,7 @@ def check_subnet_free(lay: Layout) -> None:
     net = lay.network
     addrs = json.loads(run_tool(["ip", "-j", "-4", "addr", "show"]).stdout or "[]")
     for iface in addrs:
-        if iface.get("ifname") == lay.bridge:
+        if iface.get("ifname") in (lay.bridge, lay.outer_link):
             continue
         for a in iface.get("addr_info", []):
             try:
@@ -105,7 +134,9 @@ def check_subnet_free(lay: Layout) -> None:
     routes = json.loads(run_tool(["ip", "-j", "-4", "route", "show"]).stdout or "[]")
     for r in routes:
         dst, dev = r.get("dst"), r.get("dev")
-        if not dst or dst == "default" or dev == lay.bridge:
+        if not dst or dst == "default" or dev in (lay.bridge, lay.outer_link):
+            continue
+        if r.get("type") == "unreachable" and dst == str(net):  # ours (bastion topology)
             continue
         try:
             other = ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)

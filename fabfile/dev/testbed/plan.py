@@ -157,12 +157,42 @@ def etc_hosts_text(base: str, hosts: Sequence[tuple[str, str]], prefix: str) -> 
     text += "".join(f"{address}\t{alias}\n" for alias, address in hosts)
     return text
 
+
 def name_key(name: str) -> tuple[str, int]:
     m = re.match(r"^(.*?)(\d+)$", name)
     return (m.group(1), int(m.group(2))) if m else (name, -1)
 
 
 def own_name(candidate: str, stem: str) -> bool:
+    """``candidate`` is ``stem`` + a host index (``0``: the bastion, else no leading zero)."""
     rest = candidate[len(stem):]
-    return candidate.startswith(stem) and rest.isdigit() and not rest.startswith("0")
+    return candidate.startswith(stem) and rest.isdigit() and (rest == "0" or not rest.startswith("0"))
+
+
+# ---- the bastion topology --------------------------------------------------------------------
+# With a bastion, the bridge has no address in the root namespace: the controller reaches
+# only the bastion ``{prefix}0``, over a veth pair of its own (``fbo-{prefix}`` <-> the
+# bastion's ``eth1``) holding the first /30 of the subnet; the bastion is on the bridge at
+# ``.{HOST_OFFSET}`` like any host. The rest of the subnet is unreachable from the root
+# namespace (a route says so), so nothing meant for the fleet leaks to the default route.
+
+
+def bastion_plan(prefix: str, subnet: int) -> HostPlan:
+    name = f"{validate_prefix(prefix)}0"
+    return HostPlan(index=0, name=name, address=str(network_for(subnet).network_address + HOST_OFFSET),
+                    netns=f"fb-{name}", veth=f"fbv-{name}")
+
+
+def outer_link_name(prefix: str) -> str:
+    return f"fbo-{validate_prefix(prefix)}"
+
+
+def outer_network(subnet: int) -> ipaddress.IPv4Network:
+    """The controller <-> bastion link: ``.1`` the controller, ``.2`` the bastion."""
+    return ipaddress.IPv4Network(f"{network_for(subnet).network_address}/30")
+
+
+def outer_addresses(subnet: int) -> tuple[str, str]:
+    net = outer_network(subnet)
+    return str(net.network_address + 1), str(net.network_address + 2)
 

@@ -18,6 +18,7 @@ from .layout import Layout
 from .plan import HOST_TMPFS, RESOLV_CONF, HostPlan
 from .pythons import PythonSpec, relocated_lib_path, wrapper_names
 from .system import TOOL_ENV, TestbedError, file_size, proc_alive, proc_cmdline, run_tool, tail, write_atomic
+from .users import group_text, home_lines, passwd_text, read_base
 
 PRIVSEP_DIR = "/run/sshd"
 SSH_PORT = 22
@@ -27,15 +28,19 @@ def _cfg_value(value: str) -> str:
     return f'"{value}"' if any(c.isspace() for c in value) else value
 
 
-def ssh_config_text(hosts: Sequence[tuple[str, str]], *, key_path: str, known_hosts_path: str) -> str:
+def ssh_config_text(hosts: Sequence[tuple[str, str]], *, key_path: str, known_hosts_path: str,
+                    user: str = "root", proxy_jump: Mapping[str, str] | None = None) -> str:
     """ssh_config with a ``Host`` block per ``(alias, address)``: strict host key checking
-    against the testbed's own known_hosts, only the testbed's key offered."""
+    against the testbed's own known_hosts, only the testbed's key offered; ``proxy_jump``
+    names the jump host of the aliases reached through one."""
     lines = ["# fleetbench testbed: written by fabfile/dev/testbed; `ssh -F THIS_FILE <host>`", ""]
     for alias, address in hosts:
+        jump = (proxy_jump or {}).get(alias)
         lines += [
             f"Host {alias}",
             f"    HostName {address}",
-            "    User root",
+            *([f"    ProxyJump {jump}"] if jump else []),
+            f"    User {user}",
             f"    Port {SSH_PORT}",
             f"    IdentityFile {_cfg_value(key_path)}",
             "    IdentitiesOnly yes",
@@ -98,11 +103,14 @@ def sshd_argv(*, sshd: str, mount: str, address: str, ld_library_path: str | Non
 def host_script(*, host_dir: str, mount: str, etc_hosts: str, hostname: str, argv: Sequence[str],
                 resolv_conf: str | None = None,
                 python_prefix: str | None = None, python_mount: str | None = None,
-                wrappers: Sequence[str] = (), tmpfs: Sequence[tuple[str, str]] = HOST_TMPFS) -> str:
+                wrappers: Sequence[str] = (), tmpfs: Sequence[tuple[str, str]] = HOST_TMPFS,
+                passwd: str | None = None, group: str | None = None, home: Sequence[str] = ()) -> str:
     """The shell run as pid 1 of a new host (inside its netns, mount, UTS and PID namespaces).
 
     Binds in what must stay reachable, then hides /root, /tmp, ... under fresh tmpfs, then
-    becomes sshd. Its pid as seen from the root pid namespace goes to ``sshd.pid``.
+    becomes sshd. Its pid as seen from the root pid namespace goes to ``sshd.pid``. With a
+    login user, ``passwd``/``group`` are bound over the host's own and ``home`` (shell) makes
+    its home once /home is a fresh tmpfs.
     """
     q = shlex.quote
     lines = [
@@ -126,13 +134,12 @@ def host_script(*, host_dir: str, mount: str, etc_hosts: str, hostname: str, arg
         f"mount --bind {q(etc_hosts)} /etc/hosts",
         "mount -o remount,bind,ro /etc/hosts",
     ]
-    if resolv_conf:
-        lines += [
-            f"mount --bind {q(resolv_conf)} /etc/resolv.conf",
-            "mount -o remount,bind,ro /etc/resolv.conf",
-        ]
+    for source, target in ((resolv_conf, "/etc/resolv.conf"), (passwd, "/etc/passwd"), (group, "/etc/group")):
+        if source:
+            lines += [f"mount --bind {q(source)} {target}", f"mount -o remount,bind,ro {target}"]
     for path, mode in tmpfs:
         lines.append(f"if [ -d {q(path)} ]; then mount -t tmpfs -o mode={mode} tmpfs {q(path)}; fi")
+    lines += home
     lines.append("mount -t proc proc /proc")
     for w in wrappers:
         lines.append(f"cp {q(mount + '/bin/' + w)} /usr/local/bin/{q(w)}")
@@ -154,6 +161,25 @@ def ssh_banner(address: str, timeout: float = 1.0) -> bool:
             return data.startswith(b"SSH-")
     except OSError:
         return False
+
+
+def listening(pid: int, address: str, port: int = SSH_PORT) -> bool:
+    """Whether the network namespace of ``pid`` has a socket listening on ``address:port``:
+    how a host behind the bastion (which the controller cannot reach) is seen to be up."""
+    want = f"{socket.inet_aton(address)[::-1].hex().upper()}:{port:04X}"
+    try:
+        with open(f"/proc/{pid}/net/tcp") as fh:
+            rows = [line.split() for line in fh.readlines()[1:]]
+    except OSError:
+        return False
+    return any(len(r) > 3 and r[1] == want and r[3] == "0A" for r in rows)  # 0A: LISTEN
+
+
+def answers(record: Mapping[str, Any], behind_bastion: bool, timeout: float = 1.0) -> bool:
+    """The host's sshd is up: its banner, or (behind a bastion) its listening socket."""
+    if behind_bastion:
+        return bool(record.get("sshd_pid")) and listening(int(record["sshd_pid"]), record["address"])
+    return ssh_banner(record["address"], timeout=timeout)
 
 
 def openssh_version(sshd: str) -> tuple[int, int]:
@@ -186,6 +212,9 @@ def ensure_client_files(lay: Layout) -> None:
     write_atomic(lay.authorized_keys_path, pub_path.read_text(), 0o600)
     if not lay.resolv_conf_path.exists():
         write_atomic(lay.resolv_conf_path, RESOLV_CONF)
+    if lay.user:
+        write_atomic(lay.passwd_path, passwd_text(read_base("/etc/passwd"), lay.user))
+        write_atomic(lay.group_path, group_text(read_base("/etc/group"), lay.user))
 
 
 def make_host_keys(lay: Layout, p: HostPlan) -> Path:
@@ -197,11 +226,17 @@ def make_host_keys(lay: Layout, p: HostPlan) -> Path:
               "-f", str(d / "ssh_host_ed25519_key")])
     shutil.copyfile(lay.authorized_keys_path, d / "authorized_keys")
     (lay.runtime_dir / p.name / "sshd").mkdir(parents=True, exist_ok=True)
+    if lay.user:  # sshd reads authorized_keys as the user: the file and the path to it readable
+        for path in (lay.runtime_dir.parent, lay.runtime_dir, lay.runtime_dir / p.name,
+                     lay.runtime_dir / p.name / "sshd", d):
+            path.chmod(0o755)
+        (d / "authorized_keys").chmod(0o644)
     return d
 
 
 def write_client_files(lay: Layout, records: Sequence[Mapping[str, Any]]) -> None:
-    """known_hosts (each host's real key under its alias and address) and ssh_config."""
+    """known_hosts (each host's real key under its alias and address) and ssh_config; hosts
+    behind the bastion (the record with role "bastion") get a ProxyJump to it."""
     entries = []
     for r in records:
         try:
@@ -210,9 +245,12 @@ def write_client_files(lay: Layout, records: Sequence[Mapping[str, Any]]) -> Non
             continue
         entries.append((r["name"], r["address"], pub))
     write_atomic(lay.known_hosts_path, known_hosts_text(entries))
+    bastion = next((r["name"] for r in records if r.get("role") == "bastion"), None)
+    jumps = {r["name"]: bastion for r in records if bastion and r["name"] != bastion}
     write_atomic(lay.ssh_config_path, ssh_config_text(
         [(r["name"], r["address"]) for r in records],
-        key_path=str(lay.key_path), known_hosts_path=str(lay.known_hosts_path)))
+        key_path=str(lay.key_path), known_hosts_path=str(lay.known_hosts_path), user=lay.login,
+        proxy_jump=jumps))
 
 
 # ---- sshd processes --------------------------------------------------------------------------
@@ -222,7 +260,7 @@ def launch_sshd(lay: Layout, p: HostPlan, spec: PythonSpec, version: tuple[int, 
     """Start the host's pid 1 (which becomes its sshd) in its namespaces; its pid once it answers."""
     d = lay.host_dir(p.name)
     mount = lay.sshd_mount(p.name)
-    argv = sshd_argv(sshd=lay.sshd, mount=mount, address=p.address,
+    argv = sshd_argv(sshd=lay.sshd, mount=mount, address=lay.ssh_address(p),
                      ld_library_path=relocated_lib_path(lay, p.name, spec),
                      per_source_penalties=version >= (9, 8))
     script = host_script(
@@ -231,6 +269,9 @@ def launch_sshd(lay: Layout, p: HostPlan, spec: PythonSpec, version: tuple[int, 
         python_prefix=spec.prefix if (not spec.is_default and spec.relocate) else None,
         python_mount=lay.python_mount(p.name),
         wrappers=wrapper_names(spec) if not spec.is_default else (),
+        tmpfs=(*HOST_TMPFS, ("/home", "755")) if lay.user else HOST_TMPFS,
+        passwd=str(lay.passwd_path) if lay.user else None, group=str(lay.group_path) if lay.user else None,
+        home=home_lines(lay.user) if lay.user else (),
     )
     (d / "launch.sh").write_text(script)
     launch_log = d / "launch.log"
@@ -253,6 +294,7 @@ def wait_ready(lay: Layout, p: HostPlan, d: Path) -> int:
     pidfile = d / "sshd.pid"
     pid = 0
     marker = host_marker(lay.runtime_dir, p.name).encode()
+    address = lay.ssh_address(p)
     while True:
         if not pid:
             try:
@@ -261,10 +303,11 @@ def wait_ready(lay: Layout, p: HostPlan, d: Path) -> int:
                 pid = 0
         if pid and (not proc_alive(pid)):
             raise TestbedError(
-                f"sshd on {p.name} ({p.address}) exited while starting.\n"
+                f"sshd on {p.name} ({address}) exited while starting.\n"
                 f"  sshd.log:\n{tail(d / 'sshd.log')}\n  launch.log:\n{tail(d / 'launch.log')}"
             )
-        if pid and marker in proc_cmdline(pid) and ssh_banner(p.address, timeout=0.5):
+        behind = lay.bastion and p.index > 0  # the controller cannot reach it: is it listening?
+        if pid and marker in proc_cmdline(pid) and (listening(pid, address) if behind else ssh_banner(address, 0.5)):
             return pid
         if not pid and file_size(d / "launch.log") > 0:
             time.sleep(0.1)  # let the failing launcher finish its message
@@ -272,7 +315,7 @@ def wait_ready(lay: Layout, p: HostPlan, d: Path) -> int:
                 raise TestbedError(f"the launcher for {p.name} failed:\n{tail(d / 'launch.log')}")
         if time.monotonic() > deadline:
             raise TestbedError(
-                f"sshd on {p.name} ({p.address}) did not answer on port {SSH_PORT} within"
+                f"sshd on {p.name} ({address}) did not answer on port {SSH_PORT} within"
                 f" {lay.start_timeout:.0f}s.\n  sshd.log:\n{tail(d / 'sshd.log')}\n"
                 f"  launch.log:\n{tail(d / 'launch.log')}"
             )

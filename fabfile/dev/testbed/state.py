@@ -23,13 +23,18 @@ STATE_VERSION = 1
 
 # Files of a testbed in its state dir (plus the "hosts" directory of per-host files).
 STATE_FILES = ("hosts.json", "ssh_config", "known_hosts", "id_ed25519", "id_ed25519.pub",
-                "authorized_keys", "etc_hosts", "resolv.conf")
+               "authorized_keys", "etc_hosts", "resolv.conf", "passwd", "group")
 
 
-def host_record(p: HostPlan, spec: PythonSpec, pid: int, netns_inode: int | None, mntns: str) -> dict[str, Any]:
+def host_record(lay: Layout, p: HostPlan, spec: PythonSpec, pid: int, netns_inode: int | None,
+                mntns: str) -> dict[str, Any]:
+    """What hosts.json keeps of a host; "address" is where the controller's ssh reaches it."""
+    bastion = {"role": "bastion", "fleet_address": p.address} if lay.bastion and p.index == 0 else {}
     return {
         "name": p.name,
-        "address": p.address,
+        "address": lay.ssh_address(p),
+        **bastion,
+        "user": lay.login,
         "netns": p.netns,
         "veth": p.veth,
         "sshd_pid": pid,
@@ -49,7 +54,7 @@ def host_from_record(r: Mapping[str, Any]) -> TestbedHost:
 
 def record_ok(lay: Layout, r: Mapping[str, Any], plan: HostPlan, spec: PythonSpec) -> bool:
     """The recorded host is the one planned, and its sshd is alive in its own namespace."""
-    if (r.get("address"), r.get("netns"), r.get("python")) != (plan.address, plan.netns, spec.path):
+    if (r.get("address"), r.get("netns"), r.get("python")) != (lay.ssh_address(plan), plan.netns, spec.path):
         return False
     if r.get("python_version") != spec.version:
         return False
@@ -69,8 +74,15 @@ def record_ok(lay: Layout, r: Mapping[str, Any], plan: HostPlan, spec: PythonSpe
     return (lay.host_dir(plan.name) / "ssh_host_ed25519_key.pub").exists()
 
 
+def all_records(state: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Every host of a recorded testbed: its bastion (if any) first, then the fleet."""
+    bastion = (state or {}).get("bastion")
+    hosts = [r for r in (state or {}).get("hosts", []) if isinstance(r, dict) and "name" in r]
+    return ([bastion] if isinstance(bastion, dict) and "name" in bastion else []) + hosts
+
+
 def records_by_name(state: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    return {r["name"]: r for r in (state or {}).get("hosts", []) if isinstance(r, dict) and "name" in r}
+    return {r["name"]: r for r in all_records(state)}
 
 
 # ---- the record ------------------------------------------------------------------------------
@@ -90,6 +102,9 @@ def load_state(lay: Layout) -> dict[str, Any] | None:
 
 
 def write_state(lay: Layout, records: Sequence[dict[str, Any]], uplink: str | None) -> None:
+    """hosts.json: the testbed, its fleet under "hosts" and its bastion (the record with role
+    "bastion") under "bastion"."""
+    bastion = next((r for r in records if r.get("role") == "bastion"), None)
     state = {
         "version": STATE_VERSION,
         "prefix": lay.prefix,
@@ -103,7 +118,9 @@ def write_state(lay: Layout, records: Sequence[dict[str, Any]], uplink: str | No
         "ssh_config": str(lay.ssh_config_path),
         "known_hosts": str(lay.known_hosts_path),
         "key": str(lay.key_path),
-        "hosts": list(records),
+        **lay.topology(),
+        "bastion": bastion,
+        "hosts": [r for r in records if r is not bastion],
     }
     write_atomic(lay.hosts_json_path, json.dumps(state, indent=2) + "\n")
 
