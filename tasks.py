@@ -52,11 +52,14 @@ def build(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False):
         print(f"{art.name}: {art.path} sha256 {art.sha256}")
 
 
-@task(help={**HELP, "direct_push": "send every host its own copy from here (no host-to-host relay)"})
-def deploy(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, direct_push=False):
+FORCE_HELP = {"force": "take over the hosts' deploy lock when its holder is gone (process ended, or stale)"}
+
+
+@task(help={**HELP, **FORCE_HELP, "direct_push": "send every host its own copy from here (no host-to-host relay)"})
+def deploy(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, direct_push=False, force=False):
     """Build, push (via cat) and start the servers. Does nothing when nothing changed."""
     with clean_errors("deploy"):
-        stages.deploy.run(_session(spawn, ssh_config, accept_new_host_keys), direct_push=direct_push)
+        stages.deploy.run(_session(spawn, ssh_config, accept_new_host_keys), direct_push=direct_push, force=force)
 
 
 BENCH_HELP = {
@@ -127,29 +130,29 @@ def plot(c, run=None, against=None):
             print(f"wrote {path}")
 
 
-@task(help={**HELP, "keep_files": "leave ~/.fleetbench on the hosts"})
-def down(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_files=False):
+@task(help={**HELP, **FORCE_HELP, "keep_files": "leave ~/.fleetbench on the hosts"})
+def down(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_files=False, force=False):
     """Stop every server and agent of ours on every host, and remove the remote files."""
     with clean_errors("down"):
-        stages.down.run(_session(spawn, ssh_config, accept_new_host_keys), keep_files)
+        stages.down.run(_session(spawn, ssh_config, accept_new_host_keys), keep_files, force=force)
 
 
-@task(help={**HELP, **BENCH_HELP, "keep_up": "leave the servers running afterwards (also after Ctrl-C)",
+@task(help={**HELP, **BENCH_HELP, **FORCE_HELP, "keep_up": "leave the servers running afterwards (also after Ctrl-C)",
             "allow_partial": "exit 0 when agents failed"})
 def spawn(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_up=False, allow_partial=False,
-          agent_timeout=900.0, host_timeout=30.0):
+          agent_timeout=900.0, host_timeout=30.0, force=False):
     """deploy, bench, collect, down."""
     with clean_errors("spawn"):
         s = _session(spawn, ssh_config, accept_new_host_keys, validate=True)
     try:
         with clean_errors("spawn"):
-            stages.deploy.run(s)
+            stages.deploy.run(s, force=force)
             stages.bench.run(s, float(agent_timeout), float(host_timeout))
             merged = stages.collect.run(s.workspace.runs_dir, echo=s.echo)
     finally:
         if not keep_up:
             with clean_errors("down"):
-                stages.down.run(s)
+                stages.down.run(s, force=force)
     if merged["status"] != "ok" and not allow_partial:
         raise Exit(f"run {merged['run_id']} is {merged['status']}", code=1)
 

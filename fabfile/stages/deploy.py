@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench.spawn import spec
 from fabfile.deployment import Deployment
+from fabfile.remote import lock
 from fabfile.servers import kinds as servers
 from fabfile.servers.nodes import Node
 from fabfile.session import Session
@@ -21,11 +22,12 @@ from fabfile.ship.build import Artifact, Builder
 from fabfile.ship.push import ProgressPrinter
 
 
-def run(s: Session, direct_push: bool = False) -> Deployment:
+def run(s: Session, direct_push: bool = False, force: bool = False) -> Deployment:
     """Build, push and start; record the deployment. ``direct_push``: every host gets its own
-    copy from us (no host-to-host relay)."""
+    copy from us (no host-to-host relay); ``force``: take over a deploy lock whose holder is gone."""
     spawn = s.spawn
     fleet = s.fleet()
+    lock.take(fleet, f"deploy {spawn.name}", force=force, echo=s.echo)
     artifacts = build(s)
     placed = push(s, artifacts, direct=direct_push)
     previous = s.deployment()

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from fabfile.remote import reaper
+from fabfile.remote import lock, reaper
 from fabfile.remote.shell import REMOTE_DIR, cmd
 from fabfile.remote.shell import run as run_remote
 from fabfile.session import Session
 
 
-def run(s: Session, keep_files: bool = False) -> None:
+def run(s: Session, keep_files: bool = False, force: bool = False) -> None:
     """The hosts come from the deployment record when there is one (the spawn file may have
-    changed since), else from the spawn file; ``keep_files`` leaves ~/.fleetbench on them."""
+    changed since), else from the spawn file; ``keep_files`` leaves ~/.fleetbench on them.
+    Another controller's deployment is left alone (the deploy lock; ``force`` as for deploy)."""
     deployment = s.deployment()
     hosts = list(deployment.hosts) if deployment and deployment.hosts else None
     fleet = s.fleet(hosts)
+    lock.take(fleet, "down", force=force, echo=s.echo)
 
     def clean(name: str) -> list[int]:
         pids = reaper.reap(fleet[name])
