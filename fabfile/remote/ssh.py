@@ -261,10 +261,16 @@ def set_host_timeout(c: Connection, seconds: float, keepalive_s: float = 10) -> 
 
 def watch_replies(transport: paramiko.Transport, every: float, seconds: float) -> None:
     """Every ``every`` seconds ask the host for a reply (OpenSSH answers any global request);
-    close the transport, and so every channel on it, when one takes over ``seconds``."""
+    close the transport, and so every channel on it, when one takes over ``seconds``. Called
+    again (``bench --host-timeout``), it changes the figures of the one watcher."""
+    first = not hasattr(transport, "fleetbench_watch")
+    transport.fleetbench_watch = (every, seconds)  # type: ignore[attr-defined]
+    if not first:
+        return
 
     def loop() -> None:
         while transport.is_active():
+            every, seconds = transport.fleetbench_watch  # type: ignore[attr-defined]
             overdue = threading.Timer(seconds, transport.close)
             overdue.daemon = True
             overdue.start()

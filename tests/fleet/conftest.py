@@ -3,7 +3,9 @@
 One testbed (prefix "ft", its own subnet, so a developer's own ``tb`` testbed is untouched)
 serves the whole session, in a scratch project directory; it is always taken down at the end.
 FLEETBENCH_TEST_PREFIX and FLEETBENCH_TEST_SUBNET give concurrent sessions their own fleets;
-tests name hosts as $h1..$h6 in spawn texts (``Project.spawn``).
+tests name hosts as $h1..$h6 in spawn texts (``Project.spawn``). The topology tests (a bastion,
+an unprivileged login) bring up one small testbed per module, one at a time, on
+FLEETBENCH_TEST_PREFIX2 and FLEETBENCH_TEST_SUBNET2.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import shutil
 import string
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,12 +80,31 @@ class Project:
         return path
 
 
-@pytest.fixture(scope="session")
-def project(tmp_path_factory) -> Project:
+def _need_testbed() -> None:
     if os.geteuid() != 0:
         pytest.skip("the testbed needs root (network namespaces)")
     if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
         pytest.skip("sshd missing: apt-get install openssh-server (make test installs it)")
+
+
+@contextmanager
+def topology_project(tmp_path_factory, name: str, hosts: int = 3, **topology) -> Iterator[Project]:
+    """A scratch project with a small testbed of its own topology (``user=``, ``bastion=``)."""
+    _need_testbed()
+    from fabfile.dev.testbed import Testbed
+
+    path = tmp_path_factory.mktemp(name)
+    testbed = Testbed(path / ".testbed", prefix=os.environ.get("FLEETBENCH_TEST_PREFIX2", "fw"),
+                      subnet=int(os.environ.get("FLEETBENCH_TEST_SUBNET2", "249")), **topology)
+    try:
+        yield Project(path, [h.name for h in testbed.up(hosts)], {})
+    finally:
+        testbed.down()
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Project:
+    _need_testbed()
     from fabfile.dev.testbed import Testbed
 
     path = tmp_path_factory.mktemp("project")
