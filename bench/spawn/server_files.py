@@ -124,17 +124,17 @@ def check_paths(files: ServerFiles, kind: str, script: str | None, requirements_
         if not where.is_dir():
             problems.append((f"{path}.build.dir",
                              f"{files.build.dir!r} is not a directory (looked for {str(where)!r})"))
-    entries: list[Path] = []
+    entries: list[tuple[str, Path]] = []
     for i, entry in enumerate(files.files):
         where = local_path(entry, base_dir)
         if where.is_file() or where.is_dir():
-            entries.append(where)
+            entries.append((pushed_name(entry), where))
         else:
             problems.append((f"{path}.files[{i}]", f"{entry!r} does not exist (looked for {str(where)!r})"))
     if files.build is not None or problems or not files.files:
         return problems  # a build's output is only known once it ran
     wanted = REDIS_EXECUTABLE if kind != "command" else (None if requirements_given else script)
-    if wanted and not any(_holds_executable(e, wanted) for e in entries):
+    if wanted and not any(_holds_executable(name, where, wanted) for name, where in entries):
         key = "files" if kind != "command" else "script"
         problems.append((f"{path}.{key}", f"no executable {wanted!r} among the files "
                                           f"({', '.join(files.files)}); it is what the server nodes start"))
@@ -154,7 +154,9 @@ def to_dict(files: ServerFiles) -> dict[str, Any]:
 
 
 def local_path(entry: str, base_dir: Path) -> Path:
-    return (base_dir / Path(entry).expanduser()).resolve()
+    """Absolute, but with symlinks kept: a file is pushed under the name it is given by
+    (Debian's /usr/bin/redis-server is a link to redis-check-rdb, which acts by its name)."""
+    return Path(os.path.abspath(base_dir / Path(entry).expanduser()))
 
 
 def pushed_name(entry: str) -> str:
@@ -268,12 +270,14 @@ def _relative_problems(text: str, where: str, what: str) -> list[Problem]:
     return []
 
 
-def _holds_executable(entry: Path, relative: str) -> bool:
+def _holds_executable(name: str, entry: Path, relative: str) -> bool:
+    """Whether ``relative`` (a path in the pushed files) is an executable file of ``entry``,
+    pushed as ``name``."""
     if entry.is_file():
-        target = entry if relative == entry.name else None
+        target = entry if relative == name else None
     else:
         first, _, rest = relative.partition("/")
-        target = entry / rest if first == entry.name and rest else None
+        target = entry / rest if first == name and rest else None
     return target is not None and target.is_file() and os.access(target, os.X_OK)
 
 
