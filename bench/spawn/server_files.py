@@ -174,14 +174,18 @@ def _build(value: Any, where: str, problems: list[Problem]) -> Build | None:
         problems.append((where, f'expected a table {{ command = "...", dir = "..." }}, got {_describe(value)}'))
         return None
     ok = True
+    misspelt: set[str] = set()
     for key in value:
         if key not in BUILD_KEYS:
+            misspelt.update(difflib.get_close_matches(str(key), BUILD_KEYS, n=1, cutoff=0.6))
             hint = _suggest(str(key), BUILD_KEYS, f" (expected one of: {', '.join(BUILD_KEYS)})")
             problems.append((f"{where}.{key}", "unknown key" + hint))
             ok = False
     command = value.get("command")
     if command is None:
-        problems.append((f"{where}.command", "missing; the shell command that writes the server's files into {out}"))
+        if "command" not in misspelt:  # already reported as the key it probably is
+            problems.append((f"{where}.command",
+                             "missing; the shell command that writes the server's files into {out}"))
         ok = False
     elif not isinstance(command, str) or not command.strip():
         problems.append((f"{where}.command", f"expected a non-empty string, got {_describe(command)}"))

@@ -188,6 +188,7 @@ def pack(entries: Sequence[tuple[str, Path]], out_dir: Path, platform: str) -> B
                 for arcname, local in _walk(name, path):
                     _add(tar, arcname, local)
     data = buffer.getvalue()
+    out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{BUNDLE}-{os.getpid()}.tgz"
     tmp.write_bytes(data)
     sha = sha256_file(tmp)
