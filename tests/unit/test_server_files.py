@@ -306,3 +306,17 @@ def test_detail_shows_what_each_server_node_ran():
     assert "server nodes" not in tables.report(run)
     old = {**run, "deployment": {"nodes": [{"host": "tb1", "address": "a", "port": 1}]}}
     assert "server nodes" not in tables.report(old, detail=True)  # runs from before versions were recorded
+
+
+def test_the_deployment_record_keeps_bundles_and_where_they_are(tmp_path):
+    from fabfile import deployment as state_file
+
+    bundle = server_build.Bundle("server-files", tmp_path / "b.tgz", "ab" * 32, "linux-x86_64")
+    record = state_file.Deployment(artifacts={bundle_key: bundle for bundle_key in ["server-files:linux-x86_64"]},
+                                   server_files={"tb1": bundle.dir},
+                                   nodes=[Node("tb1", "10.0.0.1", 7000, 0, pid=5, version="Redis server v=7.0.15")])
+    path = tmp_path / "state.json"
+    state_file.save(path, record)
+    loaded = state_file.load(path)
+    assert loaded == record and loaded.artifacts["server-files:linux-x86_64"].remote_path == (
+        ".fleetbench/bin/files-abababababababab.tgz")
