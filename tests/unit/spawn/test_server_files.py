@@ -140,3 +140,13 @@ def test_command_line_hosts_replace_the_spawn_files(tmp_path):
         spec.load(inventory, servers=["x"])
     assert spec.load(inventory, servers=["x"], agents=["y"]).hosts == spec.Hosts(("x",), ("y",))
     assert cli_hosts.split(None) is None
+
+
+def test_the_examples_check(tmp_path):
+    examples = Path(__file__).resolve().parents[3] / "examples"
+    hello = spec.load(examples / "hello-go.toml")
+    assert hello.server.build == spec.Build("go build -trimpath -buildvcs=false -o {out}/hello .", "hello-go")
+    assert hello.server.requirements == () and hello.server.script == "hello"
+    redis7 = spec.load(examples / "redis7.toml")  # Debian's /usr/bin/redis-server: make system-deps installs it
+    assert redis7.server.files == ("/usr/bin/redis-server",) and redis7.server.config["io-threads"] == "2"
+    assert all(b.repeat >= 4 for b in redis7.benchmarks)  # enough repetitions for inv compare to call a change
