@@ -12,7 +12,7 @@ from pathlib import Path
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from bench.spawn import spec
+from bench.spawn import cli_hosts, spec
 from fabfile import stages
 from fabfile.errors import clean_errors
 from fabfile.runs import reports
@@ -25,29 +25,35 @@ HELP = {
     "ssh_config": "an ssh_config file to read first (the testbed's is read when it is up)",
     "accept_new_host_keys": "accept and remember unknown host keys (a changed key is always refused)",
 }
+HOSTS_HELP = {
+    "servers": "server hosts, comma-separated: replace the spawn file's [hosts] (with --agents)",
+    "agents": "agent hosts, comma-separated: replace the spawn file's [hosts] (with --servers)",
+}
 
 
-def _session(spawn: str, ssh_config: str | None, accept_new_host_keys: bool, *, validate: bool = False) -> Session:
-    s = session(spawn or SPAWN, ssh_config, accept_new_host_keys)
+def _session(spawn: str, ssh_config: str | None, accept_new_host_keys: bool, *, validate: bool = False,
+             servers: str | None = None, agents: str | None = None) -> Session:
+    s = session(spawn or SPAWN, ssh_config, accept_new_host_keys, cli_hosts.split(servers), cli_hosts.split(agents))
     if validate:
         _ = s.spawn  # parses and validates the spawn file: a bad one fails here, before any SSH
     return s
 
 
-@task(help=SPAWN_HELP)
-def check(c, spawn=SPAWN):
-    """Validate a spawn file without touching any host."""
+@task(help={**SPAWN_HELP, **HOSTS_HELP})
+def check(c, spawn=SPAWN, servers=None, agents=None):
+    """Validate a spawn file without touching any host (nor building anything)."""
     with clean_errors("check"):
-        parsed = spec.load(Path(spawn))
+        parsed = spec.load(Path(spawn), servers=cli_hosts.split(servers), agents=cli_hosts.split(agents))
     print(f"{spawn}: ok ({len(parsed.hosts.servers)} server hosts, {len(parsed.hosts.agents)} agent hosts, "
           f"{len(parsed.benchmarks)} benchmarks)")
 
 
-@task(help=HELP)
-def build(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False):
-    """Build server.pex and agent.pex for the interpreters the hosts really have."""
+@task(help={**HELP, **HOSTS_HELP})
+def build(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, servers=None, agents=None):
+    """Build server.pex and agent.pex (and the server's own files) for what the hosts really have."""
     with clean_errors("build"):
-        artifacts = stages.deploy.build(_session(spawn, ssh_config, accept_new_host_keys))
+        artifacts = stages.deploy.build(_session(spawn, ssh_config, accept_new_host_keys, servers=servers,
+                                                 agents=agents))
     for art in artifacts.values():
         print(f"{art.name}: {art.path} sha256 {art.sha256}")
 
@@ -55,11 +61,14 @@ def build(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False):
 FORCE_HELP = {"force": "take over the hosts' deploy lock when its holder is gone (process ended, or stale)"}
 
 
-@task(help={**HELP, **FORCE_HELP, "direct_push": "send every host its own copy from here (no host-to-host relay)"})
-def deploy(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, direct_push=False, force=False):
+@task(help={**HELP, **HOSTS_HELP, **FORCE_HELP,
+            "direct_push": "send every host its own copy from here (no host-to-host relay)"})
+def deploy(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, direct_push=False, servers=None,
+           agents=None, force=False):
     """Build, push (via cat) and start the servers. Does nothing when nothing changed."""
     with clean_errors("deploy"):
-        stages.deploy.run(_session(spawn, ssh_config, accept_new_host_keys), direct_push=direct_push, force=force)
+        stages.deploy.run(_session(spawn, ssh_config, accept_new_host_keys, servers=servers, agents=agents),
+                          direct_push=direct_push, force=force)
 
 
 BENCH_HELP = {
@@ -68,14 +77,15 @@ BENCH_HELP = {
 }
 
 
-@task(help={**HELP, **BENCH_HELP})
-def bench(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, agent_timeout=900.0, host_timeout=30.0):
+@task(help={**HELP, **HOSTS_HELP, **BENCH_HELP})
+def bench(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, agent_timeout=900.0, host_timeout=30.0,
+          servers=None, agents=None):
     """Run the spawn file's benchmarks on the agent hosts; results are written as they arrive.
     Failed agents and lost hosts are recorded and the rest goes on (`inv collect` decides the
     exit status); Ctrl-C stops the run's agents, keeps what they measured, leaves the servers."""
     with clean_errors("bench"):
-        stages.bench.run(_session(spawn, ssh_config, accept_new_host_keys, validate=True),
-                         float(agent_timeout), float(host_timeout))
+        stages.bench.run(_session(spawn, ssh_config, accept_new_host_keys, validate=True, servers=servers,
+                                  agents=agents), float(agent_timeout), float(host_timeout))
 
 
 REPORT_HELP = {"run": "run id or directory (default: runs/latest)", "format": "simple, github, csv or json",
@@ -137,13 +147,14 @@ def down(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_files
         stages.down.run(_session(spawn, ssh_config, accept_new_host_keys), keep_files, force=force)
 
 
-@task(help={**HELP, **BENCH_HELP, **FORCE_HELP, "keep_up": "leave the servers running afterwards (also after Ctrl-C)",
+@task(help={**HELP, **HOSTS_HELP, **BENCH_HELP, **FORCE_HELP,
+            "keep_up": "leave the servers running afterwards (also after Ctrl-C)",
             "allow_partial": "exit 0 when agents failed"})
 def spawn(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_up=False, allow_partial=False,
-          agent_timeout=900.0, host_timeout=30.0, force=False):
+          agent_timeout=900.0, host_timeout=30.0, servers=None, agents=None, force=False):
     """deploy, bench, collect, down."""
     with clean_errors("spawn"):
-        s = _session(spawn, ssh_config, accept_new_host_keys, validate=True)
+        s = _session(spawn, ssh_config, accept_new_host_keys, validate=True, servers=servers, agents=agents)
     try:
         with clean_errors("spawn"):
             stages.deploy.run(s, force=force)

@@ -15,6 +15,7 @@ from typing import Any
 from fabfile.errors import FleetbenchError
 from fabfile.remote.fleet import Interpreter
 from fabfile.servers.nodes import Node
+from fabfile.ship import server_build
 from fabfile.ship.build import Artifact
 
 STATE_VERSION = 1
@@ -34,6 +35,7 @@ class Deployment:
     nodes: list[Node] = field(default_factory=list)  # every server node started
     hosts: dict[str, Interpreter] = field(default_factory=dict)  # host -> its python3
     pushed: dict[str, list[str]] = field(default_factory=dict)  # host -> remote files we put there
+    server_files: dict[str, str] = field(default_factory=dict)  # host -> dir of the server's own files
     runs: list[str] = field(default_factory=list)  # run ids benched on this deployment
     version: int = STATE_VERSION
 
@@ -51,7 +53,8 @@ class Deployment:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Deployment:
-        artifacts = {name: Artifact(a["name"], Path(a["path"]), a["sha256"])
+        artifacts = {name: server_build.restore(a) if "platform" in a  # the server's own files
+                     else Artifact(a["name"], Path(a["path"]), a["sha256"])
                      for name, a in data.get("artifacts", {}).items()}  # remote_path follows from them
         return cls(**{**data, "artifacts": artifacts,
                       "nodes": [Node(**n) for n in data.get("nodes", [])],

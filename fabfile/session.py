@@ -50,18 +50,21 @@ class Workspace:
 
 
 class Session:
-    def __init__(self, workspace: Workspace, spawn_path: Path, settings: SshSettings, echo: Echo = say):
+    def __init__(self, workspace: Workspace, spawn_path: Path, settings: SshSettings, echo: Echo = say,
+                 servers: Sequence[str] | None = None, agents: Sequence[str] | None = None):
         self.workspace = workspace
         self.spawn_path = spawn_path
         self.settings = settings
         self.echo = echo
+        self.host_lists = (servers, agents)  # --servers/--agents: replace the spawn file's [hosts]
         self._spawn: spec.Spawn | None = None
         self._fleet: Fleet | None = None
 
     @property
     def spawn(self) -> spec.Spawn:
         if self._spawn is None:
-            self._spawn = spec.load(self.spawn_path)  # raises SpecError before any SSH
+            servers, agents = self.host_lists
+            self._spawn = spec.load(self.spawn_path, servers=servers, agents=agents)  # SpecError before any SSH
         return self._spawn
 
     def fleet(self, hosts: Sequence[str] | None = None) -> Fleet:
@@ -90,7 +93,7 @@ class Session:
 
 # -- the per-call cache ----------------------------------------------------------------------
 
-_sessions: dict[tuple[str, str, SshSettings], Session] = {}
+_sessions: dict[tuple[object, ...], Session] = {}
 
 
 def workspace() -> Workspace:
@@ -106,14 +109,16 @@ def ssh_settings(ws: Workspace, ssh_config: str | None, accept_new_host_keys: bo
     return SshSettings(tuple(files), accept_new_host_keys=accept_new_host_keys)
 
 
-def session(spawn: str, ssh_config: str | None = None, accept_new_host_keys: bool = False) -> Session:
-    """One Session per (spawn file, ssh settings) for the whole ``inv`` call, so that the tasks
-    of ``inv deploy bench collect`` share their connections instead of reconnecting."""
+def session(spawn: str, ssh_config: str | None = None, accept_new_host_keys: bool = False,
+            servers: list[str] | None = None, agents: list[str] | None = None) -> Session:
+    """One Session per (spawn file, ssh settings, hosts) for the whole ``inv`` call, so that the
+    tasks of ``inv deploy bench collect`` share their connections instead of reconnecting."""
     ws = workspace()
     settings = ssh_settings(ws, ssh_config, accept_new_host_keys)
-    key = (str(ws.root), str(Path(spawn).resolve()), settings)
+    hosts = (tuple(servers) if servers is not None else None, tuple(agents) if agents is not None else None)
+    key = (str(ws.root), str(Path(spawn).resolve()), settings, hosts)
     if key not in _sessions:
-        _sessions[key] = Session(ws, Path(spawn), settings)
+        _sessions[key] = Session(ws, Path(spawn), settings, servers=servers, agents=agents)
     return _sessions[key]
 
 

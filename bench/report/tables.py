@@ -24,6 +24,7 @@ from typing import Any
 from tabulate import tabulate
 
 from bench.report import hosts as host_metrics
+from bench.report import server_nodes
 
 FORMATS = ("simple", "github", "csv", "json")
 
@@ -157,6 +158,8 @@ def html_tables(run: Mapping[str, Any], *, detail: bool = True) -> dict[str, str
     if run.get("hosts"):
         out["hosts"] = _table(*host_rows(run), _HOST_COLUMNS, "html")
         out["host facts"] = _table(*fact_rows(run), _FACT_COLUMNS, "html")
+    if server_nodes.has_versions(run):
+        out["server nodes"] = _table(*server_nodes.node_rows(run), server_nodes.COLUMNS, "html")
     if detail:
         out["agents"] = _table(*agent_rows(run), _AGENT_COLUMNS, "html")
     return out
@@ -173,7 +176,8 @@ def report(run: Mapping[str, Any], fmt: str = "simple", *, detail: bool = False)
     """Everything ``inv collect`` / ``inv report`` print, in one format.
 
     simple/github: the benchmark table (and failures), the host table when the run has host
-    metrics, with ``detail`` the host facts and the agent table, then the warnings. csv: those tables, each after
+    metrics, with ``detail`` the host facts, the server nodes (when they said their version) and the agent
+    table, then the warnings. csv: those tables, each after
     a ``# <name>`` line, blank-line separated. json: ``{"benchmarks": [...], "hosts": [...],
     "host facts": [...], "agents": [...] (detail only), "failures": [...], "warnings": [...]}``.
     """
@@ -185,6 +189,8 @@ def report(run: Mapping[str, Any], fmt: str = "simple", *, detail: bool = False)
     if detail:
         if run.get("hosts"):
             sections.append(("host facts", _table(*fact_rows(run), _FACT_COLUMNS, fmt)))
+        if server_nodes.has_versions(run):
+            sections.append(("server nodes", _table(*server_nodes.node_rows(run), server_nodes.COLUMNS, fmt)))
         sections.append(("agents", _table(*agent_rows(run), _AGENT_COLUMNS, fmt)))
     if fmt == "json":
         data = {name: json.loads(text) for name, text in sections}

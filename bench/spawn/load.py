@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.spawn import cli_hosts, server_files
 from bench.spawn.benchmarks import parse_benchmarks
 from bench.spawn.checks import BAD, Problems, SpecError, Table, describe
 from bench.spawn.hosts import parse_hosts
@@ -62,8 +63,10 @@ def parse(
     return Spawn(spawn_name, hosts, server, tuple(benchmarks), source_text, source_name)
 
 
-def load(path: str | Path) -> Spawn:
-    """Read a spawn file (JSON if it ends in ``.json``, else TOML) and :func:`parse` it."""
+def load(path: str | Path, *, servers: Sequence[str] | None = None, agents: Sequence[str] | None = None) -> Spawn:
+    """Read a spawn file (JSON if it ends in ``.json``, else TOML) and :func:`parse` it.
+
+    ``servers``/``agents`` (``--servers``/``--agents``) replace its hosts (bench.spawn.cli_hosts)."""
     path = Path(path)
     shown = str(path)
     try:
@@ -72,10 +75,21 @@ def load(path: str | Path) -> Spawn:
         raise SpecError([f"{shown}: cannot read: {e.strerror or e}"], source=shown) from None
     except UnicodeDecodeError as e:
         raise SpecError([f"{shown}: not UTF-8 text: {e.reason} at byte {e.start}"], source=shown) from None
-    data = decode(text, shown, json_format=path.suffix.lower() == ".json")
-    spawn = parse(data, name=path.stem, base_dir=path.parent, run_command=run_inventory_command,
-                  source_text=text, source_name=shown)
+    data, unsolved = cli_hosts.replace(decode(text, shown, json_format=path.suffix.lower() == ".json"),
+                                       servers, agents)
+    if unsolved:
+        raise SpecError(unsolved, source=shown)
+    try:
+        spawn = parse(data, name=path.stem, base_dir=path.parent, run_command=run_inventory_command,
+                      source_text=text, source_name=shown)
+    except SpecError as e:
+        raise SpecError(cli_hosts.rename(e.problems, servers, agents), source=shown) from None
     agent_modules(spawn, path.parent)  # a missing module file is a spawn error, before any SSH
+    server = spawn.server
+    missing = server_files.check_paths(server.own_files, server.kind, server.script, bool(server.requirements),
+                                       path.parent)
+    if missing:  # the server's own files, before any SSH (and before any build)
+        raise SpecError([f"{where}: {message}" for where, message in missing], source=shown)
     return spawn
 
 

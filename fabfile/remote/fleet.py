@@ -34,7 +34,7 @@ _PROBE = (
     "print(json.dumps({'executable': sys.executable, 'version': platform.python_version(),"
     " 'implementation': sys.implementation.name, 'machine': platform.machine(),"
     " 'libc': list(platform.libc_ver()), 'soabi': sysconfig.get_config_var('SOABI') or '',"
-    " 'hostname': platform.node()}));"
+    " 'hostname': platform.node(), 'system': platform.system()}));"
     f"sys.exit(3 if sys.version_info[:2] < {MIN_PYTHON!r} else 0)"
 )
 _NO_PYTHON = "fleetbench: no python3"
@@ -72,6 +72,7 @@ class Interpreter:
     libc: list[str]
     soabi: str
     hostname: str
+    system: str = "Linux"  # platform.system(): what a server build targets (with machine)
 
     @property
     def fingerprint(self) -> str:

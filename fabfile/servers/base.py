@@ -16,7 +16,7 @@ The kinds are in :mod:`fabfile.servers.redis` and :mod:`fabfile.servers.command`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from fabric import Connection
 
@@ -36,16 +36,26 @@ REPLICA = "replica"
 
 
 class Kind:
-    """One kind of server; subclasses say what differs. ``pex_path`` is the server pex on hosts."""
+    """One kind of server; subclasses say what differs. ``pex_path`` is the server pex on hosts;
+    ``bins`` the directory of the server's own pushed files on each host (fabfile.ship.server_build)."""
 
     topology = ""  # recorded in the deployment: "cluster" | "standalone" | "command"
     program = ""  # how nodes are named in messages: "redis-server", "gunicorn"
     ready_timeout_s = READY_TIMEOUT_S
 
-    def __init__(self, server: spec.Server, pex_path: str) -> None:
+    def __init__(self, server: spec.Server, pex_path: str, bins: Mapping[str, str] | None = None) -> None:
         self.server = server
         self.pex_path = pex_path
+        self.bins = dict(bins or {})
         self.note: str | None = None  # said once when starting (e.g. a fallback to standalone)
+
+    def executable(self, node: Node) -> str:
+        """What the node starts, relative to the login's home."""
+        return self.pex_path
+
+    def version(self, c: Connection, node: Node) -> str:
+        """What the node's server says it is, recorded with the node ("" when it cannot say)."""
+        return ""
 
     def plan(self, hosts: Sequence[str], address: Callable[[str], str]) -> list[Node]:
         return [Node(h, address(h), self.server.port, i) for i, h in enumerate(hosts)]

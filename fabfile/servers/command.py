@@ -3,7 +3,7 @@ expanded per node, ready when its port accepts (or a path answers)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fabric import Connection
 
@@ -51,13 +51,20 @@ class Command(Kind):
     topology = "command"
     ready_timeout_s = COMMAND_READY_TIMEOUT_S
 
-    def __init__(self, server: spec.Server, pex_path: str) -> None:
-        super().__init__(server, pex_path)
+    def __init__(self, server: spec.Server, pex_path: str, bins: Mapping[str, str] | None = None) -> None:
+        super().__init__(server, pex_path, bins)
         self.program = server.script or "server"
+
+    def executable(self, node: Node) -> str:
+        """Without requirements, ``script`` is one of the pushed files; else the pex runs it."""
+        if self.bins and not self.server.requirements:
+            return f"{self.bins[node.host]}/{self.server.script}"
+        return self.pex_path
 
     def launch(self, c: Connection, node: Node, planned: Sequence[Node]) -> Launch:
         home = run(c, 'printf %s "$HOME"').strip()
-        values = placeholders(node, planned, f"{home}/{node.dir}")
+        bin_dir = self.bins.get(node.host)
+        values = placeholders(node, planned, f"{home}/{node.dir}", f"{home}/{bin_dir}" if bin_dir else "")
         return [arg.format(**values) for arg in self.server.args], dict(self.server.env)
 
     def ready(self, c: Connection, node: Node) -> bool:
@@ -78,11 +85,12 @@ class Command(Kind):
         return f"{self.program} answering GET http://{node.endpoint}{path}"
 
 
-def placeholders(node: Node, planned: Sequence[Node], data_dir: str) -> dict[str, object]:
-    """What ``{host}``, ``{port}``, ``{index}``, ``{peers}`` and ``{data_dir}`` mean for ``node``.
+def placeholders(node: Node, planned: Sequence[Node], data_dir: str, bin_dir: str = "") -> dict[str, object]:
+    """What ``{host}``, ``{port}``, ``{index}``, ``{peers}``, ``{data_dir}`` and ``{bin}`` mean for ``node``.
 
     ``peers`` is every other node's ``host:port``, comma-separated (empty with one node);
-    ``data_dir`` is the node's own directory (its working directory, emptied on every start).
+    ``data_dir`` is the node's own directory (its working directory, emptied on every start);
+    ``bin`` the directory of the server's pushed files on its host.
     """
     return {
         "host": node.address,
@@ -90,4 +98,5 @@ def placeholders(node: Node, planned: Sequence[Node], data_dir: str) -> dict[str
         "index": node.index,
         "peers": ",".join(n.endpoint for n in planned if n.index != node.index),
         "data_dir": data_dir,
+        "bin": bin_dir,
     }

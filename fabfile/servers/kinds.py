@@ -13,7 +13,7 @@ running when any node fails; :func:`healthy` and :func:`stop` serve later calls.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from bench.spawn import spec
 from fabfile.remote.fleet import Fleet, FleetError
@@ -25,18 +25,19 @@ from fabfile.servers.nodes import Node
 
 PID_FILE = "server.pid"  # what `fab status` reads
 
-#: Every ``server.kind`` a spawn file may name, and what builds its Kind from the spawn and
-#: the path of the server pex on hosts.
-KINDS: dict[str, Callable[[spec.Spawn, str], Kind]] = {
+#: Every ``server.kind`` a spawn file may name, and what builds its Kind from the spawn, the
+#: path of the server pex on hosts and the directory of the server's own files on each host.
+KINDS: dict[str, Callable[[spec.Spawn, str, Mapping[str, str] | None], Kind]] = {
     "redis-cluster": redis.for_spawn,
     "redis": redis.for_spawn,
-    "command": lambda spawn, pex_path: Command(spawn.server, pex_path),
+    "command": lambda spawn, pex_path, bins: Command(spawn.server, pex_path, bins),
 }
 
 
-def kind_for(spawn: spec.Spawn, pex_path: str) -> Kind:
-    """The Kind that serves ``spawn`` with the server pex at ``pex_path`` on hosts."""
-    return KINDS[spawn.server.kind](spawn, pex_path)
+def kind_for(spawn: spec.Spawn, pex_path: str, bins: Mapping[str, str] | None = None) -> Kind:
+    """The Kind that serves ``spawn`` with the server pex at ``pex_path`` on hosts (and the
+    server's own files in ``bins[host]``, when it pushes some)."""
+    return KINDS[spawn.server.kind](spawn, pex_path, bins)
 
 
 def start(fleet: Fleet, kind: Kind, hosts: Sequence[str], echo: Echo) -> list[Node]:
@@ -52,10 +53,11 @@ def start(fleet: Fleet, kind: Kind, hosts: Sequence[str], echo: Echo) -> list[No
     def start_one(node: Node) -> Node:
         c = fleet[node.host]
         args, env = kind.launch(c, node, planned)
-        pid = nodes.start(c, node, kind.pex_path, args, env)
+        version = kind.version(c, node)  # also: a binary that cannot run on this host fails here
+        pid = nodes.start(c, node, kind.executable(node), args, env)
         # `fab status` reads the node's pid here (redis-server also writes it; any server may not).
         run(c, f"echo {int(pid)} > {cmd(node.dir + '/' + PID_FILE)}")
-        return dataclasses.replace(node, pid=pid)
+        return dataclasses.replace(node, pid=pid, version=version)
 
     try:
         started = list(fleet.each(start_one, planned, what="server start").values())
@@ -64,6 +66,8 @@ def start(fleet: Fleet, kind: Kind, hosts: Sequence[str], echo: Echo) -> list[No
         raise
     echo(f"started {len(started)} {kind.program} node(s): "
          + ", ".join(f"{n.host}={n.endpoint} pid {n.pid}" for n in started))
+    for version in dict.fromkeys(n.version for n in started if n.version):
+        echo(f"  {version} ({sum(1 for n in started if n.version == version)} node(s))")
     try:
         fleet.each(lambda n: nodes.wait_until(fleet[n.host], n, lambda: kind.ready(fleet[n.host], n),
                                               kind.ready_what(n), kind.ready_timeout_s),

@@ -29,6 +29,7 @@ class Node:
     index: int
     pid: int = 0
     role: str = "master"
+    version: str = ""  # what the server says it is (redis-server --version), when it says
 
     @property
     def dir(self) -> str:

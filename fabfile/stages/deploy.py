@@ -17,7 +17,7 @@ from fabfile.remote import lock
 from fabfile.servers import kinds as servers
 from fabfile.servers.nodes import Node
 from fabfile.session import Session
-from fabfile.ship import relay
+from fabfile.ship import relay, server_build
 from fabfile.ship.build import Artifact, Builder
 from fabfile.ship.push import ProgressPrinter
 
@@ -31,8 +31,11 @@ def run(s: Session, direct_push: bool = False, force: bool = False) -> Deploymen
     artifacts = build(s)
     placed = push(s, artifacts, direct=direct_push)
     previous = s.deployment()
+    bins = {h: b.dir for h, b in server_build.host_bundles(artifacts, fleet.interpreters,
+                                                            spawn.hosts.servers).items()}
     digest = _digest({"server": spec.to_dict(spawn)["server"], "servers": list(spawn.hosts.servers),
-                      "pex": artifacts["server"].sha256})
+                      "pex": artifacts["server"].sha256 if "server" in artifacts else None,
+                      **({"files": bins} if bins else {})})  # bins are named by their content
     if previous and previous.server_digest == digest and _healthy(s, previous):
         s.echo(f"servers already running ({previous.topology}, {len(previous.nodes)} nodes): nothing to restart")
         deployment = previous
@@ -40,8 +43,9 @@ def run(s: Session, direct_push: bool = False, force: bool = False) -> Deploymen
         if previous and previous.nodes:
             s.echo("configuration changed: stopping the previous servers")
             servers.stop(fleet, previous.nodes)
-        deployment = Deployment(spawn_path=str(s.spawn_path), server_digest=digest)
-        deployment.nodes, deployment.topology = _start_servers(s, artifacts["server"])
+        deployment = Deployment(spawn_path=str(s.spawn_path), server_digest=digest, server_files=bins)
+        deployment.nodes, deployment.topology = _start_servers(
+            s, artifacts["server"].remote_path if "server" in artifacts else "", bins)
     deployment.spawn = spec.to_dict(spawn)
     deployment.artifacts = dict(artifacts)
     deployment.hosts = {n: fleet.interpreters[n] for n in fleet.names}
@@ -51,9 +55,17 @@ def run(s: Session, direct_push: bool = False, force: bool = False) -> Deploymen
 
 
 def build(s: Session) -> dict[str, Artifact]:
-    """Probe every distinct interpreter, then build the server and agent pexes for them."""
+    """Build the server's own files per host platform; probe every distinct interpreter, then
+    build the server and agent pexes for them."""
     fleet = s.fleet()
     builder = Builder(s.workspace.cache_dir, echo=s.echo)
+    server = s.spawn.server
+    # The server's own files first (the preflight told their platforms): a failing build
+    # stops the deploy before anything, even the platform probe's tool, goes to a host.
+    bundles = server_build.build_bundles(
+        server, s.spawn_path.parent,
+        {h: server_build.platform_of(fleet.interpreters[h]) for h in s.spawn.hosts.servers},
+        builder.out_dir, s.echo)
     by_fingerprint: dict[str, str] = {}
     for name in fleet.names:
         by_fingerprint.setdefault(fleet.interpreters[name].fingerprint, name)
@@ -62,27 +74,32 @@ def build(s: Session) -> dict[str, Artifact]:
     platform_of = {name: probed[by_fingerprint[fleet.interpreters[name].fingerprint]] for name in fleet.names}
     versions = sorted({i.version for i in fleet.interpreters.values()})
     s.echo(f"hosts run python {', '.join(versions)}")
-    server = s.spawn.server
-    return {
-        "server": builder.server(server.requirements, server_script(s.spawn),
-                                 [platform_of[h] for h in s.spawn.hosts.servers],
-                                 base_dir=s.spawn_path.parent),
-        "agent": builder.agent(list(set(platform_of.values())),
-                               spec.agent_modules(s.spawn, Path(s.spawn_path).parent)),
-    }
+    artifacts: dict[str, Artifact] = {}
+    if server_build.wants_pex(server):
+        artifacts["server"] = builder.server(server.requirements, server_script(s.spawn),
+                                             [platform_of[h] for h in s.spawn.hosts.servers],
+                                             base_dir=s.spawn_path.parent)
+    artifacts["agent"] = builder.agent(list(set(platform_of.values())),
+                                       spec.agent_modules(s.spawn, Path(s.spawn_path).parent))
+    return {**artifacts, **bundles}
 
 
 def push(s: Session, artifacts: dict[str, Artifact], direct: bool = False) -> dict[str, list[str]]:
     """Every host gets the agent pex (it also samples host metrics); servers get the server pex."""
     fleet = s.fleet()
     server_hosts = set(s.spawn.hosts.servers)
-    wanted = {name: [artifacts["agent"]] + ([artifacts["server"]] if name in server_hosts else [])
+    bundles = server_build.host_bundles(artifacts, fleet.interpreters, s.spawn.hosts.servers)
+    server_files: dict[str, list[Artifact]] = {h: [b] for h, b in bundles.items()}
+    wanted = {name: [artifacts["agent"]]
+              + ([artifacts["server"]] if name in server_hosts and "server" in artifacts else [])
+              + server_files.get(name, [])
               for name in fleet.names}
     started = time.monotonic()
     # 3+ hosts lacking a pex: relayed host to host (one copy over our uplink), else direct.
     sent, kept = relay.deliver(fleet, wanted, relay=not direct, echo=s.echo,
                                progress=ProgressPrinter("pex", echo=s.echo))
     s.echo(f"pushed {sent} file(s), {kept} already in place, in {time.monotonic() - started:.1f}s")
+    server_build.unpack(fleet, bundles)
     return {name: [a.remote_path for a in arts] for name, arts in wanted.items()}
 
 
@@ -95,10 +112,11 @@ def _digest(obj: object) -> str:
 
 
 def _healthy(s: Session, deployment: Deployment) -> bool:
-    kind = servers.kind_for(s.spawn, deployment.artifacts["server"].remote_path)
+    pex = deployment.artifacts["server"].remote_path if "server" in deployment.artifacts else ""
+    kind = servers.kind_for(s.spawn, pex, deployment.server_files)
     return servers.healthy(s.fleet(), kind, deployment.nodes, deployment.topology)
 
 
-def _start_servers(s: Session, server_pex: Artifact) -> tuple[list[Node], str]:
-    kind = servers.kind_for(s.spawn, server_pex.remote_path)
+def _start_servers(s: Session, server_pex: str, bins: dict[str, str]) -> tuple[list[Node], str]:
+    kind = servers.kind_for(s.spawn, server_pex, bins)
     return servers.start(s.fleet(), kind, s.spawn.hosts.servers, s.echo), kind.topology

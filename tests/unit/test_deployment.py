@@ -27,6 +27,10 @@ ON_DISK = {
     "runs": ["r1"], "server_digest": "d" * 16, "spawn": {"name": "x"}, "spawn_path": "spawn.toml",
     "topology": "cluster", "version": state_file.STATE_VERSION,
 }
+# What it writes back: the same, with the keys added since as their defaults (a record from before
+# server files: no node version, hosts on Linux, no server files).
+WRITTEN = {**ON_DISK, "nodes": [{**n, "version": ""} for n in ON_DISK["nodes"]],
+           "hosts": {h: {**i, "system": "Linux"} for h, i in ON_DISK["hosts"].items()}, "server_files": {}}
 
 
 def test_the_record_reads_typed_and_writes_back_the_same_json(tmp_path: Path) -> None:
@@ -38,9 +42,10 @@ def test_the_record_reads_typed_and_writes_back_the_same_json(tmp_path: Path) ->
     assert loaded.artifacts["agent"] == Artifact("agent", Path("/p/.fleetbench/build/agent-ab.pex"), "ab" * 32)
     assert isinstance(loaded.hosts["tb1"], Interpreter) and loaded.hosts["tb1"].libc == ["glibc", "2.36"]
     assert [n.endpoint for n in loaded.masters] == ["10.0.0.1:7000"]
-    assert loaded.to_dict() == ON_DISK
+    assert loaded.to_dict() == WRITTEN
     state_file.save(path, loaded)
-    assert path.read_text() == json.dumps(ON_DISK, indent=1, sort_keys=True)
+    assert path.read_text() == json.dumps(WRITTEN, indent=1, sort_keys=True)
+    assert state_file.load(path) == loaded
 
 
 def test_an_empty_record_round_trips(tmp_path: Path) -> None:

@@ -87,9 +87,9 @@ def test_plans_roles_and_addresses():
 
 def test_placeholders_per_node():
     planned = [Node("a", "10.0.0.1", 80, 0), Node("b", "10.0.0.2", 80, 1), Node("c", "10.0.0.3", 80, 2)]
-    values = placeholders(planned[1], planned, "/home/u/.fleetbench/nodes/80")
+    values = placeholders(planned[1], planned, "/home/u/.fleetbench/nodes/80", "/home/u/.fleetbench/bin/f")
     assert values == {"host": "10.0.0.2", "port": 80, "index": 1, "peers": "10.0.0.1:80,10.0.0.3:80",
-                      "data_dir": "/home/u/.fleetbench/nodes/80"}
+                      "data_dir": "/home/u/.fleetbench/nodes/80", "bin": "/home/u/.fleetbench/bin/f"}
     assert placeholders(planned[0], planned[:1], "d")["peers"] == ""
     assert set(values) == set(spec.PLACEHOLDERS)  # what the spawn file may name, no more, no less
 
