@@ -18,7 +18,7 @@ from fabric import Connection
 from fabfile.errors import FleetbenchError
 from fabfile.remote import pool
 from fabfile.remote.shell import REMOTE_DIR, RemoteError, cmd, private_dir_command, run
-from fabfile.remote.ssh import SshSettings, connection, load_ssh_config, open_checked
+from fabfile.remote.ssh import SshSettings, connection, fleet_config, load_ssh_config, open_checked
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -83,9 +83,9 @@ class Fleet:
     def __init__(self, destinations: Iterable[str], settings: SshSettings):
         self.settings = settings
         self.names: list[str] = list(dict.fromkeys(destinations))
-        ssh_config = load_ssh_config(settings.config_files)
+        config = fleet_config(load_ssh_config(settings.config_files))  # parsed and built once per fleet
         self.connections: dict[str, Connection] = {
-            name: connection(name, settings, ssh_config) for name in self.names
+            name: connection(name, settings, config=config) for name in self.names
         }
         self.interpreters: dict[str, Interpreter] = {}
         self._opened = False

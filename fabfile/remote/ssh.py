@@ -54,8 +54,47 @@ class SshSettings:
     host_timeout: float = 30.0  # a host that answers nothing for this long is given up as lost
 
 
+class IndexedSSHConfig(paramiko.SSHConfig):
+    """paramiko's SSHConfig, with each lookup walking only the blocks that can match.
+
+    paramiko tests every ``Host`` block against every host looked up (twice: a first and a
+    final pass), so connecting to N hosts of an ssh_config with a block per host (a
+    testbed's, or any generated inventory) costs N x N pattern matches. A block whose
+    patterns are all literal names can only match those names: they are indexed by name.
+    Blocks with a wildcard or a negation, and ``Match`` blocks, are always tried. Order
+    (first value wins) is the file's, as in paramiko.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._index: tuple[int, dict[str, list[int]], list[int]] = (0, {}, [])
+
+    def _candidates(self, hostname: str) -> list[dict]:
+        built, literal, always = self._index
+        if built != len(self._config):  # parse() appended blocks since the index was built
+            literal, always = {}, []
+            for i, context in enumerate(self._config):
+                patterns = context.get("host")
+                if patterns and all(_literal(p) for p in patterns):
+                    for p in patterns:
+                        literal.setdefault(p, []).append(i)
+                else:
+                    always.append(i)
+            self._index = (len(self._config), literal, always)
+        return [self._config[i] for i in sorted([*always, *literal.get(hostname, [])])]
+
+    def _lookup(self, hostname, options=None, canonical=False, final=False):  # type: ignore[no-untyped-def]
+        view = paramiko.SSHConfig()  # what paramiko's own lookup walks: only the candidates
+        view._config = self._candidates(hostname)
+        return paramiko.SSHConfig._lookup(view, hostname, options, canonical, final)
+
+
+def _literal(pattern: str) -> bool:
+    return not pattern.startswith("!") and not any(ch in pattern for ch in "*?[")
+
+
 def load_ssh_config(files: Sequence[Path]) -> paramiko.SSHConfig:
-    config = paramiko.SSHConfig()
+    config = IndexedSSHConfig()
     for path in [*files, USER_SSH_CONFIG]:
         if path.is_file():
             with open(path) as fh:
@@ -147,7 +186,32 @@ class PromptRemote(Remote):
 
 
 class FleetConnection(Connection):
-    """A Connection that also closes its jump hosts (Fabric leaves them open)."""
+    """A Fabric Connection that is cheap to make by the hundred and can share its Config.
+
+    Fabric's Connection is an Invoke DataProxy: every attribute it sets calls ``dir(self)``
+    (hundreds of names) to decide whether the attribute is real or belongs in the config,
+    and a name it does not know (ours) is written into the Config, which a fleet's
+    connections share. Here every attribute set is a plain one. ``resolve_connect_kwargs``
+    merges like Fabric's (config, constructor, then ssh_config's IdentityFile) but into a
+    dict of this connection's own: Fabric's writes ``key_filename`` into the Config's
+    ``connect_kwargs``, which would hand one host's keys to the next. It also closes its jump
+    hosts (Fabric leaves them open).
+    """
+
+    __setattr__ = object.__setattr__  # type: ignore[assignment]
+    fleetbench_name: str = ""
+    fleetbench_known_hosts: Sequence[Path] = ()
+
+    def resolve_connect_kwargs(self, connect_kwargs):  # type: ignore[no-untyped-def]
+        shared = self.config.connect_kwargs
+        own = dict(connect_kwargs or shared)
+        keys: list[str] = []
+        for value in (shared.get("key_filename", []), (connect_kwargs or {}).get("key_filename", []),
+                      self.ssh_config.get("identityfile", [])):
+            keys.extend([value] if isinstance(value, str) else value)
+        if keys:
+            own["key_filename"] = keys
+        return own
 
     def close(self) -> None:
         super().close()
@@ -155,10 +219,19 @@ class FleetConnection(Connection):
             self.gateway.close()
 
 
-def connection(destination: str, settings: SshSettings, ssh_config: paramiko.SSHConfig | None = None) -> Connection:
-    """A Connection to ``destination`` (alias, host, user@host, user@host:port), not yet open."""
-    config = Config(ssh_config=ssh_config or load_ssh_config(settings.config_files),
-                    overrides={"runners": {"remote": PromptRemote}})
+def fleet_config(ssh_config: paramiko.SSHConfig) -> Config:
+    """One Config for every connection of a fleet: building and merging one (Fabric reads
+    its config files, the environment and the user's name) cost more than a connection's
+    own setup. Nothing writes to it (see FleetConnection)."""
+    return Config(ssh_config=ssh_config, overrides={"runners": {"remote": PromptRemote}})
+
+
+def connection(destination: str, settings: SshSettings, ssh_config: paramiko.SSHConfig | None = None,
+               config: Config | None = None) -> FleetConnection:
+    """A Connection to ``destination`` (alias, host, user@host, user@host:port), not yet open.
+    A fleet passes its one ``config`` (from :func:`fleet_config`); else one is made here."""
+    if config is None:
+        config = fleet_config(ssh_config or load_ssh_config(settings.config_files))
     c = FleetConnection(destination, config=config, connect_timeout=settings.connect_timeout)
     c.fleetbench_name = destination
     secure(c, settings)
