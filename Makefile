@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,plot]'
 	touch $(STAMP)
 
-# openssh-server (the testbed's hosts), iproute2 (namespaces), redis-tools (the peer in `inv perf`),
+# openssh-server (the testbed's hosts), iproute2 (namespaces), redis-tools and wrk (the peers in `inv perf`),
 # golang-go and redis-server (the Go server built and Debian's Redis 7 pushed by the server-files tests).
 system-deps:
 	@$(PYTHON) -c 'import sys; sys.exit(0) if sys.version_info >= (3, 11) else sys.exit("fleetbench needs python3 >= 3.11 on the controller")'
@@ -23,6 +23,7 @@ system-deps:
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v ssh-keygen >/dev/null 2>&1 || missing="$$missing openssh-client"; \
 	command -v redis-benchmark >/dev/null 2>&1 || missing="$$missing redis-tools"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	[ -x /usr/bin/go ] || missing="$$missing golang-go"; \
 	[ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \

@@ -225,11 +225,12 @@ def demo(c, hosts=5, keep=False):
 
 
 @task(help={"json": "print one JSON object instead of the table", "keep": "leave the perf testbed up",
-            "only": "comma-separated figures to measure (default: all)", "hosts": "testbed hosts (default 32)",
-            "prefix": "the perf testbed's host prefix (default pf)",
-            "subnet": "its subnet, 10.213.N.0/24 (default 243)"})
-def perf(c, json=False, keep=False, only=None, hosts=32, prefix="pf", subnet=243):
-    """fleetbench's own benchmarks on a testbed of their own: fan-out, push, no-op deploy, agent, merge."""
+            "only": "comma-separated figures to measure (default: all)", "hosts": "testbed hosts (default 128)",
+            "prefix": "the perf testbed's host prefix (default $FLEETBENCH_PERF_PREFIX or pf)",
+            "subnet": "its subnet, 10.213.N.0/24 (default $FLEETBENCH_PERF_SUBNET or 210)"})
+def perf(c, json=False, keep=False, only=None, hosts=128, prefix=None, subnet=None):
+    """fleetbench's own benchmarks on a testbed of their own: controller per host, spawn at 128 hosts,
+    fan-out, push, no-op deploy, the agent against redis-benchmark and wrk, merge."""
     import json as json_module
     import os
 
@@ -238,7 +239,10 @@ def perf(c, json=False, keep=False, only=None, hosts=32, prefix="pf", subnet=243
 
     if os.geteuid() != 0:
         raise Exit("perf failed: the perf testbed needs root (network namespaces)", code=1)
-    runner = suite.Suite(workspace().root, prefix=prefix, subnet=int(subnet), hosts=int(hosts))
+    try:
+        runner = suite.Suite(workspace().root, prefix=prefix, subnet=subnet, hosts=int(hosts))
+    except suite.PerfError as exc:
+        raise Exit(f"perf failed: {exc}", code=1) from None
     try:
         with clean_errors("perf"):
             figures = runner.run(only.split(",") if only else suite.FIGURES, keep=keep)

@@ -1,39 +1,51 @@
 """``inv perf``: fleetbench's own benchmark suite, on a testbed of its own.
 
-Every figure but one is a ratio of two things measured side by side in the same run, on the
-same testbed and machine, so that a shared or slow machine moves both sides together. Each
-side is the best of a few repetitions (the least noisy estimate on a busy machine).
+Every figure but three is a ratio of two things measured side by side in the same run, on
+the same testbed and machine, so that a shared or slow machine moves both sides together.
+Each side is the best of a few repetitions (the least noisy estimate on a busy machine).
+What scales with hosts is measured as the controller's own CPU time, never wall time: the
+testbed's hosts share the controller's cores, so a wall time measures this machine.
 
-=============================  ====================================================  =======
-figure                         what is divided by what                               goal
-=============================  ====================================================  =======
-fanout_ratio                   push a 10 MB pex to 16 hosts / to 1 host, with the    <= 1.5
-                               controller's uplink shaped to 20 mbit (tc tbf); what
-                               ``Session.push`` does: presence check, then relay
-                               (16 hosts) or a direct push (1 host)
-push_vs_openssh                our push's throughput on the session's connection /   >= 1.0
-                               ``ssh host 'cat > f' < file`` (OpenSSH, as typed,
-                               with its own connect), 32 MiB, unshaped
-noop_deploy_ratio              wall time of a second ``inv deploy`` / the first      <= 0.1
-                               (8 hosts, fresh hosts, pexes already built)
-agent_vs_redis_benchmark_p1    one agent process's SET ops/s / redis-benchmark's     >= 0.8
-agent_vs_redis_benchmark_p16   (one thread), 50 connections, pipeline 1 and 16,      >= 0.5
-                               both on the server's host
-fanout_32_vs_1                 connect + a status command on 32 hosts / on 1 host    <= 3
-merge_1000_s                   seconds to merge 1,000 agent results into a run and   < 1 s
-                               render its table (absolute)
-=============================  ====================================================  =======
+===================================  ==============================================  =======
+figure                               what is divided by what                         goal
+===================================  ==============================================  =======
+controller_cpu_ms_per_host           the controller's CPU (user + system, all its    <= 3
+                                     threads) for connect + preflight + a status
+                                     over 32 hosts, / 32, in ms
+controller_per_host_128_vs_8         that per-host CPU at 128 hosts / at 8 hosts     <= 1.25
+spawn_128_hosts_ok                   1 when ``inv spawn`` on 128 hosts (3 servers,   >= 1
+                                     125 agents, 3 s open loop at a low rate) ends
+                                     ``ok`` (also: its wall time and peak RSS)
+controller_rss_mb_per_host           that spawn's peak RSS above a 1-host spawn's,   <= 1.0
+                                     / 128, in MB
+fanout_ratio                         push a 10 MB pex to 16 hosts / to 1 host, the   <= 1.5
+                                     controller's uplink shaped to 20 mbit (tc tbf)
+push_vs_openssh                      our push's throughput on the session's          >= 1.0
+                                     connection / ``ssh host 'cat > f' < file``
+                                     (OpenSSH, with its own connect), 32 MiB
+noop_deploy_ratio                    wall time of a second ``inv deploy`` / the      <= 0.1
+                                     first (8 hosts, fresh hosts, pexes built)
+agent_vs_redis_benchmark_p1          one agent process's SET ops/s /                 >= 0.8
+agent_vs_redis_benchmark_p16         redis-benchmark's (one thread), 50 connections, >= 0.5
+                                     pipeline 1 and 16, both on the server's host
+agent_cpu_per_op_vs_redis_benchmark  the agent's CPU per SET / redis-benchmark's, in <= 1.5
+                                     those same runs; the worse of P=1 and P=16
+http_agent_cpu_per_req_vs_wrk        the http workload's CPU per request / ``wrk     <= 2.0
+                                     -t1``'s, 50 connections, the same server
+latency_p50_vs_redis_benchmark_c1    our p50 / redis-benchmark's, one connection,    <= 1.2
+                                     pipeline 1, the same node
+merge_1000_s                         seconds to merge 1,000 agent results into a     < 1 s
+                                     run and render its table (absolute)
+===================================  ==============================================  =======
 
-The testbed's hosts share this machine's cores: work each host does itself (sshd's key
-exchange, a Python starting) is serialised onto those cores by construction, which a real
-fleet of machines would do in parallel. Ratios that scale with hosts are therefore upper
-bounds of what the controller alone costs.
+CPU per op (see fabfile.dev.perf_peers) is each process's own CPU, read by a wrapper from
+``getrusage`` when it exits; the agent's fixed cost (a Python starting, imports, connects,
+its result) is that of a minimal run of the same job, subtracted.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import functools
 import json
 import os
 import random
@@ -41,17 +53,46 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench.report import merge as result
 from bench.report import tables
-from bench.spawn import plan, spec
 from bench.wire import hist
 from bench.wire.result import RESULT_SCHEMA, AgentResult
+from fabfile.dev import perf_peers
+from fabfile.dev.perf_figures import (
+    CONTROLLER_FIGURES,
+    FIGURES,
+    GOALS,
+    PEER_FIGURES,
+    SPAWN_FIGURES,
+    Figure,
+    PerfError,
+    best,
+    report,
+    table,
+    timed,
+)
+from fabfile.dev.perf_fleet import SpawnRun, available_mb, controller_cpu_s, hosts_memory_mb, run_measured, spawn_file
+from fabfile.dev.perf_peers import (
+    AGENT_PORT,
+    AGENT_SECONDS,
+    CONNECTIONS,
+    HTTP_PORT,
+    KEYSPACE,
+    VALUE_SIZE,
+    PeerBench,
+    agent_job,
+    cpu_per_op_figure,
+    http_job,
+    set_job,
+    throughput_figure,
+)
 from fabfile.dev.testbed import Testbed
 from fabfile.remote import reaper
 from fabfile.remote.fleet import Fleet
@@ -62,32 +103,26 @@ from fabfile.servers import redis as redis_server
 from fabfile.servers.nodes import Node
 from fabfile.ship import relay
 from fabfile.ship.push import push, sha256_file
-from fabfile.stages.agents import run_agent
 
 REPO = Path(__file__).resolve().parents[2]
+__all__ = ["AGENT_PORT", "AGENT_SECONDS", "CONNECTIONS", "FIGURES", "GOALS", "KEYSPACE", "VALUE_SIZE", "Figure",
+           "PerfError", "Suite", "Testbed", "agent_job", "cpu_per_op_figure", "http_job", "report", "set_job", "table"]
 
-#: figure -> (comparison, goal)
-GOALS: dict[str, tuple[str, float]] = {
-    "fanout_ratio": ("<=", 1.5),
-    "push_vs_openssh": (">=", 1.0),
-    "noop_deploy_ratio": ("<=", 0.1),
-    "agent_vs_redis_benchmark_p1": (">=", 0.8),
-    "agent_vs_redis_benchmark_p16": (">=", 0.5),
-    "fanout_32_vs_1": ("<=", 3.0),
-    "merge_1000_s": ("<", 1.0),
-}
-FIGURES = tuple(GOALS)
 
+#: The perf testbed's own names, apart from the default testbed's (tb, 10.213.0.0/24) and
+#: any a test run uses; FLEETBENCH_PERF_PREFIX / FLEETBENCH_PERF_SUBNET (or --prefix /
+#: --subnet) move it.
+DEFAULT_PREFIX = "pf"
+DEFAULT_SUBNET = 210
+HOSTS = 128  # the largest fleet measured
+CONTROLLER_SIZES = (8, 32, 128)
 UPLINK = "20mbit"
 FANOUT_HOSTS = 16
 FANOUT_BYTES = 10_000_000
 PUSH_BYTES = 32 * 1024 * 1024
 DEPLOY_HOSTS = 8
-AGENT_PORT = 7400
-AGENT_SECONDS = 4.0
-KEYSPACE = 100_000
-VALUE_SIZE = 64
-CONNECTIONS = 50
+SPAWN_SECONDS = 3.0
+SPAWN_RATE = 500.0  # ops/s for the whole 125-agent benchmark: 4 per agent
 
 Echo = Callable[[str], None]
 
@@ -96,31 +131,15 @@ def stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class PerfError(Exception):
-    pass
-
-
-@dataclass
-class Figure:
-    key: str
-    value: float
-    detail: str  # how it was measured, with both sides' figures
-    raw: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def met(self) -> bool:
-        op, goal = GOALS[self.key]
-        return {"<=": self.value <= goal, ">=": self.value >= goal, "<": self.value < goal}[op]
-
-
-def best(samples: Sequence[float], *, high: bool = False) -> float:
-    return max(samples) if high else min(samples)
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    started = time.monotonic()
-    fn()
-    return time.monotonic() - started
+def testbed_names(prefix: str | None = None, subnet: int | str | None = None) -> tuple[str, int]:
+    """The perf testbed's prefix and subnet: given, else from the environment, else ours."""
+    prefix = prefix or os.environ.get("FLEETBENCH_PERF_PREFIX") or DEFAULT_PREFIX
+    raw = subnet if subnet not in (None, "") else os.environ.get("FLEETBENCH_PERF_SUBNET") or DEFAULT_SUBNET
+    try:
+        return prefix, int(raw)  # type: ignore[arg-type]
+    except ValueError:
+        raise PerfError(f"bad perf testbed subnet {raw!r} (FLEETBENCH_PERF_SUBNET or --subnet): give N "
+                        "for 10.213.N.0/24") from None
 
 
 # -- merging (no testbed) ------------------------------------------------------------------------
@@ -164,10 +183,11 @@ def merge_figure(count: int = 1000, reps: int = 3) -> Figure:
 class Suite:
     """Brings up its own testbed (``prefix``/``subnet``), measures, and takes it down."""
 
-    def __init__(self, root: Path, *, prefix: str = "pf", subnet: int = 243, hosts: int = 32,
+    def __init__(self, root: Path, *, prefix: str | None = None, subnet: int | str | None = None, hosts: int = HOSTS,
                  echo: Echo = stderr):
         if hosts < max(FANOUT_HOSTS, DEPLOY_HOSTS):
             raise PerfError(f"the suite needs at least {max(FANOUT_HOSTS, DEPLOY_HOSTS)} hosts")
+        prefix, subnet = testbed_names(prefix, subnet)
         self.state = root / ".fleetbench" / "perf"
         self.project = self.state / "project"
         self.testbed = Testbed(self.state / "testbed", prefix=prefix, subnet=subnet)
@@ -177,6 +197,7 @@ class Suite:
         self.settings = SshSettings((self.testbed.ssh_config_path,))
         self.scratch = Path(tempfile.mkdtemp(prefix="fleetbench-perf-"))
         self.errors: dict[str, str] = {}  # figure -> why it could not be measured
+        self.memory: dict[str, Any] = {}  # what the testbed's hosts cost, for the record
 
     def run(self, only: Sequence[str] = FIGURES, keep: bool = False) -> list[Figure]:
         """The figures in ``only`` (in FIGURES order). A figure that cannot be measured is
@@ -197,26 +218,30 @@ class Suite:
                 self.errors.update({k: f"{type(exc).__name__}: {exc}" for k in keys})
                 self.echo(f"perf: {what} failed: {exc}")
                 return None
-            got = out if isinstance(out, list) else [out]
-            figures.extend(f for f in got if f.key in keys)
+            got = [f for f in (out if isinstance(out, list) else [out]) if f.key in keys]
+            for f in got:
+                self.echo(f"perf: {f.key} = {f.value:.3f} ({'met' if f.met else 'NOT met'}): {f.detail}")
+            figures.extend(got)
             return out
 
-        agents = ["agent_vs_redis_benchmark_p1", "agent_vs_redis_benchmark_p16"]
         try:
             measure(["merge_1000_s"], "merging 1,000 results", merge_figure)
             if wanted - {"merge_1000_s"}:
                 self._step(f"testbed: {self.count} hosts ({self.testbed.prefix}, 10.213.{self.testbed.subnet}.0/24)",
-                           lambda: self.testbed.up(self.count))
-            measure(["fanout_32_vs_1"], "status across 32 hosts vs 1", self.status_figure)
+                           self._testbed_up)
+            measure(CONTROLLER_FIGURES, f"controller CPU per host at {CONTROLLER_SIZES} hosts",
+                    self.controller_figures)
             measure(["push_vs_openssh"], "push vs OpenSSH", self.push_figure)
-            # The agents run against the deployment's pexes: they need a deploy, measured or not.
-            deployed = measure(["noop_deploy_ratio", *agents], "inv deploy twice, 8 hosts", self.deploy_figure)
+            # The agents and spawns run the deployment's pexes: they need a deploy, measured or not.
+            deployed = measure(["noop_deploy_ratio", *PEER_FIGURES, *SPAWN_FIGURES], "inv deploy twice, 8 hosts",
+                               self.deploy_figure)
             if deployed is not None:
-                measure(agents, "agent vs redis-benchmark", self.agent_figures)
+                measure(PEER_FIGURES, "agent vs redis-benchmark and wrk", self.peer_figures)
                 self._step("inv down", lambda: self._inv("down", "--spawn", "spawn.toml"))
-            elif wanted & set(agents):
+                measure(SPAWN_FIGURES, f"inv spawn on 1 host, then {HOSTS}", self.spawn_figures)
+            else:
                 self.errors.update({k: "no deployment to run the agent from (inv deploy failed)"
-                                    for k in agents if k in wanted})
+                                    for k in [*PEER_FIGURES, *SPAWN_FIGURES] if k in wanted})
             measure(["fanout_ratio"], f"fan-out, uplink {UPLINK}", self.fanout_figure)
         finally:
             if not keep:
@@ -233,6 +258,14 @@ class Suite:
         self.echo(f"perf: {what}: {time.monotonic() - started:.1f}s")
         return out
 
+    def _testbed_up(self) -> None:
+        before = available_mb()
+        self.testbed.up(self.count)
+        idle = hosts_memory_mb(self.testbed)
+        self.memory["idle"] = {"hosts": self.count, "pss_mb": round(idle, 1),
+                               "pss_mb_per_host": round(idle / self.count, 2),
+                               "mem_available_drop_mb": round(before - available_mb(), 1)}
+
     def _fleet(self, names: Sequence[str]) -> Fleet:
         fleet = Fleet(names, self.settings)
         fleet.connect()
@@ -244,57 +277,27 @@ class Suite:
             path.write_bytes(os.urandom(size))
         return path
 
-    # -- fanout_32_vs_1 ---------------------------------------------------------------------------
+    # -- controller_cpu_ms_per_host, controller_per_host_128_vs_8 -----------------------------------
 
-    def status_figure(self, reps: int = 5) -> Figure:
-        """What a fresh ``inv`` call pays to look at the fleet: connect (in parallel, bounded)
-        and ask each host for its processes of ours. For the record, also a trivial command
-        over connections already open (every task after the first in one ``inv`` call), and
-        the CPU the 32-host status cost us and the hosts (which share this machine's cores)."""
-        def status(names: Sequence[str]) -> tuple[float, float, float, float]:
-            hosts_cpu, our_cpu = self._hosts_cpu(), time.process_time()
-            started = time.monotonic()
-            fleet = Fleet(names, self.settings)
-            fleet.connect(lambda h: reaper.our_pids(fleet[h]), what="status")
-            seconds = time.monotonic() - started
-            our_cpu = time.process_time() - our_cpu
-            again = timed(lambda: fleet.each(lambda h: run(fleet[h], "true"), what="true"))
-            fleet.close()
-            time.sleep(0.2)  # the hosts' sshd reap their sessions: their CPU is then counted
-            return seconds, again, our_cpu, self._hosts_cpu() - hosts_cpu
-
-        one: list[tuple[float, float, float, float]] = []
-        many: list[tuple[float, float, float, float]] = []
-        for _ in range(reps):  # interleaved: a busy spell on the machine hits both sides
-            one.append(status(self.names[:1]))
-            many.append(status(self.names[:32]))
-        first, more = best([r[0] for r in one]), best([r[0] for r in many])
-        open_first, open_more = best([r[1] for r in one]), best([r[1] for r in many])
-        cpu = min(many, key=lambda r: r[0])
-        # The testbed's hosts log in on this machine's cores: the CPU the 32 logins took (ours
-        # and the hosts' sshd) sets a least wall time no controller could beat here.
-        cores = os.cpu_count() or 1
-        floor = (cpu[2] + cpu[3]) / cores
-        return Figure("fanout_32_vs_1", more / first,
-                      f"32 hosts {more:.3f}s / 1 host {first:.3f}s; the 32 logins took {cpu[2] + cpu[3]:.2f}s of CPU "
-                      f"(ours {cpu[2]:.2f}s, the hosts' sshd {cpu[3]:.2f}s), at least {floor:.2f}s on {cores} cores; "
-                      f"over open connections `true` x32 {open_more:.3f}s / x1 {open_first:.3f}s",
-                      {"one_s": [r[0] for r in one], "many_s": [r[0] for r in many],
-                       "open_one_s": [r[1] for r in one], "open_many_s": [r[1] for r in many],
-                       "open_command_32_vs_1": open_more / open_first, "controller_cpu_s": cpu[2], "hosts_cpu_s": cpu[3],
-                       "cpu_bound_floor_s": floor, "of_cpu_bound_floor": more / floor})
-
-    def _hosts_cpu(self) -> float:
-        """CPU seconds the testbed's sshd (each host's pid 1) and its reaped children used."""
-        total = 0
-        for host in self.testbed.hosts():
-            try:
-                with open(f"/proc/{host.sshd_pid}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-        return total / os.sysconf("SC_CLK_TCK")
+    def controller_figures(self, reps: int = 3) -> list[Figure]:
+        """What a fresh ``inv`` call costs us per host: connect, preflight, status, at each
+        size in CONTROLLER_SIZES, interleaved (a busy spell on the machine hits every size)."""
+        if self.count < max(CONTROLLER_SIZES):
+            raise PerfError(f"needs {max(CONTROLLER_SIZES)} testbed hosts (--hosts), not {self.count}")
+        controller_cpu_s(self.names[:1], self.settings)  # imports and first-use caches: not per host
+        samples: dict[int, list[float]] = {n: [] for n in CONTROLLER_SIZES}
+        for _ in range(reps):
+            for n in CONTROLLER_SIZES:
+                samples[n].append(controller_cpu_s(self.names[:n], self.settings) / n * 1000)
+        per_host = {n: best(v) for n, v in samples.items()}
+        raw = {"ms_per_host": {str(n): v for n, v in samples.items()}, "best_ms_per_host": per_host,
+               "command": "inv perf --only controller_cpu_ms_per_host,controller_per_host_128_vs_8"}
+        sizes = ", ".join(f"{n}: {v:.2f}" for n, v in per_host.items())
+        return [Figure("controller_cpu_ms_per_host", per_host[32],
+                       f"our CPU for connect + preflight + status over 32 hosts: {per_host[32] * 32:.0f} ms / 32 "
+                       f"(ms per host at {sizes})", raw),
+                Figure("controller_per_host_128_vs_8", per_host[128] / per_host[8],
+                       f"per-host CPU at 128 hosts {per_host[128]:.2f} ms / at 8 hosts {per_host[8]:.2f} ms", raw)]
 
     # -- push_vs_openssh ----------------------------------------------------------------------------
 
@@ -385,9 +388,11 @@ class Suite:
         fleet.connect(lambda h: (reaper.reap(fleet[h]), run(fleet[h], cmd("rm", "-rf", REMOTE_DIR))), what="clean")
         fleet.close()
 
-    # -- agent_vs_redis_benchmark -----------------------------------------------------------------
+    # -- the agent against redis-benchmark and wrk --------------------------------------------------
 
-    def agent_figures(self, reps: int = 3) -> list[Figure]:
+    def peer_figures(self, reps: int = 3) -> list[Figure]:
+        """On the first host, against one redis-server (then one HTTP server) on it: each
+        side's throughput, CPU per op and p50, interleaved repetitions."""
         state = json.loads((self.project / ".fleetbench" / "state.json").read_text())
         server_pex = state["artifacts"]["server"]["remote_path"]
         agent_pex = state["artifacts"]["agent"]["remote_path"]
@@ -396,37 +401,79 @@ class Suite:
         c = fleet[host]
         node = Node(host, fleet.address(host), AGENT_PORT, 0)
         node = replace(node, pid=nodes.start(c, node, server_pex, redis_server.server_args(node, cluster=False)))
-        figures = []
+        figures: list[Figure] = []
+        http_pid = None
         try:
             nodes.wait_until(c, node, lambda: redis_server.ping(c, server_pex, node), "redis-server ping")
-            for pipeline in (1, 16):
-                rb: list[float] = []
-                ours: list[float] = []
-                requests = self._calibrate(c, node, pipeline)
-                for rep in range(reps):
-                    rb.append(redis_benchmark(c, node, pipeline, requests))
-                    ours.append(self._agent(c, agent_pex, node, pipeline, rep))
-                ratio = best(ours, high=True) / best(rb, high=True)
-                figures.append(Figure(f"agent_vs_redis_benchmark_p{pipeline}", ratio,
-                                      f"agent {best(ours, high=True):,.0f} ops/s / redis-benchmark "
-                                      f"{best(rb, high=True):,.0f} ops/s (SET, {CONNECTIONS} conns, P={pipeline})",
-                                      {"agent_ops_s": ours, "redis_benchmark_ops_s": rb, "requests": requests}))
+            peers = PeerBench(c, agent_pex, node)
+            runs = {pipeline: peers.set_runs(pipeline, reps) for pipeline in (1, 16)}
+            figures += [throughput_figure(pipeline, rb, ours) for pipeline, (rb, ours, _) in runs.items()]
+            figures.append(cpu_per_op_figure(runs))
+            figures.append(peers.latency_figure(reps))
+            http_pid = perf_peers.start_http_server(c, node.address, HTTP_PORT)
+            figures.append(peers.http_figure(f"http://{node.address}:{HTTP_PORT}/", reps))
         finally:
+            if http_pid is not None:
+                perf_peers.stop(c, http_pid)
             nodes.stop(c, node)
             fleet.close()
         return figures
 
-    def _calibrate(self, c, node: Node, pipeline: int) -> int:
-        """How many requests take redis-benchmark about AGENT_SECONDS, from a short run."""
-        quick = redis_benchmark(c, node, pipeline, 20_000 * pipeline)
-        return max(50_000, int(quick * AGENT_SECONDS))
+    # -- spawn_128_hosts_ok, controller_rss_mb_per_host -----------------------------------------------
 
-    def _agent(self, c, agent_pex: str, node: Node, pipeline: int, rep: int) -> float:
-        job = agent_job(node.endpoint, pipeline, f"perf-p{pipeline}-{rep}")
-        outcome = run_agent(c, agent_pex, job, echo=self.echo, timeout=AGENT_SECONDS * 10 + 60)
-        if not outcome.ok or not outcome.result:
-            raise PerfError(f"the agent failed on {node.host}: {outcome.failure()['error']}")
-        return outcome.result["ops"] / outcome.result["elapsed_s"]
+    def spawn_figures(self) -> list[Figure]:
+        """``inv spawn`` on one host (twice: the first may still build; the second is the
+        baseline), then on every host; the hosts' memory is sampled while the big one runs."""
+        if self.count < HOSTS:
+            raise PerfError(f"needs {HOSTS} testbed hosts (--hosts), not {self.count}")
+        one = self.names[:1]
+        (self.project / "spawn1.toml").write_text(spawn_file(one, one, seconds=SPAWN_SECONDS, rate=20))
+        (self.project / "spawn128.toml").write_text(
+            spawn_file(self.names[:3], self.names[3:HOSTS], seconds=SPAWN_SECONDS, rate=SPAWN_RATE))
+        self._spawn("spawn1.toml")
+        small = self._spawn("spawn1.toml")
+        peak = [0.0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(1.0):
+                peak[0] = max(peak[0], hosts_memory_mb(self.testbed))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            big = self._spawn("spawn128.toml")
+        finally:
+            done.set()
+            sampler.join()
+        self.memory["spawn"] = {"hosts": HOSTS, "peak_pss_mb": round(peak[0], 1),
+                                "peak_pss_mb_per_host": round(peak[0] / HOSTS, 2)}
+        ok = big.exit_code == 0 and big.status() == "ok"
+        if not ok:
+            self.echo(f"perf: the {HOSTS}-host spawn ended {big.status()} (exit {big.exit_code}):\n"
+                      + big.output[-3000:])
+        raw = {"wall_s": big.wall_s, "status": big.status(), "exit_code": big.exit_code,
+               "controller_peak_rss_mb": big.peak_rss_mb, "controller_cpu_s": big.cpu_s,
+               "one_host": {"wall_s": small.wall_s, "controller_peak_rss_mb": small.peak_rss_mb,
+                            "controller_cpu_s": small.cpu_s, "status": small.status()},
+               "hosts_memory": self.memory, "command": "inv perf --only spawn_128_hosts_ok"}
+        per_host = (big.peak_rss_mb - small.peak_rss_mb) / HOSTS
+        return [Figure("spawn_128_hosts_ok", 1.0 if ok else 0.0,
+                       f"inv spawn on {HOSTS} hosts (3 servers, {HOSTS - 3} agents, {SPAWN_SECONDS:g} s at "
+                       f"{SPAWN_RATE:g} ops/s): {big.status()} in {big.wall_s:.0f} s, controller peak RSS "
+                       f"{big.peak_rss_mb:.0f} MB, CPU {big.cpu_s:.0f} s", raw),
+                Figure("controller_rss_mb_per_host", per_host,
+                       f"peak RSS {big.peak_rss_mb:.0f} MB at {HOSTS} hosts - {small.peak_rss_mb:.0f} MB at 1, "
+                       f"/ {HOSTS}", raw)]
+
+    def _spawn(self, spawn: str) -> SpawnRun:
+        argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), "spawn", "--spawn", spawn,
+                "--ssh-config", str(self.testbed.ssh_config_path)]
+        out = run_measured(argv, self.project, {**os.environ, "PYTHONUNBUFFERED": "1"})
+        if out.exit_code != 0 and out.status() is None:
+            raise PerfError(f"`inv spawn --spawn {spawn}` failed (exit {out.exit_code}) in {self.project}:\n"
+                            + out.output[-3000:])
+        return out
 
     # -- fanout_ratio -------------------------------------------------------------------------------
 
@@ -444,9 +491,10 @@ class Suite:
             for rep in range(reps):
                 for targets, samples in ((names[:1], one), (names, many)):
                     artifact = relay.File(f"fanout{rep}", blob, digest, f"{REMOTE_DIR}/perf/fanout{rep}.pex")
-                    fleet.each(lambda h: run(fleet[h], cmd("rm", "-f", artifact.remote_path)), targets)
-                    samples.append(timed(lambda: relay.deliver(
-                        fleet, {h: [artifact] for h in targets}, echo=messages.append)))
+                    gone = cmd("rm", "-f", artifact.remote_path)
+                    fleet.each(functools.partial(lambda command, h: run(fleet[h], command), gone), targets)
+                    wanted = {h: [artifact] for h in targets}
+                    samples.append(timed(functools.partial(relay.deliver, fleet, wanted, echo=messages.append)))
         finally:
             fleet.each(lambda h: run(fleet[h], cmd("rm", "-rf", f"{REMOTE_DIR}/perf"), check=False))
             fleet.close()
@@ -470,53 +518,3 @@ def deploy_spawn(hosts: Sequence[str]) -> str:
     )
 
 
-def agent_job(endpoint: str, pipeline: int, run_id: str):
-    """One agent: SET, CONNECTIONS connections, ``pipeline`` deep, for AGENT_SECONDS."""
-    parsed = spec.parse({
-        "name": "perf", "hosts": {"servers": ["h"], "agents": ["h"]}, "server": {"kind": "redis", "port": AGENT_PORT},
-        "benchmark": [{"name": f"set-p{pipeline}", "workload": "set", "agents": 1, "duration": f"{AGENT_SECONDS}s",
-                       "connections": CONNECTIONS, "pipeline": pipeline,
-                       "params": {"keyspace": KEYSPACE, "value_size": VALUE_SIZE}}],
-    })
-    [job] = plan.agent_jobs(parsed, parsed.benchmarks[0], run_id, [endpoint])
-    return job
-
-
-def redis_benchmark(c, node: Node, pipeline: int, requests: int) -> float:
-    """redis-benchmark's SET ops/s (one thread) on the server's host, keys and values like ours."""
-    out = run(c, cmd("redis-benchmark", "-h", node.address, "-p", node.port, "-c", CONNECTIONS, "-P", pipeline,
-                     "-t", "set", "-n", requests, "-r", KEYSPACE, "-d", VALUE_SIZE, "--csv"), timeout=300)
-    rows = list(csv.DictReader(io.StringIO(out)))
-    try:
-        return float(rows[0]["rps"])
-    except (IndexError, KeyError, ValueError):
-        raise PerfError(f"cannot read redis-benchmark's output on {node.host}:\n{out[-1000:]}") from None
-
-
-# -- output ------------------------------------------------------------------------------------------
-
-
-def report(figures: Sequence[Figure], testbed: Testbed, count: int, errors: Mapping[str, str]) -> dict[str, Any]:
-    """One JSON object: every figure at the top level, then goals, how each was measured,
-    and why any figure is missing."""
-    out: dict[str, Any] = {f.key: round(f.value, 4) for f in figures}
-    out["goals"] = {f.key: f"{GOALS[f.key][0]} {GOALS[f.key][1]:g}" for f in figures}
-    out["met"] = {f.key: f.met for f in figures}
-    out["details"] = {f.key: {"measured": f.detail, **{k: v for k, v in f.raw.items() if not k.endswith("_output")}}
-                      for f in figures}
-    out["errors"] = dict(errors)
-    out["machine"] = {"cores": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2),
-                      "testbed": {"prefix": testbed.prefix, "subnet": testbed.subnet, "hosts": count}}
-    return out
-
-
-def table(figures: Sequence[Figure], errors: Mapping[str, str]) -> str:
-    rows = [(f.key, f"{f.value:.3f}", f"{GOALS[f.key][0]} {GOALS[f.key][1]:g}", "yes" if f.met else "NO", f.detail)
-            for f in figures]
-    rows += [(key, "-", f"{GOALS[key][0]} {GOALS[key][1]:g}", "-", f"not measured: {why.splitlines()[0]}")
-             for key, why in errors.items()]
-    head = ("figure", "value", "goal", "met", "measured")
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in [head, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
