@@ -61,6 +61,7 @@ class SshSettings:
 _SSHConfig: Any = paramiko.SSHConfig
 _Transport: Any = paramiko.Transport
 _SSHClient: Any = paramiko.SSHClient
+_HostKeys: Any = paramiko.HostKeys
 
 
 class IndexedSSHConfig(_SSHConfig):
@@ -145,9 +146,37 @@ def _file_version(path: Path) -> tuple[int, int] | None:
     return (st.st_mtime_ns, st.st_size)
 
 
+class IndexedHostKeys(_HostKeys):
+    """paramiko's HostKeys, with a lookup that tests only the entries that can match.
+
+    paramiko's lookup tests every line of known_hosts, so checking N hosts against a file
+    of N lines is N x N matches. Plain host names are indexed; hashed names (``|1|...``)
+    can only be found by hashing the name looked up, so those entries are always tested.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._index: tuple[int, dict[str, list[int]], list[int]] = (0, {}, [])
+
+    def lookup(self, hostname):
+        built, plain, hashed = self._index
+        if built != len(self._entries):
+            plain, hashed = {}, []
+            for i, entry in enumerate(self._entries):
+                if any(h.startswith("|1|") for h in entry.hostnames):
+                    hashed.append(i)
+                else:
+                    for h in entry.hostnames:
+                        plain.setdefault(h, []).append(i)
+            self._index = (len(self._entries), plain, hashed)
+        view = _HostKeys()  # what paramiko's own lookup walks: only the candidates, in file order
+        view._entries = [self._entries[i] for i in sorted({*hashed, *plain.get(hostname, [])})]
+        return _HostKeys.lookup(view, hostname)
+
+
 @functools.lru_cache(maxsize=8)
 def _parsed_known_hosts(files: tuple[tuple[Path, tuple[int, int] | None], ...]) -> paramiko.HostKeys:
-    keys = paramiko.HostKeys()
+    keys = IndexedHostKeys()
     for path, version in files:
         if version is not None:
             keys.load(str(path))

@@ -152,3 +152,19 @@ def test_a_command_that_never_answers_times_out_as_invoke_says(connected: ssh.Fl
     with pytest.raises(CommandTimedOut) as caught:
         connected.run("sleep", hide=True, warn=True, in_stream=False, timeout=0.5)
     assert caught.value.timeout == 0.5
+
+
+def test_the_indexed_known_hosts_lookup_gives_what_paramiko_gives(tmp_path: Path) -> None:
+    keys = [paramiko.ECDSAKey.generate() for _ in range(4)]
+    hashed = paramiko.HostKeys.hash_host("[10.0.0.9]:2222")
+    lines = [f"10.0.0.1 {keys[0].get_name()} {keys[0].get_base64()}",
+             f"10.0.0.2,[10.0.0.9]:2222 {keys[1].get_name()} {keys[1].get_base64()}",
+             f"{hashed} {keys[2].get_name()} {keys[2].get_base64()}",
+             f"10.0.0.1 {keys[3].get_name()} {keys[3].get_base64()}"]
+    path = tmp_path / "known_hosts"
+    path.write_text("\n".join(lines) + "\n")
+    plain, indexed = paramiko.HostKeys(str(path)), ssh.IndexedHostKeys()
+    indexed.load(str(path))
+    for name in ("10.0.0.1", "10.0.0.2", "[10.0.0.9]:2222", "10.0.0.3"):
+        want, got = plain.lookup(name), indexed.lookup(name)
+        assert (None if want is None else dict(want)) == (None if got is None else dict(got)), name
