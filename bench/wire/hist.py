@@ -2,12 +2,21 @@
 
 Percentiles are always read from a histogram, and histograms from several agents are merged
 by adding counts (exact), never by averaging percentiles.
+
+Encoded histograms come from hosts, so :func:`decode` checks one before hdrh sees it: its
+length, its settings and the size it decompresses to are bounded by what a histogram of ours
+(:func:`new`) can be. hdrh alone inflates whatever it is given (a 398 KB zlib bomb took 301 MB)
+and allocates the counts array the header asks for.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import bisect
 import itertools
+import struct
+import zlib
 from collections.abc import Iterable
 
 from hdrh.histogram import HdrHistogram
@@ -30,8 +39,66 @@ def encode(histogram: HdrHistogram) -> str:
     return histogram.encode().decode("ascii")
 
 
+class HistogramError(ValueError):
+    """An encoded histogram that is not one of ours (settings, format) or is larger than one can be."""
+
+
+# The V2 wire format: base64 of [cookie, length] + zlib([payload header] + LEB128/ZigZag counts).
+_COMPRESSION_COOKIE_BASE = 0x1C849304
+_ENCODING_COOKIE_BASE = 0x1C849303
+_OUTER = struct.Struct(">II")  # cookie, length of the zlib part
+_PAYLOAD = struct.Struct(">IIIIQQd")  # cookie, payload_len, normalizing offset, digits, lowest, highest, ratio
+_VARINT_MAX_BYTES = 9  # per count
+_COUNTS_LEN = HdrHistogram(LOWEST, HIGHEST, SIGNIFICANT_DIGITS).counts_len
+#: The most a payload of our settings can decompress to: its header and every count at full width.
+MAX_PAYLOAD_BYTES = _PAYLOAD.size + _COUNTS_LEN * _VARINT_MAX_BYTES
+#: The longest encoding of such a payload (zlib adds at most 0.1% + a few bytes to incompressible data).
+MAX_ENCODED_CHARS = 4 * -(-(_OUTER.size + MAX_PAYLOAD_BYTES + MAX_PAYLOAD_BYTES // 1000 + 64) // 3)
+#: More than any real run records (a billion ops a second for a week is 6e14); sums of these stay exact.
+MAX_TOTAL_COUNT = 2**53
+
+
 def decode(text: str) -> HdrHistogram:
-    return HdrHistogram.decode(text.encode("ascii"))
+    """The histogram ``text`` encodes; :class:`HistogramError` when it is not one of ours or too large."""
+    check_encoded(text)
+    histogram = HdrHistogram.decode(text.encode("ascii"))
+    total = histogram.get_total_count()
+    if not 0 <= total <= MAX_TOTAL_COUNT:
+        raise HistogramError(f"total count {total} is not a plausible count")
+    return histogram
+
+
+def check_encoded(text: str) -> None:
+    """Refuse, before anything is inflated or allocated, an encoding that no histogram of ours has."""
+    if not isinstance(text, str):
+        raise HistogramError(f"expected text, got {type(text).__name__}")
+    if len(text) > MAX_ENCODED_CHARS:
+        raise HistogramError(f"{len(text)} characters, more than any histogram of ours ({MAX_ENCODED_CHARS})")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise HistogramError(f"not base64 ({exc})") from None
+    if len(raw) < _OUTER.size:
+        raise HistogramError("too short")
+    cookie, length = _OUTER.unpack_from(raw)
+    if cookie & ~0xF0 != _COMPRESSION_COOKIE_BASE or length != len(raw) - _OUTER.size:
+        raise HistogramError("not an HdrHistogram V2 compressed encoding")
+    inflater = zlib.decompressobj()
+    try:
+        payload = inflater.decompress(raw[_OUTER.size:], MAX_PAYLOAD_BYTES + 1)
+    except zlib.error as exc:
+        raise HistogramError(f"corrupt compressed payload ({exc})") from None
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise HistogramError(f"decompresses to more than {MAX_PAYLOAD_BYTES} bytes, more than any histogram of ours")
+    if len(payload) < _PAYLOAD.size:
+        raise HistogramError("payload too short")
+    cookie, _, _, digits, lowest, highest, _ = _PAYLOAD.unpack_from(payload)
+    if cookie & ~0xF0 != _ENCODING_COOKIE_BASE:
+        raise HistogramError("not an HdrHistogram V2 payload")
+    settings = (lowest, highest, digits)
+    if settings != (LOWEST, HIGHEST, SIGNIFICANT_DIGITS):
+        raise HistogramError(f"histogram settings (lowest, highest, digits) {settings} differ from "
+                             f"bench.wire.hist's {(LOWEST, HIGHEST, SIGNIFICANT_DIGITS)}")
 
 
 def merge(encoded: Iterable[str]) -> HdrHistogram:
