@@ -17,6 +17,7 @@ from fabfile import stages
 from fabfile.errors import clean_errors
 from fabfile.runs import reports
 from fabfile.session import Session, forget_sessions, session, workspace
+from fabfile.terminal import say
 
 SPAWN = "spawn.toml"
 SPAWN_HELP = {"spawn": "spawn file (TOML or JSON; default spawn.toml)"}
@@ -111,14 +112,14 @@ def collect(c, spawn=SPAWN, run=None, format="simple", allow_partial=False, deta
 def runs(c, format="simple"):
     """List the runs under runs/: id, date, name, benchmarks, status."""
     with clean_errors("runs"):
-        print(reports.runs_table(workspace().runs_dir, format))
+        say(reports.runs_table(workspace().runs_dir, format))
 
 
 @task(help={**REPORT_HELP, "html": "also write runs/<run-id>/report.html: tables and pictures in one file"})
 def report(c, run=None, format="simple", detail=False, html=False):
     """Print a collected run's tables again (no SSH)."""
     with clean_errors("report"):
-        print(reports.report(workspace().runs_dir, run, format, detail))
+        say(reports.report(workspace().runs_dir, run, format, detail))
         if html:
             print(f"wrote {reports.write_html(workspace().runs_dir, run)}")
 
@@ -128,7 +129,7 @@ def report(c, run=None, format="simple", detail=False, html=False):
 def compare(c, a, b, format="simple"):
     """Per benchmark, B's throughput and latency against A's: the change, or ~ when within the noise."""
     with clean_errors("compare"):
-        print(reports.compare(workspace().runs_dir, a, b, format))
+        say(reports.compare(workspace().runs_dir, a, b, format))
 
 
 @task(help={"run": "run id or directory (default: runs/latest)",

@@ -21,6 +21,9 @@ from fabfile.remote.shell import REMOTE_DIR, cmd, run
 from fabfile.remote.ssh import SshSettings, open_checked, secure
 from fabfile.ship.push import ProgressPrinter, sha256_file
 from fabfile.ship.push import push as push_file
+from fabfile.terminal import say
+
+LOG_TAIL_BYTES = 1 << 20
 
 
 def _checked(c: Connection) -> Connection:
@@ -42,10 +45,10 @@ def status(c):
         "if [ -n \"$pid\" ] && [ -d /proc/$pid ]; then s=running; else s=stopped; fi; "
         "n=${d#nodes/}; echo \"node ${n%/}: pid ${pid:-?} $s\"; done"
     )
-    print(f"[{c.original_host}]")
-    print(run(c, script).rstrip())
+    say(f"[{c.original_host}]")
+    say(run(c, script).rstrip())
     pids = reaper.our_pids(c)
-    print(f"processes of ours: {' '.join(map(str, pids)) if pids else 'none'}")
+    say(f"processes of ours: {' '.join(map(str, pids)) if pids else 'none'}")
 
 
 @task(help={"file": "local file to put into ~/.fleetbench/files/ on the host"})
@@ -56,7 +59,7 @@ def push(c, file):
     remote = f"{REMOTE_DIR}/files/{path.name}"
     run(c, f"umask 077 && mkdir -p {cmd(REMOTE_DIR + '/files')} && chmod 700 {cmd(REMOTE_DIR)}")
     sent = push_file(c, path, remote, sha256_file(path), ProgressPrinter(path.name))
-    print(f"[{c.original_host}] {remote}: {'pushed' if sent else 'already there'}")
+    say(f"[{c.original_host}] {remote}: {'pushed' if sent else 'already there'}")
 
 
 @task(help={"lines": "lines of each log (default 30)"})
@@ -66,10 +69,11 @@ def logs(c, lines=30):
     script = (
         f"cd {cmd(REMOTE_DIR)}/nodes 2>/dev/null || {{ echo 'no server nodes'; exit 0; }}; "
         "for f in */start.log */server.log; do "
-        f"[ -s \"$f\" ] && {{ echo \"== $f\"; tail -n {int(lines)} \"$f\"; }}; done; true"
+        # A log line can be any length: the last MB at most, then its last lines.
+        f"[ -s \"$f\" ] && {{ echo \"== $f\"; tail -c {LOG_TAIL_BYTES} \"$f\" | tail -n {int(lines)}; }}; done; true"
     )
-    print(f"[{c.original_host}]")
-    print(run(c, script).rstrip())
+    say(f"[{c.original_host}]")
+    say(run(c, script).rstrip())
 
 
 @task
@@ -77,4 +81,4 @@ def stop(c):
     """Stop every fleetbench process on this host (servers, agents, samplers)."""
     c = _checked(c)
     pids = reaper.reap(c)
-    print(f"[{c.original_host}] stopped: {' '.join(map(str, pids)) if pids else 'nothing was running'}")
+    say(f"[{c.original_host}] stopped: {' '.join(map(str, pids)) if pids else 'nothing was running'}")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from invoke.exceptions import Exit
 
 from bench.errors import FleetbenchError
+from fabfile.terminal import printable
 
 __all__ = ["FleetbenchError", "PipelineError", "clean_errors"]
 
@@ -27,6 +28,6 @@ def clean_errors(what: str) -> Iterator[None]:
     try:
         yield
     except (FleetbenchError, FileNotFoundError) as exc:
-        raise Exit(f"{what} failed: {exc}", code=1) from None
+        raise Exit(f"{what} failed: {printable(str(exc))}", code=1) from None  # messages quote hosts
     except KeyboardInterrupt:
         raise Exit(f"{what} interrupted", code=130) from None

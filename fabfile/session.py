@@ -18,12 +18,9 @@ from fabfile import deployment as state_file
 from fabfile.deployment import Deployment
 from fabfile.remote.fleet import Fleet
 from fabfile.remote.ssh import SshSettings
+from fabfile.terminal import say
 
 Echo = Callable[[str], None]
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 @dataclass(frozen=True)

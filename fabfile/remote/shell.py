@@ -19,6 +19,8 @@ PEX_ROOT = f"{REMOTE_DIR}/pex"
 BIN_DIR = f"{REMOTE_DIR}/bin"
 
 TAIL_LINES = 20
+#: What a tail of a host's file may cost us: a log "line" can be any length (or the whole file).
+TAIL_BYTES = 64 * 1024
 
 
 class RemoteError(FleetbenchError):
@@ -39,6 +41,12 @@ def indent(text: str, prefix: str = "    | ") -> str:
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def tail_command(word: str, lines: int = TAIL_LINES, max_bytes: int = TAIL_BYTES) -> str:
+    """Shell: the last ``lines`` lines of the file ``word`` (a shell word, already quoted), at
+    most ``max_bytes`` of them however long its lines are; nothing when it does not exist."""
+    return f"tail -c {int(max_bytes)} {word} 2>/dev/null | tail -n {int(lines)}"
 
 
 def cmd(*parts: object) -> str:

@@ -38,7 +38,7 @@ from fabric import Connection
 
 from bench.report import hosts as host_metrics
 from fabfile.remote.fleet import Fleet, FleetError
-from fabfile.remote.shell import BIN_DIR, PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, run, tail
+from fabfile.remote.shell import BIN_DIR, PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, run, tail, tail_command
 from fabfile.runs.store import RunDir
 from fabfile.servers.kinds import PID_FILE
 from fabfile.servers.nodes import LOG, START_LOG, Node
@@ -238,8 +238,8 @@ class Observer:
             host.pid = None
         self._fetch_metrics(name)
         if not self.run_dir.host_metrics_size(name):
-            log = run(c, f"tail -n 5 {cmd(remote_dir(self.run_dir.run_id) + '/' + SAMPLER_LOG)} 2>/dev/null || true",
-                      check=False).strip()
+            sampler_log = cmd(f"{remote_dir(self.run_dir.run_id)}/{SAMPLER_LOG}")
+            log = run(c, tail_command(sampler_log, 5), check=False).strip()
             self._warn(name, "the metrics sampler wrote nothing" + (f"; its log:\n{log}" if log else ""))
         for node in host.nodes:
             for log in (LOG, START_LOG):

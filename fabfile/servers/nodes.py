@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from fabric import Connection
 
 from fabfile.remote.reaper import find_command
-from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, run
+from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, run, tail_command
 
 LOG = "server.log"
 START_LOG = "start.log"
@@ -81,8 +81,9 @@ def alive(c: Connection, node: Node) -> bool:
 
 def log_tail(c: Connection, node: Node, lines: int = 20) -> str:
     """The last lines of the node's logs, for error messages."""
-    out = run(c, f"cd {cmd(node.dir)} 2>/dev/null && tail -n {int(lines)} {START_LOG} {LOG} 2>/dev/null || true",
-              check=False)
+    each = tail_command('"$f"', lines)
+    out = run(c, f"cd {cmd(node.dir)} 2>/dev/null && for f in {START_LOG} {LOG}; do "
+                 f'[ -f "$f" ] && {{ echo "==> $f <=="; {each}; }}; done; true', check=False)
     return out.strip() or "(no log)"
 
 
