@@ -4,6 +4,10 @@ Each agent runs attached to its own SSH channel: its first stdout line is its pi
 be stopped if we are interrupted), its last stdout line is its JSON result, and its stderr
 streams back line by line, labelled with host and agent. The agent also writes its result on
 the host (``--out``), so a result survives a lost controller.
+
+What an agent sends is bounded here, whatever it sends: the last STDERR_KEEP_BYTES of its stderr
+are kept (echoed lines are cut at ECHO_LINE_BYTES), and a result line over MAX_RESULT_BYTES is
+refused as that agent's failure; stdout past that is read and dropped.
 """
 
 from __future__ import annotations
@@ -16,13 +20,24 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from fabric import Connection
+from paramiko import Channel
 
 from bench.wire.job import AgentJob
 from bench.wire.result import AgentRecord, AgentResult, Failure
 from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, cmd, label, run, tail
+from fabfile.remote.streams import ByteTail, LineCutter, mib
 from fabfile.runs.store import dir_name
 
 Echo = Callable[[str], None]
+
+#: The stderr an agent's record keeps (its end: where a traceback or the last progress is).
+STDERR_KEEP_BYTES = 4 << 20
+#: An echoed stderr line is cut here: one line without a newline must not flood the terminal.
+ECHO_LINE_BYTES = 4 << 10
+#: The largest result line accepted. A 15-minute run's per-second histograms take about 3 MiB.
+MAX_RESULT_BYTES = 16 << 20
+_PID_LINE_BYTES = 32
+_READS_PER_PASS = 16
 
 
 @dataclass
@@ -84,66 +99,80 @@ def run_agent(c: Connection, agent_pex: str, job: AgentJob, *, echo: Echo, timeo
         outcome.error = f"lost the connection to {host} earlier in this run; not started"
         return outcome
     channel = c.transport.open_session(timeout=30)
-    stdout = b""
-    stderr_buf = b""
+    stdout = ByteTail(MAX_RESULT_BYTES)
+    head = bytearray()  # the pid line
+    stderr = ByteTail(STDERR_KEEP_BYTES)
+    lines = LineCutter(ECHO_LINE_BYTES)
 
-    def emit_stderr(final: bool = False) -> None:
-        nonlocal stderr_buf
-        *lines, stderr_buf = stderr_buf.split(b"\n")
-        if final and stderr_buf:
-            lines.append(stderr_buf)
-            stderr_buf = b""
-        for raw in lines:
-            line = raw.decode(errors="replace").rstrip()
-            outcome.stderr.append(line)
-            del outcome.stderr[:-200]  # keep a bounded tail
+    def got_stdout(data: bytes) -> None:
+        stdout.feed(data)
+        if outcome.pid is None and len(head) < _PID_LINE_BYTES:
+            head.extend(data[:_PID_LINE_BYTES])
+            first, newline, _ = bytes(head).partition(b"\n")
+            if newline and first.strip().isdigit():
+                outcome.pid = int(first.strip())
+                on_pid(outcome.pid)
+
+    def got_stderr(data: bytes) -> None:
+        stderr.feed(data)
+        for line in lines.feed(data):
             echo(f"{prefix} {line}")
 
     try:
         channel.exec_command(agent_command(agent_pex, job))
         channel.shutdown_write()
-        deadline = time.monotonic() + timeout
-        while True:
-            busy = False
-            while channel.recv_stderr_ready():
-                stderr_buf += channel.recv_stderr(65536)
-                busy = True
-            while channel.recv_ready():
-                stdout += channel.recv(65536)
-                busy = True
-            if busy:
-                emit_stderr()
-                if outcome.pid is None and b"\n" in stdout:
-                    first = stdout.split(b"\n", 1)[0].strip()
-                    if first.isdigit():
-                        outcome.pid = int(first)
-                        on_pid(outcome.pid)
-            elif channel.exit_status_ready() or channel.closed or not c.transport.is_active():
-                # A dead connection closes the channel too, with no exit status (-1).
-                if channel.exit_status == -1 and not c.transport.is_active():
-                    outcome.error = f"lost the connection to {host} while the agent ran" + _why_lost(c)
-                break
-            elif cancel is not None and cancel.is_set():
-                outcome.error = "interrupted: no result came back after the agent was stopped"
-                break
-            elif time.monotonic() > deadline:
-                outcome.error = f"no result after {timeout:.0f}s; stopped it"
-                stop_agent(c, outcome.pid)
-                break
-            else:
-                time.sleep(0.02)
+        _pump(c, channel, outcome, got_stdout, got_stderr, timeout, cancel)
         if outcome.error is None and channel.exit_status_ready():
             outcome.exit_code = channel.recv_exit_status()
     finally:
-        emit_stderr(final=True)
+        for line in lines.flush():
+            echo(f"{prefix} {line}")
+        outcome.stderr = stderr.text("bytes of stderr").splitlines()
         channel.close()
-    outcome.result = _last_json(stdout)
+    outcome.result, refused = _last_json(stdout)
     if outcome.result is None and outcome.error is None:
-        if outcome.exit_code == -1:  # paramiko's "no exit-status": sshd sent exit-signal instead
+        if refused:
+            outcome.error = refused
+        elif outcome.exit_code == -1:  # paramiko's "no exit-status": sshd sent exit-signal instead
             outcome.error = "the agent was killed by a signal (no exit status) and printed no result"
         else:
             outcome.error = f"exit status {outcome.exit_code} and no JSON result on stdout"
     return outcome
+
+
+def _pump(c: Connection, channel: Channel, outcome: AgentOutcome, got_stdout: Callable[[bytes], None],
+          got_stderr: Callable[[bytes], None], timeout: float, cancel: threading.Event | None) -> None:
+    """Read the channel until the agent ends, the host is lost, we are cancelled or time is up."""
+    host = outcome.host
+    deadline = time.monotonic() + timeout
+    while True:
+        # A bounded number of reads per pass: an agent that floods one stream cannot starve
+        # the other, nor keep us from seeing the deadline or a cancel.
+        busy = False
+        for _ in range(_READS_PER_PASS):
+            if not channel.recv_stderr_ready():
+                break
+            got_stderr(channel.recv_stderr(65536))
+            busy = True
+        for _ in range(_READS_PER_PASS):
+            if not channel.recv_ready():
+                break
+            got_stdout(channel.recv(65536))
+            busy = True
+        if not busy and (channel.exit_status_ready() or channel.closed or not c.transport.is_active()):
+            # A dead connection closes the channel too, with no exit status (-1).
+            if channel.exit_status == -1 and not c.transport.is_active():
+                outcome.error = f"lost the connection to {host} while the agent ran" + _why_lost(c)
+            return
+        if cancel is not None and cancel.is_set():
+            outcome.error = "interrupted: no result came back after the agent was stopped"
+            return
+        if time.monotonic() > deadline:
+            outcome.error = f"no result after {timeout:.0f}s; stopped it"
+            stop_agent(c, outcome.pid)
+            return
+        if not busy:
+            time.sleep(0.02)
 
 
 def _why_lost(c: Connection) -> str:
@@ -151,17 +180,21 @@ def _why_lost(c: Connection) -> str:
     return f" ({exc})" if exc else ""
 
 
-def _last_json(stdout: bytes) -> AgentResult | None:
-    """The result line. Not checked here: the merge checks every result it reads back."""
-    for line in reversed(stdout.decode(errors="replace").splitlines()):
+def _last_json(stdout: ByteTail) -> tuple[AgentResult | None, str | None]:
+    """The result (the last line that is a JSON object), or why there is none to take.
+    Not checked here: the merge checks every result it reads back."""
+    for line in stdout.lines_from_end():
         line = line.strip()
-        if line.startswith("{"):
+        if line.startswith(b"{"):
             try:
                 data = json.loads(line)
-            except ValueError:
-                return None
-            return cast(AgentResult, data) if isinstance(data, dict) else None
-    return None
+            except (ValueError, RecursionError):
+                return None, None
+            return (cast(AgentResult, data), None) if isinstance(data, dict) else (None, None)
+    if stdout.dropped:
+        return None, (f"its result is larger than {mib(MAX_RESULT_BYTES)} (stdout sent {stdout.total} bytes): "
+                      "refused")
+    return None, None
 
 
 def stop_agent(c: Connection, pid: int | None) -> None:
