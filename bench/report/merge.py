@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import statistics
 from collections import Counter
@@ -459,14 +460,14 @@ def _count(result: Mapping[str, Any], key: str, who: str, default: int | None = 
     value = result.get(key, default)
     if value is None and default is not None:
         value = default
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hist.MAX_TOTAL_COUNT:
         raise ResultError(f"{who}: {key} {value!r} is not a count")
     return value
 
 
 def _seconds(result: Mapping[str, Any], who: str) -> float:
     value = result.get("elapsed_s")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
         raise ResultError(f"{who}: elapsed_s {value!r} is not a duration")
     return float(value)
 

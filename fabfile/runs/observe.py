@@ -18,8 +18,10 @@ are appended to ``runs/<run-id>/hosts/<host>/metrics.ndjson`` (so a controller t
 leaves every finished phase's metrics on disk), and at the end the samplers are stopped, the
 last lines fetched, and each server node's logs are kept as ``hosts/<host>/logs/<port>-server.log.gz``
 (the server's own log file) and ``<port>-start.log.gz`` (its stdout and stderr; all a ``command``
-server may log). The whole logs, since the node started: a node serves every run of a deployment
-and what it logged before this run (its start, an earlier failover) may explain this one.
+server may log). The whole logs, since the node started, up to their last LOG_KEEP_BYTES: a node
+serves every run of a deployment and what it logged before this run (its start, an earlier
+failover) may explain this one. Every download is bounded (see the limits below), compressed
+and inflated alike: a broken or hostile host cannot make the controller hold more.
 
 Observation never fails a run: a host whose sampler cannot start or whose files cannot be
 fetched is reported as a warning naming the host, and the benchmarks go on.
@@ -38,7 +40,19 @@ from fabric import Connection
 
 from bench.report import hosts as host_metrics
 from fabfile.remote.fleet import Fleet, FleetError
-from fabfile.remote.shell import BIN_DIR, PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, run, tail, tail_command
+from fabfile.remote.shell import (
+    BIN_DIR,
+    PEX_ROOT,
+    REMOTE_DIR,
+    TAIL_BYTES,
+    RemoteError,
+    cmd,
+    label,
+    run,
+    tail,
+    tail_command,
+)
+from fabfile.remote.streams import ByteTail, gunzip, mib
 from fabfile.runs.store import RunDir
 from fabfile.servers.kinds import PID_FILE
 from fabfile.servers.nodes import LOG, START_LOG, Node
@@ -53,6 +67,12 @@ INTERVAL_S = 1.0
 STOP_GRACE_S = 5.0
 FETCH_TIMEOUT_S = 120.0
 GZIP_MAGIC = b"\x1f\x8b"
+# What a host may cost us (it may be broken or hostile): per metrics fetch, metrics per host in
+# all (a 1 s sample is ~1.5 KB: 12 hours), per server log (its last bytes), per download.
+METRICS_FETCH_BYTES = 16 << 20
+METRICS_KEEP_BYTES = 64 << 20
+LOG_KEEP_BYTES = 16 << 20
+MAX_DOWNLOAD_BYTES = 32 << 20
 
 
 def remote_dir(run_id: str) -> str:
@@ -100,21 +120,27 @@ def stop_command(run_id: str, pid: int, grace_s: float = STOP_GRACE_S) -> str:
     )
 
 
-def fetch_command(path: str, offset: int = 0) -> str:
-    """The bytes of ``path`` (relative to the login's home) from ``offset`` on, gzip'd on the
-    host when it has gzip; nothing at all when the file does not exist."""
+def fetch_command(path: str, offset: int = 0, limit: int | None = None, last: int | None = None) -> str:
+    """The bytes of ``path`` (relative to the login's home) from ``offset`` on (at most ``limit``
+    of them), or its ``last`` bytes; gzip'd on the host when it has gzip; nothing at all when the
+    file does not exist."""
+    if last is not None:
+        part = f'tail -c {int(last)} "$f"'
+    else:
+        part = f'tail -c +{int(offset) + 1} "$f"' + (f" | head -c {int(limit)}" if limit is not None else "")
     return (f'f="$HOME"/{cmd(path)}; [ -f "$f" ] || exit 0; '
-            f'if command -v gzip >/dev/null 2>&1; then tail -c +{int(offset) + 1} "$f" | gzip -c; '
-            f'else tail -c +{int(offset) + 1} "$f"; fi')
+            f"if command -v gzip >/dev/null 2>&1; then {part} | gzip -c; else {part}; fi")
 
 
-def read_stream(c: Connection, command: str, timeout: float = FETCH_TIMEOUT_S) -> bytes:
+def read_stream(c: Connection, command: str, timeout: float = FETCH_TIMEOUT_S,
+                max_bytes: int = MAX_DOWNLOAD_BYTES) -> bytes:
     """Run ``command`` over a raw channel and return all its stdout bytes (binary-safe, unlike
-    ``Connection.run``, which decodes)."""
+    ``Connection.run``, which decodes); a host sending more than ``max_bytes`` is refused."""
     channel = c.transport.open_session()
     channel.settimeout(timeout)
     chunks: list[bytes] = []
-    errors: list[bytes] = []
+    size = 0
+    errors = ByteTail(TAIL_BYTES)
     try:
         channel.exec_command(command)
         channel.shutdown_write()
@@ -122,21 +148,25 @@ def read_stream(c: Connection, command: str, timeout: float = FETCH_TIMEOUT_S) -
             data = channel.recv(1 << 16)
             if not data:
                 break
+            size += len(data)
+            if size > max_bytes:
+                raise RemoteError(label(c), command, f"sent more than {mib(max_bytes)}; refused")
             chunks.append(data)
         while channel.recv_stderr_ready():
-            errors.append(channel.recv_stderr(1 << 16))
+            errors.feed(channel.recv_stderr(1 << 16))
         status = channel.recv_exit_status()
     except OSError as exc:  # socket.timeout included
         raise RemoteError(label(c), command, f"download failed: {exc}") from None
     finally:
         channel.close()
     if status != 0:
-        raise RemoteError(label(c), command, tail(b"".join(errors).decode(errors="replace")), status)
+        raise RemoteError(label(c), command, tail(errors.text()), status)
     return b"".join(chunks)
 
 
-def unpack(data: bytes) -> bytes:
-    return gzip.decompress(data) if data.startswith(GZIP_MAGIC) else data
+def unpack(data: bytes, limit: int = MAX_DOWNLOAD_BYTES, what: str = "a download") -> bytes:
+    """``data`` as it was on the host: inflated (never past ``limit``) when it came gzip'd."""
+    return gunzip(data, limit, what) if data.startswith(GZIP_MAGIC) else data
 
 
 @dataclass
@@ -223,8 +253,12 @@ class Observer:
 
     def _fetch_metrics(self, name: str) -> int:
         offset = self.run_dir.host_metrics_size(name)
-        data = unpack(read_stream(self.fleet[name], fetch_command(f"{remote_dir(self.run_dir.run_id)}/{METRICS}",
-                                                                  offset)))
+        if offset >= METRICS_KEEP_BYTES:
+            self._warn(name, f"host metrics reached {mib(METRICS_KEEP_BYTES)}; the rest is not fetched")
+            return 0
+        path = f"{remote_dir(self.run_dir.run_id)}/{METRICS}"
+        data = unpack(read_stream(self.fleet[name], fetch_command(path, offset, METRICS_FETCH_BYTES)),
+                      METRICS_FETCH_BYTES, f"{name}: {METRICS}")
         complete = data[:data.rfind(b"\n") + 1]  # a line being written is fetched next time
         if complete:
             self.run_dir.append_host_metrics(name, complete)
@@ -243,10 +277,11 @@ class Observer:
             self._warn(name, "the metrics sampler wrote nothing" + (f"; its log:\n{log}" if log else ""))
         for node in host.nodes:
             for log in (LOG, START_LOG):
-                data = read_stream(c, fetch_command(f"{node.dir}/{log}"))
-                if unpack(data):  # (an empty file still gives a gzip header)
-                    packed = data if data.startswith(GZIP_MAGIC) else gzip.compress(data)
-                    self.run_dir.write_host_log(name, f"{node.port}-{log}.gz", packed)
+                # Its end, where a failure is; the whole log when it is smaller than that.
+                data = read_stream(c, fetch_command(f"{node.dir}/{log}", last=LOG_KEEP_BYTES))
+                plain = unpack(data, LOG_KEEP_BYTES, f"{name}: {node.dir}/{log}")
+                if plain:  # (an empty file still gives a gzip header)
+                    self.run_dir.write_host_log(name, f"{node.port}-{log}.gz", gzip.compress(plain))
 
     # -- helpers --
 
@@ -279,14 +314,35 @@ def _connected(c: Connection) -> bool:
     return transport is not None and transport.is_active()
 
 
-def host_section(run_dir: RunDir, run: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """run.json's ``hosts`` from what the run directory holds (see bench.report.hosts.host_section)."""
+def host_section(run_dir: RunDir, run: Mapping[str, Any], warn: Echo = lambda _: None) -> dict[str, dict[str, Any]]:
+    """run.json's ``hosts`` from what the run directory holds (see bench.report.hosts.host_section).
+    A host whose metrics cannot be read or summarised is said with ``warn`` and has none: the
+    other hosts and the run are still collected."""
     roles = host_metrics.roles_of(run.get("spawn") or {})
     names = list(dict.fromkeys([*roles, *run_dir.observed_hosts()]))
-    facts = {name: run_dir.host_facts(name) for name in names}
-    metrics = {name: host_metrics.parse_ndjson(run_dir.host_metrics_text(name),
-                                               f"{run_dir.path}/hosts/{name}/{METRICS}") for name in names}
+    facts = {name: _facts(run_dir, name, warn) for name in names}
+    windows = host_metrics.benchmark_windows(run.get("benchmarks", ()))
+    metrics = {name: _metrics(run_dir, name, windows, warn) for name in names}
     if not any(facts.values()) and not any(metrics.values()):
         return {}  # a run benched before host metrics existed
-    windows = host_metrics.benchmark_windows(run.get("benchmarks", ()))
     return host_metrics.host_section(roles, facts, metrics, windows)
+
+
+def _facts(run_dir: RunDir, name: str, warn: Echo) -> dict[str, Any] | None:
+    try:
+        facts = run_dir.host_facts(name)
+    except (ValueError, RecursionError) as exc:
+        warn(f"warning: {name}: {FACTS} cannot be read ({type(exc).__name__}); no host facts")
+        return None
+    return facts if isinstance(facts, dict) else None
+
+
+def _metrics(run_dir: RunDir, name: str, windows: Mapping[str, Any], warn: Echo) -> list[dict[str, Any]]:
+    where = f"{run_dir.path}/hosts/{name}/{METRICS}"
+    try:
+        samples = host_metrics.parse_ndjson(run_dir.host_metrics_text(name), where)
+        host_metrics.host_section({}, {}, {name: samples}, windows)  # what collect will do with them
+    except Exception as exc:  # anything: the samples came from the host; pure code, so nothing else fails
+        warn(f"warning: {name}: its host metrics cannot be used ({type(exc).__name__}: {str(exc)[:200]})")
+        return []
+    return samples

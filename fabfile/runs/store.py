@@ -31,7 +31,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.wire.result import AgentRecord
 
@@ -62,6 +62,27 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+#: An agent's record holds its result, which the controller refused above 16 MiB when it came in.
+MAX_RECORD_BYTES = 24 << 20
+
+
+def _read_record(path: Path, agent_num: int) -> AgentRecord:
+    def failed(why: str) -> AgentRecord:
+        return cast(AgentRecord, {"benchmark": path.parent.name, "result": None, "failure": {
+            "agent_num": agent_num, "host": None, "error": f"its record {path.name} {why}", "stderr_tail": ""}})
+
+    size = path.stat().st_size
+    if size > MAX_RECORD_BYTES:
+        return failed(f"is {size} bytes, more than the {MAX_RECORD_BYTES} accepted")
+    try:
+        record = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:
+        return failed(f"is not JSON ({type(exc).__name__})")
+    if not isinstance(record, dict) or not isinstance(record.get("benchmark", ""), str):
+        return failed("is not an agent record")
+    return cast(AgentRecord, record)
 
 
 class RunDir:
@@ -97,9 +118,18 @@ class RunDir:
 
     def agent_records(self) -> Iterator[tuple[str, AgentRecord]]:
         """(benchmark, record) for every agent written so far."""
+        for benchmark, _, record in self.agent_files():
+            yield benchmark, record
+
+    def agent_files(self) -> Iterator[tuple[str, int, AgentRecord]]:
+        """(benchmark, agent number, record) for every agent written so far. A file that cannot
+        be read back (too large, not JSON, not a record) is that agent's failure record."""
         for path in sorted((self.path / "agents").glob("*/agent-*.json")):
-            record = json.loads(path.read_text())
-            yield record.get("benchmark", path.parent.name), record
+            num = path.stem.removeprefix("agent-")
+            if not num.isdigit():
+                continue
+            record = _read_record(path, int(num))
+            yield str(record.get("benchmark") or path.parent.name), int(num), record
 
     def write_run(self, run: dict[str, Any]) -> Path:
         path = self.path / "run.json"

@@ -7,13 +7,15 @@ run whose controller died (still "running") or was interrupted is collected too,
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from bench.report import export, tables
 from bench.report import merge as result
+from bench.report.screen import screen
 from bench.spawn import plan, spec
-from bench.wire.result import AgentResult, Failure
+from bench.wire.result import Failure
 from fabfile.runs import observe
 from fabfile.runs.store import RunDir, dir_name, resolve
 from fabfile.session import Echo, say
@@ -30,8 +32,8 @@ def run(runs_dir: Path, run_ref: str | None = None, fmt: str = "simple", detail:
     spawn_data = json.loads((run_dir.path / "spawn.json").read_text())
     deployment = json.loads((run_dir.path / "deployment.json").read_text())
     merged = result.build_run({**meta, "spawn": spawn_data, "deployment": deployment},
-                              _merge_benchmarks(run_dir, spawn_data))
-    hosts = observe.host_section(run_dir, merged)
+                              _merge_benchmarks(run_dir, spawn_data, str(meta.get("run_id") or run_dir.run_id)))
+    hosts = observe.host_section(run_dir, merged, warn=echo)
     if hosts:
         merged["hosts"] = hosts
     path = run_dir.write_run(merged)
@@ -42,20 +44,34 @@ def run(runs_dir: Path, run_ref: str | None = None, fmt: str = "simple", detail:
     return merged
 
 
-def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any]) -> list[dict[str, Any]]:
-    """One merged entry per benchmark that has records, in run order (then any unplanned)."""
-    by_bench: dict[str, tuple[list[AgentResult], list[Failure]]] = {}
-    for bench_name, record in run_dir.agent_records():
-        ok, failed = by_bench.setdefault(bench_name, ([], []))
+def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
+    """One merged entry per benchmark that has records, in run order (then any unplanned).
+
+    Every result is screened first (bench.report.screen): one that is malformed, too large or
+    claims to be another agent's is that agent's failure, and the others are merged."""
+    by_bench: dict[str, tuple[list[tuple[int, str | None, Any]], list[Failure]]] = {}
+    for bench_name, agent_num, record in run_dir.agent_files():
+        results, failed = by_bench.setdefault(bench_name, ([], []))
         agent_result = record.get("result")
         if agent_result:  # a partial (fatal or interrupted) result is merged and flagged
-            ok.append(agent_result)
+            results.append((agent_num, _host_of(record), agent_result))
         else:
-            failed.append(record["failure"])
+            failed.append(record.get("failure") or {"agent_num": agent_num, "host": None, "stderr_tail": "",
+                                                    "error": "its record holds neither a result nor a failure"})
     ran = spec.parse(spawn_data, name=spawn_data.get("name", "spawn"))
     planned = {b.name: b for phase in plan.phases(ran) for b in phase}  # labels in run order
     labels = [label for label in planned if label in by_bench] + sorted(set(by_bench) - set(planned))
-    return [result.merge_benchmark(label, *by_bench[label],
-                                   workload=planned[label].workload if label in planned else None,
-                                   agents=planned[label].agents if label in planned else None)
-            for label in labels]
+    entries = []
+    for label in labels:
+        results, failed = by_bench[label]
+        workload = planned[label].workload if label in planned else None
+        agents = planned[label].agents if label in planned else None
+        good, refused = screen(label, results, run_id=run_id, workload=workload, agents=agents)
+        entries.append(result.merge_benchmark(label, good, failed + refused, workload=workload, agents=agents))
+    return entries
+
+
+def _host_of(record: Mapping[str, Any]) -> str | None:
+    """The host the controller ran the agent on, when the record says (a failure does)."""
+    host = record.get("host") or (record.get("failure") or {}).get("host")
+    return host if isinstance(host, str) else None

@@ -21,7 +21,7 @@ def encoded(values: Sequence[int]) -> str:
 
 def agent_result(name: str, num: int, agents: int, values: Sequence[int], *, started_at: float = T0,
                  elapsed: float = 2.0, workload: str = "set", service: Sequence[int] | None = None,
-                 late_ops: int | None = None) -> dict[str, Any]:
+                 late_ops: int | None = None, run_id: str = "r") -> dict[str, Any]:
     """One agent's result; its timeseries spreads ``values`` over whole seconds plus a partial one."""
     seconds = int(elapsed)
     per = len(values) // max(1, seconds)
@@ -29,7 +29,7 @@ def agent_result(name: str, num: int, agents: int, values: Sequence[int], *, sta
               for s in range(seconds)]
     series.append({"t": seconds, "ops": 1, "errors": 0, "p50": values[0], "p99": values[0]})
     out: dict[str, Any] = {
-        "schema": RESULT_SCHEMA, "run_id": "r", "benchmark": name, "workload": workload, "agent_num": num,
+        "schema": RESULT_SCHEMA, "run_id": run_id, "benchmark": name, "workload": workload, "agent_num": num,
         "agents": agents, "host": f"a{num % 2 + 1}", "python": "3.11.2", "fleetbench": "0.1.0",
         "started_at": started_at, "elapsed_s": elapsed, "ops": len(values), "errors": 0, "error_samples": [],
         "histograms": {"latency_us": encoded(values)}, "timeseries": series, "job": {},

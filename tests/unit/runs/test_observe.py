@@ -118,3 +118,26 @@ def test_host_section_from_a_run_directory(tmp_path):
     assert section["s1"]["facts"] == {"cpu_model": "x"} and section["s1"]["metrics"]["samples"] == 3
     assert section["s1"]["benchmarks"]["set"]["samples"] == 2
     assert section["a1"]["metrics"] is None
+
+
+def test_fetches_from_a_host_are_bounded_on_the_host_and_here(tmp_path):
+    import gzip
+    import subprocess
+
+    import pytest
+
+    from fabfile.remote.streams import HostDataError
+
+    (tmp_path / ".fleetbench").mkdir()
+    (tmp_path / ".fleetbench" / "log").write_bytes(b"a" * 100_000 + b"THE END")
+
+    def fetched(command: str) -> bytes:
+        out = subprocess.run(["sh", "-c", command], env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                             capture_output=True, check=True).stdout
+        return observe.unpack(out, 200_000)
+
+    assert fetched(observe.fetch_command(".fleetbench/log", 10, limit=1000)) == b"a" * 1000
+    assert fetched(observe.fetch_command(".fleetbench/log", last=7)) == b"THE END"
+    assert fetched(observe.fetch_command(".fleetbench/missing")) == b""
+    with pytest.raises(HostDataError, match="inflates to more than"):
+        observe.unpack(gzip.compress(bytes(10 << 20)), 1 << 20, "tb1: metrics")

@@ -31,7 +31,7 @@ def bench_left(tmp_path: Path, status: str) -> RunDir:
     run_dir = RunDir(tmp_path / "runs", "r1")
     run_dir.start(spawn.source_text, spec.to_dict(spawn), {"nodes": []},
                   {"run_id": "r1", "name": spawn.name, "started_at": T0, "status": status, "argv": []})
-    run_dir.write_agent("set", 0, {"result": agent_result("set", 0, 2, spread(100, 60))}, [])
+    run_dir.write_agent("set", 0, {"result": agent_result("set", 0, 2, spread(100, 60), run_id="r1")}, [])
     failure = {"agent_num": 1, "host": "a2", "error": "exit status 3", "stderr_tail": "boom"}
     run_dir.write_agent("set", 1, {"failure": failure, "result": None}, ["boom"])
     if status != "running":
