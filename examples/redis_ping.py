@@ -20,6 +20,10 @@ async def connect(ctx) -> Callable[[], Awaitable[None]]:
         raise ValueError("redis_ping keeps one request in flight per connection: raise connections instead")
     host, port = ctx.targets[(ctx.agent_num + ctx.connection) % len(ctx.targets)]  # spread over the nodes
     reader, writer = await asyncio.open_connection(host, port)
+    if ctx.password is not None:  # the redis kinds run with a password (never print it)
+        writer.write(b"AUTH %s\r\n" % ctx.password.encode())
+        if not (await reader.readline()).startswith(b"+OK"):
+            raise RuntimeError("the server refused AUTH")
     line = (ctx.options.get("command", "PING") + "\r\n").encode()
 
     async def op() -> None:

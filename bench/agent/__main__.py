@@ -1,7 +1,7 @@
 """The agent's command line: ``run`` a job, or hand ``metrics``/``facts`` to their modules.
 
     python -m bench.agent run --job '<AgentJob JSON>' [--out PATH]
-    python -m bench.agent run --job-file job.json [--out PATH]
+    python -m bench.agent run --job-file job.json [--out PATH]   (- reads the job from stdin)
     python -m bench.agent metrics ...   (bench.agent.hostmetrics:main)
     python -m bench.agent facts ...     (bench.agent.hostfacts:main)
 
@@ -38,7 +38,8 @@ def _run(argv: list[str]) -> int:
                                      description="Apply one AgentJob's load and print its result JSON.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--job", help="the AgentJob as JSON")
-    source.add_argument("--job-file", help="a file holding the AgentJob JSON")
+    source.add_argument("--job-file", help="a file holding the AgentJob JSON, or - for stdin (how the "
+                                           "controller sends it: a job may hold secrets)")
     parser.add_argument("--out", help="also write the result here (atomically)")
     args = parser.parse_args(argv)
 
@@ -47,7 +48,9 @@ def _run(argv: list[str]) -> int:
 
     text = args.job
     try:
-        if text is None:
+        if text is None and args.job_file == "-":
+            text = sys.stdin.read()
+        elif text is None:
             with open(args.job_file) as f:
                 text = f.read()
         job = AgentJob.from_json(text)

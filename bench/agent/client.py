@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Awaitable, Sequence
 from typing import Any, Callable, Protocol
 
-from bench.agent.resp import scan
+from bench.agent.resp import encode, scan
 
 # Precomputed "+OK" runs: the SET reply stream can be recognised by one comparison.
 _OK: dict[int, bytes] = {n: b"+OK\r\n" * n for n in range(1, 257)}
@@ -60,13 +60,20 @@ class NodeConnection(asyncio.Protocol):
     a MOVED redirect). An unexpected close is reported once through ``lost``.
     """
 
-    def __init__(self, label: str, complete: Callable[[SubBatch], None], lost: Callable[[str], None]) -> None:
+    def __init__(self, label: str, complete: Callable[[SubBatch], None], lost: Callable[[str], None],
+                 auth: str | None = None) -> None:
         self.label = label
         self.complete = complete
         self.lost = lost
         self.transport: asyncio.Transport | None = None
         self.pending: deque[SubBatch] = deque()
         self.queued: list[bytes] = []
+        # With a password, AUTH is the first thing every connection sends (also the lazy ones a
+        # redirect opens); its reply is checked here and never reaches ``complete``.
+        self.auth_sub: SubBatch | None = None
+        if auth is not None:
+            self.auth_sub = SubBatch(None, (), encode("AUTH", auth), 1)
+            self.send(self.auth_sub)
         self.closing = False
         # A reply cut short by the end of a read: the bytes so far and, for a long bulk
         # value, the length needed before it is worth scanning again.
@@ -90,6 +97,14 @@ class NodeConnection(asyncio.Protocol):
         self.closing = True
         if self.transport is not None:
             self.transport.close()
+
+    def _authenticated(self, sub: SubBatch) -> bool:
+        self.auth_sub = None
+        if not sub.errors:
+            return True
+        self.lost(f"{self.label} refused AUTH: {sub.errors[0][1].decode(errors='replace')}")
+        self.close()
+        return False
 
     def send(self, sub: SubBatch) -> None:
         self.pending.append(sub)
@@ -130,7 +145,11 @@ class NodeConnection(asyncio.Protocol):
                 if count < want:
                     break
             pending.popleft()
-            self.complete(sub)
+            if sub is self.auth_sub:
+                if not self._authenticated(sub):
+                    return
+            else:
+                self.complete(sub)
             if pos >= end:
                 break
         if pos < end:

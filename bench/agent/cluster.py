@@ -117,32 +117,40 @@ class DirectRouter(Router):
         return list(range(len(self.nodes)))
 
 
-async def request(address: Address, *args: resp.Arg, timeout: float = 5.0) -> Any:
-    """One control command on a fresh connection (not the hot path)."""
+async def request(address: Address, *args: resp.Arg, timeout: float = 5.0, auth: str | None = None) -> Any:
+    """One control command on a fresh connection (not the hot path), after AUTH with ``auth``."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)
     try:
-        writer.write(resp.encode(*args))
+        writer.write((resp.encode("AUTH", auth) if auth is not None else b"") + resp.encode(*args))
         buf = b""
+        replies: list[Any] = []
         while True:
             data = await asyncio.wait_for(reader.read(1 << 16), timeout)
             if not data:
                 raise ConnectionError(f"{format_address(address)} closed the connection")
             buf += data
+            pos = 0
             try:
-                value, _ = resp.parse(buf)
-                return value
+                while len(replies) < (2 if auth is not None else 1):
+                    value, pos = resp.parse(buf, pos)
+                    replies.append(value)
             except resp.Incomplete:
+                replies.clear()
                 continue
+            if auth is not None and isinstance(replies[0], resp.ReplyError):
+                raise ConnectionError(f"{format_address(address)} refused AUTH: {replies[0]}")
+            return replies[-1]
     finally:
         writer.close()
 
 
-async def discover(targets: Sequence[Address], timeout: float = 5.0) -> list[tuple[int, int, Address]]:
+async def discover(targets: Sequence[Address], timeout: float = 5.0,
+                   auth: str | None = None) -> list[tuple[int, int, Address]]:
     """The slot map from the first target that answers CLUSTER SLOTS."""
     problems = []
     for address in targets:
         try:
-            reply = await request(address, "CLUSTER", "SLOTS", timeout=timeout)
+            reply = await request(address, "CLUSTER", "SLOTS", timeout=timeout, auth=auth)
             return slots_from_reply(reply, address[0])
         except (OSError, asyncio.TimeoutError, resp.ProtocolError) as exc:
             problems.append(f"{format_address(address)}: {exc or type(exc).__name__}")

@@ -89,9 +89,10 @@ def _log(message: str) -> None:
 
 
 def dial_resp(loop: asyncio.AbstractEventLoop, address: cluster.Address, label: str,
-              complete: Callable[[SubBatch], None], lost: Callable[[str], None]) -> tuple[Conn, asyncio.Future[Any]]:
-    """The default ``Dial``: a RESP connection to a Redis node."""
-    conn = NodeConnection(label, complete, lost)
+              complete: Callable[[SubBatch], None], lost: Callable[[str], None],
+              auth: str | None = None) -> tuple[Conn, asyncio.Future[Any]]:
+    """The default ``Dial``: a RESP connection to a Redis node (authenticated with ``auth``)."""
+    conn = NodeConnection(label, complete, lost, auth)
     return conn, asyncio.ensure_future(open_connection(loop, address[0], address[1], conn, CONNECT_TIMEOUT_S))
 
 
@@ -104,12 +105,13 @@ class Engine:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, router: cluster.Router, connections: int,
                  log: Callable[[str], None] = _log, clock: Callable[[], float] = time.perf_counter,
-                 dial: Dial | None = None, min_stall_s: float | None = None) -> None:
+                 dial: Dial | None = None, min_stall_s: float | None = None, auth: str | None = None) -> None:
         self.loop = loop
         self.router = router
         self.log = log
         self.clock = clock
         self.dial = dial
+        self.auth = auth  # the redis password: every RESP connection sends AUTH first
         self.min_stall_s = min_stall_s
         self.workers = [Worker(self, i) for i in range(connections)]
         self.fatal: str | None = None
@@ -124,7 +126,10 @@ class Engine:
     def _open(self, worker: Worker, node: int) -> Conn:
         address = self.router.nodes[node]
         label = cluster.format_address(address)
-        conn, opening = (self.dial or dial_resp)(self.loop, address, label, self._sub_done, self.fail)
+        if self.dial is not None:
+            conn, opening = self.dial(self.loop, address, label, self._sub_done, self.fail)
+        else:
+            conn, opening = dial_resp(self.loop, address, label, self._sub_done, self.fail, self.auth)
         while len(worker.conns) <= node:
             worker.conns.append(None)
         worker.conns[node] = conn
@@ -419,7 +424,7 @@ class Engine:
 
         async def refresh() -> None:
             try:
-                self.router.replace(await cluster.discover(list(self.router.nodes)))
+                self.router.replace(await cluster.discover(list(self.router.nodes), auth=self.auth))
             except (OSError, asyncio.TimeoutError) as exc:
                 self.log(f"slot map refresh failed (redirects still followed): {exc}")
             finally:

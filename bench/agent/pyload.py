@@ -39,8 +39,9 @@ class PyContext:
     seed: int  # params.seed, derived per (agent, connection): different and reproducible
     targets: tuple[tuple[str, int], ...]  # (host, port) of every server node
     server_kind: str  # "redis-cluster" | "redis" | "command"
-    options: Mapping[str, Any]  # params.options, as written in the spawn file
+    options: Mapping[str, Any]  # params.options, as written in the spawn file (secrets resolved)
     rng: random.Random = field(repr=False, compare=False)  # seeded with ``seed``
+    password: str | None = field(default=None, repr=False)  # the redis kinds' password: AUTH with it
 
     def log(self, message: str) -> None:
         """One line on the agent's stderr (the controller keeps it with the run)."""

@@ -39,7 +39,7 @@ def build(job: AgentJob, rec: Recorder, *, fatal: str | None = None, interrupted
         "error_samples": list(rec.error_samples),
         "histograms": rec.histograms(),
         "timeseries": rec.series,
-        "job": job.to_dict(),
+        "job": {**job.to_dict(), "auth": None},  # never the password
     }
     if job.rate is not None:
         out["late_ops"] = rec.late_ops

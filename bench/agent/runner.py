@@ -79,7 +79,7 @@ def build_plan(job: AgentJob) -> workloads.Plan:
                          f"(it has: {', '.join(sorted(workloads.REGISTRY))})")
     ctx = workloads.Context(params=job.params, agent_num=job.agent_num, agents=job.agents,
                             connections=job.connections, pipeline=job.pipeline, targets=tuple(job.targets),
-                            server_kind=job.server_kind)
+                            server_kind=job.server_kind, auth=job.auth)
     try:
         return workloads.build(job.workload, ctx)
     except ValueError as exc:
@@ -100,13 +100,14 @@ def run(job: AgentJob, out_path: str | None) -> int:
         if plan.dial is not None:  # the workload reaches its own nodes (HTTP, in-process calls)
             router: cluster.Router = cluster.DirectRouter(plan.nodes)
         elif job.server_kind == "redis-cluster":
-            ranges = await cluster.discover(targets)
+            ranges = await cluster.discover(targets, auth=job.auth)
             router = cluster.Router([], ranges)
             if router.covered < cluster.SLOTS:
                 log(f"warning: the cluster serves only {router.covered} of {cluster.SLOTS} slots")
         else:
             router = cluster.Router(targets[:1])
-        engine = Engine(loop, router, job.connections, log, dial=plan.dial, min_stall_s=plan.min_stall_s)
+        engine = Engine(loop, router, job.connections, log, dial=plan.dial, min_stall_s=plan.min_stall_s,
+                        auth=job.auth)
         state["engine"] = engine
         nodes = len(router.active_nodes())
         raise_fd_limit(job.connections * nodes + 64, log)

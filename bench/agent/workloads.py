@@ -49,6 +49,7 @@ class Context:
     pipeline: int
     targets: tuple[str, ...] = ()  # "host:port" of every server node
     server_kind: str = "redis"
+    auth: str | None = None  # the redis servers' password, for workloads that speak to them themselves
 
 
 @dataclass
@@ -483,7 +484,8 @@ def _python(ctx: Context) -> Plan:
     function = pyload.load_target(p["target"])  # ValueError (exit 2) before any connection
     base = {"agent_num": ctx.agent_num, "agents": ctx.agents, "connections": ctx.connections,
             "pipeline": ctx.pipeline, "seed": p["seed"], "server_kind": ctx.server_kind,
-            "targets": tuple(parse_address(t) for t in ctx.targets), "options": p["options"]}
+            "targets": tuple(parse_address(t) for t in ctx.targets), "options": p["options"],
+            "password": ctx.auth}
     op: Op = (b"0", b"", 1)
 
     def next_ops(n: int) -> list[Op]:

@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from bench.spawn import secrets
 from bench.spawn.checks import BAD, MISSING, Problems, Table, as_float, describe, is_int, not_one_of
 from bench.spawn.schema import BENCHMARK_KEYS, Benchmark
 from bench.wire.catalogue import CATALOGUE, Param, Workload, check_params
@@ -122,10 +123,29 @@ def _params(t: Table, workload: Workload) -> Any:
             ok = False
         params[param.name] = checked
     if ok:
-        for key, message in check_params(workload.name, params):
+        ok = _secrets(t, workload, params)
+    if ok:
+        for key, message in check_params(workload.name, secrets.stand_in(params)):
             t.problems.add(f"{t.at('params')}.{key}", message)
             ok = False
     return params if ok else BAD
+
+
+#: Where a param may hold secrets (``{ env = "NAME" }``): (workload, param).
+SECRET_PARAMS = (("http", "headers"), ("python", "options"))
+
+
+def _secrets(t: Table, workload: Workload, params: dict[str, Any]) -> bool:
+    """Turn the ``{ env = "NAME" }`` values of the params that may hold secrets into EnvSecrets;
+    a reference that names no variable is a problem."""
+    ok = True
+    for name, param in SECRET_PARAMS:
+        if workload.name == name and isinstance(params.get(param), dict):
+            for where, message in secrets.reference_problems(params[param], f"{t.at('params')}.{param}"):
+                t.problems.add(where, message)
+                ok = False
+            params[param] = secrets.lift(params[param])
+    return ok
 
 
 def _param(table: Table, param: Param, value: Any) -> Any:

@@ -12,7 +12,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.spawn import server_files
+from bench.spawn import secrets, server_files
 from bench.spawn.server_files import Build
 
 # The one list of server kinds lives with the catalogue (the agent shares it); here it joins the vocabulary.
@@ -48,7 +48,7 @@ class Server:
     script: str | None
     args: tuple[str, ...]
     ready: str
-    env: dict[str, str]
+    env: dict[str, Any]  # str values, or bench.spawn.secrets.EnvSecret
     # The server's own files and settings (bench.spawn.server_files).
     build: Build | None = None
     files: tuple[str, ...] = ()
@@ -94,7 +94,8 @@ def to_dict(spawn: Spawn) -> dict[str, Any]:
     server_d: dict[str, Any] = {"kind": server.kind, "port": server.port,
                                 "requirements": list(server.requirements)}
     if server.kind == "command":
-        server_d.update(script=server.script, args=list(server.args), ready=server.ready, env=dict(server.env))
+        server_d.update(script=server.script, args=list(server.args), ready=server.ready,
+                        env=secrets.public(dict(server.env)))  # secrets by name only
     else:
         server_d["replicas"] = server.replicas
     server_d.update(server_files.to_dict(server.own_files))
@@ -118,5 +119,5 @@ def _benchmark_dict(b: Benchmark) -> dict[str, Any]:
     d["repeat"] = b.repeat
     if b.parallel is not None:
         d["parallel"] = b.parallel
-    d["params"] = copy.deepcopy(b.params)
+    d["params"] = secrets.public(copy.deepcopy(b.params))  # secrets by name only
     return d

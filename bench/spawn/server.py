@@ -8,7 +8,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-from bench.spawn import server_files
+from bench.spawn import secrets, server_files
 from bench.spawn.checks import BAD, MISSING, Problems, Table, describe, suggest
 from bench.spawn.schema import (
     COMMAND_ONLY_KEYS,
@@ -111,7 +111,7 @@ def _env(table: Table) -> Any:
         return {}
     if not isinstance(value, Mapping):
         return table.problem("env", f"expected a table of strings, got {describe(value)}")
-    env: dict[str, str] = {}
+    env: dict[str, Any] = {}
     ok = True
     for key, item in value.items():
         shown = key if isinstance(key, str) else repr(key)
@@ -119,8 +119,15 @@ def _env(table: Table) -> Any:
         if not isinstance(key, str) or not _ENV_KEY.match(key):
             table.problems.add(where, "not a valid environment variable name")
             ok = False
+        elif secrets.is_reference(item):  # a secret: the controller's variable, read when needed
+            problem = secrets.reference_problem(item)
+            if problem:
+                table.problems.add(where, problem)
+                ok = False
+            else:
+                env[key] = secrets.lift(item)
         elif not isinstance(item, str):
-            table.problems.add(where, f"expected a string, got {describe(item)}")
+            table.problems.add(where, f"expected a string, got {describe(item)} (a secret is {{ env = \"NAME\" }})")
             ok = False
         else:
             env[key] = item

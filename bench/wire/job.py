@@ -1,7 +1,8 @@
 """The job: what the controller tells one agent process to do, defined once for both sides.
 
 The controller builds jobs (:func:`bench.spawn.plan.agent_jobs`) and sends each as JSON
-(``agent.pex run --job JSON``); the agent parses it with :meth:`AgentJob.from_json`, which is
+(on the agent's stdin: ``agent.pex run --job-file -``, never on a command line, since a job
+may carry secrets); the agent parses it with :meth:`AgentJob.from_json`, which is
 also its whole validation: a job that parses is complete (params filled in from the catalogue)
 and every value is in range, so the agent can start without further checks. A job that does
 not parse raises :class:`InvalidJob` naming the key (the agent exits 2 before any connection).
@@ -53,6 +54,9 @@ class AgentJob:
     pipeline: int = 1
     rate: float | None = None  # this agent's ops/s (open loop); None = closed loop
     params: dict[str, Any] = field(default_factory=dict)  # workload params (values are the workload's own)
+    # The redis servers' password. Secret, like any params value the spawn file gave as
+    # { env = ... }: a job travels to its agent on stdin only, and the result does not echo it.
+    auth: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +116,8 @@ def _check_fields(job: AgentJob) -> None:
         raise InvalidJob("server_kind", f"workload {job.workload!r} cannot run against {job.server_kind!r}")
     if not isinstance(job.params, dict):
         raise InvalidJob("params", "must be an object")
+    if job.auth is not None and not isinstance(job.auth, str):
+        raise InvalidJob("auth", "must be a string or null")
     if (job.iterations is None) == (job.duration_s is None):
         raise InvalidJob("iterations", "exactly one of iterations and duration_s must be set")
     if job.iterations is not None and (not _is_int(job.iterations) or job.iterations < 1):

@@ -119,7 +119,7 @@ def fake(monkeypatch):
         conn.connection_made(t)
         return conn
 
-    async def fake_discover(targets, timeout=5.0):
+    async def fake_discover(targets, timeout=5.0, auth=None):
         return holder["servers"].ranges()
 
     monkeypatch.setattr(engine_mod, "open_connection", fake_open)
