@@ -12,11 +12,11 @@ from pathlib import Path
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from bench.spawn import cli_hosts, spec
+from bench.spawn import cli_hosts
 from fabfile import stages
 from fabfile.errors import clean_errors
 from fabfile.runs import reports
-from fabfile.session import Session, forget_sessions, session, workspace
+from fabfile.session import Session, forget_sessions, load_spawn, session, workspace
 from fabfile.terminal import say
 
 SPAWN = "spawn.toml"
@@ -44,7 +44,8 @@ def _session(spawn: str, ssh_config: str | None, accept_new_host_keys: bool, *, 
 def check(c, spawn=SPAWN, servers=None, agents=None):
     """Validate a spawn file without touching any host (nor building anything)."""
     with clean_errors("check"):
-        parsed = spec.load(Path(spawn), servers=cli_hosts.split(servers), agents=cli_hosts.split(agents))
+        # also: every { env = ... } secret's variable is set
+        parsed = load_spawn(Path(spawn), servers=cli_hosts.split(servers), agents=cli_hosts.split(agents))
     print(f"{spawn}: ok ({len(parsed.hosts.servers)} server hosts, {len(parsed.hosts.agents)} agent hosts, "
           f"{len(parsed.benchmarks)} benchmarks)")
 

@@ -1,7 +1,9 @@
 """The deployment record: what is deployed where, so later ``inv`` calls can find it.
 
 Kept in ``.fleetbench/state.json`` beside the project. Written atomically after each step
-that changes the fleet, so a crash leaves the last true picture for ``inv down``.
+that changes the fleet, so a crash leaves the last true picture for ``inv down``. It holds the
+deployment's redis password, so the file is 0600 and its directory 0700 (both are made so on
+every save); :meth:`Deployment.public_dict` is the form without secrets that runs/ keeps.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fabfile.ship import server_build
 from fabfile.ship.build import Artifact
 
 STATE_VERSION = 1
+SECRET_KEYS = ("redis_password", "server_digest")
 
 
 class StateError(FleetbenchError, ValueError):
@@ -37,6 +40,9 @@ class Deployment:
     pushed: dict[str, list[str]] = field(default_factory=dict)  # host -> remote files we put there
     server_files: dict[str, str] = field(default_factory=dict)  # host -> dir of the server's own files
     runs: list[str] = field(default_factory=list)  # run ids benched on this deployment
+    # The redis servers' password (random per deployment); secret: only here and on the server
+    # hosts in 0600 files, handed to agents in their jobs (stdin). Empty for `command` servers.
+    redis_password: str = ""
     version: int = STATE_VERSION
 
     @property
@@ -50,6 +56,14 @@ class Deployment:
                 "artifacts": {name: a.to_dict() for name, a in self.artifacts.items()},
                 "nodes": [n.to_dict() for n in self.nodes],
                 "hosts": {name: asdict(i) for name, i in self.hosts.items()}}
+
+    def public_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the secrets (the password, and the digest that hashes the
+        server's secret environment): what a run's ``deployment.json`` keeps."""
+        public = self.to_dict()
+        for key in SECRET_KEYS:
+            public.pop(key, None)
+        return public
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Deployment:
@@ -72,9 +86,14 @@ def load(path: Path) -> Deployment | None:
 
 
 def save(path: Path, deployment: Deployment) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the state atomically, readable by its owner only (it holds the redis password)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)  # also a directory made before the state held secrets
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(deployment.to_dict(), indent=1, sort_keys=True))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # a leftover tmp file kept its old mode through O_CREAT
+        f.write(json.dumps(deployment.to_dict(), indent=1, sort_keys=True))
     tmp.replace(path)
 
 

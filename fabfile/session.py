@@ -8,17 +8,18 @@ stages do with it lives in :mod:`fabfile.stages`; a Session only holds what they
 from __future__ import annotations
 
 import atexit
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.spawn import spec
+from bench.spawn import secrets, spec
 from fabfile import deployment as state_file
 from fabfile.deployment import Deployment
 from fabfile.remote.fleet import Fleet
 from fabfile.remote.ssh import SshSettings
-from fabfile.terminal import say
+from fabfile.terminal import hide, say
 
 Echo = Callable[[str], None]
 
@@ -46,6 +47,19 @@ class Workspace:
         return self.root / ".testbed"
 
 
+def load_spawn(path: Path, servers: Sequence[str] | None = None, agents: Sequence[str] | None = None) -> spec.Spawn:
+    """The spawn file, validated, with every { env = ... } secret's variable set in this
+    environment (each one missing is named by its key, before any SSH); their values are
+    hidden from everything shown from now on."""
+    spawn = spec.load(path, servers=servers, agents=agents)
+    missing = secrets.missing(spawn, os.environ)
+    if missing:
+        raise spec.SpecError(missing)
+    for value in secrets.values(spawn, os.environ).values():
+        hide(value)
+    return spawn
+
+
 class Session:
     def __init__(self, workspace: Workspace, spawn_path: Path, settings: SshSettings, echo: Echo = say,
                  servers: Sequence[str] | None = None, agents: Sequence[str] | None = None):
@@ -61,7 +75,7 @@ class Session:
     def spawn(self) -> spec.Spawn:
         if self._spawn is None:
             servers, agents = self.host_lists
-            self._spawn = spec.load(self.spawn_path, servers=servers, agents=agents)  # SpecError before any SSH
+            self._spawn = load_spawn(self.spawn_path, servers=servers, agents=agents)  # SpecError before any SSH
         return self._spawn
 
     def fleet(self, hosts: Sequence[str] | None = None) -> Fleet:
@@ -74,7 +88,10 @@ class Session:
         return self._fleet
 
     def deployment(self) -> Deployment | None:
-        return state_file.load(self.workspace.state_path)
+        deployment = state_file.load(self.workspace.state_path)
+        if deployment is not None:
+            hide(deployment.redis_password)
+        return deployment
 
     def save(self, deployment: Deployment) -> None:
         state_file.save(self.workspace.state_path, deployment)

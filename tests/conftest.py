@@ -32,8 +32,9 @@ class LocalHost:
             timeout: float | None = None) -> Result:
         self.commands.append(command)
         env = {"HOME": str(self.home), "PATH": os.environ["PATH"]}
+        stdin = in_stream.read() if in_stream not in (None, False) else None
         proc = subprocess.run(["sh", "-c", command], cwd=self.home, env=env, capture_output=True, text=True,
-                              timeout=timeout or 60)
+                              timeout=timeout or 60, input=stdin)
         return Result(proc.stdout, proc.stderr, proc.returncode)
 
 

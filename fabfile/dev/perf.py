@@ -400,7 +400,8 @@ class Suite:
         fleet = self._fleet([host])
         c = fleet[host]
         node = Node(host, fleet.address(host), AGENT_PORT, 0)
-        node = replace(node, pid=nodes.start(c, node, server_pex, redis_server.server_args(node, cluster=False)))
+        args = redis_server.server_args(node, cluster=False, auth=False)  # open, like redis-benchmark's peer
+        node = replace(node, pid=nodes.start(c, node, server_pex, args))
         figures: list[Figure] = []
         http_pid = None
         try:

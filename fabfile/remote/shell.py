@@ -6,6 +6,7 @@ created 0700 before anything is written into it.
 
 from __future__ import annotations
 
+import io
 import shlex
 
 from fabric import Connection
@@ -67,6 +68,19 @@ def run(c: Connection, command: str, *, timeout: float | None = None, check: boo
         raise RemoteError(label(c), command, f"no answer after {timeout:.0f}s") from None
     if check and result.exited != 0:
         raise RemoteError(label(c), command, tail(result.stderr or result.stdout), result.exited)
+    return result.stdout
+
+
+def run_input(c: Connection, command: str, data: str, *, what: str, timeout: float | None = 60) -> str:
+    """Run ``command`` with ``data`` on its stdin and return its stdout. This is how secrets
+    reach a host: never in a command line (``ps`` shows those to every user of the host).
+    Errors name ``what`` and the output's tail, not the command."""
+    try:
+        result = c.run(command, hide=True, warn=True, in_stream=io.StringIO(data), timeout=timeout)
+    except CommandTimedOut:
+        raise RemoteError(label(c), what, f"no answer after {timeout:.0f}s") from None
+    if result.exited != 0:
+        raise RemoteError(label(c), what, tail(result.stderr or result.stdout), result.exited)
     return result.stdout
 
 

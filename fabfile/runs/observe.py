@@ -56,6 +56,7 @@ from fabfile.remote.streams import ByteTail, gunzip, mib
 from fabfile.runs.store import RunDir
 from fabfile.servers.kinds import PID_FILE
 from fabfile.servers.nodes import LOG, START_LOG, Node
+from fabfile.terminal import scrub
 
 Echo = Callable[[str], None]
 
@@ -281,7 +282,9 @@ class Observer:
                 data = read_stream(c, fetch_command(f"{node.dir}/{log}", last=LOG_KEEP_BYTES))
                 plain = unpack(data, LOG_KEEP_BYTES, f"{name}: {node.dir}/{log}")
                 if plain:  # (an empty file still gives a gzip header)
-                    self.run_dir.write_host_log(name, f"{node.port}-{log}.gz", gzip.compress(plain))
+                    # A server that logs its own secret does not put it into runs/.
+                    kept = scrub(plain.decode(errors="surrogateescape")).encode(errors="surrogateescape")
+                    self.run_dir.write_host_log(name, f"{node.port}-{log}.gz", gzip.compress(kept))
 
     # -- helpers --
 

@@ -48,6 +48,10 @@ class Kind:
         self.pex_path = pex_path
         self.bins = dict(bins or {})
         self.note: str | None = None  # said once when starting (e.g. a fallback to standalone)
+        # Set by deploy before start: the deployment's redis password, and where the spawn
+        # file's { env = ... } secrets are read from (the controller's environment).
+        self.password: str | None = None
+        self.environ: Mapping[str, str] = {}
 
     def executable(self, node: Node) -> str:
         """What the node starts, relative to the login's home."""
@@ -62,6 +66,10 @@ class Kind:
 
     def launch(self, c: Connection, node: Node, planned: Sequence[Node]) -> Launch:
         raise NotImplementedError
+
+    def private_files(self, node: Node) -> dict[str, str]:
+        """Files (name -> text) the node's directory gets, 0600, before it starts: secrets."""
+        return {}
 
     def ready(self, c: Connection, node: Node) -> bool:
         raise NotImplementedError

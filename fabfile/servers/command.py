@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from fabric import Connection
 
-from bench.spawn import spec
+from bench.spawn import secrets, spec
 from fabfile.remote.fleet import Fleet
 from fabfile.remote.shell import RemoteError, cmd, label, run
 from fabfile.servers.base import PROBE_TIMEOUT_S, Echo, Kind, Launch
@@ -65,7 +65,9 @@ class Command(Kind):
         home = run(c, 'printf %s "$HOME"').strip()
         bin_dir = self.bins.get(node.host)
         values = placeholders(node, planned, f"{home}/{node.dir}", f"{home}/{bin_dir}" if bin_dir else "")
-        return [arg.format(**values) for arg in self.server.args], dict(self.server.env)
+        # Secrets' values only now, for the node's start (stdin, never a command line).
+        env = secrets.resolve(dict(self.server.env), self.environ, "server.env")
+        return [arg.format(**values) for arg in self.server.args], env
 
     def ready(self, c: Connection, node: Node) -> bool:
         how, _, path = self.server.ready.partition(":")

@@ -54,7 +54,7 @@ def start(fleet: Fleet, kind: Kind, hosts: Sequence[str], echo: Echo) -> list[No
         c = fleet[node.host]
         args, env = kind.launch(c, node, planned)
         version = kind.version(c, node)  # also: a binary that cannot run on this host fails here
-        pid = nodes.start(c, node, kind.executable(node), args, env)
+        pid = nodes.start(c, node, kind.executable(node), args, env, kind.private_files(node))
         # `fab status` reads the node's pid here (redis-server also writes it; any server may not).
         run(c, f"echo {int(pid)} > {cmd(node.dir + '/' + PID_FILE)}")
         return dataclasses.replace(node, pid=pid, version=version)

@@ -8,6 +8,7 @@ only ever killed after checking that the pid's working directory is that node's 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -15,10 +16,13 @@ from dataclasses import asdict, dataclass
 from fabric import Connection
 
 from fabfile.remote.reaper import find_command
-from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, run, tail_command
+from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, run, run_input, tail_command
 
 LOG = "server.log"
 START_LOG = "start.log"
+SECRETS = ".start-secrets"  # the start script's secrets, only while it starts the node
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
@@ -46,23 +50,45 @@ class Node:
         return self.host
 
 
-def start(c: Connection, node: Node, pex_path: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-    """Start ``pex_path args`` detached in the node's fresh directory; return its pid."""
-    exports = " ".join([f'PEX_ROOT="$HOME/{PEX_ROOT}"', *(f"{k}={cmd(v)}" for k, v in (env or {}).items())])
+def start(c: Connection, node: Node, pex_path: str, args: Sequence[str], env: Mapping[str, str] | None = None,
+          files: Mapping[str, str] | None = None) -> int:
+    """Start ``pex_path args`` detached in the node's fresh directory; return its pid.
+
+    ``env`` and ``files`` (name -> text: a password file, a config with one) may hold secrets:
+    they travel on the start command's stdin as a small script of shell builtins, which the
+    node's shell writes to a 0600 file, sources, and removes. No secret is ever in a command
+    line: neither ours, nor the server's, nor a helper's (printf and export are builtins)."""
     # Three statements, not one &&-chain: "a && b &" would background the whole chain in a
     # subshell that keeps the SSH channel open, and $! would be that subshell, not the server.
     script = (
         # A leftover of ours in this node's directory (a deploy that was killed) holds the port.
         f"pids=$({find_command(node.dir)}); [ -n \"$pids\" ] && kill -9 $pids 2>/dev/null\n"
         f"umask 077 && rm -rf {cmd(node.dir)} && mkdir -p {cmd(node.dir)} && cd {cmd(node.dir)} || exit 1\n"
-        f"{exports} setsid nohup \"$HOME\"/{cmd(pex_path)} {cmd(*args)} > {START_LOG} 2>&1 < /dev/null &\n"
+        f"cat > {SECRETS} && . ./{SECRETS} && rm -f {SECRETS} || exit 1\n"
+        f'PEX_ROOT="$HOME/{PEX_ROOT}" setsid nohup "$HOME"/{cmd(pex_path)} {cmd(*args)} '
+        f"> {START_LOG} 2>&1 < /dev/null &\n"
         "echo $!"
     )
-    out = run(c, script).strip()
+    out = run_input(c, script, secrets_script(env or {}, files or {}), what=f"start the server in ~/{node.dir}").strip()
     try:
         return int(out.splitlines()[-1])
     except (ValueError, IndexError):
         raise RemoteError(label(c), "start server", f"could not read its pid from: {out!r}") from None
+
+
+def secrets_script(env: Mapping[str, str], files: Mapping[str, str]) -> str:
+    """Shell builtins only: write each file (0600: the start script's umask) and export each
+    variable. Names are checked; values are quoted, so they stay data."""
+    lines = []
+    for name, text in files.items():
+        if not _FILE_NAME.match(name):
+            raise ValueError(f"not a plain file name: {name!r}")
+        lines.append(f"printf '%s' {cmd(text)} > {name} || exit 1")
+    for key, value in env.items():
+        if not _ENV_NAME.match(key):
+            raise ValueError(f"not an environment variable name: {key!r}")
+        lines.append(f"export {key}={cmd(value)}")
+    return "".join(line + "\n" for line in lines) or ":\n"
 
 
 def is_ours_command(node: Node) -> str:

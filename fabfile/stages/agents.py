@@ -13,15 +13,17 @@ refused as that agent's failure; stdout past that is read and dropped.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import cast
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 from fabric import Connection
 from paramiko import Channel
 
+from bench.spawn import secrets
 from bench.wire.job import AgentJob
 from bench.wire.result import AgentRecord, AgentResult, Failure
 from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, cmd, label, run, tail
@@ -77,18 +79,31 @@ def remote_result_path(job: AgentJob) -> str:
 
 
 def agent_command(agent_pex: str, job: AgentJob) -> str:
-    """Runs in the benchmark's own directory, so the reaper can always find it."""
+    """Runs in the benchmark's own directory, so the reaper can always find it. The job comes
+    on stdin (:func:`wire_job`): it may hold secrets, and a command line is public on a host."""
     out = remote_result_path(job)
     workdir, name = out.rsplit("/", 1)
     return (
         f"umask 077 && mkdir -p {cmd(workdir)} && cd {cmd(workdir)} && echo $$ && "
-        f'PEX_ROOT="$HOME/{PEX_ROOT}" exec "$HOME"/{cmd(agent_pex)} run --job {cmd(job.to_json())} --out {cmd(name)}'
+        f'PEX_ROOT="$HOME/{PEX_ROOT}" exec "$HOME"/{cmd(agent_pex)} run --job-file - --out {cmd(name)}'
     )
+
+
+def wire_job(job: AgentJob, auth: str | None, environ: Mapping[str, str]) -> str:
+    """The job as its agent gets it: the redis password in, every { env = ... } resolved."""
+    return replace(job, params=secrets.resolve(job.params, environ, f"benchmark {job.benchmark!r} params"),
+                   auth=auth).to_json()
+
+
+def public_job(job: AgentJob) -> dict[str, Any]:
+    """The job as a result may keep it: secrets by name (``{"env": NAME}``), no password."""
+    return {**job.to_dict(), "params": secrets.public(job.params), "auth": None}
 
 
 def run_agent(c: Connection, agent_pex: str, job: AgentJob, *, echo: Echo, timeout: float,
               on_pid: Callable[[int], None] = lambda pid: None,
-              cancel: threading.Event | None = None) -> AgentOutcome:
+              cancel: threading.Event | None = None, auth: str | None = None,
+              environ: Mapping[str, str] = os.environ) -> AgentOutcome:
     """Run one agent to completion (or ``timeout`` seconds, or until ``cancel`` is set) and
     return what happened. A lost host ends the wait once its connection is declared dead
     (see :func:`fabfile.remote.ssh.set_host_timeout`), never after the full ``timeout``."""
@@ -120,6 +135,7 @@ def run_agent(c: Connection, agent_pex: str, job: AgentJob, *, echo: Echo, timeo
 
     try:
         channel.exec_command(agent_command(agent_pex, job))
+        channel.sendall(wire_job(job, auth, environ).encode())
         channel.shutdown_write()
         _pump(c, channel, outcome, got_stdout, got_stderr, timeout, cancel)
         if outcome.error is None and channel.exit_status_ready():
@@ -130,6 +146,8 @@ def run_agent(c: Connection, agent_pex: str, job: AgentJob, *, echo: Echo, timeo
         outcome.stderr = stderr.text("bytes of stderr").splitlines()
         channel.close()
     outcome.result, refused = _last_json(stdout)
+    if outcome.result is not None:
+        outcome.result["job"] = public_job(job)  # the agent's echo of it holds the secrets
     if outcome.result is None and outcome.error is None:
         if refused:
             outcome.error = refused

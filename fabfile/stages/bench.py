@@ -27,6 +27,7 @@ from fabfile.runs import observe
 from fabfile.runs.store import RunDir, new_run_id
 from fabfile.session import Echo, Session
 from fabfile.stages.agents import AgentOutcome, remote_run_dir, run_agent
+from fabfile.terminal import scrub, scrub_data
 
 #: Seconds a stopped agent gets to print what it measured before it is killed.
 STOP_GRACE_S = 10.0
@@ -62,7 +63,8 @@ def run(s: Session, agent_timeout: float = 900.0, host_timeout: float | None = N
         for phase in plan.phases(spawn):
             s.echo(f"benchmark {', '.join(b.name for b in phase)} ...")
             jobs = _phase_jobs(spawn, phase, run_dir.run_id, deployment)
-            outcomes = _run_agents(fleet, agent_pex, jobs, run_dir, agent_timeout, s.echo)
+            outcomes = _run_agents(fleet, agent_pex, jobs, run_dir, agent_timeout, s.echo,
+                                   auth=deployment.redis_password or None)
             observer.checkpoint()  # this phase's host metrics are on disk now
             tally.failed += sum(1 for o in outcomes if not o.ok)
             if tally.failed:
@@ -89,7 +91,7 @@ def _start_run(s: Session, deployment: Deployment) -> RunDir:
     """A new run directory with its inputs, and the run recorded in the deployment."""
     spawn = s.spawn
     run_dir = RunDir(s.workspace.runs_dir, new_run_id(spawn.name))
-    run_dir.start(spawn.source_text, spec.to_dict(spawn), deployment.to_dict(),
+    run_dir.start(spawn.source_text, spec.to_dict(spawn), deployment.public_dict(),  # no secrets in runs/
                   {"run_id": run_dir.run_id, "name": spawn.name, "started_at": time.time(),
                    "status": "running", "argv": sys.argv[1:]})
     s.echo(f"run {run_dir.run_id}")
@@ -109,11 +111,13 @@ def _phase_jobs(spawn: spec.Spawn, phase: Iterable[spec.Benchmark], run_id: str,
 
 
 def _run_agents(fleet: Fleet, agent_pex: str, jobs: list[tuple[str, AgentJob]], run_dir: RunDir,
-                timeout: float, echo: Echo) -> list[AgentOutcome]:
+                timeout: float, echo: Echo, auth: str | None = None) -> list[AgentOutcome]:
     cancel = threading.Event()  # set after Ctrl-C, once stopped agents had time to report
 
     def record(outcome: AgentOutcome) -> None:
-        run_dir.write_agent(outcome.job.benchmark, outcome.job.agent_num, outcome.record(), outcome.stderr)
+        # An agent may echo a secret (an error sample, a log line): none is written down.
+        run_dir.write_agent(outcome.job.benchmark, outcome.job.agent_num, scrub_data(outcome.record()),
+                            [scrub(line) for line in outcome.stderr])
         if not outcome.ok:
             echo(f"agent {outcome.job.benchmark}#{outcome.job.agent_num} on {outcome.host} failed: "
                  f"{outcome.failure()['error']}")
@@ -121,7 +125,7 @@ def _run_agents(fleet: Fleet, agent_pex: str, jobs: list[tuple[str, AgentJob]], 
     def one(item: tuple[str, AgentJob]) -> AgentOutcome:
         host, job = item
         try:
-            outcome = run_agent(fleet[host], agent_pex, job, echo=echo, timeout=timeout, cancel=cancel)
+            outcome = run_agent(fleet[host], agent_pex, job, echo=echo, timeout=timeout, cancel=cancel, auth=auth)
         except Exception as exc:  # e.g. the channel could not be opened: still a record
             outcome = AgentOutcome(host, job, error=f"{type(exc).__name__}: {exc}")
         record(outcome)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets as secrets_module
 import time
 from pathlib import Path
 
-from bench.spawn import spec
+from bench.spawn import secrets, spec
 from fabfile.deployment import Deployment
 from fabfile.remote import lock
 from fabfile.servers import kinds as servers
@@ -20,6 +22,7 @@ from fabfile.session import Session
 from fabfile.ship import relay, server_build
 from fabfile.ship.build import Artifact, Builder
 from fabfile.ship.push import ProgressPrinter
+from fabfile.terminal import hide
 
 
 def run(s: Session, direct_push: bool = False, force: bool = False) -> Deployment:
@@ -33,9 +36,12 @@ def run(s: Session, direct_push: bool = False, force: bool = False) -> Deploymen
     previous = s.deployment()
     bins = {h: b.dir for h, b in server_build.host_bundles(artifacts, fleet.interpreters,
                                                             spawn.hosts.servers).items()}
+    # The values of the server's secrets count too (a changed token restarts the nodes); the
+    # digest stays in the 0600 state only (Deployment.public_dict leaves it out).
     digest = _digest({"server": spec.to_dict(spawn)["server"], "servers": list(spawn.hosts.servers),
                       "pex": artifacts["server"].sha256 if "server" in artifacts else None,
-                      **({"files": bins} if bins else {})})  # bins are named by their content
+                      **({"files": bins} if bins else {}),  # bins are named by their content
+                      "secrets": secrets.resolve(dict(spawn.server.env), os.environ, "server.env")})
     if previous and previous.server_digest == digest and _healthy(s, previous):
         s.echo(f"servers already running ({previous.topology}, {len(previous.nodes)} nodes): nothing to restart")
         deployment = previous
@@ -43,9 +49,11 @@ def run(s: Session, direct_push: bool = False, force: bool = False) -> Deploymen
         if previous and previous.nodes:
             s.echo("configuration changed: stopping the previous servers")
             servers.stop(fleet, previous.nodes)
-        deployment = Deployment(spawn_path=str(s.spawn_path), server_digest=digest, server_files=bins)
+        deployment = Deployment(spawn_path=str(s.spawn_path), server_digest=digest, server_files=bins,
+                                redis_password=new_password() if spawn.server.kind != "command" else "")
+        hide(deployment.redis_password)
         deployment.nodes, deployment.topology = _start_servers(
-            s, artifacts["server"].remote_path if "server" in artifacts else "", bins)
+            s, artifacts["server"].remote_path if "server" in artifacts else "", bins, deployment.redis_password)
     deployment.spawn = spec.to_dict(spawn)
     deployment.artifacts = dict(artifacts)
     deployment.hosts = {n: fleet.interpreters[n] for n in fleet.names}
@@ -117,6 +125,13 @@ def _healthy(s: Session, deployment: Deployment) -> bool:
     return servers.healthy(s.fleet(), kind, deployment.nodes, deployment.topology)
 
 
-def _start_servers(s: Session, server_pex: str, bins: dict[str, str]) -> tuple[list[Node], str]:
+def new_password() -> str:
+    """A redis password per deployment: 192 random bits, hex (nothing in it needs quoting)."""
+    return secrets_module.token_hex(24)
+
+
+def _start_servers(s: Session, server_pex: str, bins: dict[str, str], password: str) -> tuple[list[Node], str]:
     kind = servers.kind_for(s.spawn, server_pex, bins)
+    kind.password = password or None
+    kind.environ = os.environ
     return servers.start(s.fleet(), kind, s.spawn.hosts.servers, s.echo), kind.topology

@@ -24,7 +24,7 @@ ON_DISK = {
     "nodes": [{"address": "10.0.0.1", "host": "tb1", "index": 0, "pid": 42, "port": 7000, "role": "master"},
               {"address": "10.0.0.2", "host": "tb2", "index": 1, "pid": 43, "port": 7001, "role": "replica"}],
     "pushed": {"tb1": [".fleetbench/bin/agent-abababababababab.pex"]},
-    "runs": ["r1"], "server_digest": "d" * 16, "spawn": {"name": "x"}, "spawn_path": "spawn.toml",
+    "redis_password": "f0" * 24, "runs": ["r1"], "server_digest": "d" * 16, "spawn": {"name": "x"}, "spawn_path": "spawn.toml",
     "topology": "cluster", "version": state_file.STATE_VERSION,
 }
 # What it writes back: the same, with the keys added since as their defaults (a record from before
@@ -62,3 +62,21 @@ def test_a_record_of_another_version_is_a_clean_error_naming_the_file(tmp_path: 
     with pytest.raises(StateError, match=f"{path}: deployment state version 0 is not") as err:
         state_file.load(path)
     assert isinstance(err.value, FleetbenchError)
+
+
+def test_the_state_is_private_and_a_runs_copy_holds_no_secret(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    state_dir = tmp_path / ".fleetbench"
+    state_dir.mkdir(mode=0o755)  # as an older fleetbench left it
+    path = state_dir / "state.json"
+    path.write_text("{}")
+    path.chmod(0o644)
+    loaded = Deployment.from_dict(dict(ON_DISK))
+    state_file.save(path, loaded)
+    assert stat.S_IMODE(os.stat(state_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    public = json.dumps(loaded.public_dict())
+    assert "f0" * 24 not in public and "d" * 16 not in public
+    assert loaded.public_dict()["nodes"] == ON_DISK["nodes"]

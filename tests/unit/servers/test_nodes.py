@@ -88,3 +88,38 @@ def test_node_start_first_stops_a_leftover_of_ours_in_that_node_directory(local_
         for p in (leftover, stranger):
             p.kill()
             p.wait()
+
+
+def test_a_nodes_secrets_reach_it_through_stdin_and_0600_files_never_a_command_line(local_host):
+    secret = "tok'en $(touch pwned) `id` \"q\""
+    script = local_host.home / REMOTE_DIR / "bin" / "server.pex"
+    script.parent.mkdir(parents=True)
+    script.write_text('#!/bin/sh\nprintf "%s" "$API_TOKEN" > seen.env\nexec sleep 30\n')
+    script.chmod(0o700)
+    node = Node("local", "127.0.0.1", 7004, 0)
+    pid = nodes.start(local_host, node, f"{REMOTE_DIR}/bin/server.pex", ["--port", "7004"],
+                      {"API_TOKEN": secret}, {"auth": secret})
+    try:
+        directory = local_host.home / node.dir
+        deadline = time.monotonic() + 5
+        while not (directory / "seen.env").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert (directory / "seen.env").read_text() == secret  # the server's environment has it
+        assert (directory / "auth").read_text() == secret
+        assert (directory / "auth").stat().st_mode & 0o777 == 0o600
+        assert not (directory / nodes.SECRETS).exists()  # the start script's copy is gone
+        assert not (local_host.home / "pwned").exists()
+        assert all(secret not in command and "tok" not in command for command in local_host.commands)
+        assert secret.encode() not in open(f"/proc/{pid}/cmdline", "rb").read()
+    finally:
+        os.kill(pid, 9)
+
+
+def test_a_failed_start_names_what_failed_and_not_the_script(local_host):
+    (local_host.home / REMOTE_DIR).mkdir()
+    (local_host.home / REMOTE_DIR / "nodes").write_text("a file where the nodes directory goes")
+    with pytest.raises(RemoteError) as raised:
+        nodes.start(local_host, Node("local", "127.0.0.1", 7005, 0), "x.pex", [], {"T": "secret-value"})
+    assert "start the server in ~/.fleetbench/nodes/7005" in str(raised.value)
+    assert "secret-value" not in str(raised.value) and "setsid" not in str(raised.value)
