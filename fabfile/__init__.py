@@ -43,7 +43,13 @@ def status(c):
         "echo 'files:'; ls -l bin 2>/dev/null | sed -n 's/^/  /p'; "
         "for d in nodes/*/; do [ -d \"$d\" ] || continue; pid=$(cat \"$d/server.pid\" 2>/dev/null); "
         "if [ -n \"$pid\" ] && [ -d /proc/$pid ]; then s=running; else s=stopped; fi; "
-        "n=${d#nodes/}; echo \"node ${n%/}: pid ${pid:-?} $s\"; done"
+        "n=${d#nodes/}; echo \"node ${n%/}: pid ${pid:-?} $s\"; "
+        # How to connect by hand: the command reads the password on the host, it is never printed.
+        "if [ -f \"$d/auth\" ] && [ -n \"$pid\" ] && [ -d /proc/$pid ]; then "
+        "a=$(cat \"$d/address\" 2>/dev/null); "
+        "x=$(ls bin/server-*.pex 2>/dev/null | head -n 1); "
+        "echo \"  connect on this host: REDISCLI_AUTH=\\\"\\$(cat ~/.fleetbench/${d}auth)\\\" "
+        "PEX_SCRIPT=redis-cli PEX_ROOT=~/.fleetbench/pex ~/.fleetbench/$x -h $a -p ${n%/}\"; fi; done"
     )
     say(f"[{c.original_host}]")
     say(run(c, script).rstrip())

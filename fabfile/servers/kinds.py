@@ -24,6 +24,7 @@ from fabfile.servers.command import Command
 from fabfile.servers.nodes import Node
 
 PID_FILE = "server.pid"  # what `fab status` reads
+ADDRESS_FILE = "address"
 
 #: Every ``server.kind`` a spawn file may name, and what builds its Kind from the spawn, the
 #: path of the server pex on hosts and the directory of the server's own files on each host.
@@ -56,7 +57,9 @@ def start(fleet: Fleet, kind: Kind, hosts: Sequence[str], echo: Echo) -> list[No
         version = kind.version(c, node)  # also: a binary that cannot run on this host fails here
         pid = nodes.start(c, node, kind.executable(node), args, env, kind.private_files(node))
         # `fab status` reads the node's pid here (redis-server also writes it; any server may not).
-        run(c, f"echo {int(pid)} > {cmd(node.dir + '/' + PID_FILE)}")
+        # and the address it serves on (what `fab status` tells a user to connect to).
+        run(c, f"echo {int(pid)} > {cmd(node.dir + '/' + PID_FILE)} && echo {cmd(node.address)} > "
+               f"{cmd(node.dir + '/' + ADDRESS_FILE)}")
         return dataclasses.replace(node, pid=pid, version=version)
 
     try:

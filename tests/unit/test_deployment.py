@@ -24,7 +24,8 @@ ON_DISK = {
     "nodes": [{"address": "10.0.0.1", "host": "tb1", "index": 0, "pid": 42, "port": 7000, "role": "master"},
               {"address": "10.0.0.2", "host": "tb2", "index": 1, "pid": 43, "port": 7001, "role": "replica"}],
     "pushed": {"tb1": [".fleetbench/bin/agent-abababababababab.pex"]},
-    "redis_password": "f0" * 24, "runs": ["r1"], "server_digest": "d" * 16, "spawn": {"name": "x"}, "spawn_path": "spawn.toml",
+    "redis_password": "f0" * 24, "runs": ["r1"], "server_digest": "d" * 16, "spawn": {"name": "x"},
+    "spawn_path": "spawn.toml",
     "topology": "cluster", "version": state_file.STATE_VERSION,
 }
 # What it writes back: the same, with the keys added since as their defaults (a record from before
