@@ -111,7 +111,9 @@ def test_redis_primary_with_one_replica(project):
     primary, replica = state["nodes"]
 
     def dbsize(node: dict) -> int:
-        cli = (f'PEX_ROOT="$HOME/.fleetbench/pex" PEX_SCRIPT=redis-cli "$HOME"/{shlex.quote(pex)} '
+        # Authenticated as `fab status` says: the password is read from the node's 0600 file.
+        cli = (f'REDISCLI_AUTH="$(cat ~/.fleetbench/nodes/{node["port"]}/auth)" '
+               f'PEX_ROOT="$HOME/.fleetbench/pex" PEX_SCRIPT=redis-cli "$HOME"/{shlex.quote(pex)} '
                f'-h {node["address"]} -p {node["port"]} dbsize')
         return int(project.ssh(node["host"], cli).stdout.strip())
 
