@@ -135,7 +135,8 @@ def test_hostile_names_params_and_paths_reach_their_targets_as_data(project, hos
     import redis
 
     address = json.loads((hostile["run"] / "deployment.json").read_text())["nodes"][0]["address"]
-    keys = list(redis.Redis(address, 7410, socket_timeout=10).scan_iter(count=1000))
+    password = json.loads((hostile["root"] / ".fleetbench" / "state.json").read_text())["redis_password"]
+    keys = list(redis.Redis(address, 7410, password=password, socket_timeout=10).scan_iter(count=1000))
     assert keys and all(k.startswith(PREFIX.encode()) for k in keys), keys[:5]
     # Nothing ran anywhere: no pwned file on any host, in the project or in /tmp.
     for host in project.hosts:
