@@ -8,6 +8,7 @@ offline: the example uses the standard library only, and its caches live in the 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -156,8 +157,9 @@ def test_redis7_cluster_from_debians_binary_with_config_on_every_node(project):
             where = ["-h", node["address"], "-p", str(node["port"])]
 
             def cli(*args: str, where: list[str] = where) -> str:
+                # The deployment's password, from the environment as redis-cli reads it (never -a).
                 return subprocess.run([REDIS_CLI, *where, *args], capture_output=True, text=True, timeout=30,
-                                      check=True).stdout
+                                      check=True, env={**os.environ, "REDISCLI_AUTH": state["redis_password"]}).stdout
 
             assert cli("config", "get", "io-threads").split() == ["io-threads", "2"]
             assert cli("config", "get", "maxmemory-policy").split() == ["maxmemory-policy", "allkeys-lru"]
