@@ -21,6 +21,7 @@ from bench.agent import cluster, workloads
 from bench.agent.engine import Engine, Phase
 from bench.agent.result import build, emit
 from bench.agent.stats import Recorder
+from bench.wire import progress
 from bench.wire.job import AgentJob, InvalidJob
 
 EXIT_OK, EXIT_FATAL, EXIT_INVALID = 0, 1, 2
@@ -73,6 +74,32 @@ def raise_fd_limit(needed: int, log: Log) -> None:
         log(f"warning: {needed} sockets wanted but the open-files limit is {target}")
 
 
+class SecondsOut:
+    """Where each closed second goes (bench.wire.progress): a marked stderr line, and a line in
+    the records file beside ``--out`` (if any), for a controller that follows a detached run."""
+
+    def __init__(self, out_path: str | None, log) -> None:  # type: ignore[no-untyped-def]
+        self.file = None
+        if out_path:
+            try:
+                self.file = open(progress.records_path(out_path), "w")  # noqa: SIM115 (open for the run)
+            except OSError as exc:
+                log(f"warning: cannot write the per-second records: {exc}")
+
+    def emit(self, record: dict) -> None:
+        line = progress.to_line(record)
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        if self.file is not None:
+            self.file.write(line[len(progress.MARK):] + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
 def build_plan(job: AgentJob) -> workloads.Plan:
     if job.workload not in workloads.REGISTRY:
         raise InvalidJob("workload", f"{job.workload!r} is not implemented by this agent "
@@ -92,7 +119,8 @@ def run(job: AgentJob, out_path: str | None) -> int:
     plan = build_plan(job)  # InvalidJob propagates to the CLI: exit 2
     loop, loop_name = new_loop()
     asyncio.set_event_loop(loop)
-    rec = Recorder(open_loop=job.rate is not None)
+    seconds = SecondsOut(out_path, log)
+    rec = Recorder(open_loop=job.rate is not None, on_second=seconds.emit)
     state = {"engine": None, "signal": 0, "fatal": None}  # type: dict
     targets: list[cluster.Address] = [cluster.parse_address(t) for t in job.targets]
 
@@ -168,6 +196,7 @@ def run(job: AgentJob, out_path: str | None) -> int:
     fatal = state["fatal"] or (engine.fatal if engine is not None else None)
     interrupted = bool(state["signal"]) or (engine is not None and engine.interrupted)
     rec.finish()
+    seconds.close()
     result = build(job, rec, fatal=fatal, interrupted=interrupted, event_loop=loop_name)
     elapsed = rec.elapsed()
     rate = rec.ops / elapsed if elapsed > 0 else 0.0
