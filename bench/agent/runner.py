@@ -23,6 +23,7 @@ from bench.agent.result import build, emit
 from bench.agent.stats import Recorder
 from bench.wire import progress
 from bench.wire.job import AgentJob, InvalidJob
+from bench.wire.result import TimeseriesPoint
 
 EXIT_OK, EXIT_FATAL, EXIT_INVALID = 0, 1, 2
 PREFILL_BYTES_IN_FLIGHT = 1 << 20  # per connection, so big values do not balloon memory
@@ -78,7 +79,7 @@ class SecondsOut:
     """Where each closed second goes (bench.wire.progress): a marked stderr line, and a line in
     the records file beside ``--out`` (if any), for a controller that follows a detached run."""
 
-    def __init__(self, out_path: str | None, log) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, out_path: str | None, log: Log) -> None:
         self.file = None
         if out_path:
             try:
@@ -86,7 +87,7 @@ class SecondsOut:
             except OSError as exc:
                 log(f"warning: cannot write the per-second records: {exc}")
 
-    def emit(self, record: dict) -> None:
+    def emit(self, record: TimeseriesPoint) -> None:
         line = progress.to_line(record)
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
