@@ -139,8 +139,31 @@ def check(entry: Mapping[str, Any], expectations: Sequence[Expectation]) -> list
     return verdicts
 
 
-def render(verdicts: Sequence[Verdict]) -> str:
-    rows = [[v.benchmark, v.expectation.text, v.measured_text, "ok" if v.passed else "FAILED"] for v in verdicts]
+def apply(run: dict[str, Any], wanted: Mapping[str, Sequence[Expectation]]) -> list[Verdict]:
+    """Check each benchmark of ``run`` against its expectations (``wanted``, by benchmark name)
+    and keep the verdicts in its entry, as ``"expectations"`` (see :meth:`Verdict.to_dict`)."""
+    verdicts: list[Verdict] = []
+    for entry in run.get("benchmarks", ()):
+        mine = wanted.get(str(entry.get("name")))
+        if mine:
+            checked = check(entry, mine)
+            entry["expectations"] = [v.to_dict() for v in checked]
+            verdicts += checked
+    return verdicts
+
+
+def failed(run: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(benchmark, verdict) of every failed expectation kept in ``run``."""
+    return [(str(e.get("name")), v) for e in run.get("benchmarks", ()) for v in e.get("expectations") or ()
+            if not v.get("passed")]
+
+
+def render(run: Mapping[str, Any]) -> str:
+    """The expectations kept in ``run``, one row each; "" when it has none."""
+    rows = [[e.get("name"), v.get("expect"), v.get("measured_text"), "ok" if v.get("passed") else "FAILED"]
+            for e in run.get("benchmarks", ()) for v in e.get("expectations") or ()]
+    if not rows:
+        return ""
     return tabulate(rows, headers=["benchmark", "expect", "measured", "verdict"], tablefmt="simple")
 
 

@@ -62,8 +62,19 @@ def test_check_gives_each_verdict_with_the_measured_value_in_its_own_unit():
         (False, "errors = 1000"), (True, "errors = 1000"), (False, "error% = 1%"), (True, "error% = 1%")]
     assert verdicts[0].to_dict() == {"expect": "p99 < 5ms", "passed": True, "measured": 4.99,
                                      "measured_text": "p99 = 4.99ms"}
-    table = expect.render(verdicts)
-    assert "set" in table and "FAILED" in table and "ops/s = 49,500" in table
+
+
+def test_apply_keeps_the_verdicts_in_the_run_and_renders_them():
+    run = {"benchmarks": [dict(ENTRY), {**ENTRY, "name": "other"}]}
+    verdicts = expect.apply(run, {"set": expect.parse_all(["p99 < 5ms", "ops/s > 100000"])})
+    assert [v.passed for v in verdicts] == [True, False]
+    assert [v["expect"] for v in run["benchmarks"][0]["expectations"]] == ["p99 < 5ms", "ops/s > 100000"]
+    assert "expectations" not in run["benchmarks"][1]
+    assert expect.failed(run) == [("set", run["benchmarks"][0]["expectations"][1])]
+    table = expect.render(run)
+    assert table.splitlines()[2].split() == ["set", "p99", "<", "5ms", "p99", "=", "4.99ms", "ok"]
+    assert table.splitlines()[3].split()[-1] == "FAILED" and "ops/s = 49,500" in table
+    assert expect.render({"benchmarks": [ENTRY]}) == ""
 
 
 def test_a_benchmark_that_measured_nothing_fails_every_expectation():
