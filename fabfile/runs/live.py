@@ -113,7 +113,8 @@ class LiveView:
     def start_phase(self, benchmarks: Iterable[Planned]) -> None:
         with self._lock:
             self._benches = {p.name: _Bench(p) for p in benchmarks}
-            self._agents = {(b.plan.name, n): _AgentState() for b in self._benches.values() for n in range(b.plan.agents)}
+            self._agents = {(b.plan.name, n): _AgentState() for b in self._benches.values()
+                            for n in range(b.plan.agents)}
             self._started = self._last_log = self.clock()
         if self.tty:
             console = Console(file=self.out, force_terminal=True)
