@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import compare as comparing
+from bench.report import expect
 from bench.report import hosts as host_metrics
 from bench.report import html as html_page
 from bench.report import merge as result
@@ -65,16 +66,29 @@ def report(root: Path, ref: str | None, fmt: str, detail: bool) -> str:
     return tables.report(run, fmt, detail=detail)
 
 
-def compare(root: Path, base: str, new: str, fmt: str) -> str:
-    """``base`` and ``new``: one run each, or several comma-separated (their samples pooled)."""
+def compare(root: Path, base: str, new: str, fmt: str, fail_on: str | None = None) -> tuple[str, list[str]]:
+    """``base`` and ``new``: one run each, or several comma-separated (their samples pooled).
+
+    The table, and with ``fail_on`` (e.g. ``"5%"``) one line per benchmark whose throughput fell,
+    or p99 rose, significantly and by more than that (bench.report.expect.regressions)."""
     _check(fmt)
+    try:
+        limit = expect.parse_percent(fail_on) if fail_on is not None else None
+    except expect.ExpectError as exc:
+        raise ReportError(str(exc)) from None
     base_runs = [load(root, ref)[1] for ref in _refs(base)]
     new_runs = [load(root, ref)[1] for ref in _refs(new)]
     labels = (_side_label(base_runs), _side_label(new_runs))
     try:
-        return comparing.render(comparing.compare(base_runs, new_runs), fmt, labels)
+        comparisons = comparing.compare(base_runs, new_runs)
+        table = comparing.render(comparisons, fmt, labels)
     except comparing.CompareError as exc:
         raise ReportError(str(exc)) from None
+    if limit is None:
+        return table, []
+    what = {"ops/s": "throughput", "p99": "p99"}
+    return table, [f"{c.benchmark}: {what[c.metric]} {c.change_pct:+.2f}% (p={c.p_value}) is beyond --fail-on {fail_on}"
+                   for c in expect.regressions(comparisons, limit)]
 
 
 def _refs(side: str) -> list[str]:

@@ -17,6 +17,7 @@ from typing import cast
 
 from fabric import Connection
 
+from bench.wire import progress
 from bench.wire.job import AgentJob
 from bench.wire.result import AgentRecord, AgentResult, Failure
 from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, cmd, label, run, tail
@@ -73,9 +74,11 @@ def agent_command(agent_pex: str, job: AgentJob) -> str:
 
 def run_agent(c: Connection, agent_pex: str, job: AgentJob, *, echo: Echo, timeout: float,
               on_pid: Callable[[int], None] = lambda pid: None,
-              cancel: threading.Event | None = None) -> AgentOutcome:
+              cancel: threading.Event | None = None,
+              on_record: Callable[[dict], None] | None = None) -> AgentOutcome:
     """Run one agent to completion (or ``timeout`` seconds, or until ``cancel`` is set) and
-    return what happened. A lost host ends the wait once its connection is declared dead
+    return what happened. Its per-second records (bench.wire.progress) go to ``on_record``,
+    its other stderr lines, labelled, to ``echo``. A lost host ends the wait once its connection is declared dead
     (see :func:`fabfile.remote.ssh.set_host_timeout`), never after the full ``timeout``."""
     host = label(c)
     outcome = AgentOutcome(host, job)
@@ -95,6 +98,11 @@ def run_agent(c: Connection, agent_pex: str, job: AgentJob, *, echo: Echo, timeo
             stderr_buf = b""
         for raw in lines:
             line = raw.decode(errors="replace").rstrip()
+            record = progress.parse_line(line)
+            if record is not None:  # data for the live view, not a log line
+                if on_record is not None:
+                    on_record(record)
+                continue
             outcome.stderr.append(line)
             del outcome.stderr[:-200]  # keep a bounded tail
             echo(f"{prefix} {line}")

@@ -14,7 +14,7 @@ from bench.report import export, tables
 from bench.report import merge as result
 from bench.spawn import plan, spec
 from bench.wire.result import AgentResult, Failure
-from fabfile.runs import observe
+from fabfile.runs import gates, observe
 from fabfile.runs.store import RunDir, dir_name, resolve
 from fabfile.session import Echo, say
 
@@ -34,10 +34,15 @@ def run(runs_dir: Path, run_ref: str | None = None, fmt: str = "simple", detail:
     hosts = observe.host_section(run_dir, merged)
     if hosts:
         merged["hosts"] = hosts
+    verdicts: list[str] = []  # printed after the tables; kept in run.json and junit.xml
+    gates.judge(merged, spec.parse(spawn_data, name=spawn_data.get("name", "spawn")).benchmarks, verdicts.append)
     path = run_dir.write_run(merged)
-    run_dir.write_exports(export.exports(merged, file_stem=dir_name))
+    run_dir.write_exports({**export.exports(merged, file_stem=dir_name), **gates.exports(merged, run_dir, echo)})
     run_dir.point_latest()
     echo(tables.report(merged, fmt, detail=detail))
+    if fmt in ("simple", "github"):  # csv and json stay machine-readable
+        for text in verdicts:
+            echo(text)
     echo(f"\nrun {run_dir.run_id}: {merged['status']} -> {path}")
     return merged
 
