@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import compare as comparing
-from bench.report import expect
+from bench.report import expect, tables
 from bench.report import hosts as host_metrics
 from bench.report import html as html_page
 from bench.report import merge as result
-from bench.report import tables
 from fabfile.errors import PipelineError
 from fabfile.runs.store import RunDir, dir_name, list_runs, resolve
 
