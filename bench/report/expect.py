@@ -22,6 +22,7 @@ whose p99 rose, significantly (bench.report.compare's Mann-Whitney test) and by 
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -168,7 +169,12 @@ def render(run: Mapping[str, Any]) -> str:
 
 
 def _number(value: float) -> str:
-    return f"{value:.3f}".rstrip("0").rstrip(".")
+    """Four significant digits, never in exponent form: 0.004123, 4.99, 4990, 120000."""
+    if value == 0:
+        return "0"
+    decimals = min(6, max(0, 3 - math.floor(math.log10(abs(value)))))
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 # ---------------------------------------------------------------------------------------------

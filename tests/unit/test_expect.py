@@ -57,8 +57,8 @@ def test_check_gives_each_verdict_with_the_measured_value_in_its_own_unit():
         "p99 < 5ms", "p99 < 4990us", "p99 <= 4990us", "p99.9 < 0.009s", "max > 100ms", "mean < 1ms",
         "ops/s > 100000", "ops/s >= 49500", "errors == 0", "errors < 1001", "error% < 1", "error% <= 1%"]))
     assert [(v.passed, v.measured_text) for v in verdicts] == [
-        (True, "p99 = 4.99ms"), (False, "p99 = 4990us"), (True, "p99 = 4990us"), (False, "p99.9 = 0.009s"),
-        (True, "max = 120ms"), (True, "mean = 0.813ms"), (False, "ops/s = 49,500"), (True, "ops/s = 49,500"),
+        (True, "p99 = 4.99ms"), (False, "p99 = 4990us"), (True, "p99 = 4990us"), (False, "p99.9 = 0.0091s"),
+        (True, "max = 120ms"), (True, "mean = 0.8126ms"), (False, "ops/s = 49,500"), (True, "ops/s = 49,500"),
         (False, "errors = 1000"), (True, "errors = 1000"), (False, "error% = 1%"), (True, "error% = 1%")]
     assert verdicts[0].to_dict() == {"expect": "p99 < 5ms", "passed": True, "measured": 4.99,
                                      "measured_text": "p99 = 4.99ms"}
