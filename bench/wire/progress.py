@@ -19,12 +19,13 @@ log lines by the mark), and one JSON line each in a file beside the agent's resu
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 MARK = "fleetbench-second "
 
 
-def to_line(record: dict[str, Any]) -> str:
+def to_line(record: Mapping[str, object]) -> str:
     """The stderr line of one record (no newline)."""
     return MARK + json.dumps(record, sort_keys=True, separators=(",", ":"))
 
