@@ -62,7 +62,8 @@ def load(root: Path, ref: str | None) -> tuple[RunDir, dict[str, Any]]:
 def report(root: Path, ref: str | None, fmt: str, detail: bool) -> str:
     _check(fmt)
     _, run = load(root, ref)
-    return tables.report(run, fmt, detail=detail)
+    verdicts = expect.render(run) if fmt in ("simple", "github") else ""
+    return tables.report(run, fmt, detail=detail) + (f"\n\nexpectations:\n{verdicts}" if verdicts else "")
 
 
 def compare(root: Path, base: str, new: str, fmt: str, fail_on: str | None = None) -> tuple[str, list[str]]:

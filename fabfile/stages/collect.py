@@ -30,7 +30,7 @@ def run(runs_dir: Path, run_ref: str | None = None, fmt: str = "simple", detail:
     spawn_data = json.loads((run_dir.path / "spawn.json").read_text())
     deployment = json.loads((run_dir.path / "deployment.json").read_text())
     merged = result.build_run({**meta, "spawn": spawn_data, "deployment": deployment},
-                              _merge_benchmarks(run_dir, spawn_data))
+                              _merge_benchmarks(run_dir, spawn_data, _clock_offsets(meta)))
     hosts = observe.host_section(run_dir, merged)
     if hosts:
         merged["hosts"] = hosts
@@ -47,7 +47,18 @@ def run(runs_dir: Path, run_ref: str | None = None, fmt: str = "simple", detail:
     return merged
 
 
-def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any]) -> list[dict[str, Any]]:
+def _clock_offsets(meta: dict[str, Any]) -> dict[str, float]:
+    """``{host: seconds its clock is ahead of the controller's}`` where the bench that ran measured
+    them (meta.json's ``clock_offsets``): the per-second merge puts each host's seconds on ours."""
+    offsets = meta.get("clock_offsets")
+    if not isinstance(offsets, dict):
+        return {}
+    return {str(host): float(value) for host, value in offsets.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any],
+                      clock_offsets: dict[str, float]) -> list[dict[str, Any]]:
     """One merged entry per benchmark that has records, in run order (then any unplanned)."""
     by_bench: dict[str, tuple[list[AgentResult], list[Failure]]] = {}
     for bench_name, record in run_dir.agent_records():
@@ -62,5 +73,6 @@ def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any]) -> list[dict[
     labels = [label for label in planned if label in by_bench] + sorted(set(by_bench) - set(planned))
     return [result.merge_benchmark(label, *by_bench[label],
                                    workload=planned[label].workload if label in planned else None,
-                                   agents=planned[label].agents if label in planned else None)
+                                   agents=planned[label].agents if label in planned else None,
+                                   clock_offsets=clock_offsets)
             for label in labels]
