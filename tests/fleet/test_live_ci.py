@@ -71,6 +71,7 @@ def runs(project):
 
 def test_live_view_in_a_log_and_expectations_pass_or_exit_3(runs):
     a, b = runs["a"], runs["b"]
+    print(a.stdout, b.stdout, b.stderr, sep="\n")  # shown with -rP: what a user sees
     assert a.returncode == 0, a.stdout[-3000:] + a.stderr[-3000:]
     lines = a.stdout.splitlines()
     live = [line for line in lines if line.startswith("[live] steady: ")]
