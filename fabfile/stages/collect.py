@@ -2,6 +2,8 @@
 
 No SSH: everything comes from the run directory, which ``bench`` wrote as results arrived, so a
 run whose controller died (still "running") or was interrupted is collected too, as "partial".
+Each benchmark's expectations are checked and kept in run.json (fabfile.runs.gates decides the
+exit status); export/ gets metrics.prom and junit.xml beside the HdrHistogram logs and CSVs.
 """
 
 from __future__ import annotations
