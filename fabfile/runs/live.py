@@ -23,6 +23,7 @@ last lines with the error.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -185,6 +186,11 @@ class LiveView:
             self._print("\n".join(self.lines()))
 
     def end_phase(self) -> None:
+        with self._lock:
+            for b in self._benches.values():  # the last second is cut short by the window's end:
+                last_full = b.seconds.get((b.newest_at or 0) - 1)  # show the one before it
+                if last_full is not None:
+                    b.shown = last_full.summary()
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(timeout=5)
@@ -219,12 +225,17 @@ class LiveView:
 
     def _progress(self, b: _Bench) -> str:
         elapsed = self.clock() - self._started
+        running, _, _ = self._count_states(b)
         if b.plan.iterations is not None:
             return f"{b.ops + b.errors:,} of {b.plan.iterations:,} ops ({elapsed:.0f} s)"
+        if not running:
+            return f"ended ({elapsed:.0f} s)"
         if b.first_at is None or b.shown is None:
             return f"starting ({elapsed:.0f} s)"
+        # seconds the window has touched; it began within its first one, so this may run one ahead
         measured = b.shown["at"] - b.first_at + 1
         if b.plan.duration_s:
+            measured = min(measured, math.ceil(b.plan.duration_s))
             return f"{measured} s of {b.plan.duration_s:g} s, {max(0.0, b.plan.duration_s - measured):.0f} s left"
         return f"{measured} s"
 

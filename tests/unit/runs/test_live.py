@@ -80,8 +80,8 @@ def test_a_failed_agent_shows_its_error_and_last_lines_and_stops_being_waited_fo
     view.agent_state(("get", 0), "done")
     view.end_phase()
     final = out.getvalue().splitlines()[2:]
-    assert final[0].startswith("[live] set: 2 s of 30 s") and "0 running, 1 done, 1 failed" in final[0]
-    assert "2 ops/s" in final[0]  # T0+1, with only the agent still there
+    assert final[0].startswith("[live] set: ended (0 s)") and "0 running, 1 done, 1 failed" in final[0]
+    assert "2 ops/s" in final[0]  # T0, both agents: the last second (T0+1) was cut short by the end
     assert final[1] == ("[live] get: 0 of 1,000 ops (0 s); agents 0 running, 1 done, 0 failed; "
                         "no complete second yet, 0 errors")
 
