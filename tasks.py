@@ -12,10 +12,11 @@ from pathlib import Path
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
+from bench.report import expect
 from bench.spawn import cli_hosts
 from fabfile import stages
 from fabfile.errors import clean_errors
-from fabfile.runs import reports
+from fabfile.runs import gates, reports
 from fabfile.session import Session, forget_sessions, load_spawn, session, workspace
 from fabfile.terminal import say
 
@@ -76,18 +77,19 @@ def deploy(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, direct_p
 BENCH_HELP = {
     "agent_timeout": "seconds before an agent that has not finished is stopped and given up (default 900)",
     "host_timeout": "seconds without any answer before a host is given up as lost (default 30)",
+    "verbose": "also every agent's own log lines (default: the fleet-wide live view, and a failed agent's lines)",
 }
 
 
 @task(help={**HELP, **HOSTS_HELP, **BENCH_HELP})
 def bench(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, agent_timeout=900.0, host_timeout=30.0,
-          servers=None, agents=None):
+          servers=None, agents=None, verbose=False):
     """Run the spawn file's benchmarks on the agent hosts; results are written as they arrive.
     Failed agents and lost hosts are recorded and the rest goes on (`inv collect` decides the
     exit status); Ctrl-C stops the run's agents, keeps what they measured, leaves the servers."""
     with clean_errors("bench"):
         stages.bench.run(_session(spawn, ssh_config, accept_new_host_keys, validate=True, servers=servers,
-                                  agents=agents), float(agent_timeout), float(host_timeout))
+                                  agents=agents), float(agent_timeout), float(host_timeout), verbose=verbose)
 
 
 REPORT_HELP = {"run": "run id or directory (default: runs/latest)", "format": "simple, github, csv or json",
@@ -102,11 +104,19 @@ COLLECT_HELP = {"spawn": "accepted for chained calls; the run's own spawn file i
 
 @task(help=COLLECT_HELP)
 def collect(c, spawn=SPAWN, run=None, format="simple", allow_partial=False, detail=False):
-    """Merge a run's agent results and host metrics into run.json and export/, print the tables."""
+    """Merge a run's agent results and host metrics into run.json and export/, print the tables
+    and each expectation with its measured value. Exit 1: agents failed; 3: an expectation failed."""
     with clean_errors("collect"):
         merged = stages.collect.run(workspace().runs_dir, run, format, detail)
-    if merged["status"] != "ok" and not allow_partial:
+    _exit_for(merged, allow_partial)
+
+
+def _exit_for(merged: dict, allow_partial: bool) -> None:
+    code = gates.exit_code(merged, allow_partial)
+    if code == 1:
         raise Exit(f"run {merged['run_id']} is {merged['status']}: see the failures above", code=1)
+    if code == gates.EXIT_EXPECTATIONS:
+        raise Exit(f"run {merged['run_id']}: {len(expect.failed(merged))} expectation(s) failed", code=code)
 
 
 @task(help={"format": "simple, github, csv or json"})
@@ -126,11 +136,16 @@ def report(c, run=None, format="simple", detail=False, html=False):
 
 
 @task(help={"a": "the baseline: a run id or directory, or several comma-separated (pooled)",
-            "b": "the contender, likewise", "format": "simple, github, csv or json"})
-def compare(c, a, b, format="simple"):
+            "b": "the contender, likewise", "format": "simple, github, csv or json",
+            "fail_on": "exit 3 when a benchmark's throughput falls, or p99 rises, significantly by more than this "
+                       "(e.g. 5%)"})
+def compare(c, a, b, format="simple", fail_on=None):
     """Per benchmark, B's throughput and latency against A's: the change, or ~ when within the noise."""
     with clean_errors("compare"):
-        say(reports.compare(workspace().runs_dir, a, b, format))
+        table, regressions = reports.compare(workspace().runs_dir, a, b, format, fail_on)
+        say(table)
+    if regressions:
+        raise Exit("\n".join(regressions), code=gates.EXIT_EXPECTATIONS)
 
 
 @task(help={"run": "run id or directory (default: runs/latest)",
@@ -153,21 +168,20 @@ def down(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_files
             "keep_up": "leave the servers running afterwards (also after Ctrl-C)",
             "allow_partial": "exit 0 when agents failed"})
 def spawn(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_up=False, allow_partial=False,
-          agent_timeout=900.0, host_timeout=30.0, servers=None, agents=None, force=False):
-    """deploy, bench, collect, down."""
+          agent_timeout=900.0, host_timeout=30.0, servers=None, agents=None, force=False, verbose=False):
+    """deploy, bench, collect, down. Exit 1: agents failed; 3: an expectation failed."""
     with clean_errors("spawn"):
         s = _session(spawn, ssh_config, accept_new_host_keys, validate=True, servers=servers, agents=agents)
     try:
         with clean_errors("spawn"):
             stages.deploy.run(s, force=force)
-            stages.bench.run(s, float(agent_timeout), float(host_timeout))
+            stages.bench.run(s, float(agent_timeout), float(host_timeout), verbose=verbose)
             merged = stages.collect.run(s.workspace.runs_dir, echo=s.echo)
     finally:
         if not keep_up:
             with clean_errors("down"):
                 stages.down.run(s, force=force)
-    if merged["status"] != "ok" and not allow_partial:
-        raise Exit(f"run {merged['run_id']} is {merged['status']}", code=1)
+    _exit_for(merged, allow_partial)
 
 
 # -- the testbed: a local fleet of real sshd hosts in network namespaces ---------------------

@@ -270,6 +270,8 @@ class Engine:
             return
         if not self._measuring and now >= self.t_measure:
             self._begin_measuring(now)
+        if self._measuring and self.rec is not None:
+            self.rec.tick(now)  # a second with no completions still closes (and is reported)
         if now >= self._next_report:
             self._next_report += PROGRESS_S
             secs = now - self.t_begin

@@ -21,7 +21,9 @@ from bench.agent import cluster, workloads
 from bench.agent.engine import Engine, Phase
 from bench.agent.result import build, emit
 from bench.agent.stats import Recorder
+from bench.wire import progress
 from bench.wire.job import AgentJob, InvalidJob
+from bench.wire.result import TimeseriesPoint
 
 EXIT_OK, EXIT_FATAL, EXIT_INVALID = 0, 1, 2
 PREFILL_BYTES_IN_FLIGHT = 1 << 20  # per connection, so big values do not balloon memory
@@ -73,6 +75,32 @@ def raise_fd_limit(needed: int, log: Log) -> None:
         log(f"warning: {needed} sockets wanted but the open-files limit is {target}")
 
 
+class SecondsOut:
+    """Where each closed second goes (bench.wire.progress): a marked stderr line, and a line in
+    the records file beside ``--out`` (if any), for a controller that follows a detached run."""
+
+    def __init__(self, out_path: str | None, log: Log) -> None:
+        self.file = None
+        if out_path:
+            try:
+                self.file = open(progress.records_path(out_path), "w")  # noqa: SIM115 (open for the run)
+            except OSError as exc:
+                log(f"warning: cannot write the per-second records: {exc}")
+
+    def emit(self, record: TimeseriesPoint) -> None:
+        line = progress.to_line(record)
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        if self.file is not None:
+            self.file.write(line[len(progress.MARK):] + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
 def build_plan(job: AgentJob) -> workloads.Plan:
     if job.workload not in workloads.REGISTRY:
         raise InvalidJob("workload", f"{job.workload!r} is not implemented by this agent "
@@ -92,7 +120,8 @@ def run(job: AgentJob, out_path: str | None) -> int:
     plan = build_plan(job)  # InvalidJob propagates to the CLI: exit 2
     loop, loop_name = new_loop()
     asyncio.set_event_loop(loop)
-    rec = Recorder(open_loop=job.rate is not None)
+    seconds = SecondsOut(out_path, log)
+    rec = Recorder(open_loop=job.rate is not None, on_second=seconds.emit)
     state = {"engine": None, "signal": 0, "fatal": None}  # type: dict
     targets: list[cluster.Address] = [cluster.parse_address(t) for t in job.targets]
 
@@ -169,6 +198,7 @@ def run(job: AgentJob, out_path: str | None) -> int:
     fatal = state["fatal"] or (engine.fatal if engine is not None else None)
     interrupted = bool(state["signal"]) or (engine is not None and engine.interrupted)
     rec.finish()
+    seconds.close()
     result = build(job, rec, fatal=fatal, interrupted=interrupted, event_loop=loop_name)
     elapsed = rec.elapsed()
     rate = rec.ops / elapsed if elapsed > 0 else 0.0

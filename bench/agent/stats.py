@@ -5,12 +5,18 @@ dict of microseconds -> count for the current second. A dict update is far cheap
 HdrHistogram's pure-Python ``record_value``, and a second's distinct values are few, so at
 each second boundary the dict gives that second's exact p50/p99 and is then folded into the
 run's HdrHistograms with one ``record_value(v, count)`` per distinct value.
+
+Seconds are wall-clock seconds of the host (``[at, at + 1)`` in epoch seconds), not seconds
+since the agent began, so the controller can add up the same second of every agent exactly:
+each closed second carries its own encoded histogram (``bench.wire.progress``) and is handed
+to ``on_second`` as it closes (the live view), besides being kept for the result.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.wire import hist
@@ -40,8 +46,9 @@ def percentiles(counts: dict[int, int], total: int, ps: list[float]) -> list[int
 class Recorder:
     """Accumulates the measured phase. ``start`` is set when that phase begins."""
 
-    def __init__(self, open_loop: bool) -> None:
+    def __init__(self, open_loop: bool, on_second: Callable[[TimeseriesPoint], None] | None = None) -> None:
         self.open_loop = open_loop
+        self.on_second = on_second
         self.start = 0.0  # perf-counter seconds at the start of the measured phase
         self.started_at = time.time()  # that instant, epoch seconds (now, until it begins)
         self.began = False
@@ -53,7 +60,9 @@ class Recorder:
         self.latency = hist.new()  # from intended start (closed loop: from send)
         self.service = hist.new() if open_loop else None  # from actual send
         self.series: list[TimeseriesPoint] = []
-        self._sec = 0
+        self._sec = 0  # the open second, epoch seconds (once begun)
+        self._first_sec = 0
+        self._to_epoch = 0.0  # perf-counter seconds + this = epoch seconds
         self._lat: dict[int, int] = {}
         self._svc: dict[int, int] = {}
         self._sec_ops = 0
@@ -63,12 +72,14 @@ class Recorder:
         self.start = perf_now
         self.last_done = perf_now
         self.started_at = epoch_now
+        self._to_epoch = epoch_now - perf_now
+        self._sec = self._first_sec = math.floor(epoch_now)
         self.began = True
 
     def record(self, done: float, intended: float, sent: float, ok: int, failed: int,
                messages: list[bytes] | None) -> None:
-        sec = int(done - self.start)
-        if sec != self._sec:
+        sec = math.floor(done + self._to_epoch)
+        if sec > self._sec:
             self._roll(sec)
         self.last_done = done
         if ok:
@@ -97,16 +108,32 @@ class Recorder:
         for us, n in counts.items():
             record(min(max(us, 0), hist.HIGHEST), n)
 
+    def tick(self, perf_now: float) -> None:
+        """Close the seconds that ended before ``perf_now`` even when no op completes (a stall),
+        so the live view hears of them on time."""
+        if self.began and math.floor(perf_now + self._to_epoch) > self._sec:
+            self._roll(math.floor(perf_now + self._to_epoch))
+
+    def _close(self, point: TimeseriesPoint) -> None:
+        self.series.append(point)
+        if self.on_second is not None:
+            self.on_second(point)
+
     def _roll(self, new_sec: int) -> None:
         """Close the current second (and any empty ones up to ``new_sec``)."""
         p50, p99 = percentiles(self._lat, self._sec_ops, [50.0, 99.0])
-        self.series.append({"t": self._sec, "ops": self._sec_ops, "errors": self._sec_errors,
-                            "p50": p50, "p99": p99})
-        self._fold(self._lat, self.latency)
+        point: TimeseriesPoint = {"t": self._sec - self._first_sec, "at": self._sec, "ops": self._sec_ops,
+                                  "errors": self._sec_errors, "p50": p50, "p99": p99}
+        if self._lat:
+            second = hist.new()  # a new one is cheaper than hdrh's reset()
+            self._fold(self._lat, second)
+            point["hist"] = hist.encode(second)
+            self.latency.add(second)  # one C-level array add, not a second record_value loop
         if self.service is not None:
             self._fold(self._svc, self.service)
+        self._close(point)
         for empty in range(self._sec + 1, new_sec):
-            self.series.append({"t": empty, "ops": 0, "errors": 0, "p50": 0, "p99": 0})
+            self._close({"t": empty - self._first_sec, "at": empty, "ops": 0, "errors": 0, "p50": 0, "p99": 0})
         self._sec = new_sec
         self._lat, self._svc = {}, {}
         self._sec_ops = self._sec_errors = 0

@@ -45,6 +45,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from bench.errors import FleetbenchError
+from bench.report import seconds as per_second
 from bench.wire import hist
 from bench.wire.result import RESULT_SCHEMA, AgentResult, Failure, TimeseriesPoint
 
@@ -88,12 +89,14 @@ def merge_benchmark(
     *,
     workload: str | None = None,
     agents: int | None = None,
+    clock_offsets: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Merge one benchmark's agent results (and its agents that produced none) into an entry.
 
     ``failures`` are the agents without a result. ``workload`` and ``agents`` (the planned
     count) may be given so that a benchmark whose agents all failed is still described; when
     given they must agree with the results.
+    ``clock_offsets``: seconds each host's clock is ahead of the controller's, where measured.
 
     The entry::
 
@@ -116,9 +119,11 @@ def merge_benchmark(
     ``interrupted``; a partial result's data is merged all the same, and it is also listed in
     ``failures`` with ``"partial": true`` (so ``agents - agents_ok == len(failures)``).
 
-    Timeseries points are merged by their ``t``: ops, errors and the number of agents
-    reporting are summed. When every agent's point at ``t`` carries an encoded ``hist``, p50
-    and p99 come from their exact merge (``"exact": true``). Otherwise they are an
+    Timeseries: agents that send wall-clock seconds (``at``) with a histogram each are merged
+    exactly per second by :func:`bench.report.seconds.merge` (every point ``"exact": true``, with
+    p50, p90, p99, p99.9, max and mean). Older agents' points are merged by their ``t``: ops,
+    errors and the number of agents reporting are summed. When every agent's point at ``t``
+    carries an encoded ``hist``, p50 and p99 come from their exact merge (``"exact": true``). Otherwise they are an
     approximation (``"exact": false``): p99 is the largest agent p99 (an upper bound of the
     true p99) and p50 the ops-weighted median of the agents' p50s.
     """
@@ -174,7 +179,7 @@ def merge_benchmark(
     if service.count_added:
         entry["service_us"] = hist.summary(service.histogram)
         entry["service_histogram"] = hist.encode(service.histogram)
-    entry["timeseries"] = _merge_timeseries(name, results)
+    entry["timeseries"] = _merge_timeseries(name, results, clock_offsets)
     entry["error_samples"] = samples
     entry["failures"] = sorted(failed, key=_agent_num_key) + partial
     entry["agent_results"] = rows
@@ -510,7 +515,13 @@ def _agent_row(result: AgentResult, own: HdrHistogram, ops: int, errors: int, el
             "count": own.get_total_count(), "p50": p[50.0], "p99": p[99.0], "max": own.get_max_value()}
 
 
-def _merge_timeseries(name: str, results: Sequence[AgentResult]) -> list[dict[str, Any]]:
+def _merge_timeseries(name: str, results: Sequence[AgentResult],
+                      offsets: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    if results and per_second.has_histograms(results):  # wall-clock seconds, each with its histogram
+        try:
+            return per_second.merge(name, results, offsets)
+        except per_second.SecondsError as exc:
+            raise ResultError(str(exc)) from None
     by_t: dict[float, list[TimeseriesPoint]] = {}
     for result in results:
         series = result.get("timeseries") or ()

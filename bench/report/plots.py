@@ -98,8 +98,10 @@ def seconds_of(part: Mapping[str, Any]) -> list[tuple[float, float, Mapping[str,
     total = float(part.get("seconds") or 0.0)
     out = []
     for point in part.get("timeseries") or ():
-        start = float(point["t"])
-        end = min(start + 1.0, total) if total > start else start + 1.0
+        # A wall-clock second (bench.report.seconds) may begin before the part did: t < 0.
+        t = float(point["t"])
+        start = max(t, 0.0)
+        end = min(t + 1.0, total) if total > start else t + 1.0
         if end - start >= MIN_PARTIAL_S:
             out.append((start, end, point))
     return out

@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from bench.report import expect
 from bench.spawn import secrets
 from bench.spawn.checks import BAD, MISSING, Problems, Table, as_float, describe, is_int, not_one_of
 from bench.spawn.schema import BENCHMARK_KEYS, Benchmark
@@ -80,13 +81,31 @@ def _benchmark(t: Table, server_kind: str | None) -> Benchmark | None:
             params = BAD
     elif t.has("params") and not isinstance(t.raw("params"), Mapping):
         t.problem("params", f"expected a table, got {describe(t.raw('params'))}")
+    expectations = _expectations(t)
     values = (name, workload_name, agents, iterations, duration, warmup, connections, pipeline, rate,
-              repeat, parallel, params)
+              repeat, parallel, params, expectations)
     if any(v is BAD or v is MISSING for v in values):
         return None
     return Benchmark(name, workload_name, agents, iterations, None if duration is None else float(duration),
                      float(warmup), connections, pipeline, None if rate is None else float(rate),
-                     repeat, parallel, params)
+                     repeat, parallel, params, expectations)
+
+
+def _expectations(t: Table) -> Any:
+    """``expect``: a list of bench.report.expect expectations, each one checked and named."""
+    value = t.raw("expect")
+    if value is MISSING:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        return t.problem("expect", f"expected an array of expectations like [\"p99 < 5ms\"], got {describe(value)}")
+    ok = True
+    for i, text in enumerate(value):
+        try:
+            expect.parse(text)
+        except expect.ExpectError as exc:
+            t.problems.add(f"{t.at('expect')}[{i}]", str(exc))
+            ok = False
+    return tuple(value) if ok else BAD
 
 
 def _amount(t: Table, agents: Any) -> tuple[Any, Any]:

@@ -30,7 +30,7 @@ INVENTORY_KEYS = ("servers", "agents")
 SERVER_KEYS = ("kind", "port", "requirements", "replicas", "script", "args", "ready", "env", "build", "files", "config")
 COMMAND_ONLY_KEYS = ("script", "args", "ready", "env")
 BENCHMARK_KEYS = ("name", "workload", "agents", "iterations", "duration", "warmup", "connections",
-                  "pipeline", "rate", "repeat", "parallel", "params")
+                  "pipeline", "rate", "repeat", "parallel", "params", "expect")
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class Benchmark:
     repeat: int
     parallel: str | None
     params: dict[str, Any]  # complete: catalogue defaults filled in, in catalogue order
+    expect: tuple[str, ...] = ()  # what it must reach (bench.report.expect), as written
 
 
 @dataclass(frozen=True)
@@ -120,4 +121,6 @@ def _benchmark_dict(b: Benchmark) -> dict[str, Any]:
     if b.parallel is not None:
         d["parallel"] = b.parallel
     d["params"] = secrets.public(copy.deepcopy(b.params))  # secrets by name only
+    if b.expect:
+        d["expect"] = list(b.expect)
     return d

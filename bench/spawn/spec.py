@@ -41,6 +41,7 @@ A spawn file is TOML (or JSON with the same structure, chosen by a ``.json`` ext
     rate = 20000                      # optional: ops/s for the whole benchmark (open loop)
     repeat = 1                        # optional: run it N times (noise estimates)
     parallel = "phase-2"              # optional: benchmarks sharing a tag run at the same time
+    expect = ["p99 < 5ms", "ops/s > 100000", "errors == 0"]   # optional: bench.report.expect
     params = { rows = 1000, distribution = "zipf" }   # workload params; defaults filled in
 
 Rules, all checked by :func:`parse`:

@@ -15,9 +15,11 @@ Format history (``schema`` of a result, ``RESULT_SCHEMA``):
   ``service_us`` in open loop: each a ``bench.wire.hist.encode`` text), timeseries (one point
   per second: t, ops, errors, p50, p99), job (the :class:`bench.wire.job.AgentJob` as run,
   params complete); ``late_ops`` in open loop only, ``fatal`` (a message) and ``interrupted``
-  (true) only when they happened. A timeseries point may carry ``hist`` (that second's encoded
-  histogram): this agent does not send it, the merge uses it for exact per-second percentiles
-  when every agent's point has one.
+  (true) only when they happened. Added within version 1 (optional, so older results still
+  read): a timeseries point's ``at`` (the host's wall-clock second it covers; ``t`` then counts
+  from the agent's first such second) and ``hist`` (that second's encoded histogram, absent for
+  a second without ops), the per-second records of ``bench.wire.progress``; with them the merge
+  adds the same second of every agent exactly (``bench.report.seconds``).
 
 A failure record (no version: it never leaves the controller's run store) is agent_num, host,
 error and stderr_tail; the merge adds ``partial`` for an agent whose result has fatal or
@@ -48,7 +50,8 @@ class _PointRequired(TypedDict):
 
 
 class TimeseriesPoint(_PointRequired, total=False):
-    hist: str  # that second's encoded histogram
+    at: int  # the wall-clock second it covers, [at, at + 1) epoch seconds on the agent's host
+    hist: str  # that second's encoded histogram (absent when it had no ops)
 
 
 class _ResultRequired(TypedDict):

@@ -7,17 +7,16 @@ runs, comma-separated, whose repetitions are pooled.
 
 from __future__ import annotations
 
-import base64
-import html
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.report import compare as comparing
+from bench.report import expect, tables
 from bench.report import hosts as host_metrics
+from bench.report import html as html_page
 from bench.report import merge as result
-from bench.report import tables
 from fabfile.errors import PipelineError
 from fabfile.runs.store import RunDir, dir_name, list_runs, resolve
 
@@ -63,19 +62,33 @@ def load(root: Path, ref: str | None) -> tuple[RunDir, dict[str, Any]]:
 def report(root: Path, ref: str | None, fmt: str, detail: bool) -> str:
     _check(fmt)
     _, run = load(root, ref)
-    return tables.report(run, fmt, detail=detail)
+    verdicts = expect.render(run) if fmt in ("simple", "github") else ""
+    return tables.report(run, fmt, detail=detail) + (f"\n\nexpectations:\n{verdicts}" if verdicts else "")
 
 
-def compare(root: Path, base: str, new: str, fmt: str) -> str:
-    """``base`` and ``new``: one run each, or several comma-separated (their samples pooled)."""
+def compare(root: Path, base: str, new: str, fmt: str, fail_on: str | None = None) -> tuple[str, list[str]]:
+    """``base`` and ``new``: one run each, or several comma-separated (their samples pooled).
+
+    The table, and with ``fail_on`` (e.g. ``"5%"``) one line per benchmark whose throughput fell,
+    or p99 rose, significantly and by more than that (bench.report.expect.regressions)."""
     _check(fmt)
+    try:
+        limit = expect.parse_percent(fail_on) if fail_on is not None else None
+    except expect.ExpectError as exc:
+        raise ReportError(str(exc)) from None
     base_runs = [load(root, ref)[1] for ref in _refs(base)]
     new_runs = [load(root, ref)[1] for ref in _refs(new)]
     labels = (_side_label(base_runs), _side_label(new_runs))
     try:
-        return comparing.render(comparing.compare(base_runs, new_runs), fmt, labels)
+        comparisons = comparing.compare(base_runs, new_runs)
+        table = comparing.render(comparisons, fmt, labels)
     except comparing.CompareError as exc:
         raise ReportError(str(exc)) from None
+    if limit is None:
+        return table, []
+    what = {"ops/s": "throughput", "p99": "p99"}
+    return table, [f"{c.benchmark}: {what[c.metric]} {c.change_pct:+.2f}% (p={c.p_value}) is beyond --fail-on {fail_on}"
+                   for c in expect.regressions(comparisons, limit)]
 
 
 def _refs(side: str) -> list[str]:
@@ -115,37 +128,14 @@ def _plots_module() -> Any:
 
 
 def write_html(root: Path, ref: str | None) -> Path:
-    """``runs/<run-id>/report.html``: the tables, warnings and pictures in one file (PNGs inline)."""
+    """``runs/<run-id>/report.html``: tables, expectations, time series, latency spectra, failures
+    and warnings in one self-contained file (bench.report.html)."""
     run_dir, run = load(root, ref)
-    pictures = plot(root, ref)
-    esc = html.escape
-    parts = [f"<h1>fleetbench run {esc(str(run.get('name')))}</h1>",
-             f"<p>run <code>{esc(run_dir.run_id)}</code>, started {_date(run.get('started_at'))} UTC, "
-             f"status <b>{esc(str(run.get('status')))}</b></p>"]
-    for title, fragment in tables.html_tables(run).items():
-        parts.append(f"<h2>{esc(title.capitalize())}</h2>\n{fragment}")
+    pictures = {path.name: path.read_bytes() for path in plot(root, ref)}
     notes = tables.failure_lines(run) + host_metrics.warnings(run)
-    if notes:
-        parts.append("<h2>Failures and warnings</h2>\n<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
-    parts.append("<h2>Pictures</h2>")
-    for path in pictures:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        parts.append(f'<figure><img alt="{esc(path.stem)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{esc(path.name)}</figcaption></figure>")
-    page = (
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
-        f"<title>fleetbench {esc(run_dir.run_id)}</title><style>{_CSS}</style></head><body>\n"
-        + "\n".join(parts) + "\n</body></html>\n"
-    )
     out = run_dir.path / "report.html"
-    out.write_text(page)
+    out.write_text(html_page.page(run, pictures, notes=notes, file_stem=dir_name))
     return out
-
-
-_CSS = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1250px;color:#222}"
-        "table{border-collapse:collapse;margin:.5em 0;font-size:14px}"
-        "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
-        "td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1em 0}")
 
 
 def _check(fmt: str) -> None:

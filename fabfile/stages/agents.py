@@ -24,6 +24,7 @@ from fabric import Connection
 from paramiko import Channel
 
 from bench.spawn import secrets
+from bench.wire import progress
 from bench.wire.job import AgentJob
 from bench.wire.result import AgentRecord, AgentResult, Failure
 from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, cmd, label, run, tail
@@ -36,6 +37,8 @@ Echo = Callable[[str], None]
 STDERR_KEEP_BYTES = 4 << 20
 #: An echoed stderr line is cut here: one line without a newline must not flood the terminal.
 ECHO_LINE_BYTES = 4 << 10
+#: A per-second record (its histogram encoded) is one stderr line and may be long; still bounded.
+RECORD_LINE_BYTES = 1 << 20
 #: The largest result line accepted. A 15-minute run's per-second histograms take about 3 MiB.
 MAX_RESULT_BYTES = 16 << 20
 _PID_LINE_BYTES = 32
@@ -103,9 +106,11 @@ def public_job(job: AgentJob) -> dict[str, Any]:
 def run_agent(c: Connection, agent_pex: str, job: AgentJob, *, echo: Echo, timeout: float,
               on_pid: Callable[[int], None] = lambda pid: None,
               cancel: threading.Event | None = None, auth: str | None = None,
-              environ: Mapping[str, str] = os.environ) -> AgentOutcome:
+              environ: Mapping[str, str] = os.environ,
+              on_record: Callable[[dict], None] | None = None) -> AgentOutcome:
     """Run one agent to completion (or ``timeout`` seconds, or until ``cancel`` is set) and
-    return what happened. A lost host ends the wait once its connection is declared dead
+    return what happened. Its per-second records (bench.wire.progress) go to ``on_record``,
+    its other stderr lines, labelled, to ``echo``. A lost host ends the wait once its connection is declared dead
     (see :func:`fabfile.remote.ssh.set_host_timeout`), never after the full ``timeout``."""
     host = label(c)
     outcome = AgentOutcome(host, job)
@@ -117,7 +122,8 @@ def run_agent(c: Connection, agent_pex: str, job: AgentJob, *, echo: Echo, timeo
     stdout = ByteTail(MAX_RESULT_BYTES)
     head = bytearray()  # the pid line
     stderr = ByteTail(STDERR_KEEP_BYTES)
-    lines = LineCutter(ECHO_LINE_BYTES)
+    lines = LineCutter(ECHO_LINE_BYTES)  # what is shown of each stderr line
+    records = LineCutter(RECORD_LINE_BYTES)  # the same lines, long enough for a per-second record
 
     def got_stdout(data: bytes) -> None:
         stdout.feed(data)
@@ -130,8 +136,16 @@ def run_agent(c: Connection, agent_pex: str, job: AgentJob, *, echo: Echo, timeo
 
     def got_stderr(data: bytes) -> None:
         stderr.feed(data)
-        for line in lines.feed(data):
-            echo(f"{prefix} {line}")
+        show(records.feed(data), lines.feed(data))
+
+    def show(full: list[str], shown: list[str]) -> None:
+        for line, cut in zip(full, shown, strict=True):  # the same bytes, so the same lines
+            record = progress.parse_line(line)
+            if record is not None:  # data for the live view, not a log line
+                if on_record is not None:
+                    on_record(record)
+                continue
+            echo(f"{prefix} {cut}")
 
     try:
         channel.exec_command(agent_command(agent_pex, job))
@@ -141,9 +155,9 @@ def run_agent(c: Connection, agent_pex: str, job: AgentJob, *, echo: Echo, timeo
         if outcome.error is None and channel.exit_status_ready():
             outcome.exit_code = channel.recv_exit_status()
     finally:
-        for line in lines.flush():
-            echo(f"{prefix} {line}")
-        outcome.stderr = stderr.text("bytes of stderr").splitlines()
+        show(records.flush(), lines.flush())
+        outcome.stderr = [line for line in stderr.text("bytes of stderr").splitlines()
+                          if progress.parse_line(line) is None]  # the per-second records went to on_record
         channel.close()
     outcome.result, refused = _last_json(stdout)
     if outcome.result is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -24,6 +24,7 @@ from fabfile.remote import reaper
 from fabfile.remote.fleet import Fleet, FleetError
 from fabfile.remote.ssh import set_host_timeout
 from fabfile.runs import observe
+from fabfile.runs.live import LiveView, planned
 from fabfile.runs.store import RunDir, new_run_id
 from fabfile.session import Echo, Session
 from fabfile.stages.agents import AgentOutcome, remote_run_dir, run_agent
@@ -42,8 +43,10 @@ class _Tally:
     lost: list[str] = field(default_factory=list)
 
 
-def run(s: Session, agent_timeout: float = 900.0, host_timeout: float | None = None) -> RunDir:
-    """Run every phase; ``host_timeout``: seconds of silence after which a host is given up as lost."""
+def run(s: Session, agent_timeout: float = 900.0, host_timeout: float | None = None, *,
+        verbose: bool = False) -> RunDir:
+    """Run every phase; ``host_timeout``: seconds of silence after which a host is given up as lost.
+    Each phase is shown live, fleet-wide (fabfile.runs.live); ``verbose``: every agent's lines too."""
     deployment = s.deployment()
     if deployment is None or not deployment.nodes:
         raise PipelineError("nothing is deployed: run `inv deploy` first")
@@ -63,7 +66,7 @@ def run(s: Session, agent_timeout: float = 900.0, host_timeout: float | None = N
         for phase in plan.phases(spawn):
             s.echo(f"benchmark {', '.join(b.name for b in phase)} ...")
             jobs = _phase_jobs(spawn, phase, run_dir.run_id, deployment)
-            outcomes = _run_agents(fleet, agent_pex, jobs, run_dir, agent_timeout, s.echo,
+            outcomes = _run_agents(fleet, agent_pex, jobs, run_dir, agent_timeout, s.echo, verbose,
                                    auth=deployment.redis_password or None)
             observer.checkpoint()  # this phase's host metrics are on disk now
             tally.failed += sum(1 for o in outcomes if not o.ok)
@@ -111,26 +114,39 @@ def _phase_jobs(spawn: spec.Spawn, phase: Iterable[spec.Benchmark], run_id: str,
 
 
 def _run_agents(fleet: Fleet, agent_pex: str, jobs: list[tuple[str, AgentJob]], run_dir: RunDir,
-                timeout: float, echo: Echo, auth: str | None = None) -> list[AgentOutcome]:
+                timeout: float, echo: Echo, verbose: bool = False, auth: str | None = None) -> list[AgentOutcome]:
     cancel = threading.Event()  # set after Ctrl-C, once stopped agents had time to report
+    view = LiveView(verbose=verbose)  # what the agents report, fleet-wide, while they run
+    view.start_phase(planned(job for _, job in jobs))
 
     def record(outcome: AgentOutcome) -> None:
         # An agent may echo a secret (an error sample, a log line): none is written down.
         run_dir.write_agent(outcome.job.benchmark, outcome.job.agent_num, scrub_data(outcome.record()),
                             [scrub(line) for line in outcome.stderr])
-        if not outcome.ok:
-            echo(f"agent {outcome.job.benchmark}#{outcome.job.agent_num} on {outcome.host} failed: "
-                 f"{outcome.failure()['error']}")
+        view.agent_state((outcome.job.benchmark, outcome.job.agent_num), "done" if outcome.ok else "failed",
+                         None if outcome.ok else scrub(str(outcome.failure()["error"])))
 
     def one(item: tuple[str, AgentJob]) -> AgentOutcome:
         host, job = item
+        agent = (job.benchmark, job.agent_num)
         try:
-            outcome = run_agent(fleet[host], agent_pex, job, echo=echo, timeout=timeout, cancel=cancel, auth=auth)
+            outcome = run_agent(fleet[host], agent_pex, job, timeout=timeout, cancel=cancel, auth=auth,
+                                echo=lambda line: view.agent_line(agent, host, scrub(line)),
+                                on_record=lambda second: view.feed(agent, host, second))
         except Exception as exc:  # e.g. the channel could not be opened: still a record
             outcome = AgentOutcome(host, job, error=f"{type(exc).__name__}: {exc}")
         record(outcome)
         return outcome
 
+    try:
+        return _wait_agents(fleet, jobs, run_dir, one, cancel, echo)
+    finally:
+        view.end_phase()
+
+
+def _wait_agents(fleet: Fleet, jobs: list[tuple[str, AgentJob]], run_dir: RunDir,
+                 one: Callable[[tuple[str, AgentJob]], AgentOutcome], cancel: threading.Event,
+                 echo: Echo) -> list[AgentOutcome]:
     with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), 64))) as pool:
         futures: list[Future[AgentOutcome]] = [pool.submit(one, item) for item in jobs]
         try:

@@ -2,6 +2,8 @@
 
 No SSH: everything comes from the run directory, which ``bench`` wrote as results arrived, so a
 run whose controller died (still "running") or was interrupted is collected too, as "partial".
+Each benchmark's expectations are checked and kept in run.json (fabfile.runs.gates decides the
+exit status); export/ gets metrics.prom and junit.xml beside the HdrHistogram logs and CSVs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from bench.report import merge as result
 from bench.report.screen import screen
 from bench.spawn import plan, spec
 from bench.wire.result import Failure
-from fabfile.runs import observe
+from fabfile.runs import gates, observe
 from fabfile.runs.store import RunDir, dir_name, resolve
 from fabfile.session import Echo, say
 
@@ -32,19 +34,36 @@ def run(runs_dir: Path, run_ref: str | None = None, fmt: str = "simple", detail:
     spawn_data = json.loads((run_dir.path / "spawn.json").read_text())
     deployment = json.loads((run_dir.path / "deployment.json").read_text())
     merged = result.build_run({**meta, "spawn": spawn_data, "deployment": deployment},
-                              _merge_benchmarks(run_dir, spawn_data, str(meta.get("run_id") or run_dir.run_id)))
+                              _merge_benchmarks(run_dir, spawn_data, str(meta.get("run_id") or run_dir.run_id),
+                                                _clock_offsets(meta)))
     hosts = observe.host_section(run_dir, merged, warn=echo)
     if hosts:
         merged["hosts"] = hosts
+    verdicts: list[str] = []  # printed after the tables; kept in run.json and junit.xml
+    gates.judge(merged, spec.parse(spawn_data, name=spawn_data.get("name", "spawn")).benchmarks, verdicts.append)
     path = run_dir.write_run(merged)
-    run_dir.write_exports(export.exports(merged, file_stem=dir_name))
+    run_dir.write_exports({**export.exports(merged, file_stem=dir_name), **gates.exports(merged, run_dir, echo)})
     run_dir.point_latest()
     echo(tables.report(merged, fmt, detail=detail))
+    if fmt in ("simple", "github"):  # csv and json stay machine-readable
+        for text in verdicts:
+            echo(text)
     echo(f"\nrun {run_dir.run_id}: {merged['status']} -> {path}")
     return merged
 
 
-def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
+def _clock_offsets(meta: dict[str, Any]) -> dict[str, float]:
+    """``{host: seconds its clock is ahead of the controller's}`` where the bench that ran measured
+    them (meta.json's ``clock_offsets``): the per-second merge puts each host's seconds on ours."""
+    offsets = meta.get("clock_offsets")
+    if not isinstance(offsets, dict):
+        return {}
+    return {str(host): float(value) for host, value in offsets.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any], run_id: str,
+                      clock_offsets: dict[str, float]) -> list[dict[str, Any]]:
     """One merged entry per benchmark that has records, in run order (then any unplanned).
 
     Every result is screened first (bench.report.screen): one that is malformed, too large or
@@ -67,7 +86,8 @@ def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any], run_id: str) 
         workload = planned[label].workload if label in planned else None
         agents = planned[label].agents if label in planned else None
         good, refused = screen(label, results, run_id=run_id, workload=workload, agents=agents)
-        entries.append(result.merge_benchmark(label, good, failed + refused, workload=workload, agents=agents))
+        entries.append(result.merge_benchmark(label, good, failed + refused, workload=workload, agents=agents,
+                                              clock_offsets=clock_offsets))
     return entries
 
 

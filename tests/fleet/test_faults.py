@@ -228,7 +228,8 @@ def test_killed_agent_is_recorded_and_the_others_are_merged(project):
     h = project.hosts
     spawn = spawn_file(project, "killed.toml", "4s")
     deployed(project, spawn)
-    run = Running(project, "bench", "--spawn", spawn, "collect", "--spawn", spawn)
+    # --verbose: the agents' own lines ("measuring ...") say when to strike
+    run = Running(project, "bench", "--spawn", spawn, "--verbose", "collect", "--spawn", spawn)
     run.wait_for(r"\] measuring", count=2)
     # agent 1 runs on h5 (round-robin over [h4, h5]); kill -9 leaves it no chance to report.
     project.ssh(h[4], f"{reaper.find_command('.fleetbench/runs')} | xargs -r kill -9")
@@ -255,7 +256,7 @@ def test_lost_host_is_given_up_after_the_host_timeout(project):
     spawn = spawn_file(project, "lost.toml", "6s")
     deployed(project, spawn)
     link = f"fbv-{h[4]}"  # h5's veth in the root namespace: its only way to anywhere
-    run = Running(project, "bench", "--spawn", spawn, "--host-timeout", "4", "collect", "--spawn", spawn)
+    run = Running(project, "bench", "--spawn", spawn, "--host-timeout", "4", "--verbose", "collect", "--spawn", spawn)
     try:
         run.wait_for(r"\] measuring", count=2)
         subprocess.run(["ip", "link", "set", link, "down"], check=True)
@@ -282,7 +283,7 @@ def test_lost_host_is_given_up_after_the_host_timeout(project):
 def test_ctrl_c_stops_every_agent_and_keeps_what_they_measured(project, keep_up):
     h = project.hosts
     spawn = spawn_file(project, "sigint.toml", "60s")
-    run = Running(project, "spawn", "--spawn", spawn, *(["--keep-up"] if keep_up else []))
+    run = Running(project, "spawn", "--spawn", spawn, "--verbose", *(["--keep-up"] if keep_up else []))
     run.wait_for(r"\] measuring", count=2)
     run.proc.send_signal(signal.SIGINT)
     assert run.finish(timeout=120) == 130, run.output
@@ -387,7 +388,7 @@ def test_controller_killed_mid_run_keeps_what_finished_and_down_cleans_up(projec
     h = project.hosts
     spawn = spawn_file(project, "killed-controller.toml", "60s", first=True)
     deployed(project, spawn)
-    run = Running(project, "bench", "--spawn", spawn)
+    run = Running(project, "bench", "--spawn", spawn, "--verbose")
     run.wait_for(r"steady#\d\] .* measuring", count=2)
     run.proc.kill()
     run.finish()

@@ -22,7 +22,9 @@ def test_closed_loop_recording_and_series():
     rec.finish()
     assert rec.ops == 21 and rec.errors == 2 and rec.error_samples == ["ERR a"]
     assert [s["t"] for s in rec.series] == [0, 1, 2, 3]
-    assert rec.series[0] == {"t": 0, "ops": 20, "errors": 2, "p50": 100000, "p99": 100000}
+    first = dict(rec.series[0])
+    assert hist.decode(first.pop("hist")).get_total_count() == 20
+    assert first == {"t": 0, "at": 1_700_000_000, "ops": 20, "errors": 2, "p50": 100000, "p99": 100000}
     assert rec.series[1]["ops"] == 0 and rec.series[3]["ops"] == 1 and rec.series[3]["p50"] == 500
     h = hist.decode(rec.histograms()["latency_us"])
     assert h.get_total_count() == 21
@@ -57,3 +59,26 @@ def test_no_measurement_gives_an_empty_but_valid_result():
     rec.finish()
     assert rec.series == [] and rec.elapsed() == 0.0
     assert hist.decode(rec.histograms()["latency_us"]).get_total_count() == 0
+
+
+def test_seconds_are_wall_clock_seconds_each_with_its_own_histogram():
+    """The measured window starts mid-second: its seconds are the host's epoch seconds, so the
+    same second of every agent can be added up; each closed second goes to on_second at once."""
+    heard: list[dict] = []
+    rec = Recorder(open_loop=False, on_second=heard.append)
+    rec.begin(10.0, 1_700_000_000.75)  # perf 10.25 is epoch second ...001
+    rec.record(10.1, 10.09, 10.09, ok=3, failed=0, messages=None)  # epoch ...000.85: 10 ms
+    assert heard == []
+    rec.record(10.3, 10.28, 10.28, ok=2, failed=0, messages=None)  # ...001.05: 20 ms
+    assert [h["at"] for h in heard] == [1_700_000_000]
+    rec.tick(12.4)  # ...003.15: seconds 001 and 002 close although nothing completed in 002
+    assert [(h["at"], h["t"], h["ops"]) for h in heard] == [(1_700_000_000, 0, 3), (1_700_000_001, 1, 2),
+                                                          (1_700_000_002, 2, 0)]
+    assert "hist" not in heard[2]
+    rec.record(12.5, 12.45, 12.45, ok=1, failed=1, messages=[b"ERR"])
+    rec.finish()
+    assert heard == rec.series and [h["at"] for h in heard][-1] == 1_700_000_003
+    per_second = [hist.decode(h["hist"]) for h in rec.series if "hist" in h]
+    assert [h.get_total_count() for h in per_second] == [3, 2, 1]
+    assert abs(per_second[0].get_max_value() - 10_000) <= 10 and abs(per_second[1].get_max_value() - 20_000) <= 20
+    assert hist.decode(rec.histograms()["latency_us"]).get_total_count() == 6 == rec.ops

@@ -59,7 +59,8 @@ def test_compare_runs_by_id_and_pooled(tmp_path):
     for k in (1, 2):
         store(tmp_path, f"a{k}", run=make_run(f"a{k}", BENCHES, repeat=2))
     store(tmp_path, "b", run=make_run("b", BENCHES, repeat=4, scale={"set": 2}))
-    text = reports.compare(tmp_path, "a1,a2", str(tmp_path / "b"), "simple")
+    text, failing = reports.compare(tmp_path, "a1,a2", str(tmp_path / "b"), "simple")
+    assert failing == []
     assert text.splitlines()[:2] == ["A: a1 (spawn), a2 (spawn)", "B: b (spawn)"]
     assert "n=4+4" in text
 

@@ -1,0 +1,206 @@
+"""Expectations: what a benchmark must reach, checked against its merged result.
+
+A benchmark in the spawn file may say::
+
+    expect = ["p99 < 5ms", "ops/s > 100000", "errors == 0"]
+
+Each expectation is ``METRIC OP NUMBER[UNIT]``:
+
+* latency ``p50`` ``p90`` ``p99`` ``p99.9`` ``max`` ``mean``, with a unit: ``us``, ``ms`` or ``s``
+  (read from the benchmark's merged latency histogram, all agents and repetitions together);
+* ``ops/s`` (the benchmark's throughput), ``errors`` (failed ops, a whole number) and
+  ``error%`` (failed ops in percent of all ops; a trailing ``%`` on the number is allowed);
+* OP one of ``<`` ``<=`` ``>`` ``>=`` ``==`` ``!=``.
+
+:func:`parse` refuses anything else with an :class:`ExpectError` naming the culprit;
+:func:`check` gives each expectation's verdict with the measured value. A benchmark that measured
+nothing (every agent failed) fails every expectation: nothing was shown to hold.
+
+``inv compare --fail-on 5%`` uses :func:`regressions`: the comparisons whose throughput fell, or
+whose p99 rose, significantly (bench.report.compare's Mann-Whitney test) and by more than 5%.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tabulate import tabulate
+
+LATENCY = ("p50", "p90", "p99", "p99.9", "max", "mean")
+COUNTS = ("ops/s", "errors", "error%")
+UNITS = {"us": 1.0, "ms": 1_000.0, "s": 1_000_000.0}  # in microseconds
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt}
+_FORM = re.compile(r"\s*(?P<metric>[a-z0-9/%.]+)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<number>[0-9]+(?:\.[0-9]+)?)"
+                   r"\s*(?P<unit>[a-z%]*)\s*\Z")
+
+
+class ExpectError(ValueError):
+    """A malformed expectation; the message names it and says what is allowed."""
+
+
+@dataclass(frozen=True)
+class Expectation:
+    text: str  # as written
+    metric: str  # one of LATENCY or COUNTS
+    op: str
+    threshold: float  # as written, in ``unit`` for a latency
+    unit: str  # "us" | "ms" | "s" for a latency, "" otherwise
+
+
+@dataclass(frozen=True)
+class Verdict:
+    benchmark: str
+    expectation: Expectation
+    measured: float | None  # in the expectation's own unit; None: nothing measured
+    passed: bool
+
+    @property
+    def measured_text(self) -> str:
+        e = self.expectation
+        if self.measured is None:
+            return "not measured"
+        if e.metric in LATENCY:
+            return f"{e.metric} = {_number(self.measured)}{e.unit}"
+        if e.metric == "error%":
+            return f"error% = {_number(self.measured)}%"
+        if e.metric == "errors":
+            return f"errors = {int(self.measured)}"
+        return f"ops/s = {self.measured:,.0f}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"expect": self.expectation.text, "passed": self.passed, "measured": self.measured,
+                "measured_text": self.measured_text}
+
+
+def parse(text: object) -> Expectation:
+    if not isinstance(text, str):
+        raise ExpectError(f"{text!r} is not a string like \"p99 < 5ms\"")
+    match = _FORM.match(text)
+    if match is None:
+        raise ExpectError(f"{text!r} is not METRIC OP NUMBER[UNIT] (e.g. \"p99 < 5ms\", \"ops/s > 100000\", "
+                          f"\"errors == 0\"); operators: {' '.join(sorted(OPERATORS))}")
+    metric, op, number, unit = match.group("metric", "op", "number", "unit")
+    value = float(number)
+    if metric in LATENCY:
+        if unit not in UNITS:
+            raise ExpectError(f"{text!r}: a latency needs a unit, one of {', '.join(UNITS)} (e.g. \"{metric} < 5ms\")")
+        return Expectation(text, metric, op, value, unit)
+    if metric not in COUNTS:
+        raise ExpectError(f"{text!r}: unknown metric {metric!r}; one of {', '.join(LATENCY + COUNTS)}")
+    if unit and not (metric == "error%" and unit == "%"):
+        raise ExpectError(f"{text!r}: {metric} takes a plain number, not {unit!r}")
+    if metric == "errors" and not value.is_integer():
+        raise ExpectError(f"{text!r}: errors is a whole number")
+    return Expectation(text, metric, op, value, "")
+
+
+def parse_all(texts: object) -> tuple[Expectation, ...]:
+    """A list of expectations; an ExpectError names the first bad one by its index."""
+    if not isinstance(texts, (list, tuple)):
+        raise ExpectError(f"{texts!r} is not a list of expectations like [\"p99 < 5ms\"]")
+    out = []
+    for i, text in enumerate(texts):
+        try:
+            out.append(parse(text))
+        except ExpectError as exc:
+            raise ExpectError(f"[{i}]: {exc}") from None
+    return tuple(out)
+
+
+def measured(entry: Mapping[str, Any], e: Expectation) -> float | None:
+    """The entry's value of ``e.metric`` in ``e``'s unit, or None when it measured nothing."""
+    latency = entry.get("latency_us") or {}
+    ops, errors = int(entry.get("ops") or 0), int(entry.get("errors") or 0)
+    if e.metric in LATENCY:
+        if not latency.get("count"):
+            return None
+        return float(latency[e.metric]) / UNITS[e.unit]
+    if not entry.get("agents_ok") and not ops and not errors:
+        return None
+    if e.metric == "ops/s":
+        return float(entry.get("ops_per_s") or 0.0)
+    if e.metric == "errors":
+        return float(errors)
+    return 100.0 * errors / (ops + errors) if ops + errors else 0.0
+
+
+def check(entry: Mapping[str, Any], expectations: Sequence[Expectation]) -> list[Verdict]:
+    name = str(entry.get("name"))
+    verdicts = []
+    for e in expectations:
+        value = measured(entry, e)
+        passed = value is not None and OPERATORS[e.op](value, e.threshold)
+        verdicts.append(Verdict(name, e, value, passed))
+    return verdicts
+
+
+def apply(run: dict[str, Any], wanted: Mapping[str, Sequence[Expectation]]) -> list[Verdict]:
+    """Check each benchmark of ``run`` against its expectations (``wanted``, by benchmark name)
+    and keep the verdicts in its entry, as ``"expectations"`` (see :meth:`Verdict.to_dict`)."""
+    verdicts: list[Verdict] = []
+    for entry in run.get("benchmarks", ()):
+        mine = wanted.get(str(entry.get("name")))
+        if mine:
+            checked = check(entry, mine)
+            entry["expectations"] = [v.to_dict() for v in checked]
+            verdicts += checked
+    return verdicts
+
+
+def failed(run: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(benchmark, verdict) of every failed expectation kept in ``run``."""
+    return [(str(e.get("name")), v) for e in run.get("benchmarks", ()) for v in e.get("expectations") or ()
+            if not v.get("passed")]
+
+
+def render(run: Mapping[str, Any]) -> str:
+    """The expectations kept in ``run``, one row each; "" when it has none."""
+    rows = [[e.get("name"), v.get("expect"), v.get("measured_text"), "ok" if v.get("passed") else "FAILED"]
+            for e in run.get("benchmarks", ()) for v in e.get("expectations") or ()]
+    if not rows:
+        return ""
+    return tabulate(rows, headers=["benchmark", "expect", "measured", "verdict"], tablefmt="simple")
+
+
+def _number(value: float) -> str:
+    """Four significant digits, never in exponent form: 0.004123, 4.99, 4990, 120000."""
+    if value == 0:
+        return "0"
+    decimals = min(6, max(0, 3 - math.floor(math.log10(abs(value)))))
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+# ---------------------------------------------------------------------------------------------
+# inv compare --fail-on
+
+
+def parse_percent(text: object) -> float:
+    """``"5%"`` or ``"5"`` -> 5.0."""
+    raw = str(text).strip()
+    number = raw[:-1] if raw.endswith("%") else raw
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ExpectError(f"--fail-on {text!r} is not a percentage like 5%")
+    return value
+
+
+def regressions(comparisons: Sequence[Any], limit_pct: float) -> list[Any]:
+    """The bench.report.compare comparisons that fail ``--fail-on limit_pct``: throughput down,
+    or p99 up, significantly and by more than ``limit_pct`` percent."""
+    out = []
+    for c in comparisons:
+        if c.verdict != "worse" or c.change_pct is None:
+            continue
+        if (c.metric == "ops/s" and -c.change_pct > limit_pct) or (c.metric == "p99" and c.change_pct > limit_pct):
+            out.append(c)
+    return out
