@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable
 
@@ -34,7 +35,12 @@ def make_logger(job: AgentJob) -> Log:
     prefix = f"fleetbench-agent[{job.agent_num}/{job.agents}@{socket.gethostname()}]"
 
     def log(message: str) -> None:
-        print(f"{prefix} {message}", file=sys.stderr, flush=True)
+        # stderr may be a pipe whose reader is gone (an SSH session that ended): a log line is
+        # never worth the result, so a failed write is dropped.
+        try:
+            print(f"{prefix} {message}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
 
     return log
 
@@ -86,6 +92,21 @@ def build_plan(job: AgentJob) -> workloads.Plan:
         raise InvalidJob("params", str(exc)) from None
 
 
+async def wait_for_start(job: AgentJob, log: Log) -> None:
+    """Sleep until the load must begin so that the measured window opens at ``start_at``
+    (the instant every agent of a phase shares); late, begin at once and say by how much."""
+    if job.start_at is None:
+        return
+    delay = job.start_at - job.warmup_s - time.time()
+    if delay < 0:
+        log(f"warning: ready {-delay * 1000:.0f} ms after the phase's start time; starting now")
+        return
+    if delay > 0.002:
+        await asyncio.sleep(delay - 0.002)
+    while time.time() < job.start_at - job.warmup_s:  # the last ms: event-loop timers are coarse
+        pass
+
+
 def run(job: AgentJob, out_path: str | None) -> int:
     """Run a checked job (params complete); print the result; return the exit code."""
     log = make_logger(job)
@@ -123,6 +144,7 @@ def run(job: AgentJob, out_path: str | None) -> int:
                     f"(first: {engine.first_error})")
         if engine.fatal is not None or engine.interrupted:
             return
+        await wait_for_start(job, log)
         work = f"{job.iterations} ops" if job.iterations is not None else f"{job.duration_s:g} s"
         mode = f"open loop at {job.rate:g} ops/s" if job.rate is not None else "closed loop"
         log(f"measuring {work} ({mode}, pipeline {job.pipeline}"
@@ -147,6 +169,7 @@ def run(job: AgentJob, out_path: str | None) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # an SSH session ending is not a reason to stop
     try:
         loop.run_until_complete(task)
     except asyncio.CancelledError:
@@ -171,11 +194,11 @@ def run(job: AgentJob, out_path: str | None) -> int:
     result = build(job, rec, fatal=fatal, interrupted=interrupted, event_loop=loop_name)
     elapsed = rec.elapsed()
     rate = rec.ops / elapsed if elapsed > 0 else 0.0
+    wrote = emit(result, out_path)  # the result first: a closed stderr must not cost it
     if fatal:
         log(f"fatal: {fatal}")
     log(f"done: {rec.ops} ops, {rec.errors} errors in {elapsed:.2f} s ({rate:,.0f} ops/s)"
         + (" [interrupted]" if interrupted else ""))
-    wrote = emit(result, out_path)
     if fatal or not wrote:
         return EXIT_FATAL
     if interrupted:

@@ -53,6 +53,7 @@ class AgentJob:
     pipeline: int = 1
     rate: float | None = None  # this agent's ops/s (open loop); None = closed loop
     params: dict[str, Any] = field(default_factory=dict)  # workload params (values are the workload's own)
+    start_at: float | None = None  # epoch s on the agent's host: when the measured window opens (None: at once)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,6 +129,8 @@ def _check_fields(job: AgentJob) -> None:
         raise InvalidJob("agent_num", f"must be in [0, agents), got {job.agent_num!r} of {job.agents!r}")
     if job.rate is not None and not (_is_number(job.rate) and job.rate > 0):
         raise InvalidJob("rate", f"must be > 0 ops/s or null, got {job.rate!r}")
+    if job.start_at is not None and not (_is_number(job.start_at) and job.start_at > 0):
+        raise InvalidJob("start_at", f"must be epoch seconds > 0 or null, got {job.start_at!r}")
     if not isinstance(job.targets, list) or not job.targets:
         raise InvalidJob("targets", "must be a non-empty list of host:port")
     for i, target in enumerate(job.targets):
