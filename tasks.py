@@ -73,19 +73,31 @@ def deploy(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, direct_p
 
 BENCH_HELP = {
     "agent_timeout": "seconds before an agent that has not finished is stopped and given up (default 900)",
-    "host_timeout": "seconds without any answer before a host is given up as lost (default 30)",
+    "host_timeout": "seconds without any answer before a host (or a command on it) is given up (default 30)",
+    "reconnect_for": "seconds to keep retrying a host that stopped answering (default 600)",
+    "lease": "seconds the run may go on with no controller attached before the hosts stop it "
+             "(default: the planned duration plus 30 min)",
+    "detach": "start the run on the hosts and return at once, printing its id (`inv attach` follows it)",
 }
+
+
+def _run_options(agent_timeout, host_timeout, reconnect_for, lease, detach, spawn_detached=False):
+    return stages.bench.RunOptions(agent_timeout=float(agent_timeout), host_timeout=float(host_timeout),
+                                   reconnect_for=float(reconnect_for), lease=None if lease is None else float(lease),
+                                   detach=bool(detach), spawn_detached=spawn_detached)
 
 
 @task(help={**HELP, **HOSTS_HELP, **BENCH_HELP})
 def bench(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, agent_timeout=900.0, host_timeout=30.0,
-          servers=None, agents=None):
-    """Run the spawn file's benchmarks on the agent hosts; results are written as they arrive.
-    Failed agents and lost hosts are recorded and the rest goes on (`inv collect` decides the
-    exit status); Ctrl-C stops the run's agents, keeps what they measured, leaves the servers."""
+          servers=None, agents=None, reconnect_for=600.0, lease=None, detach=False):
+    """Run the spawn file's benchmarks: each host gets its share of the whole run and runs it
+    detached, phases in order; results are written on the hosts and streamed here. A lost link
+    is retried (--reconnect-for), lost hosts are recorded (`inv collect` fetches them later);
+    Ctrl-C stops the run everywhere, keeps what was measured, leaves the servers."""
     with clean_errors("bench"):
         stages.bench.run(_session(spawn, ssh_config, accept_new_host_keys, validate=True, servers=servers,
-                                  agents=agents), float(agent_timeout), float(host_timeout))
+                                  agents=agents),
+                         _run_options(agent_timeout, host_timeout, reconnect_for, lease, detach))
 
 
 REPORT_HELP = {"run": "run id or directory (default: runs/latest)", "format": "simple, github, csv or json",
@@ -98,13 +110,44 @@ COLLECT_HELP = {"spawn": "accepted for chained calls; the run's own spawn file i
                 **REPORT_HELP, "allow_partial": "exit 0 even when some agents failed"}
 
 
-@task(help=COLLECT_HELP)
-def collect(c, spawn=SPAWN, run=None, format="simple", allow_partial=False, detail=False):
-    """Merge a run's agent results and host metrics into run.json and export/, print the tables."""
+@task(help={**COLLECT_HELP, "ssh_config": HELP["ssh_config"], "accept_new_host_keys": HELP["accept_new_host_keys"]})
+def collect(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, run=None, format="simple",
+            allow_partial=False, detail=False):
+    """Fetch from the hosts what they finished of the run (if it lives there and we lack some),
+    then merge its agent results and host metrics into run.json and export/, print the tables."""
     with clean_errors("collect"):
+        s = _session(spawn, ssh_config, accept_new_host_keys)
+        stages.collect.fetch(s, run)
         merged = stages.collect.run(workspace().runs_dir, run, format, detail)
     if merged["status"] != "ok" and not allow_partial:
         raise Exit(f"run {merged['run_id']} is {merged['status']}: see the failures above", code=1)
+
+
+@task(help={**HELP, "run": REPORT_HELP["run"]})
+def status(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, run=None):
+    """Each host's state of a run that lives on the hosts: its phase and agents (read-only)."""
+    with clean_errors("status"):
+        print(stages.bench.status(_session(spawn, ssh_config, accept_new_host_keys), run))
+
+
+@task(help={**HELP, **REPORT_HELP, "reconnect_for": BENCH_HELP["reconnect_for"],
+            "allow_partial": "exit 0 even when some agents failed"})
+def attach(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, run=None, reconnect_for=600.0,
+           format="simple", allow_partial=False, detail=False):
+    """Follow a run live until it ends, then collect it (after a detached `spawn`, also take it down)."""
+    s = _session(spawn, ssh_config, accept_new_host_keys)
+    with clean_errors("attach"):
+        run_dir = stages.bench.attach(s, run, float(reconnect_for))
+    try:
+        with clean_errors("attach"):
+            stages.collect.fetch(s, run_dir.run_id)
+            merged = stages.collect.run(s.workspace.runs_dir, run_dir.run_id, format, detail, echo=s.echo)
+    finally:
+        if run_dir.meta()["host_run"].get("spawn_detached"):
+            with clean_errors("down"):
+                stages.down.run(s)
+    if merged["status"] != "ok" and not allow_partial:
+        raise Exit(f"run {merged['run_id']} is {merged['status']}", code=1)
 
 
 @task(help={"format": "simple, github, csv or json"})
@@ -149,19 +192,27 @@ def down(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_files
 
 @task(help={**HELP, **HOSTS_HELP, **BENCH_HELP, **FORCE_HELP,
             "keep_up": "leave the servers running afterwards (also after Ctrl-C)",
-            "allow_partial": "exit 0 when agents failed"})
+            "allow_partial": "exit 0 when agents failed",
+            "detach": "deploy, start the run and return at once; `inv attach` follows, collects and takes it down"})
 def spawn(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_up=False, allow_partial=False,
-          agent_timeout=900.0, host_timeout=30.0, servers=None, agents=None, force=False):
+          agent_timeout=900.0, host_timeout=30.0, servers=None, agents=None, force=False, reconnect_for=600.0,
+          lease=None, detach=False):
     """deploy, bench, collect, down."""
     with clean_errors("spawn"):
         s = _session(spawn, ssh_config, accept_new_host_keys, validate=True, servers=servers, agents=agents)
+    options = _run_options(agent_timeout, host_timeout, reconnect_for, lease, detach, spawn_detached=not keep_up)
+    leave_up = keep_up
     try:
         with clean_errors("spawn"):
             stages.deploy.run(s, force=force)
-            stages.bench.run(s, float(agent_timeout), float(host_timeout))
-            merged = stages.collect.run(s.workspace.runs_dir, echo=s.echo)
+            run_dir = stages.bench.run(s, options)
+            if detach:  # the run needs its servers: `inv attach` takes them down at its end
+                leave_up = True
+                return
+            stages.collect.fetch(s, run_dir.run_id)
+            merged = stages.collect.run(s.workspace.runs_dir, run_dir.run_id, echo=s.echo)
     finally:
-        if not keep_up:
+        if not leave_up:
             with clean_errors("down"):
                 stages.down.run(s, force=force)
     if merged["status"] != "ok" and not allow_partial:
@@ -258,5 +309,5 @@ def perf(c, json=False, keep=False, only=None, hosts=128, prefix=None, subnet=No
 
 testbed = Collection("testbed", up=testbed_up, status=testbed_status, down=testbed_down)
 
-ns = Collection(check, build, deploy, bench, collect, down, spawn, demo, testbed, runs, report, compare, plot,
-                perf)
+ns = Collection(check, build, deploy, bench, status, attach, collect, down, spawn, demo, testbed, runs, report, compare,
+                plot, perf)

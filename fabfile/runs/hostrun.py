@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import paramiko
 from fabric import Connection
 
 from bench.spawn import plan as planner
@@ -206,7 +207,12 @@ def parse_live_runs(text: str) -> list[tuple[str, float | None]]:
 
 def exec_with_stdin(c: Connection, command: str, data: bytes, timeout: float) -> bytes:
     """Run ``command`` with ``data`` on its stdin; its stdout (raise RemoteError on failure)."""
-    channel = c.transport.open_session(timeout=timeout)
+    if c.transport is None or not c.transport.is_active():
+        raise RemoteError(label(c), command, "not connected")
+    try:
+        channel = c.transport.open_session(timeout=timeout)
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise RemoteError(label(c), command, f"no answer: {exc or type(exc).__name__}") from None
     channel.settimeout(timeout)
     out: list[bytes] = []
     err: list[bytes] = []
@@ -222,8 +228,8 @@ def exec_with_stdin(c: Connection, command: str, data: bytes, timeout: float) ->
         while channel.recv_stderr_ready():
             err.append(channel.recv_stderr(1 << 16))
         status = channel.recv_exit_status()
-    except OSError as exc:  # socket.timeout included
-        raise RemoteError(label(c), command, f"no answer: {exc or 'timed out'}") from None
+    except (OSError, EOFError, paramiko.SSHException) as exc:  # socket.timeout included
+        raise RemoteError(label(c), command, f"no answer: {exc or type(exc).__name__}") from None
     finally:
         channel.close()
     if status != 0:
@@ -246,10 +252,6 @@ def started_text(started_at: float | None, now: float | None = None) -> str:
     now = time.time() if now is None else now
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started_at))
     return f"at {stamp} ({max(0.0, now - started_at):.0f} s ago)"
-
-
-class HostRunError(Exception):
-    pass
 
 
 def phase_skews(phases: Sequence[Sequence[str]], records: Sequence[tuple[str, Mapping[str, Any]]],

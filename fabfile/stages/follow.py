@@ -25,7 +25,7 @@ from typing import Any
 
 from fabfile.remote.fleet import Fleet
 from fabfile.remote.shell import RemoteError, tail
-from fabfile.remote.ssh import ConnectError, open_checked, set_host_timeout
+from fabfile.remote.ssh import open_checked, set_host_timeout
 from fabfile.runs import hostrun
 from fabfile.runs.observe import GZIP_MAGIC, fetch_command, unpack
 from fabfile.runs.store import RunDir, write_json
@@ -57,6 +57,7 @@ class HostFollow:
     facts: bool = False
     dead: bool = False  # its host run's process is gone without having ended the run
     lost_since: float | None = None
+    last_answer: float | None = None  # monotonic time of its last answer: a loss is counted from there
     lost_for: float = 0.0  # the last loss's length
     gave_up: str | None = None
     finished: bool = False
@@ -131,8 +132,8 @@ class Follower:
                     self._poll(h)  # now knowing its agents: their files
                 if h.status in hostrun.TERMINAL:
                     self._fetch_logs(h)
-            except (RemoteError, ConnectError, OSError, EOFError, ValueError) as exc:
-                h.gave_up = f"unreachable: {exc}"
+            except Exception as exc:  # any way of not answering (paramiko has many): unreachable
+                h.gave_up = f"unreachable: {exc or type(exc).__name__}"
         threads = [threading.Thread(target=one, args=(h,), daemon=True) for h in self.hosts.values()]
         for t in threads:
             t.start()
@@ -145,8 +146,8 @@ class Follower:
             try:
                 self._connect(name)
                 hostrun.exec_with_stdin(self.fleet[name], hostrun.stop_command(self.run_id), b"", timeout)
-            except (RemoteError, ConnectError, OSError, EOFError) as exc:
-                self.echo(f"warning: could not ask {name} to stop: {exc}")
+            except Exception as exc:  # tell and go on: the others must still be asked
+                self.echo(f"warning: could not ask {name} to stop: {exc or type(exc).__name__}")
         threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in self.hosts]
         for t in threads:
             t.start()
@@ -170,15 +171,15 @@ class Follower:
             try:
                 self._connect(h.name)
                 self._poll(h)
-            except (RemoteError, ConnectError, OSError, EOFError, ValueError) as exc:
+            except Exception as exc:  # any way of not answering (paramiko has many) is a lost host
                 now = time.monotonic()
                 if h.lost_since is None:
-                    h.lost_since = now
+                    h.lost_since = h.last_answer or now
                     attempt = 0
                     self.echo(f"lost {h.name}, retrying for up to {duration_text(self.reconnect_for)} ...")
                 lost_for = now - h.lost_since
                 if lost_for >= self.reconnect_for or self._given_up_by_the_fleet(h, lost_for):
-                    h.gave_up = f"no answer for {duration_text(lost_for)} ({exc})"
+                    h.gave_up = f"no answer for {duration_text(lost_for)} ({exc or type(exc).__name__})"
                     self.echo(f"gave up on {h.name} after {duration_text(lost_for)}: recorded lost; "
                               f"`inv collect --run {self.run_id}` fetches what it finished once it is back")
                     self._record_lost(h)
@@ -187,8 +188,9 @@ class Follower:
                 self.halt.wait(backoff(attempt, self.reconnect_for - lost_for))
                 attempt += 1
                 continue
+            h.last_answer = time.monotonic()
             if h.lost_since is not None:
-                h.lost_for = time.monotonic() - h.lost_since
+                h.lost_for = h.last_answer - h.lost_since
                 self.echo(f"{h.name} back after {duration_text(h.lost_for)}")
                 h.lost_since = None
             if h.missing or h.finished:
