@@ -183,3 +183,29 @@ def test_an_expired_lease_abandons_the_run_and_keeps_what_was_measured(project):
     assert steady["ops"] > 0 and steady["agents"] == 2
     project.inv("down", "--spawn", spawn)
     nothing_of_ours_left(project, (h[0], h[3], h[4]))
+
+
+# -- a frozen host: given up after --host-timeout, the others go on -------------------------------
+
+def test_a_frozen_host_is_given_up_and_stalls_nobody(project):
+    h = project.hosts
+    text = HEAD + STEADY.replace("DURATION", "6s") + STEADY.replace('"steady"', '"after"').replace("DURATION", "2s")
+    spawn = str(project.write_spawn("frozen.toml", text))
+    project.inv("deploy", "--spawn", spawn)
+    testbed = _testbed(project)
+    run = Running(project, "bench", "--spawn", spawn, "--host-timeout", "5")
+    try:
+        run.wait_for(r"steady#1\] .* measuring")
+        testbed.freeze(h[4])  # every process of h5: sshd, its host run, its agent
+        code = run.finish(timeout=240)
+    finally:
+        testbed.thaw(h[4])
+    out = run.output
+    assert code == 0, out
+    assert "Traceback" not in out
+    assert f"gave up on {h[4]} after" in out, out
+    assert re.search(r"after#0\] .* done: \d+ ops", out), out  # h4 went on to the next phase
+    meta = json.loads((project.path / "runs" / run_id_of(out) / "meta.json").read_text())
+    assert meta["lost_hosts"] == [h[4]]
+    project.inv("down", "--spawn", spawn)
+    nothing_of_ours_left(project, (h[0], h[3], h[4]))
