@@ -108,11 +108,11 @@ def begin(fleet: Fleet, spawn: spec.Spawn, deployment: Deployment, runs_dir: Any
 
 
 def follower(fleet: Fleet, run_dir: RunDir, echo: Echo, *, renew: bool, reconnect_for: float,
-             stream: bool = True) -> Follower:
+             stream: bool = True, write: bool = True) -> Follower:
     meta = run_dir.meta()["host_run"]
     return Follower(fleet, run_dir, meta["hosts"], nodes=meta.get("nodes", []), expected=meta.get("agents", {}),
                     echo=echo, renew=renew, reconnect_for=reconnect_for,
-                    host_timeout=float(meta.get("host_timeout_s", 30)), stream=stream)
+                    host_timeout=float(meta.get("host_timeout_s", 30)), stream=stream, phases=meta.get("phases", []), write=write)
 
 
 def follow(fleet: Fleet, run_dir: RunDir, echo: Echo, *, reconnect_for: float) -> str:
@@ -205,7 +205,7 @@ def status(s: Session, run_ref: str | None) -> str:
     run_dir = host_run_dir(s.workspace.runs_dir, run_ref)
     meta = run_dir.meta()
     fleet = run_fleet(s, run_dir)
-    f = follower(fleet, run_dir, s.echo, renew=False, reconnect_for=0.0, stream=False)
+    f = follower(fleet, run_dir, s.echo, renew=False, reconnect_for=0.0, stream=False, write=False)
     try:
         f.fetch_once()
     finally:

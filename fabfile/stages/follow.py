@@ -93,7 +93,8 @@ def agent_record(host: str, agent: Mapping[str, Any], result: dict[str, Any] | N
 class Follower:
     def __init__(self, fleet: Fleet, run_dir: RunDir, hosts: Sequence[str], *, nodes: Sequence[Mapping[str, Any]],
                  expected: Mapping[str, Sequence[Mapping[str, Any]]], echo: Echo, renew: bool, reconnect_for: float,
-                 host_timeout: float, poll_s: float = 1.0, stream: bool = True):
+                 host_timeout: float, poll_s: float = 1.0, stream: bool = True,
+                 phases: Sequence[Sequence[str]] = (), write: bool = True):
         self.fleet = fleet
         self.run_dir = run_dir
         self.run_id = run_dir.run_id
@@ -107,6 +108,10 @@ class Follower:
         self.poll_s = poll_s
         self.stream = stream
         self.halt = threading.Event()
+        self.phases = [list(p) for p in phases]
+        self.write = write  # False (status): read the hosts' states, write nothing locally
+        self._announced: set[int] = set()
+        self._lock = threading.Lock()
 
     # -- the whole fleet --
 
@@ -128,9 +133,9 @@ class Follower:
             try:
                 self._connect(h.name)
                 self._poll(h)
-                if h.state is not None:
+                if h.state is not None and self.write:
                     self._poll(h)  # now knowing its agents: their files
-                if h.status in hostrun.TERMINAL:
+                if h.status in hostrun.TERMINAL and self.write:
                     self._fetch_logs(h)
             except Exception as exc:  # any way of not answering (paramiko has many): unreachable
                 h.gave_up = f"unreachable: {exc or type(exc).__name__}"
@@ -231,18 +236,28 @@ class Follower:
                 offsets[f"{key}.stderr"] = len(h.stderr.get(key, b""))
                 if h.results.get(key) is None:
                     offsets[f"{key}.json"] = 0
+        if not self.write:
+            offsets = {}
         command = hostrun.poll_command(self.run_id, offsets, self.renew)
         data = unpack(hostrun.exec_with_stdin(self.fleet[h.name], command, b"", self.host_timeout))
         files = hostrun.parse_poll(data)
         if files is None:
             h.missing = True
             return
-        self._take(h, files)
+        if not self.write:
+            h.state = json.loads(files[hostrun.STATE][1]) if hostrun.STATE in files else None
+            h.dead = files.get(hostrun.ALIVE, (0, b"1"))[1].strip() == b"0"
+            return
+        self._take(h, files, asked={p[:-len(".json")] for p in offsets if p.endswith(".json")})
 
-    def _take(self, h: HostFollow, files: Mapping[str, tuple[int, bytes]]) -> None:
+    def _take(self, h: HostFollow, files: Mapping[str, tuple[int, bytes]], asked: set[str] | None = None) -> None:
+        """One poll's files. An agent is recorded once it has ended and its result file was
+        asked for (so "no result" is a fact, not a file not yet asked about); ``asked`` None:
+        every agent's was."""
         if hostrun.STATE in files:
             h.state = json.loads(files[hostrun.STATE][1])
             write_json(self.run_dir.host_dir(h.name) / "hostrun.json", h.state)
+            self._announce((h.state or {}).get("phase"))
         if hostrun.FACTS in files:
             try:
                 self.run_dir.write_host_facts(h.name, json.loads(files[hostrun.FACTS][1]))
@@ -265,9 +280,20 @@ class Follower:
             h.dead = files[hostrun.ALIVE][1].strip() == b"0"
         ended = h.status in hostrun.TERMINAL
         for key, agent in agents.items():
-            if key not in h.recorded and (agent.get("state") in hostrun.AGENT_ENDED or ended):
+            known = asked is None or key in asked or h.results.get(key) is not None
+            if key not in h.recorded and known and (agent.get("state") in hostrun.AGENT_ENDED or ended):
                 self._record(h, key, agent)
         h.finished = ended and all(k in h.recorded for k in agents)
+
+    def _announce(self, phase: object) -> None:
+        """``benchmark <names> ...`` once, when the first host reaches a phase."""
+        if not isinstance(phase, int) or not 0 <= phase < len(self.phases) or not self.stream:
+            return
+        with self._lock:
+            if phase in self._announced:
+                return
+            self._announced.add(phase)
+        self.echo(f"benchmark {', '.join(self.phases[phase])} ...")
 
     def _take_stderr(self, h: HostFollow, key: str, agent: Mapping[str, Any], part: tuple[int, bytes] | None) -> None:
         if part is None:

@@ -68,7 +68,9 @@ def wait_until_hosts_say(project, spawn: str, run_id: str, word: str, timeout: f
     deadline = time.monotonic() + timeout
     while True:
         out = project.inv("status", "--spawn", spawn, "--run", run_id).stdout
-        rows = [line.split() for line in out.splitlines()[3:] if line.strip()]
+        lines = out.splitlines()
+        dashes = next((i for i, line in enumerate(lines) if line.startswith("----")), len(lines))
+        rows = [line.split() for line in lines[dashes + 1:] if line.strip()]
         if rows and all(len(r) > 1 and r[1] == word for r in rows):
             return out
         assert time.monotonic() < deadline, out
