@@ -255,14 +255,14 @@ def started_text(started_at: float | None, now: float | None = None) -> str:
 
 
 def phase_skews(phases: Sequence[Sequence[str]], records: Sequence[tuple[str, Mapping[str, Any]]],
-                offsets: Mapping[str, float]) -> list[dict[str, Any]]:
+                host_of: Mapping[tuple[str, int], str], offsets: Mapping[str, float]) -> list[dict[str, Any]]:
     """Per phase: how far apart its agents' measured windows began, in the coordinator's clock
-    (each result's ``started_at`` plus its host's measured offset)."""
+    (each result's ``started_at`` plus the measured offset of the host that ran it)."""
     starts: dict[str, list[float]] = {}
     for benchmark, record in records:
         result = record.get("result") or {}
         if result.get("started_at") is not None and result.get("ops"):  # an agent that never began has no start
-            host = str(record.get("host", ""))
+            host = host_of.get((benchmark, int(result.get("agent_num", -1))), "")
             starts.setdefault(benchmark, []).append(float(result["started_at"]) + float(offsets.get(host, 0.0)))
     out = []
     for k, names in enumerate(phases):

@@ -112,7 +112,8 @@ def follower(fleet: Fleet, run_dir: RunDir, echo: Echo, *, renew: bool, reconnec
     meta = run_dir.meta()["host_run"]
     return Follower(fleet, run_dir, meta["hosts"], nodes=meta.get("nodes", []), expected=meta.get("agents", {}),
                     echo=echo, renew=renew, reconnect_for=reconnect_for,
-                    host_timeout=float(meta.get("host_timeout_s", 30)), stream=stream, phases=meta.get("phases", []), write=write)
+                    host_timeout=float(meta.get("host_timeout_s", 30)), stream=stream, phases=meta.get("phases", []),
+                    write=write)
 
 
 def follow(fleet: Fleet, run_dir: RunDir, echo: Echo, *, reconnect_for: float) -> str:
@@ -167,7 +168,10 @@ def record_skews(run_dir: RunDir) -> None:
     if not phases:
         return
     offsets = {h: float((c or {}).get("offset_s") or 0.0) for h, c in (meta.get("clock") or {}).items()}
-    run_dir.update_meta(phase_starts=hostrun.phase_skews(phases, list(run_dir.agent_records()), offsets))
+    host_of = {(a["benchmark"], int(a["agent_num"])): host
+               for host, agents in (meta["host_run"].get("agents") or {}).items() for a in agents}
+    records = [(name, dict(record)) for name, record in run_dir.agent_records()]
+    run_dir.update_meta(phase_starts=hostrun.phase_skews(phases, records, host_of, offsets))
 
 
 # -- a run started earlier -----------------------------------------------------------------------

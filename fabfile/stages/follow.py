@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.wire.result import AgentRecord, AgentResult, Failure
 from fabfile.remote.fleet import Fleet
 from fabfile.remote.shell import RemoteError, tail
 from fabfile.remote.ssh import open_checked, set_host_timeout
@@ -52,7 +53,7 @@ class HostFollow:
     state: dict[str, Any] | None = None
     missing: bool = False  # the host has no such run
     stderr: dict[str, bytearray] = field(default_factory=dict)  # agent key -> what it wrote so far
-    results: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    results: dict[str, AgentResult | None] = field(default_factory=dict)
     recorded: set[str] = field(default_factory=set)
     facts: bool = False
     dead: bool = False  # its host run's process is gone without having ended the run
@@ -68,26 +69,25 @@ class HostFollow:
         return "failed" if self.dead and status not in hostrun.TERMINAL else status
 
 
-def agent_record(host: str, agent: Mapping[str, Any], result: dict[str, Any] | None,
-                 stderr: str) -> dict[str, Any]:
+def agent_record(host: str, agent: Mapping[str, Any], result: AgentResult | None, stderr: str) -> AgentRecord:
     """The local agent record (store.RunDir.write_agent) of an agent the host run is done with."""
+    benchmark = str(agent.get("benchmark"))
     code = agent.get("exit_code")
-    if isinstance(code, int) and code < 0 and result is None:
-        return {"failure": {"agent_num": agent.get("agent_num"), "host": host, "stderr_tail": tail(stderr),
-                            "error": f"the agent was killed by a signal ({-code}) and wrote no result"},
-                "result": None, "host": host}
-    ok = result is not None and code == 0 and not result.get("fatal")
-    if ok:
-        return {"result": result, "host": host}
+    if result is not None and code == 0 and not result.get("fatal"):
+        return {"benchmark": benchmark, "result": result}
     reasons = {"stopped": "stopped: the run was stopped before it ended (what it measured is kept)",
                "timeout": "stopped: it ran past the agent timeout",
                "pending": "never started: the run ended before its phase",
                "running": "lost: the host run ended while it ran"}
-    fatal = (result or {}).get("fatal")
-    error = fatal or reasons.get(str(agent.get("state"))) or (
-        f"exit status {code}" + (" and no result" if result is None else ""))
-    return {"failure": {"agent_num": agent.get("agent_num"), "host": host, "error": error,
-                        "stderr_tail": tail(stderr)}, "result": result, "host": host}
+    if isinstance(code, int) and code < 0 and result is None:
+        error = f"the agent was killed by a signal ({-code}) and wrote no result"
+    else:
+        fatal = result.get("fatal") if result is not None else None
+        error = fatal or reasons.get(str(agent.get("state"))) or (
+            f"exit status {code}" + (" and no result" if result is None else ""))
+    failure: Failure = {"agent_num": int(agent.get("agent_num", -1)), "host": host, "error": error,
+                        "stderr_tail": tail(stderr)}
+    return {"benchmark": benchmark, "failure": failure, "result": result}
 
 
 class Follower:
@@ -328,10 +328,10 @@ class Follower:
             if key in h.recorded:
                 continue
             stderr = bytes(h.stderr.get(key, b"")).decode(errors="replace")
-            failure = {"agent_num": agent["agent_num"], "host": h.name, "stderr_tail": tail(stderr),
-                       "error": f"lost the connection to {h.name} ({h.gave_up}); its result stays on the host"}
-            self.run_dir.write_agent(str(agent["benchmark"]), int(agent["agent_num"]),
-                                     {"failure": failure, "result": None, "host": h.name}, stderr.splitlines())
+            failure: Failure = {"agent_num": int(agent["agent_num"]), "host": h.name, "stderr_tail": tail(stderr),
+                                "error": f"lost the connection to {h.name} ({h.gave_up}); its result stays on the host"}
+            record: AgentRecord = {"benchmark": str(agent["benchmark"]), "failure": failure, "result": None}
+            self.run_dir.write_agent(record["benchmark"], int(agent["agent_num"]), record, stderr.splitlines())
 
     def _fetch_logs(self, h: HostFollow) -> None:
         """Each server node's logs on this host, whole (see fabfile.runs.observe)."""

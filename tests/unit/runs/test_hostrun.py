@@ -129,11 +129,12 @@ def test_start_text_names_when():
 
 
 def test_phase_skews_use_each_hosts_clock_offset():
-    records = [("set", {"host": "a1", "result": {"started_at": 100.000, "ops": 5}}),
-               ("set", {"host": "a2", "result": {"started_at": 99.010, "ops": 5}}),  # its clock is 1 s behind
-               ("get", {"host": "a1", "result": {"started_at": 200.0, "ops": 0}}),  # never began
-               ("get", {"host": "a1", "failure": {"error": "x"}, "result": None})]
-    skews = hostrun.phase_skews([["set"], ["get"]], records, {"a1": 0.0, "a2": 1.0})
+    records = [("set", {"result": {"agent_num": 0, "started_at": 100.000, "ops": 5}}),
+               ("set", {"result": {"agent_num": 1, "started_at": 99.010, "ops": 5}}),  # its clock is 1 s behind
+               ("get", {"result": {"agent_num": 0, "started_at": 200.0, "ops": 0}}),  # never began
+               ("get", {"failure": {"error": "x"}, "result": None})]
+    host_of = {("set", 0): "a1", ("set", 1): "a2", ("get", 0): "a1"}
+    skews = hostrun.phase_skews([["set"], ["get"]], records, host_of, {"a1": 0.0, "a2": 1.0})
     assert skews[0]["agents"] == 2 and skews[0]["start_skew_ms"] == pytest.approx(10.0)
     assert skews[1] == {"phase": 1, "benchmarks": ["get"], "agents": 0, "start_skew_ms": None}
 
@@ -151,11 +152,12 @@ def test_backoff_doubles_up_to_15_s_and_never_past_the_deadline():
     ({"state": "failed", "exit_code": 2}, None, "exit status 2 and no result"),
 ])
 def test_agent_records(agent, result, expected):
-    record = agent_record("a1", {"agent_num": 0, **agent}, result, "a\nb\n")
-    assert record["host"] == "a1" and record["result"] == result
+    record = agent_record("a1", {"agent_num": 0, "benchmark": "set", **agent}, result, "a\nb\n")
+    assert record["benchmark"] == "set" and record["result"] == result
     if expected is None:
         assert "failure" not in record
     else:
-        assert record["failure"]["error"].startswith(expected) and record["failure"]["stderr_tail"]
+        assert record["failure"]["error"].startswith(expected) and record["failure"]["host"] == "a1"
+        assert record["failure"]["stderr_tail"]
 
 

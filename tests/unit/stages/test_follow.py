@@ -40,7 +40,7 @@ def test_stderr_is_streamed_line_by_line_and_results_recorded_when_the_agent_end
     assert echoed == ["[a1 set#0] one", "[a1 set#0] two"]
     assert h.finished
     record = json.loads(f.run_dir.agent_path("set", 0).read_text())
-    assert record["result"] == result and record["host"] == "a1"
+    assert record["result"] == result and record["benchmark"] == "set"
     assert f.run_dir.agent_path("set", 0).with_suffix(".stderr").read_text() == "one\ntwo\n"
 
 
