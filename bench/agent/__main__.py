@@ -41,6 +41,8 @@ def _run(argv: list[str]) -> int:
     source.add_argument("--job", help="the AgentJob as JSON")
     source.add_argument("--job-file", help="a file holding the AgentJob JSON")
     parser.add_argument("--out", help="also write the result here (atomically)")
+    parser.add_argument("--start-file", help="once connected (and prefilled), create START.ready and wait for "
+                                             "START to hold the epoch second the measured window opens")
     args = parser.parse_args(argv)
 
     from bench.agent.runner import EXIT_INVALID, run
@@ -52,7 +54,7 @@ def _run(argv: list[str]) -> int:
             with open(args.job_file) as f:
                 text = f.read()
         job = AgentJob.from_json(text)
-        return run(job, args.out)  # raises InvalidJob only before connecting
+        return run(job, args.out, args.start_file)  # raises InvalidJob only before connecting
     except InvalidJob as exc:
         print(f"fleetbench-agent: invalid job: {exc}", file=sys.stderr)
     except OSError as exc:

@@ -316,7 +316,7 @@ class Participant:
                 if message is not None:
                     return self.to_local(float(message["at"])), list(message.get("dropped", []))
             except (OSError, ValueError) as exc:
-                self.log(f"barrier: lost the coordinator ({exc or type(exc).__name__}); reconnecting")
+                self.log(f"barrier: lost the coordinator ({str(exc) or type(exc).__name__}); reconnecting")
                 self.conn.close()
                 self.conn = None
         return self.clock(), []

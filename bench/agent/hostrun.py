@@ -180,7 +180,7 @@ class HostRun:
                     break
                 self._phase(k)
             if not self.halted() and self.participant is not None:
-                self.participant.arrive(len(phases), self.halted)  # the end: every host finishes together
+                self.participant.arrive(2 * len(phases), self.halted)  # the end: every host finishes together
             self.state["status"] = self.ending or "done"
         except Exception as exc:  # still a state a controller can read, with the cause
             self.state["status"], self.state["error"] = "failed", f"{type(exc).__name__}: {exc}"
@@ -221,32 +221,58 @@ class HostRun:
         self.save()
 
     def _phase(self, k: int) -> None:
+        """Phase k in two barrier steps: 2k, every host is done with phase k-1 (so no agent
+        of k connects or prefills while another host still measures k-1): launch this host's
+        agents; 2k+1, every host's agents are connected and ready: all open their measured
+        window at the instant the barrier gives."""
         self.state["phase"] = k
         self.save()
-        at, dropped = (self.participant.arrive(k, self.halted) if self.participant is not None
-                       else (time.time() + float(self.plan.get("start_lead_s", 0)), []))
-        if dropped:
-            self.log(f"phase {k}: going on without {', '.join(dropped)} (silent)")
+        _, dropped = self._arrive(2 * k)
         if self.halted():
             return
+        running = [(item, self._launch(item)) for item in self.plan["phases"][k]["jobs"]]
+        self.save()
+        self._wait_ready(running)
+        at, dropped = self._arrive(2 * k + 1)
+        if dropped:
+            self.log(f"phase {k}: going on without {', '.join(dropped)} (silent)")
         self.state["phase_starts"][str(k)] = at
-        running = [(item, self._launch(item, at)) for item in self.plan["phases"][k]["jobs"]]
+        for item, _child in running:
+            write_atomic(self._start_file(item), f"{at!r}\n")
+            self.state["agents"][agent_key(item)]["start_at"] = at
         self.save()
         self._wait(running, deadline=time.monotonic() + float(self.plan["agent_timeout_s"]))
 
-    def _launch(self, item: dict[str, Any], start_at: float) -> subprocess.Popen[bytes]:
+    def _arrive(self, step: int) -> tuple[float, list[str]]:
+        if self.participant is None:
+            return time.time() + float(self.plan.get("start_lead_s", 0)), []
+        return self.participant.arrive(step, self.halted)
+
+    def _start_file(self, item: dict[str, Any]) -> str:
+        return os.path.join(self.dir, item["dir"], f"agent-{int(item['job']['agent_num'])}.start")
+
+    def _wait_ready(self, running: list[tuple[dict[str, Any], subprocess.Popen[bytes]]]) -> None:
+        """Until every agent says it is ready (or has exited, or the run stops): its connect,
+        pex boot and prefill take what they take, and no other host starts measuring meanwhile."""
+        deadline = time.monotonic() + float(self.plan["agent_timeout_s"])
+        while not self.halted() and time.monotonic() < deadline:
+            if all(child.poll() is not None or os.path.exists(self._start_file(item) + ".ready")
+                   for item, child in running):
+                return
+            time.sleep(POLL_S / 5)
+
+    def _launch(self, item: dict[str, Any]) -> subprocess.Popen[bytes]:
         workdir = os.path.join(self.dir, item["dir"])
         os.makedirs(workdir, mode=0o700, exist_ok=True)
         n = int(item["job"]["agent_num"])
-        job = {**item["job"], "start_at": start_at}
-        write_atomic(os.path.join(workdir, f"agent-{n}.job.json"), json.dumps(job))
+        write_atomic(os.path.join(workdir, f"agent-{n}.job.json"), json.dumps(item["job"]))
         with open(os.path.join(workdir, f"agent-{n}.stderr"), "wb") as err, \
                 open(os.path.join(workdir, f"agent-{n}.stdout"), "wb") as out:
-            child = subprocess.Popen([self.pex, "run", "--job-file", f"agent-{n}.job.json", "--out", f"agent-{n}.json"],
-                                     cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            argv = [self.pex, "run", "--job-file", f"agent-{n}.job.json", "--out", f"agent-{n}.json",
+                    "--start-file", f"agent-{n}.start"]
+            child = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         self.children.append(child)
-        record = self.state["agents"][agent_key(item)]
-        record.update(state="running", pid=child.pid, start_at=start_at)
+        self.state["agents"][agent_key(item)].update(state="running", pid=child.pid)
         return child
 
     def _wait(self, running: list[tuple[dict[str, Any], subprocess.Popen[bytes]]], deadline: float) -> None:

@@ -92,22 +92,45 @@ def build_plan(job: AgentJob) -> workloads.Plan:
         raise InvalidJob("params", str(exc)) from None
 
 
-async def wait_for_start(job: AgentJob, log: Log) -> None:
-    """Sleep until the load must begin so that the measured window opens at ``start_at``
-    (the instant every agent of a phase shares); late, begin at once and say by how much."""
-    if job.start_at is None:
+START_POLL_S = 0.002  # how often a ready agent looks for its start file
+
+
+async def start_time(job: AgentJob, start_file: str | None, stopped: Callable[[], bool]) -> float | None:
+    """When the measured window opens: ``job.start_at``, or with a start file the time written
+    there by the host run once every agent of the phase is ready (we say we are by creating
+    ``<start_file>.ready``). None: at once (no start given, or stopped while waiting)."""
+    if start_file is None:
+        return job.start_at
+    with open(start_file + ".ready", "w"):
+        pass
+    while not stopped():
+        try:
+            with open(start_file) as f:
+                text = f.read().strip()
+            if text:
+                return float(text)
+        except FileNotFoundError:
+            pass
+        await asyncio.sleep(START_POLL_S)
+    return None
+
+
+async def wait_until(start_at: float | None, warmup_s: float, log: Log) -> None:
+    """Sleep so that the measured window opens at ``start_at`` (the instant every agent of a
+    phase shares); late, begin at once and say by how much."""
+    if start_at is None:
         return
-    delay = job.start_at - job.warmup_s - time.time()
+    delay = start_at - warmup_s - time.time()
     if delay < 0:
         log(f"warning: ready {-delay * 1000:.0f} ms after the phase's start time; starting now")
         return
     if delay > 0.002:
         await asyncio.sleep(delay - 0.002)
-    while time.time() < job.start_at - job.warmup_s:  # the last ms: event-loop timers are coarse
+    while time.time() < start_at - warmup_s:  # the last ms: event-loop timers are coarse
         pass
 
 
-def run(job: AgentJob, out_path: str | None) -> int:
+def run(job: AgentJob, out_path: str | None, start_file: str | None = None) -> int:
     """Run a checked job (params complete); print the result; return the exit code."""
     log = make_logger(job)
     plan = build_plan(job)  # InvalidJob propagates to the CLI: exit 2
@@ -144,7 +167,10 @@ def run(job: AgentJob, out_path: str | None) -> int:
                     f"(first: {engine.first_error})")
         if engine.fatal is not None or engine.interrupted:
             return
-        await wait_for_start(job, log)
+        start_at = await start_time(job, start_file, lambda: bool(state["signal"]))
+        if state["signal"]:
+            return
+        await wait_until(start_at, job.warmup_s, log)
         work = f"{job.iterations} ops" if job.iterations is not None else f"{job.duration_s:g} s"
         mode = f"open loop at {job.rate:g} ops/s" if job.rate is not None else "closed loop"
         log(f"measuring {work} ({mode}, pipeline {job.pipeline}"

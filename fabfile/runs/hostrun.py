@@ -37,7 +37,8 @@ METRICS = f"{HOST_SUBDIR}/metrics.ndjson"
 FACTS = f"{HOST_SUBDIR}/facts.json"
 TERMINAL = ("done", "stopped", "abandoned", "failed")
 AGENT_ENDED = ("done", "failed", "stopped", "timeout")
-START_LEAD_S = 2.0  # from "phase k may start" to its start: time for every host to launch its agents
+START_LEAD_S = 0.5  # from "every agent of phase k is ready" to its start: the start files reach them all
+START_TIMEOUT_S = 120.0  # starting a host run boots the agent pex: slow on a busy host, whatever --host-timeout
 LEASE_MARGIN_S = 1800.0
 FRAME = b"@@fleetbench "
 ALIVE = "_alive"  # a pseudo file in a poll's output: 1 while the host run's process lives
@@ -212,7 +213,7 @@ def exec_with_stdin(c: Connection, command: str, data: bytes, timeout: float) ->
     try:
         channel = c.transport.open_session(timeout=timeout)
     except (OSError, EOFError, paramiko.SSHException) as exc:
-        raise RemoteError(label(c), command, f"no answer: {exc or type(exc).__name__}") from None
+        raise RemoteError(label(c), command, f"no answer: {str(exc) or type(exc).__name__}") from None
     channel.settimeout(timeout)
     out: list[bytes] = []
     err: list[bytes] = []
@@ -229,7 +230,7 @@ def exec_with_stdin(c: Connection, command: str, data: bytes, timeout: float) ->
             err.append(channel.recv_stderr(1 << 16))
         status = channel.recv_exit_status()
     except (OSError, EOFError, paramiko.SSHException) as exc:  # socket.timeout included
-        raise RemoteError(label(c), command, f"no answer: {exc or type(exc).__name__}") from None
+        raise RemoteError(label(c), command, f"no answer: {str(exc) or type(exc).__name__}") from None
     finally:
         channel.close()
     if status != 0:

@@ -100,7 +100,8 @@ def begin(fleet: Fleet, spawn: spec.Spawn, deployment: Deployment, runs_dir: Any
                                 "nodes": nodes, "agents": agents, "detached": options.detach,
                                 "spawn_detached": options.spawn_detached}})
     echo(f"run {run_dir.run_id}")
-    started = fleet.each(lambda h: hostrun.start(fleet[h], run_dir.run_id, agent_pex, plans[h], options.host_timeout),
+    timeout = max(options.host_timeout, hostrun.START_TIMEOUT_S)
+    started = fleet.each(lambda h: hostrun.start(fleet[h], run_dir.run_id, agent_pex, plans[h], timeout),
                          hosts, what="start the host runs")
     echo(f"started on {len(started)} host(s): phases run in order on the hosts, coordinated by {coordinator}"
          + (f"; lease {lease:.0f} s" if options.detach else ""))

@@ -138,7 +138,7 @@ class Follower:
                 if h.status in hostrun.TERMINAL and self.write:
                     self._fetch_logs(h)
             except Exception as exc:  # any way of not answering (paramiko has many): unreachable
-                h.gave_up = f"unreachable: {exc or type(exc).__name__}"
+                h.gave_up = f"unreachable: {str(exc) or type(exc).__name__}"
         threads = [threading.Thread(target=one, args=(h,), daemon=True) for h in self.hosts.values()]
         for t in threads:
             t.start()
@@ -152,7 +152,7 @@ class Follower:
                 self._connect(name)
                 hostrun.exec_with_stdin(self.fleet[name], hostrun.stop_command(self.run_id), b"", timeout)
             except Exception as exc:  # tell and go on: the others must still be asked
-                self.echo(f"warning: could not ask {name} to stop: {exc or type(exc).__name__}")
+                self.echo(f"warning: could not ask {name} to stop: {str(exc) or type(exc).__name__}")
         threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in self.hosts]
         for t in threads:
             t.start()
@@ -184,7 +184,7 @@ class Follower:
                     self.echo(f"lost {h.name}, retrying for up to {duration_text(self.reconnect_for)} ...")
                 lost_for = now - h.lost_since
                 if lost_for >= self.reconnect_for or self._given_up_by_the_fleet(h, lost_for):
-                    h.gave_up = f"no answer for {duration_text(lost_for)} ({exc or type(exc).__name__})"
+                    h.gave_up = f"no answer for {duration_text(lost_for)} ({str(exc) or type(exc).__name__})"
                     self.echo(f"gave up on {h.name} after {duration_text(lost_for)}: recorded lost; "
                               f"`inv collect --run {self.run_id}` fetches what it finished once it is back")
                     self._record_lost(h)

@@ -195,7 +195,7 @@ def test_a_frozen_host_is_given_up_and_stalls_nobody(project):
     spawn = str(project.write_spawn("frozen.toml", text))
     project.inv("deploy", "--spawn", spawn)
     testbed = _testbed(project)
-    run = Running(project, "bench", "--spawn", spawn, "--host-timeout", "5")
+    run = Running(project, "bench", "--spawn", spawn, "--host-timeout", "8")
     try:
         run.wait_for(r"steady#1\] .* measuring")
         testbed.freeze(h[4])  # every process of h5: sshd, its host run, its agent

@@ -142,3 +142,23 @@ def test_the_measured_window_opens_at_start_at(servers):
     assert rc == 0, err
     assert result["started_at"] >= start_at
     assert result["job"]["start_at"] == start_at
+
+
+def test_with_a_start_file_the_agent_says_ready_then_waits_for_its_start(servers, tmp_path):
+    import time
+
+    path = os.pathsep.join([str(REPO), str(REPO / "examples")])
+    start = tmp_path / "agent-0.start"
+    j = job([servers[0].target], iterations=None, duration_s=0.5, connections=1)
+    p = subprocess.Popen([sys.executable, "-m", "bench.agent", "run", "--job", json.dumps(j), "--out",
+                          str(tmp_path / "agent-0.json"), "--start-file", str(start)], cwd=str(REPO),
+                         env=dict(os.environ, PYTHONPATH=path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "agent-0.start.ready").exists():
+        assert p.poll() is None and time.monotonic() < deadline, "the agent never said it was ready"
+        time.sleep(0.01)
+    start_at = time.time() + 0.5
+    start.write_text(repr(start_at))
+    assert p.wait(60) == 0
+    result = json.loads((tmp_path / "agent-0.json").read_text())
+    assert result["started_at"] >= start_at and result["ops"] > 0

@@ -28,7 +28,13 @@ stopped = []
 import signal
 signal.signal(signal.SIGTERM, lambda *a: stopped.append(1))
 print("ready", file=sys.stderr, flush=True)
-while time.time() < job["start_at"] and not stopped:
+start = args[args.index("--start-file") + 1]
+open(start + ".ready", "w").close()
+import os
+while not os.path.exists(start) and not stopped:
+    time.sleep(0.001)
+start_at = float(open(start).read()) if not stopped else 0
+while time.time() < start_at and not stopped:
     time.sleep(0.001)
 began = time.time()
 end = began + job["duration_s"]
@@ -37,7 +43,7 @@ while time.time() < end and not stopped:
 result = {{"agent_num": job["agent_num"], "benchmark": job["benchmark"], "started_at": began,
           "elapsed_s": time.time() - began, "interrupted": bool(stopped)}}
 open(out + ".tmp", "w").write(json.dumps(result))
-import os; os.replace(out + ".tmp", out)
+os.replace(out + ".tmp", out)
 print("done", file=sys.stderr)
 sys.exit(143 if stopped else 0)
 """
