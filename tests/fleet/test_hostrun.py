@@ -102,7 +102,7 @@ def test_a_45_s_cut_of_the_controllers_link_loses_nothing(project):
         cutter.join(60)
         testbed.restore_controller()  # whatever happened
     out = run.output
-    assert cut.is_set()
+    assert cut.is_set(), out
     assert code == 0, out
     assert "Traceback" not in out
     assert re.search(rf"lost {h[3]}, retrying for up to 10 min \.\.\.", out), out
