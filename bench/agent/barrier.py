@@ -2,11 +2,11 @@
 
 Every host run connects to the coordinator (a small TCP server inside one host run, on that
 host's fleet address), proves it holds the run's token (handed over in the 0600 plan file, never
-on a command line), and measures its clock offset to the coordinator NTP-style. Before phase k
+on a command line), and measures its clock offset to the coordinator NTP-style. At each step k
 each host says ``arrive k``; once every live participant has, the coordinator answers all of
-them ``start k at T`` (T in the coordinator's clock, a little in the future so every host has
-time to launch its agents), and each host converts T to its own clock. ``arrive n`` (after the
-last phase) is the end: the hosts finish together.
+them ``start k at T`` (T in the coordinator's clock, a little in the future), and each host
+converts T to its own clock. The host run takes two steps per phase (every host done with the
+previous phase; every host's agents ready) and one more at the end, so the hosts finish together.
 
 A participant that says nothing for ``host_timeout_s`` (a frozen or lost host) is dropped, so
 it stalls nobody; if it comes back it is a participant again. A host that cannot reach the

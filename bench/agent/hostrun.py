@@ -17,6 +17,7 @@ The run directory, everything in it written on this host first:
     _run/stop          created by a controller to stop the run (Ctrl-C): status ``stopped``
     _host/             facts.json, metrics.ndjson (the sampler, a child of this process)
     <bench>/agent-<n>.json, .stderr, .job.json     each agent's result, stderr and job
+    <bench>/agent-<n>.start(.ready)                the agent says it is ready; we say when it starts
 
 Phases run in order, together with the other hosts (bench.agent.barrier). Stopping (stop file,
 expired lease, SIGTERM) TERMs the agents, which then write what they measured.
