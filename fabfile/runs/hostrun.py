@@ -148,11 +148,12 @@ def poll_command(run_id: str, offsets: Mapping[str, int], renew: bool) -> str:
     parts.append("emit() { [ -f \"$1\" ] || return 0; s=$(wc -c < \"$1\"); [ \"$s\" -gt \"$2\" ] || return 0; "
                  "printf '@@fleetbench %s %s %s\\n' \"$1\" \"$2\" $((s-$2)); "
                  "tail -c +$(($2+1)) \"$1\" | head -c $((s-$2)); echo; }")
-    parts.append(f"emit {cmd(STATE)} 0")
-    # Is the host run still alive (its pid, with its cwd in this run)? A killed one never says "done".
+    # Is the host run still alive (its pid, with its cwd in this run)? A killed one never says
+    # "done". Asked before state.json is read: one that ends between the two has written "done".
     parts.append(f"pid=$(sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p' {cmd(STATE)} 2>/dev/null); "
-                 f'a=0; [ -n "$pid" ] && [ "$(readlink /proc/$pid/cwd 2>/dev/null)" = "$PWD/{RUN_SUBDIR}" ] && a=1; '
-                 f"printf '@@fleetbench {ALIVE} 0 1\\n%s\\n' $a")
+                 f'a=0; [ -n "$pid" ] && [ "$(readlink /proc/$pid/cwd 2>/dev/null)" = "$PWD/{RUN_SUBDIR}" ] && a=1')
+    parts.append(f"emit {cmd(STATE)} 0")
+    parts.append(f"printf '@@fleetbench {ALIVE} 0 1\\n%s\\n' $a")
     for path, offset in offsets.items():
         if path != STATE:
             parts.append(f"emit {cmd(path)} {int(offset)}")
