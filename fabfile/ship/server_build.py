@@ -96,8 +96,11 @@ def bundle_key(platform: str) -> str:
 
 
 def wants_pex(server: spec.Server) -> bool:
-    """Whether the server needs a server pex: its requirements run it, or (redis kinds) give redis-cli."""
-    return bool(server.requirements)
+    """Whether the server needs a server pex: its requirements run it, or (redis kinds) give
+    redis-cli; a server that pushes no files of its own always runs from one, even with
+    ``requirements = []`` (a standard-library module such as ``http.server``)."""
+    pushes_files = server.build is not None or bool(server.files)
+    return bool(server.requirements) or not pushes_files
 
 
 def build_bundles(server: spec.Server, base_dir: Path, platforms: Mapping[str, Platform], out_dir: Path,

