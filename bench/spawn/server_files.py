@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bench.spawn.checks import describe, suggest
+
 BUILD_KEYS = ("command", "dir")
 BUILD_PLACEHOLDERS = ("out",)
 #: What a redis kind starts from the pushed files.
@@ -171,14 +173,14 @@ def _build(value: Any, where: str, problems: list[Problem]) -> Build | None:
     if isinstance(value, str):
         value = {"command": value}
     if not isinstance(value, Mapping):
-        problems.append((where, f'expected a table {{ command = "...", dir = "..." }}, got {_describe(value)}'))
+        problems.append((where, f'expected a table {{ command = "...", dir = "..." }}, got {describe(value)}'))
         return None
     ok = True
     misspelt: set[str] = set()
     for key in value:
         if key not in BUILD_KEYS:
             misspelt.update(difflib.get_close_matches(str(key), BUILD_KEYS, n=1, cutoff=0.6))
-            hint = _suggest(str(key), BUILD_KEYS, f" (expected one of: {', '.join(BUILD_KEYS)})")
+            hint = suggest(str(key), BUILD_KEYS) or f" (expected one of: {', '.join(BUILD_KEYS)})"
             problems.append((f"{where}.{key}", "unknown key" + hint))
             ok = False
     command = value.get("command")
@@ -188,7 +190,7 @@ def _build(value: Any, where: str, problems: list[Problem]) -> Build | None:
                              "missing; the shell command that writes the server's files into {out}"))
         ok = False
     elif not isinstance(command, str) or not command.strip():
-        problems.append((f"{where}.command", f"expected a non-empty string, got {_describe(command)}"))
+        problems.append((f"{where}.command", f"expected a non-empty string, got {describe(command)}"))
         ok = False
     else:
         try:
@@ -203,20 +205,20 @@ def _build(value: Any, where: str, problems: list[Problem]) -> Build | None:
                 ok = False
     directory = value.get("dir", ".")
     if not isinstance(directory, str) or not directory.strip():
-        problems.append((f"{where}.dir", f"expected a non-empty string, got {_describe(directory)}"))
+        problems.append((f"{where}.dir", f"expected a non-empty string, got {describe(directory)}"))
         ok = False
     return Build(command, directory) if ok and isinstance(command, str) else None
 
 
 def _files(value: Any, where: str, problems: list[Problem]) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
-        problems.append((where, f"expected an array of local paths, got {_describe(value)}"))
+        problems.append((where, f"expected an array of local paths, got {describe(value)}"))
         return ()
     seen: dict[str, int] = {}
     out: list[str] = []
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item.strip():
-            problems.append((f"{where}[{i}]", f"expected a non-empty string, got {_describe(item)}"))
+            problems.append((f"{where}[{i}]", f"expected a non-empty string, got {describe(item)}"))
             continue
         name = pushed_name(item)
         if name in (".", ".."):
@@ -232,7 +234,7 @@ def _files(value: Any, where: str, problems: list[Problem]) -> tuple[str, ...]:
 
 def _config(value: Any, where: str, problems: list[Problem]) -> dict[str, str]:
     if not isinstance(value, Mapping):
-        problems.append((where, f"expected a table of redis settings, got {_describe(value)}"))
+        problems.append((where, f"expected a table of redis settings, got {describe(value)}"))
         return {}
     out: dict[str, str] = {}
     for key, item in value.items():
@@ -248,7 +250,7 @@ def _config(value: Any, where: str, problems: list[Problem]) -> dict[str, str]:
         else:
             text = _setting_value(item)
             if text is None:
-                problems.append((at, f"expected a string, number or true/false, got {_describe(item)}"))
+                problems.append((at, f"expected a string, number or true/false, got {describe(item)}"))
             else:
                 out[name] = text
     return out
@@ -296,22 +298,3 @@ def _fields_or_none(text: str) -> set[str]:
         return set()
 
 
-def _suggest(word: str, options: Sequence[str], otherwise: str = "") -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else otherwise
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, (list, tuple)):
-        return "an array"
-    return f"a {type(value).__name__}"
