@@ -321,6 +321,10 @@ class FleetConnection(Connection):
             self.gateway.close()
 
 
+#: Longest wait between looks at a quiet channel (stderr data does not always wake the selector).
+_POLL_S = 0.05
+
+
 def exec_quietly(c: Connection, command: str, timeout: float | None = None) -> Result:
     """Run ``command`` on a new channel of ``c``'s open transport; its output, read as it
     comes (one selector, no threads), and its exit status (-1 if the connection is lost).
@@ -335,16 +339,18 @@ def exec_quietly(c: Connection, command: str, timeout: float | None = None) -> R
         with selectors.DefaultSelector() as selector:
             selector.register(channel, selectors.EVENT_READ)  # readable on data, EOF or close
             while True:
+                ended = channel.eof_received or channel.closed  # before draining: data precedes EOF
                 while channel.recv_ready():
                     out.append(channel.recv(65536))
                 while channel.recv_stderr_ready():
                     err.append(channel.recv_stderr(65536))
-                if channel.eof_received or channel.closed:
+                if ended:
                     break
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                selector.select(left)
+                # The channel's pipe wakes us for stdout; stderr alone may not, so look again soon.
+                selector.select(_POLL_S if left is None else min(left, _POLL_S))
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         finished = channel.status_event.wait(left)
     finally:

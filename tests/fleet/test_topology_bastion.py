@@ -70,7 +70,8 @@ def test_a_host_lost_behind_the_bastion_is_given_up_after_the_host_timeout(behin
     spawn = str(behind.write_spawn("lost.toml", STEADY))
     behind.inv("deploy", "--spawn", spawn)
     link = f"fbv-{h[2]}"  # h3's port on the bridge: the bastion (and our TCP to it) stays up
-    run = Running(behind, "bench", "--spawn", spawn, "--host-timeout", "4", "collect", "--spawn", spawn)
+    # --verbose: the agents' own lines ("measuring ...") say when to strike
+    run = Running(behind, "bench", "--spawn", spawn, "--host-timeout", "4", "--verbose", "collect", "--spawn", spawn)
     try:
         run.wait_for(r"\] measuring", count=2)
         subprocess.run(["ip", "link", "set", link, "down"], check=True)
