@@ -76,20 +76,33 @@ def deploy(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, direct_p
 
 BENCH_HELP = {
     "agent_timeout": "seconds before an agent that has not finished is stopped and given up (default 900)",
-    "host_timeout": "seconds without any answer before a host is given up as lost (default 30)",
+    "host_timeout": "seconds without any answer before a host (or a command on it) is given up (default 30)",
     "verbose": "also every agent's own log lines (default: the fleet-wide live view, and a failed agent's lines)",
+    "reconnect_for": "seconds to keep retrying a host that stopped answering (default 600)",
+    "lease": "seconds the run may go on with no controller attached before the hosts stop it "
+             "(default: the planned duration plus 30 min)",
+    "detach": "start the run on the hosts and return at once, printing its id (`inv attach` follows it)",
 }
+
+
+def _run_options(agent_timeout, host_timeout, reconnect_for, lease, detach, spawn_detached=False, verbose=False):
+    return stages.bench.RunOptions(agent_timeout=float(agent_timeout), host_timeout=float(host_timeout),
+                                   reconnect_for=float(reconnect_for), lease=None if lease is None else float(lease),
+                                   detach=bool(detach), spawn_detached=spawn_detached, verbose=bool(verbose))
 
 
 @task(help={**HELP, **HOSTS_HELP, **BENCH_HELP})
 def bench(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, agent_timeout=900.0, host_timeout=30.0,
-          servers=None, agents=None, verbose=False):
-    """Run the spawn file's benchmarks on the agent hosts; results are written as they arrive.
-    Failed agents and lost hosts are recorded and the rest goes on (`inv collect` decides the
-    exit status); Ctrl-C stops the run's agents, keeps what they measured, leaves the servers."""
+          servers=None, agents=None, verbose=False, reconnect_for=600.0, lease=None, detach=False):
+    """Run the spawn file's benchmarks: each host gets its share of the whole run and runs it
+    detached, phases in order; results are written on the hosts and streamed here, shown live.
+    A lost link is retried (--reconnect-for), lost hosts are recorded (`inv collect` fetches them
+    later; it decides the exit status); Ctrl-C stops the run everywhere, keeps what was measured,
+    leaves the servers."""
     with clean_errors("bench"):
         stages.bench.run(_session(spawn, ssh_config, accept_new_host_keys, validate=True, servers=servers,
-                                  agents=agents), float(agent_timeout), float(host_timeout), verbose=verbose)
+                                  agents=agents),
+                         _run_options(agent_timeout, host_timeout, reconnect_for, lease, detach, verbose=verbose))
 
 
 REPORT_HELP = {"run": "run id or directory (default: runs/latest)", "format": "simple, github, csv or json",
@@ -102,11 +115,15 @@ COLLECT_HELP = {"spawn": "accepted for chained calls; the run's own spawn file i
                 **REPORT_HELP, "allow_partial": "exit 0 even when some agents failed"}
 
 
-@task(help=COLLECT_HELP)
-def collect(c, spawn=SPAWN, run=None, format="simple", allow_partial=False, detail=False):
-    """Merge a run's agent results and host metrics into run.json and export/, print the tables
+@task(help={**COLLECT_HELP, "ssh_config": HELP["ssh_config"], "accept_new_host_keys": HELP["accept_new_host_keys"]})
+def collect(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, run=None, format="simple",
+            allow_partial=False, detail=False):
+    """Fetch from the hosts what they finished of the run (if it lives there and we lack some),
+    then merge its agent results and host metrics into run.json and export/, print the tables
     and each expectation with its measured value. Exit 1: agents failed; 3: an expectation failed."""
     with clean_errors("collect"):
+        s = _session(spawn, ssh_config, accept_new_host_keys)
+        stages.collect.fetch(s, run)
         merged = stages.collect.run(workspace().runs_dir, run, format, detail)
     _exit_for(merged, allow_partial)
 
@@ -117,6 +134,33 @@ def _exit_for(merged: dict, allow_partial: bool) -> None:
         raise Exit(f"run {merged['run_id']} is {merged['status']}: see the failures above", code=1)
     if code == gates.EXIT_EXPECTATIONS:
         raise Exit(f"run {merged['run_id']}: {len(expect.failed(merged))} expectation(s) failed", code=code)
+
+
+@task(help={**HELP, "run": REPORT_HELP["run"]})
+def status(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, run=None):
+    """Each host's state of a run that lives on the hosts: its phase and agents (read-only)."""
+    with clean_errors("status"):
+        print(stages.bench.status(_session(spawn, ssh_config, accept_new_host_keys), run))
+
+
+@task(help={**HELP, **REPORT_HELP, "reconnect_for": BENCH_HELP["reconnect_for"], "verbose": BENCH_HELP["verbose"],
+            "allow_partial": "exit 0 even when some agents failed"})
+def attach(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, run=None, reconnect_for=600.0,
+           format="simple", allow_partial=False, detail=False, verbose=False):
+    """Follow a run live until it ends, then collect it (after a detached `spawn`, also take it down).
+    Exit 1: agents failed; 3: an expectation failed."""
+    s = _session(spawn, ssh_config, accept_new_host_keys)
+    with clean_errors("attach"):
+        run_dir = stages.bench.attach(s, run, float(reconnect_for), verbose=verbose)
+    try:
+        with clean_errors("attach"):
+            stages.collect.fetch(s, run_dir.run_id)
+            merged = stages.collect.run(s.workspace.runs_dir, run_dir.run_id, format, detail, echo=s.echo)
+    finally:
+        if run_dir.meta()["host_run"].get("spawn_detached"):
+            with clean_errors("down"):
+                stages.down.run(s)
+    _exit_for(merged, allow_partial)
 
 
 @task(help={"format": "simple, github, csv or json"})
@@ -166,19 +210,29 @@ def down(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_files
 
 @task(help={**HELP, **HOSTS_HELP, **BENCH_HELP, **FORCE_HELP,
             "keep_up": "leave the servers running afterwards (also after Ctrl-C)",
-            "allow_partial": "exit 0 when agents failed"})
+            "allow_partial": "exit 0 when agents failed",
+            "detach": "deploy, start the run and return at once; `inv attach` follows, collects and takes it down"})
 def spawn(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_up=False, allow_partial=False,
-          agent_timeout=900.0, host_timeout=30.0, servers=None, agents=None, force=False, verbose=False):
-    """deploy, bench, collect, down. Exit 1: agents failed; 3: an expectation failed."""
+          agent_timeout=900.0, host_timeout=30.0, servers=None, agents=None, force=False, verbose=False,
+          reconnect_for=600.0, lease=None, detach=False):
+    """deploy, bench, collect, down. Exit 1: agents failed; 3: an expectation failed.
+    With --detach: deploy, start the run and return; `inv attach` follows, collects and takes it down."""
     with clean_errors("spawn"):
         s = _session(spawn, ssh_config, accept_new_host_keys, validate=True, servers=servers, agents=agents)
+    options = _run_options(agent_timeout, host_timeout, reconnect_for, lease, detach, spawn_detached=not keep_up,
+                           verbose=verbose)
+    leave_up = keep_up
     try:
         with clean_errors("spawn"):
             stages.deploy.run(s, force=force)
-            stages.bench.run(s, float(agent_timeout), float(host_timeout), verbose=verbose)
-            merged = stages.collect.run(s.workspace.runs_dir, echo=s.echo)
+            run_dir = stages.bench.run(s, options)
+            if detach:  # the run needs its servers: `inv attach` takes them down at its end
+                leave_up = True
+                return
+            stages.collect.fetch(s, run_dir.run_id)
+            merged = stages.collect.run(s.workspace.runs_dir, run_dir.run_id, echo=s.echo)
     finally:
-        if not keep_up:
+        if not leave_up:
             with clean_errors("down"):
                 stages.down.run(s, force=force)
     _exit_for(merged, allow_partial)
@@ -274,5 +328,5 @@ def perf(c, json=False, keep=False, only=None, hosts=128, prefix=None, subnet=No
 
 testbed = Collection("testbed", up=testbed_up, status=testbed_status, down=testbed_down)
 
-ns = Collection(check, build, deploy, bench, collect, down, spawn, demo, testbed, runs, report, compare, plot,
-                perf)
+ns = Collection(check, build, deploy, bench, status, attach, collect, down, spawn, demo, testbed, runs, report, compare,
+                plot, perf)

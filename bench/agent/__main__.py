@@ -4,6 +4,7 @@
     python -m bench.agent run --job-file job.json [--out PATH]   (- reads the job from stdin)
     python -m bench.agent metrics ...   (bench.agent.hostmetrics:main)
     python -m bench.agent facts ...     (bench.agent.hostfacts:main)
+    python -m bench.agent hostrun --dir RUN_DIR [--detach]   (bench.agent.hostrun:main)
 
 Exit codes of ``run``: 0 done; 1 fatal error (a result is still printed, with "fatal");
 2 invalid job (message on stderr, no result); 128+N stopped by signal N (a result is still
@@ -16,8 +17,8 @@ import argparse
 import importlib
 import sys
 
-USAGE = "usage: python -m bench.agent {run,metrics,facts} ..."
-DELEGATES = {"metrics": "bench.agent.hostmetrics", "facts": "bench.agent.hostfacts"}
+USAGE = "usage: python -m bench.agent {run,metrics,facts,hostrun} ..."
+DELEGATES = {"metrics": "bench.agent.hostmetrics", "facts": "bench.agent.hostfacts", "hostrun": "bench.agent.hostrun"}
 
 
 def _delegate(command: str, argv: list[str]) -> int:
@@ -41,6 +42,8 @@ def _run(argv: list[str]) -> int:
     source.add_argument("--job-file", help="a file holding the AgentJob JSON, or - for stdin (how the "
                                            "controller sends it: a job may hold secrets)")
     parser.add_argument("--out", help="also write the result here (atomically)")
+    parser.add_argument("--start-file", help="once connected (and prefilled), create START.ready and wait for "
+                                             "START to hold the epoch second the measured window opens")
     args = parser.parse_args(argv)
 
     from bench.agent.runner import EXIT_INVALID, run
@@ -54,7 +57,7 @@ def _run(argv: list[str]) -> int:
             with open(args.job_file) as f:
                 text = f.read()
         job = AgentJob.from_json(text)
-        return run(job, args.out)  # raises InvalidJob only before connecting
+        return run(job, args.out, args.start_file)  # raises InvalidJob only before connecting
     except InvalidJob as exc:
         print(f"fleetbench-agent: invalid job: {exc}", file=sys.stderr)
     except OSError as exc:

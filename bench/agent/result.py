@@ -79,8 +79,24 @@ def emit(result: AgentResult, out_path: str | None) -> bool:
         try:
             write_atomic(out_path, line + "\n")
         except OSError as exc:
-            print(f"fleetbench-agent: cannot write {out_path}: {exc}", file=sys.stderr, flush=True)
+            try:
+                print(f"fleetbench-agent: cannot write {out_path}: {exc}", file=sys.stderr, flush=True)
+            except (OSError, ValueError):
+                pass
             ok = False
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):  # nobody reads stdout any more (a lost SSH session): --out has it
+        _silence_stdout()
     return ok
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's exit flush does not fail on a broken pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable
 
@@ -36,7 +37,12 @@ def make_logger(job: AgentJob) -> Log:
     prefix = f"fleetbench-agent[{job.agent_num}/{job.agents}@{socket.gethostname()}]"
 
     def log(message: str) -> None:
-        print(f"{prefix} {message}", file=sys.stderr, flush=True)
+        # stderr may be a pipe whose reader is gone (an SSH session that ended): a log line is
+        # never worth the result, so a failed write is dropped.
+        try:
+            print(f"{prefix} {message}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
 
     return log
 
@@ -89,8 +95,11 @@ class SecondsOut:
 
     def emit(self, record: TimeseriesPoint) -> None:
         line = progress.to_line(record)
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        try:  # a stderr whose reader is gone (see make_logger) costs the live view, not the run
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
         if self.file is not None:
             self.file.write(line[len(progress.MARK):] + "\n")
             self.file.flush()
@@ -114,7 +123,45 @@ def build_plan(job: AgentJob) -> workloads.Plan:
         raise InvalidJob("params", str(exc)) from None
 
 
-def run(job: AgentJob, out_path: str | None) -> int:
+START_POLL_S = 0.002  # how often a ready agent looks for its start file
+
+
+async def start_time(job: AgentJob, start_file: str | None, stopped: Callable[[], bool]) -> float | None:
+    """When the measured window opens: ``job.start_at``, or with a start file the time written
+    there by the host run once every agent of the phase is ready (we say we are by creating
+    ``<start_file>.ready``). None: at once (no start given, or stopped while waiting)."""
+    if start_file is None:
+        return job.start_at
+    with open(start_file + ".ready", "w"):
+        pass
+    while not stopped():
+        try:
+            with open(start_file) as f:
+                text = f.read().strip()
+            if text:
+                return float(text)
+        except FileNotFoundError:
+            pass
+        await asyncio.sleep(START_POLL_S)
+    return None
+
+
+async def wait_until(start_at: float | None, warmup_s: float, log: Log) -> None:
+    """Sleep so that the measured window opens at ``start_at`` (the instant every agent of a
+    phase shares); late, begin at once and say by how much."""
+    if start_at is None:
+        return
+    delay = start_at - warmup_s - time.time()
+    if delay < 0:
+        log(f"warning: ready {-delay * 1000:.0f} ms after the phase's start time; starting now")
+        return
+    if delay > 0.002:
+        await asyncio.sleep(delay - 0.002)
+    while time.time() < start_at - warmup_s:  # the last ms: event-loop timers are coarse
+        pass
+
+
+def run(job: AgentJob, out_path: str | None, start_file: str | None = None) -> int:
     """Run a checked job (params complete); print the result; return the exit code."""
     log = make_logger(job)
     plan = build_plan(job)  # InvalidJob propagates to the CLI: exit 2
@@ -153,6 +200,10 @@ def run(job: AgentJob, out_path: str | None) -> int:
                     f"(first: {engine.first_error})")
         if engine.fatal is not None or engine.interrupted:
             return
+        start_at = await start_time(job, start_file, lambda: bool(state["signal"]))
+        if state["signal"]:
+            return
+        await wait_until(start_at, job.warmup_s, log)
         work = f"{job.iterations} ops" if job.iterations is not None else f"{job.duration_s:g} s"
         mode = f"open loop at {job.rate:g} ops/s" if job.rate is not None else "closed loop"
         log(f"measuring {work} ({mode}, pipeline {job.pipeline}"
@@ -177,6 +228,7 @@ def run(job: AgentJob, out_path: str | None) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # an SSH session ending is not a reason to stop
     try:
         loop.run_until_complete(task)
     except asyncio.CancelledError:
@@ -202,11 +254,11 @@ def run(job: AgentJob, out_path: str | None) -> int:
     result = build(job, rec, fatal=fatal, interrupted=interrupted, event_loop=loop_name)
     elapsed = rec.elapsed()
     rate = rec.ops / elapsed if elapsed > 0 else 0.0
+    wrote = emit(result, out_path)  # the result first: a closed stderr must not cost it
     if fatal:
         log(f"fatal: {fatal}")
     log(f"done: {rec.ops} ops, {rec.errors} errors in {elapsed:.2f} s ({rate:,.0f} ops/s)"
         + (" [interrupted]" if interrupted else ""))
-    wrote = emit(result, out_path)
     if fatal or not wrote:
         return EXIT_FATAL
     if interrupted:

@@ -89,14 +89,15 @@ def merge_benchmark(
     *,
     workload: str | None = None,
     agents: int | None = None,
-    clock_offsets: Mapping[str, float] | None = None,
+    clock_offsets: Mapping[int, float] | None = None,
 ) -> dict[str, Any]:
     """Merge one benchmark's agent results (and its agents that produced none) into an entry.
 
     ``failures`` are the agents without a result. ``workload`` and ``agents`` (the planned
     count) may be given so that a benchmark whose agents all failed is still described; when
     given they must agree with the results.
-    ``clock_offsets``: seconds each host's clock is ahead of the controller's, where measured.
+    ``clock_offsets``: by agent_num, seconds the clock of the host that ran it is ahead of the
+    run's reference clock, where measured.
 
     The entry::
 
@@ -516,7 +517,7 @@ def _agent_row(result: AgentResult, own: HdrHistogram, ops: int, errors: int, el
 
 
 def _merge_timeseries(name: str, results: Sequence[AgentResult],
-                      offsets: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+                      offsets: Mapping[int, float] | None = None) -> list[dict[str, Any]]:
     if results and per_second.has_histograms(results):  # wall-clock seconds, each with its histogram
         try:
             return per_second.merge(name, results, offsets)

@@ -5,8 +5,9 @@ its own HdrHistogram (``bench.wire.progress``). Here the same second of every ag
 adding the histograms' counts, so the second's p50 and p99 are those of all its ops together,
 as if one histogram had recorded them all. No percentile is ever averaged.
 
-Clock offsets: where a host's clock offset from the controller was measured (seconds the host's
-clock is ahead), its seconds are moved onto the controller's clock first, to the nearest whole
+Clock offsets: where the clock offset of the host that ran an agent was measured (seconds the
+host's clock is ahead of the run's reference: the barrier coordinator's, for a run that lives on
+the hosts), its seconds are moved onto the reference clock first, to the nearest whole
 second (:func:`aligned`); a second's histogram cannot be split, so an offset well under a second
 (NTP) changes nothing and a larger one moves whole seconds. Without offsets, hosts' clocks are
 taken as they are.
@@ -82,7 +83,7 @@ def has_histograms(results: Sequence[Mapping[str, Any]]) -> bool:
 
 
 def merge(name: str, results: Sequence[Mapping[str, Any]],
-          offsets: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+          offsets: Mapping[int, float] | None = None) -> list[dict[str, Any]]:
     """The benchmark's seconds, merged across ``results`` (agent results with per-second records).
 
     Each point: ``t`` (seconds from the benchmark's measured start, the earliest agent's
@@ -96,7 +97,9 @@ def merge(name: str, results: Sequence[Mapping[str, Any]],
     starts: list[float] = []
     for result in results:
         who = f"benchmark {name!r} agent {result.get('agent_num')!r}"
-        offset = offsets.get(str(result.get("host")))
+        # By agent, not by the result's "host": that is the host's own hostname, which many hosts
+        # of one fleet may share (a cloud image's default); the plan knows where each agent ran.
+        offset = offsets.get(result.get("agent_num", -1))
         if isinstance(result.get("started_at"), (int, float)):
             starts.append(float(result["started_at"]) - (offset or 0.0))
         for point in result.get("timeseries") or ():

@@ -1,8 +1,8 @@
 """The job: what the controller tells one agent process to do, defined once for both sides.
 
 The controller builds jobs (:func:`bench.spawn.plan.agent_jobs`) and sends each as JSON
-(on the agent's stdin: ``agent.pex run --job-file -``, never on a command line, since a job
-may carry secrets); the agent parses it with :meth:`AgentJob.from_json`, which is
+(inside its host's plan over SSH's stdin, then on the agent's stdin: ``agent.pex run --job-file -``,
+never on a command line, since a job may carry secrets); the agent parses it with :meth:`AgentJob.from_json`, which is
 also its whole validation: a job that parses is complete (params filled in from the catalogue)
 and every value is in range, so the agent can start without further checks. A job that does
 not parse raises :class:`InvalidJob` naming the key (the agent exits 2 before any connection).
@@ -57,6 +57,7 @@ class AgentJob:
     # The redis servers' password. Secret, like any params value the spawn file gave as
     # { env = ... }: a job travels to its agent on stdin only, and the result does not echo it.
     auth: str | None = None
+    start_at: float | None = None  # epoch s on the agent's host: when the measured window opens (None: at once)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +135,8 @@ def _check_fields(job: AgentJob) -> None:
         raise InvalidJob("agent_num", f"must be in [0, agents), got {job.agent_num!r} of {job.agents!r}")
     if job.rate is not None and not (_is_number(job.rate) and job.rate > 0):
         raise InvalidJob("rate", f"must be > 0 ops/s or null, got {job.rate!r}")
+    if job.start_at is not None and not (_is_number(job.start_at) and job.start_at > 0):
+        raise InvalidJob("start_at", f"must be epoch seconds > 0 or null, got {job.start_at!r}")
     if not isinstance(job.targets, list) or not job.targets:
         raise InvalidJob("targets", "must be a non-empty list of host:port")
     for i, target in enumerate(job.targets):

@@ -102,3 +102,4 @@ class AgentRecord(_RecordRequired, total=False):
 
     result: AgentResult | None  # present, maybe None, when the agent failed
     failure: Failure  # present when the agent did not succeed
+    host: str  # the fleet's name of the host it ran on (the result's "host" is the host's own hostname)

@@ -60,7 +60,12 @@ def label(c: Connection) -> str:
     return getattr(c, "fleetbench_name", None) or c.original_host
 
 
-def run(c: Connection, command: str, *, timeout: float | None = None, check: bool = True) -> str:
+#: Seconds any remote command may take unless its caller says otherwise: a frozen host (its
+#: kernel still answers TCP, nothing of it runs) must never hang a fleetbench command.
+DEFAULT_TIMEOUT_S = 300.0
+
+
+def run(c: Connection, command: str, *, timeout: float | None = DEFAULT_TIMEOUT_S, check: bool = True) -> str:
     """Run ``command`` (already quoted) and return its stdout; on failure raise RemoteError."""
     try:
         result = c.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)

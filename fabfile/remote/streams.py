@@ -36,6 +36,12 @@ class ByteTail:
             del self._data[:excess]
             self._cut += excess
 
+    def skip(self, n: int) -> None:
+        """``n`` bytes of the stream that never came here (the host sent only what followed them):
+        what was kept is older than the gap, so it is dropped too."""
+        self._cut += len(self._data) + n
+        self._data = bytearray()
+
     @property
     def _slack(self) -> int:
         return max(self.limit // 4, 1 << 16)

@@ -6,8 +6,8 @@ It is fed, not polled: whatever brings agents' output back calls
 * :meth:`LiveView.agent_line` with each of its log lines,
 * :meth:`LiveView.agent_state` when it ends (``"done"`` or ``"failed"``, with the error),
 
-so an agent attached to an SSH channel (fabfile.stages.agents) and one followed in a detached
-run (its records file) feed it alike. Agents are named ``(benchmark, agent_num)``.
+as the follower of a run on the hosts does (fabfile.stages.follow, from each agent's stderr file
+as its host writes it). Agents are named ``(benchmark, agent_num)``.
 
 Per benchmark it shows: how far it is (measured seconds of its duration, or ops done of its
 total), agents running/done/failed, the ops/s of the last complete second, that second's p50 and

@@ -1,179 +1,257 @@
-"""Bench: run every phase of the spawn file on the agent hosts; results are kept as they come.
+"""Bench: the run lives on the hosts; we start it, follow it, and may leave it.
 
-A failed or killed agent, or a host lost mid-run, is recorded with its error and the run goes
-on (status "partial"); Ctrl-C stops this run's agents on every host, keeps what they report and
-re-raises (status "interrupted"). Servers are left as they are.
+``run`` refuses a fleet that already has a live run, records the run locally, hands every host
+its share of the whole run (fabfile.runs.hostrun: every phase in order, its own agents) and
+starts the host runs detached from SSH. Unless detached, it then follows them (``follow``:
+results, stderr and host metrics streamed as the hosts write them; a lost link retried for
+``reconnect_for``) until the run has ended everywhere. Ctrl-C stops the run on every host,
+keeps what was measured and re-raises (status "interrupted"). Servers are left as they are.
+
+While it follows, each phase is shown live, fleet-wide (fabfile.runs.live), fed from the
+agents' per-second records; ``verbose`` shows every agent's own lines too.
+
+``attach`` follows a run started earlier (``--detach``, or by a controller that died), ``status``
+reads each host's state once. ``meta.json`` keeps what they need to find the run again (its
+hosts, nodes, agents and their jobs without secrets; whether a detached ``spawn`` still owes a
+``down``). No secret is in it: the plans carry the redis password and the spawn file's
+{ env = ... } values to the hosts over stdin, and the run store gets the public deployment.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from fabric import Connection
-
-from bench.spawn import plan, spec
-from bench.wire.job import AgentJob
+from bench.spawn import secrets, spec
 from fabfile.deployment import Deployment
 from fabfile.errors import PipelineError
-from fabfile.remote import reaper
 from fabfile.remote.fleet import Fleet, FleetError
-from fabfile.remote.ssh import set_host_timeout
-from fabfile.runs import observe
-from fabfile.runs.live import LiveView, planned
-from fabfile.runs.store import RunDir, new_run_id
+from fabfile.remote.shell import run as run_remote
+from fabfile.runs import hostrun
+from fabfile.runs.live import LiveView, Planned, planned
+from fabfile.runs.store import RunDir, dir_name, new_run_id, resolve
 from fabfile.session import Echo, Session
-from fabfile.stages.agents import AgentOutcome, remote_run_dir, run_agent
-from fabfile.terminal import scrub, scrub_data
+from fabfile.stages.agents import public_job
+from fabfile.stages.follow import Follower
+from fabfile.terminal import hide
 
-#: Seconds a stopped agent gets to print what it measured before it is killed.
-STOP_GRACE_S = 10.0
-
-
-@dataclass
-class _Tally:
-    """How the run is going: its status, failed agents and lost hosts so far."""
-
-    status: str = "ok"
-    failed: int = 0
-    lost: list[str] = field(default_factory=list)
+STOP_WAIT_S = 30.0  # after Ctrl-C: how long the stopped hosts get to report what they measured
 
 
-def run(s: Session, agent_timeout: float = 900.0, host_timeout: float | None = None, *,
-        verbose: bool = False) -> RunDir:
-    """Run every phase; ``host_timeout``: seconds of silence after which a host is given up as lost.
-    Each phase is shown live, fleet-wide (fabfile.runs.live); ``verbose``: every agent's lines too."""
+@dataclass(frozen=True)
+class RunOptions:
+    agent_timeout: float = 900.0
+    host_timeout: float = 30.0
+    reconnect_for: float = 600.0
+    lease: float | None = None  # None: the planned duration plus 30 min
+    detach: bool = False
+    spawn_detached: bool = False  # a detached `inv spawn`: attach takes the servers down at the end
+    verbose: bool = False  # every agent's own lines, beside the live view
+
+
+def run(s: Session, options: RunOptions = RunOptions()) -> RunDir:
+    """Start the run on the hosts; unless detached, follow it to its end."""
     deployment = s.deployment()
     if deployment is None or not deployment.nodes:
         raise PipelineError("nothing is deployed: run `inv deploy` first")
-    spawn = s.spawn
     fleet = s.fleet()
-    host_timeout = host_timeout or s.settings.host_timeout
-    for name in fleet.names:
-        set_host_timeout(fleet[name], host_timeout, s.settings.keepalive_s)
-    run_dir = _start_run(s, deployment)
-    agent_pex = deployment.artifacts["agent"].remote_path
-    tally = _Tally()
-    # Host metrics from start to finish; a sampler stops by itself if we never stop it.
-    observer = observe.Observer(fleet, run_dir, agent_pex, deployment.nodes, echo=s.echo,
-                                cap_s=agent_timeout * len(plan.phases(spawn)) + 600)
-    try:
-        observer.start()
-        for phase in plan.phases(spawn):
-            s.echo(f"benchmark {', '.join(b.name for b in phase)} ...")
-            jobs = _phase_jobs(spawn, phase, run_dir.run_id, deployment)
-            outcomes = _run_agents(fleet, agent_pex, jobs, run_dir, agent_timeout, s.echo, verbose,
-                                   auth=deployment.redis_password or None)
-            observer.checkpoint()  # this phase's host metrics are on disk now
-            tally.failed += sum(1 for o in outcomes if not o.ok)
-            if tally.failed:
-                tally.status = "partial"
-            for host in dict.fromkeys(h for h, _ in jobs):
-                if host not in tally.lost and not _connected(fleet[host]):
-                    tally.lost.append(host)
-                    s.echo(f"lost host {host}: no answer for {host_timeout:g}s; "
-                           "its agents are recorded as failed, the other hosts go on")
-    except KeyboardInterrupt:
-        tally.status = "interrupted"
-        raise
-    finally:
-        observer.finish(linger=tally.status != "interrupted")
-        run_dir.update_meta(status=tally.status, finished_at=time.time(), lost_hosts=tally.lost)
-        if tally.status != "ok":
-            s.echo(f"run {run_dir.run_id} is {tally.status}: {tally.failed} agent(s) failed"
-                   + (f", lost host(s): {', '.join(tally.lost)}" if tally.lost else "")
-                   + f"; what finished is in {run_dir.path}")
-    return run_dir
-
-
-def _start_run(s: Session, deployment: Deployment) -> RunDir:
-    """A new run directory with its inputs, and the run recorded in the deployment."""
-    spawn = s.spawn
-    run_dir = RunDir(s.workspace.runs_dir, new_run_id(spawn.name))
-    run_dir.start(spawn.source_text, spec.to_dict(spawn), deployment.public_dict(),  # no secrets in runs/
-                  {"run_id": run_dir.run_id, "name": spawn.name, "started_at": time.time(),
-                   "status": "running", "argv": sys.argv[1:]})
-    s.echo(f"run {run_dir.run_id}")
+    run_dir = begin(fleet, s.spawn, deployment, s.workspace.runs_dir, options, s.echo)
     deployment.runs.append(run_dir.run_id)
     s.save(deployment)
+    if options.detach:
+        s.echo(f"detached: the run goes on without us. `inv status --run {run_dir.run_id}` shows it, "
+               f"`inv attach --run {run_dir.run_id}` follows it and collects it at the end")
+        return run_dir
+    follow(fleet, run_dir, s.echo, reconnect_for=options.reconnect_for, verbose=options.verbose)
     return run_dir
 
 
-def _phase_jobs(spawn: spec.Spawn, phase: Iterable[spec.Benchmark], run_id: str,
-                deployment: Deployment) -> list[tuple[str, AgentJob]]:
-    """(agent host, job) for every agent of every benchmark of one phase."""
-    targets = [n.endpoint for n in deployment.masters]
-    jobs: list[tuple[str, AgentJob]] = []
-    for benchmark in phase:
-        jobs += plan.assign(plan.agent_jobs(spawn, benchmark, run_id, targets), spawn.hosts.agents)
-    return jobs
-
-
-def _run_agents(fleet: Fleet, agent_pex: str, jobs: list[tuple[str, AgentJob]], run_dir: RunDir,
-                timeout: float, echo: Echo, verbose: bool = False, auth: str | None = None) -> list[AgentOutcome]:
-    cancel = threading.Event()  # set after Ctrl-C, once stopped agents had time to report
-    view = LiveView(verbose=verbose)  # what the agents report, fleet-wide, while they run
-    view.start_phase(planned(job for _, job in jobs))
-
-    def record(outcome: AgentOutcome) -> None:
-        # An agent may echo a secret (an error sample, a log line): none is written down.
-        run_dir.write_agent(outcome.job.benchmark, outcome.job.agent_num, scrub_data(outcome.record()),
-                            [scrub(line) for line in outcome.stderr])
-        view.agent_state((outcome.job.benchmark, outcome.job.agent_num), "done" if outcome.ok else "failed",
-                         None if outcome.ok else scrub(str(outcome.failure()["error"])))
-
-    def one(item: tuple[str, AgentJob]) -> AgentOutcome:
-        host, job = item
-        agent = (job.benchmark, job.agent_num)
-        try:
-            outcome = run_agent(fleet[host], agent_pex, job, timeout=timeout, cancel=cancel, auth=auth,
-                                echo=lambda line: view.agent_line(agent, host, scrub(line)),
-                                on_record=lambda second: view.feed(agent, host, second))
-        except Exception as exc:  # e.g. the channel could not be opened: still a record
-            outcome = AgentOutcome(host, job, error=f"{type(exc).__name__}: {exc}")
-        record(outcome)
-        return outcome
-
+def refuse_live_run(fleet: Fleet, hosts: Sequence[str], timeout: float) -> None:
+    """A second run on a fleet with a live one is refused, naming it and when it started."""
     try:
-        return _wait_agents(fleet, jobs, run_dir, one, cancel, echo)
-    finally:
-        view.end_phase()
-
-
-def _wait_agents(fleet: Fleet, jobs: list[tuple[str, AgentJob]], run_dir: RunDir,
-                 one: Callable[[tuple[str, AgentJob]], AgentOutcome], cancel: threading.Event,
-                 echo: Echo) -> list[AgentOutcome]:
-    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), 64))) as pool:
-        futures: list[Future[AgentOutcome]] = [pool.submit(one, item) for item in jobs]
-        try:
-            pending = set(futures)
-            while pending:  # wait in short slices so Ctrl-C is seen at once
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-        except KeyboardInterrupt:
-            try:
-                echo("interrupted: stopping this run's agents (they report what they measured)")
-                _stop_run(fleet, run_dir.run_id, [h for h, _ in jobs], echo)
-                wait(futures, timeout=STOP_GRACE_S)
-            finally:  # even on a second Ctrl-C: no thread waits on for its agent
-                cancel.set()
-            raise
-        return [f.result() for f in futures]
-
-
-def _stop_run(fleet: Fleet, run_id: str, hosts: Iterable[str], echo: Echo) -> None:
-    """TERM every process of this run on ``hosts`` (by working directory, so an agent whose
-    pid never reached us is found too), KILL what is left after a grace period."""
-    under = remote_run_dir(run_id)
-    live = [h for h in dict.fromkeys(hosts) if _connected(fleet[h])]
-    try:
-        fleet.each(lambda h: reaper.reap(fleet[h], grace_s=STOP_GRACE_S, under=under), live, what="stop agents")
+        found = fleet.each(lambda h: run_remote(fleet[h], hostrun.live_runs_command(), timeout=timeout), hosts,
+                           what="look for a live run")
     except FleetError as exc:
-        echo(f"warning: {exc}")
+        found = exc.results
+    for host, text in found.items():
+        for run_id, started in hostrun.parse_live_runs(text):
+            raise PipelineError(f"{host} is still running run {run_id}, started {hostrun.started_text(started)}: "
+                                f"follow it with `inv attach --run {run_id}`, or stop it with `inv down`")
 
 
-def _connected(c: Connection) -> bool:
-    return c.transport is not None and c.transport.is_active()
+def begin(fleet: Fleet, spawn: spec.Spawn, deployment: Deployment, runs_dir: Any, options: RunOptions,
+          echo: Echo) -> RunDir:
+    """Start the run on every host of the fleet; the local run directory."""
+    hosts = list(fleet.names)
+    refuse_live_run(fleet, hosts, options.host_timeout)
+    run_dir = RunDir(runs_dir, new_run_id(spawn.name))
+    targets = [n.endpoint for n in deployment.masters]
+    agent_pex = deployment.artifacts["agent"].remote_path
+    coordinator = spawn.hosts.agents[0]
+    barrier = hostrun.new_barrier(hosts, coordinator, fleet.address(coordinator))
+    lease = options.lease if options.lease is not None else hostrun.default_lease(spawn)
+    phases = hostrun.phase_jobs(spawn, run_dir.run_id, targets)
+    nodes = [n.to_dict() for n in deployment.nodes]
+    plans = hostrun.host_plans(spawn=spawn, run_id=run_dir.run_id, hosts=hosts, targets=targets, agent_pex=agent_pex,
+                               nodes=nodes, barrier=barrier, lease_s=lease, host_timeout_s=options.host_timeout,
+                               agent_timeout_s=options.agent_timeout,
+                               sampler_cap_s=hostrun.planned_seconds(spawn) + options.agent_timeout * len(phases),
+                               auth=deployment.redis_password or None, environ=os.environ)
+    agents = {h: [{"benchmark": job.benchmark, "agent_num": job.agent_num, "dir": dir_name(job.benchmark),
+                   "job": public_job(job)}
+                  for _, jobs in phases for host, job in jobs if host == h] for h in hosts}
+    shown = [[asdict(p) for p in planned(job for _, job in jobs)] for _, jobs in phases]
+    run_dir.start(spawn.source_text, spec.to_dict(spawn), deployment.public_dict(),  # no secrets in runs/
+                  {"run_id": run_dir.run_id, "name": spawn.name, "started_at": time.time(), "status": "running",
+                   "argv": sys.argv[1:],
+                   "host_run": {"hosts": hosts, "coordinator": coordinator, "lease_s": lease,
+                                "host_timeout_s": options.host_timeout, "phases": [names for names, _ in phases],
+                                "planned": shown,
+                                "nodes": nodes, "agents": agents, "detached": options.detach,
+                                "spawn_detached": options.spawn_detached}})
+    echo(f"run {run_dir.run_id}")
+    timeout = max(options.host_timeout, hostrun.START_TIMEOUT_S)
+    started = fleet.each(lambda h: hostrun.start(fleet[h], run_dir.run_id, agent_pex, plans[h], timeout),
+                         hosts, what="start the host runs")
+    echo(f"started on {len(started)} host(s): phases run in order on the hosts, coordinated by {coordinator}"
+         + (f"; lease {lease:.0f} s" if options.detach else ""))
+    return run_dir
+
+
+def follower(fleet: Fleet, run_dir: RunDir, echo: Echo, *, renew: bool, reconnect_for: float,
+             stream: bool = True, write: bool = True, verbose: bool = False) -> Follower:
+    """The follower of a recorded run; ``stream``: shown live (a LiveView), else silent."""
+    meta = run_dir.meta()["host_run"]
+    shown = [[Planned(**p) for p in phase] for phase in meta.get("planned", [])]
+    return Follower(fleet, run_dir, meta["hosts"], nodes=meta.get("nodes", []), expected=meta.get("agents", {}),
+                    echo=echo, renew=renew, reconnect_for=reconnect_for,
+                    host_timeout=float(meta.get("host_timeout_s", 30)), stream=stream, phases=meta.get("phases", []),
+                    write=write, planned=shown, view=LiveView(verbose=verbose) if stream else None)
+
+
+def follow(fleet: Fleet, run_dir: RunDir, echo: Echo, *, reconnect_for: float, verbose: bool = False) -> str:
+    """Follow the run until it ends on every host; Ctrl-C stops it everywhere (what was measured
+    is kept) and re-raises. The bench status: ok, stopped, abandoned, interrupted or partial."""
+    f = follower(fleet, run_dir, echo, renew=True, reconnect_for=reconnect_for, verbose=verbose)
+    try:
+        f.follow()
+    except KeyboardInterrupt:
+        try:
+            echo("interrupted: stopping this run's agents on every host (they report what they measured)")
+            f.stop(timeout=f.host_timeout)
+            f.halt.clear()
+            f.reconnect_for = min(f.reconnect_for, STOP_WAIT_S)
+            f.stream = False
+            f.follow()
+        finally:
+            finish(run_dir, f, "interrupted", echo)
+        raise
+    return finish(run_dir, f, None, echo)
+
+
+def finish(run_dir: RunDir, f: Follower, forced: str | None, echo: Echo) -> str:
+    statuses = f.statuses()
+    lost = f.lost()
+    status = forced or bench_status(statuses, lost)
+    run_dir.update_meta(status=status, finished_at=time.time(), lost_hosts=lost, clock=f.clock(),
+                        host_statuses=statuses, fetched=all(h.finished for h in f.hosts.values()))
+    record_skews(run_dir)
+    if status != "ok":
+        echo(f"run {run_dir.run_id} is {status}" + (f"; lost host(s): {', '.join(lost)}" if lost else "")
+             + f"; what finished is in {run_dir.path}")
+    return status
+
+
+def bench_status(statuses: Mapping[str, str | None], lost: Sequence[str]) -> str:
+    """The run's status from its hosts': abandoned or stopped if any host's was, partial when a
+    host was lost or its host run failed, else ok (the agents' own results decide the rest)."""
+    values = set(statuses.values())
+    if "abandoned" in values:
+        return "abandoned"
+    if "stopped" in values:
+        return "stopped"
+    return "partial" if lost or "failed" in values else "ok"
+
+
+def record_skews(run_dir: RunDir) -> None:
+    """meta.json (and so run.json): each host's clock offset as collect's per-second merge reads
+    it (``clock_offsets``: seconds it is ahead of the coordinator's clock), and each phase's start
+    skew across its agents, in the coordinator's clock, from the results and those offsets."""
+    meta = run_dir.meta()
+    phases = (meta.get("host_run") or {}).get("phases")
+    if not phases:
+        return
+    offsets = {h: float((c or {}).get("offset_s") or 0.0) for h, c in (meta.get("clock") or {}).items()}
+    run_dir.update_meta(clock_offsets={h: -offset for h, offset in offsets.items()})
+    host_of = {(a["benchmark"], int(a["agent_num"])): host
+               for host, agents in (meta["host_run"].get("agents") or {}).items() for a in agents}
+    records = [(name, dict(record)) for name, record in run_dir.agent_records()]
+    run_dir.update_meta(phase_starts=hostrun.phase_skews(phases, records, host_of, offsets))
+
+
+# -- a run started earlier -----------------------------------------------------------------------
+
+
+def host_run_dir(runs_dir: Any, run_ref: str | None) -> RunDir:
+    run_dir = resolve(runs_dir, run_ref)
+    if not run_dir.meta().get("host_run"):
+        raise PipelineError(f"run {run_dir.run_id} did not run on the hosts (it predates host runs)")
+    return run_dir
+
+
+def hide_secrets(s: Session, run_dir: RunDir) -> None:
+    """A run followed or fetched by a later controller: the secrets it can know (the redis
+    password, { env = ... } values set here) are masked in all it shows and writes."""
+    s.deployment()  # loading it hides its password
+    spawn_data = json.loads((run_dir.path / "spawn.json").read_text())
+    ran = spec.parse(spawn_data, name=spawn_data.get("name", "spawn"))
+    for value in secrets.values(ran, os.environ).values():
+        hide(value)
+
+
+def run_fleet(s: Session, run_dir: RunDir) -> Fleet:
+    """The fleet of a recorded run, not yet connected: each host connects when first asked, so
+    one that is down does not keep us from the others."""
+    return Fleet(run_dir.meta()["host_run"]["hosts"], s.settings)
+
+
+def attach(s: Session, run_ref: str | None, reconnect_for: float, verbose: bool = False) -> RunDir:
+    run_dir = host_run_dir(s.workspace.runs_dir, run_ref)
+    hide_secrets(s, run_dir)
+    meta = run_dir.meta()
+    s.echo(f"attached to run {run_dir.run_id}, started {hostrun.started_text(meta.get('started_at'))}")
+    fleet = run_fleet(s, run_dir)
+    try:
+        follow(fleet, run_dir, s.echo, reconnect_for=reconnect_for, verbose=verbose)
+    finally:
+        fleet.close()
+    return run_dir
+
+
+def status(s: Session, run_ref: str | None) -> str:
+    """Each host's state of the run, read from the hosts (the lease is not renewed)."""
+    from tabulate import tabulate
+
+    run_dir = host_run_dir(s.workspace.runs_dir, run_ref)
+    meta = run_dir.meta()
+    fleet = run_fleet(s, run_dir)
+    f = follower(fleet, run_dir, s.echo, renew=False, reconnect_for=0.0, stream=False, write=False)
+    try:
+        f.fetch_once()
+    finally:
+        fleet.close()
+    rows = []
+    for h in f.hosts.values():
+        state = h.state or {}
+        phase = state.get("phase")
+        agents = ", ".join(f"{a['benchmark']}#{a['agent_num']} {a['state']}" for a in state.get("agents", {}).values())
+        rows.append({"host": h.name, "status": "unreachable" if h.gave_up else (h.status or "no such run"),
+                     "phase": f"{phase + 1}/{state.get('phases')}" if isinstance(phase, int) else "-",
+                     "agents": agents or "-"})
+    return (f"run {run_dir.run_id}, started {hostrun.started_text(meta.get('started_at'))}\n"
+            + tabulate(rows, headers="keys"))

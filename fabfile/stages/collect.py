@@ -1,7 +1,11 @@
 """Collect: merge a run's agent results and host metrics into run.json and its exports.
 
-No SSH: everything comes from the run directory, which ``bench`` wrote as results arrived, so a
-run whose controller died (still "running") or was interrupted is collected too, as "partial".
+``run`` needs no SSH: everything comes from the run directory, which ``bench`` wrote as results
+arrived, so a run whose controller died (still "running") or was interrupted is collected too,
+as "partial". Before it, ``fetch`` brings from the hosts what a run that lives there finished
+and we do not have yet (a controller SIGKILLed, a detached run, a host that was lost): nothing
+that ran to the end on a host is lost.
+
 Each benchmark's expectations are checked and kept in run.json (fabfile.runs.gates decides the
 exit status); export/ gets metrics.prom and junit.xml beside the HdrHistogram logs and CSVs.
 """
@@ -9,6 +13,7 @@ exit status); export/ gets metrics.prom and junit.xml beside the HdrHistogram lo
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,9 +23,9 @@ from bench.report import merge as result
 from bench.report.screen import screen
 from bench.spawn import plan, spec
 from bench.wire.result import Failure
-from fabfile.runs import gates, observe
+from fabfile.runs import gates, hostrun, observe
 from fabfile.runs.store import RunDir, dir_name, resolve
-from fabfile.session import Echo, say
+from fabfile.session import Echo, Session, say
 
 
 def run(runs_dir: Path, run_ref: str | None = None, fmt: str = "simple", detail: bool = False,
@@ -53,8 +58,9 @@ def run(runs_dir: Path, run_ref: str | None = None, fmt: str = "simple", detail:
 
 
 def _clock_offsets(meta: dict[str, Any]) -> dict[str, float]:
-    """``{host: seconds its clock is ahead of the controller's}`` where the bench that ran measured
-    them (meta.json's ``clock_offsets``): the per-second merge puts each host's seconds on ours."""
+    """``{host: seconds its clock is ahead of the run's reference clock}`` where the bench that ran
+    measured them (meta.json's ``clock_offsets``, a run that lived on the hosts): the per-second
+    merge puts each agent's seconds on the reference clock by the offset of the host it ran on."""
     offsets = meta.get("clock_offsets")
     if not isinstance(offsets, dict):
         return {}
@@ -86,12 +92,48 @@ def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any], run_id: str,
         workload = planned[label].workload if label in planned else None
         agents = planned[label].agents if label in planned else None
         good, refused = screen(label, results, run_id=run_id, workload=workload, agents=agents)
+        offsets = {num: clock_offsets[host] for num, host, _ in results if host in clock_offsets}
         entries.append(result.merge_benchmark(label, good, failed + refused, workload=workload, agents=agents,
-                                              clock_offsets=clock_offsets))
+                                              clock_offsets=offsets))
     return entries
 
 
 def _host_of(record: Mapping[str, Any]) -> str | None:
-    """The host the controller ran the agent on, when the record says (a failure does)."""
+    """The host (its fleet name) the agent ran on, when the record says (a failure always does)."""
     host = record.get("host") or (record.get("failure") or {}).get("host")
     return host if isinstance(host, str) else None
+
+
+def fetch(s: Session, run_ref: str | None = None) -> None:
+    """Fetch from the hosts what they finished of a run that lives there (one pass; a host that
+    does not answer keeps its results for a later collect)."""
+    from fabfile.stages import bench
+
+    run_dir = resolve(s.workspace.runs_dir, run_ref)
+    meta = run_dir.meta()
+    if not meta.get("host_run") or meta.get("fetched"):
+        return
+    bench.hide_secrets(s, run_dir)
+    fleet = bench.run_fleet(s, run_dir)
+    f = bench.follower(fleet, run_dir, s.echo, renew=False, reconnect_for=0.0, stream=False)
+    try:
+        f.fetch_once()
+    finally:
+        fleet.close()
+    statuses = f.statuses()
+    running = [h for h, status in statuses.items() if status == "running"]
+    unreachable = f.lost()
+    if running:
+        s.echo(f"still running on {', '.join(running)}: collecting what has finished "
+               f"(`inv attach --run {run_dir.run_id}` follows it to the end)")
+    for name in unreachable:
+        s.echo(f"warning: {name}: {f.hosts[name].gave_up}; what it finished stays there for a later `inv collect`")
+    changes: dict[str, Any] = {"clock": {**meta.get("clock", {}), **f.clock()}, "lost_hosts": unreachable,
+                               "host_statuses": {**meta.get("host_statuses", {}),
+                                                 **{h: v for h, v in statuses.items() if v is not None}}}
+    ended = all(status in hostrun.TERMINAL for status in statuses.values())
+    if meta.get("status") == "running" and ended:  # its controller died: the hosts know how it ended
+        changes.update(status=bench.bench_status(statuses, []), finished_at=time.time())
+    changes["fetched"] = ended and not unreachable
+    run_dir.update_meta(**changes)
+    bench.record_skews(run_dir)

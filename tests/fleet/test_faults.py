@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from fabfile.remote import reaper
 from fabfile.remote.shell import RemoteError
 from fabfile.remote.ssh import SshSettings, connection, open_checked
 from fabfile.ship.push import PART, push
@@ -232,7 +231,9 @@ def test_killed_agent_is_recorded_and_the_others_are_merged(project):
     run = Running(project, "bench", "--spawn", spawn, "--verbose", "collect", "--spawn", spawn)
     run.wait_for(r"\] measuring", count=2)
     # agent 1 runs on h5 (round-robin over [h4, h5]); kill -9 leaves it no chance to report.
-    project.ssh(h[4], f"{reaper.find_command('.fleetbench/runs')} | xargs -r kill -9")
+    # Only the agent: its host run (which started it) sees it die and records how.
+    project.ssh(h[4], 'for p in /proc/[0-9]*; do case "$(readlink "$p/cwd")" in */.fleetbench/runs/*/steady) '
+                      'kill -9 "${p#/proc/}";; esac; done')
     assert run.finish() == 1, run.output  # a partial run fails `collect` unless --allow-partial
     out = run.output
     assert "Traceback" not in out
@@ -249,7 +250,7 @@ def test_killed_agent_is_recorded_and_the_others_are_merged(project):
     assert project.inv("collect", "--spawn", spawn, "--allow-partial").returncode == 0
 
 
-# -- 4. a host's link cut mid-run: given up after --host-timeout, the rest saved ---------------------
+# -- 4. a host's link cut mid-run (from us and from the other hosts): given up after --host-timeout ----
 
 def test_lost_host_is_given_up_after_the_host_timeout(project):
     h = project.hosts
@@ -266,7 +267,8 @@ def test_lost_host_is_given_up_after_the_host_timeout(project):
     out = run.output
     assert code == 1, out
     assert "Traceback" not in out
-    assert f"lost host {h[4]}: no answer for 4s" in out, out
+    assert f"lost {h[4]}, retrying" in out, out
+    assert f"gave up on {h[4]} after" in out, out  # the other hosts were done and had dropped it too
     assert f"lost host(s): {h[4]}" in out
     run_dir = latest_run(project)
     assert agent_record(run_dir, "steady", 0)["result"]["ops"] > 0  # h4's agent finished and was kept

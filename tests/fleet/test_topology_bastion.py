@@ -81,7 +81,8 @@ def test_a_host_lost_behind_the_bastion_is_given_up_after_the_host_timeout(behin
     out = run.output
     assert code == 1, out
     assert "Traceback" not in out
-    assert f"lost host {h[2]}: no answer for 4s" in out, out
+    assert f"lost {h[2]}, retrying" in out, out
+    assert f"gave up on {h[2]} after" in out, out  # the other host was done and the barrier had dropped it
     meta = json.loads((behind.path / "runs" / "latest" / "meta.json").read_text())
     assert meta["lost_hosts"] == [h[2]] and meta["status"] == "partial"
     behind.inv("down", "--spawn", spawn)

@@ -114,3 +114,51 @@ def test_failing_setup_is_fatal_with_the_cause(servers):
     assert result["fatal"].startswith("cannot connect to python:0: "
                                       "redis_ping:connect(ctx) raised ConnectionRefusedError")
     assert "Traceback" in err  # the user's traceback, to debug their setup
+
+
+def test_an_agent_whose_pipes_are_gone_still_writes_its_result(servers, tmp_path):
+    """Its SSH session ended: stdout and stderr are pipes nobody reads. The result file is
+    written all the same (before any log line), and nothing is lost to a broken pipe."""
+    path = os.pathsep.join([str(REPO), str(REPO / "examples")])
+    out = tmp_path / "agent-0.json"
+    j = job([servers[0].target], iterations=None, duration_s=1.0, connections=1)
+    p = subprocess.Popen([sys.executable, "-m", "bench.agent", "run", "--job", json.dumps(j), "--out", str(out)],
+                         cwd=str(REPO), env=dict(os.environ, PYTHONPATH=path), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()
+    p.stderr.close()
+    assert p.wait(60) == 0
+    result = json.loads(out.read_text())
+    assert result["ops"] > 0 and "fatal" not in result
+
+
+def test_the_measured_window_opens_at_start_at(servers):
+    import time
+
+    start_at = time.time() + 1.5
+    rc, result, err = run_agent(job([servers[0].target], iterations=None, duration_s=0.5, connections=1,
+                                    start_at=start_at))
+    assert rc == 0, err
+    assert result["started_at"] >= start_at
+    assert result["job"]["start_at"] == start_at
+
+
+def test_with_a_start_file_the_agent_says_ready_then_waits_for_its_start(servers, tmp_path):
+    import time
+
+    path = os.pathsep.join([str(REPO), str(REPO / "examples")])
+    start = tmp_path / "agent-0.start"
+    j = job([servers[0].target], iterations=None, duration_s=0.5, connections=1)
+    p = subprocess.Popen([sys.executable, "-m", "bench.agent", "run", "--job", json.dumps(j), "--out",
+                          str(tmp_path / "agent-0.json"), "--start-file", str(start)], cwd=str(REPO),
+                         env=dict(os.environ, PYTHONPATH=path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "agent-0.start.ready").exists():
+        assert p.poll() is None and time.monotonic() < deadline, "the agent never said it was ready"
+        time.sleep(0.01)
+    start_at = time.time() + 0.5
+    start.write_text(repr(start_at))
+    assert p.wait(60) == 0
+    result = json.loads((tmp_path / "agent-0.json").read_text())
+    assert result["started_at"] >= start_at and result["ops"] > 0

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import network, sshd
+from . import faults, network, sshd
 from .layout import Layout
 from .plan import HostPlan, TestbedHost, bastion_plan, etc_hosts_text, name_key, own_name, plan_hosts, tbf_args
 from .pythons import DEFAULT_PYTHON, PythonSpec, resolve_pythons, write_wrappers
@@ -153,6 +153,20 @@ class Testbed(Layout):
         if self.runtime_dir.exists():
             files.append(str(self.runtime_dir))
         return {"netns": netns, "links": links, "routes": routes, "pids": pids, "files": files}
+
+    # ---- faults (for the fleet tests; see faults.py) ---------------------------------------
+
+    def cut_controller(self) -> None:
+        faults.cut_controller(self)
+
+    def restore_controller(self) -> None:
+        faults.restore_controller(self)
+
+    def freeze(self, name: str) -> list[int]:
+        return faults.freeze(self, name)
+
+    def thaw(self, name: str) -> list[int]:
+        return faults.thaw(self, name)
 
     # ---- checks ----------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
-"""fabfile.runs.observe's shell, run for real with sh against a private HOME, with a stand-in agent pex
-(a script that runs this checkout's ``bench.agent``): start a sampler detached, fetch what it
-wrote (gzip'd), stop it, gather facts; and ``host_section`` over a run directory."""
+"""fabfile.runs.observe's shell, run for real with sh against a private HOME: bounded fetches
+(gzip'd), a server log kept scrubbed; and ``host_section`` over a run directory. (The sampler
+and the facts a host run starts are checked on the testbed: tests/fleet/test_observe.py.)"""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from runfactory import T0, make_run, sample, spread
 
-from fabfile.remote.shell import BIN_DIR, REMOTE_DIR, run
+from fabfile.remote.shell import BIN_DIR, REMOTE_DIR
 from fabfile.runs import observe
 from fabfile.runs.store import RunDir
 
@@ -37,67 +36,22 @@ def sh_bytes(home: Path, command: str) -> bytes:
     return subprocess.run(["sh", "-c", command], cwd=home, env=env, capture_output=True, check=True).stdout
 
 
-def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.1)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
-def test_sampler_starts_detached_in_the_run_dir_writes_and_stops(host):
-    node_dir = host.home / REMOTE_DIR / "nodes" / "7000"
-    node_dir.mkdir(parents=True)
-    (node_dir / "server.pid").write_text(f"{os.getpid()}\n")  # watch this test's own process
-    pid = int(run(host, observe.sampler_command(PEX, RUN_ID, [f"{REMOTE_DIR}/nodes/7000/server.pid"], 60)).strip())
-    try:
-        work = host.home / observe.remote_dir(RUN_ID)
-        assert os.readlink(f"/proc/{pid}/cwd") == str(work)  # so the reaper finds it
-        metrics = work / observe.METRICS
-        wait_for(lambda: metrics.is_file() and metrics.read_text().count("\n") >= 2, "two samples")
-        first = json.loads(metrics.read_text().splitlines()[0])
-        assert first["procs"][str(os.getpid())]["pid_file"].endswith("nodes/7000/server.pid")
-
-        data = sh_bytes(host.home, observe.fetch_command(f"{observe.remote_dir(RUN_ID)}/{observe.METRICS}"))
-        assert data.startswith(observe.GZIP_MAGIC)  # compressed on the host
-        lines = observe.unpack(data).splitlines()
-        tail = observe.unpack(sh_bytes(host.home, observe.fetch_command(
-            f"{observe.remote_dir(RUN_ID)}/{observe.METRICS}", len(lines[0]) + 1))).splitlines()
-        assert tail[:len(lines) - 1] == lines[1:]  # from an offset: only what follows
-    finally:
-        run(host, observe.stop_command(RUN_ID, pid))
-    assert not alive(pid)
-    assert "Traceback" not in (work / observe.SAMPLER_LOG).read_text()
-
-
-def test_stop_leaves_a_process_that_is_not_ours(host):
-    stranger = subprocess.Popen(["sleep", "30"], cwd="/")
-    try:
-        run(host, observe.stop_command(RUN_ID, stranger.pid))
-        assert stranger.poll() is None
-    finally:
-        stranger.kill()
-        stranger.wait()
-
-
 def test_fetch_of_a_missing_file_is_empty(host):
     assert sh_bytes(host.home, observe.fetch_command(f"{REMOTE_DIR}/nothing")) == b""
 
 
-def test_facts_list_the_pexes_with_their_hashes(host):
-    facts = json.loads(run(host, observe.facts_command(PEX, RUN_ID)).strip().splitlines()[-1])
-    assert facts["schema"] == "fleetbench.host-facts/1" and facts["logical_cores"] >= 1
-    (pex,) = facts["pex"]
-    assert pex["name"] == "agent-0123.pex" and len(pex["sha256"]) == 64
-    assert (host.home / observe.remote_dir(RUN_ID) / observe.FACTS).is_file()
+def test_a_kept_server_log_is_scrubbed_and_gzipped(host, tmp_path):
+    from fabfile import terminal
+
+    terminal.hide("log-secret-42")
+    log = host.home / REMOTE_DIR / "nodes" / "7000" / "server.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("started\nrequirepass log-secret-42\n")
+    run_dir = RunDir(tmp_path / "runs", RUN_ID)
+    observe.keep_log(run_dir, "s1", "7000-server.log.gz", sh_bytes(host.home, observe.log_command(
+        f"{REMOTE_DIR}/nodes/7000/server.log")))
+    (kept,) = (run_dir.path / "hosts" / "s1" / "logs").iterdir()
+    assert gzip.decompress(kept.read_bytes()) == b"started\nrequirepass ***\n"
 
 
 def test_unpack_passes_plain_bytes_through():

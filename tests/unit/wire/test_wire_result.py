@@ -10,7 +10,7 @@ from bench.report import merge
 from bench.wire import hist
 from bench.wire.job import AgentJob
 from bench.wire.result import RESULT_SCHEMA, AgentRecord, AgentResult, Failure, Histograms, TimeseriesPoint
-from fabfile.stages.agents import AgentOutcome
+from fabfile.stages.follow import agent_record
 
 JOB = AgentJob.from_dict({"run_id": "r", "benchmark": "b", "workload": "set", "agent_num": 1, "agents": 2,
                           "server_kind": "redis", "targets": ["127.0.0.1:1"], "duration_s": 1.0, "rate": 50.0})
@@ -65,17 +65,21 @@ def test_what_the_agent_prints_the_merge_reads(capsys):
 
 
 def test_the_controller_records_a_failure_the_merge_reads():
-    ok = AgentOutcome("h1", JOB, result=agent_result.build(JOB, recorded()), exit_code=0)
-    assert ok.ok and ok.record() == {"benchmark": "b", "result": ok.result}
-    lost = AgentOutcome("h2", JOB, exit_code=None, error="lost the connection to h2", stderr=["a", "b"])
-    record: AgentRecord = lost.record()
+    agent = {"benchmark": "b", "agent_num": 1}
+    result = agent_result.build(JOB, recorded())
+    ok = agent_record("h1", {**agent, "state": "done", "exit_code": 0}, result, "")
+    assert ok == {"benchmark": "b", "host": "h1", "result": result}
+    lost = agent_record("h2", {**agent, "state": "running"}, None, "a\nb")
+    record: AgentRecord = lost
     failure: Failure = record["failure"]
     required, optional = keys(Failure)
     assert set(failure) == required
-    assert failure == {"agent_num": 1, "host": "h2", "error": "lost the connection to h2", "stderr_tail": "a\nb"}
+    assert failure == {"agent_num": 1, "host": "h2", "error": "lost: the host run ended while it ran",
+                       "stderr_tail": "a\nb"}
     assert record["result"] is None
-    fatal = AgentOutcome("h3", JOB, result=agent_result.build(JOB, recorded(), fatal="refused"), exit_code=1)
-    assert not fatal.ok and fatal.failure()["error"] == "refused"
+    fatal = agent_record("h3", {**agent, "state": "failed", "exit_code": 1},
+                         agent_result.build(JOB, recorded(), fatal="refused"), "")
+    assert fatal["failure"]["error"] == "refused"
     entry = merge.merge_benchmark("b", [], [failure], workload="set", agents=2)
     assert entry["agents_ok"] == 0 and entry["failures"] == [failure]
     assert {k for f in entry["failures"] for k in f} <= required | optional

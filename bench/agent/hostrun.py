@@ -1,0 +1,454 @@
+"""``hostrun``: this host's share of a whole run, detached from any SSH session.
+
+    python -m bench.agent hostrun --dir ~/.fleetbench/runs/<run-id> [--detach]
+
+The controller writes ``_run/plan.json`` (0600: it holds the barrier token, and the jobs with
+the servers' password and the spawn file's secrets) and starts this, which reads the plan and
+removes it: from then on the secrets are only in this process and on each agent's stdin;
+with ``--detach`` it double-forks into its own session (stdin /dev/null, stdout and stderr to
+``_run/hostrun.log``, SIGHUP and SIGPIPE ignored), prints the daemon's pid and returns, so the
+run survives the SSH session, the controller's link and the controller itself.
+
+The run directory, everything in it written on this host first:
+
+    _run/plan.json     every phase in order and this host's agent jobs in each (PLAN_SCHEMA),
+                       removed once read
+    _run/state.json    status, phase, each agent's state, clock offset: rewritten atomically
+                       at every change, so a controller may read it at any time (STATE_SCHEMA)
+    _run/lease         its mtime is the lease: a controller that is attached touches it; older
+                       than ``lease_s`` and the run stops itself, ``abandoned``
+    _run/stop          created by a controller to stop the run (Ctrl-C): status ``stopped``
+    _host/             facts.json, metrics.ndjson (the sampler, a child of this process)
+    <bench>/agent-<n>.json, .stderr     each agent's result and stderr (its job came on its stdin)
+    <bench>/agent-<n>.start(.ready)                the agent says it is ready; we say when it starts
+
+Phases run in order, together with the other hosts (bench.agent.barrier). Stopping (stop file,
+expired lease, SIGTERM) TERMs the agents, which then write what they measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import IO, Any
+
+from bench.agent.barrier import Coordinator, Participant
+
+PLAN_SCHEMA = "fleetbench.host-plan/1"
+STATE_SCHEMA = "fleetbench.host-run/1"
+RUN_SUBDIR = "_run"
+HOST_SUBDIR = "_host"
+TERMINAL = ("done", "stopped", "abandoned", "failed")
+STOP_GRACE_S = 10.0  # a stopped agent's time to write its result before it is killed
+POLL_S = 0.05
+LINGER_S = 1.0  # the sampler records the second in which the last phase ended
+
+
+class PlanError(ValueError):
+    pass
+
+
+def load_plan(text: str) -> dict[str, Any]:
+    """The plan, checked for what this module relies on (a bad one is named before anything runs)."""
+    try:
+        plan = json.loads(text)
+    except ValueError as exc:
+        raise PlanError(f"plan.json is not JSON: {exc}") from None
+    if not isinstance(plan, dict) or plan.get("schema") != PLAN_SCHEMA:
+        raise PlanError(f"plan.json is not a {PLAN_SCHEMA} plan")
+    for key, kind in (("run_id", str), ("host", str), ("agent_pex", str), ("phases", list),
+                      ("lease_s", (int, float)), ("host_timeout_s", (int, float)), ("agent_timeout_s", (int, float))):
+        if not isinstance(plan.get(key), kind):
+            raise PlanError(f"plan.json: {key} is missing or of the wrong type")
+    for k, phase in enumerate(plan["phases"]):
+        if not isinstance(phase, dict) or not isinstance(phase.get("jobs"), list):
+            raise PlanError(f"plan.json: phase {k} has no job list")
+        for item in phase["jobs"]:
+            if not isinstance(item, dict) or not isinstance(item.get("job"), dict) or not _plain(item.get("dir")):
+                raise PlanError(f"plan.json: phase {k}: a job needs 'job' and a plain 'dir'")
+    barrier = plan.get("barrier")
+    if barrier is not None:
+        for key in ("address", "port", "token", "participants", "coordinator"):
+            if key not in barrier:
+                raise PlanError(f"plan.json: barrier.{key} is missing")
+    return plan
+
+
+def _plain(name: object) -> bool:
+    return isinstance(name, str) and bool(name) and "/" not in name and not name.startswith(".") and name != "_run"
+
+
+def agent_key(item: dict[str, Any]) -> str:
+    return f"{item['dir']}/agent-{int(item['job']['agent_num'])}"
+
+
+def new_state(plan: dict[str, Any], pid: int, now: float) -> dict[str, Any]:
+    agents = {}
+    for k, phase in enumerate(plan["phases"]):
+        for item in phase["jobs"]:
+            job = item["job"]
+            agents[agent_key(item)] = {"benchmark": job["benchmark"], "agent_num": job["agent_num"], "phase": k,
+                                       "state": "pending"}
+    return {"schema": STATE_SCHEMA, "run_id": plan["run_id"], "host": plan["host"], "pid": pid,
+            "status": "running", "started_at": now, "updated_at": now, "phase": None,
+            "phases": len(plan["phases"]), "agents": agents, "phase_starts": {}, "clock": None,
+            "barrier": None, "error": None}
+
+
+def agent_state(exit_code: int | None, has_result: bool, stopping: bool, timed_out: bool) -> str:
+    """An ended agent's state: done, failed, stopped (by us, it reported what it measured), timeout."""
+    if timed_out:
+        return "timeout"
+    if exit_code == 0 and has_result:
+        return "done"
+    if stopping and has_result:
+        return "stopped"
+    return "failed"
+
+
+def write_atomic(path: str, text: str, mode: int = 0o600) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def lease_expired(lease_path: str, lease_s: float, now: float) -> bool:
+    try:
+        return now - os.stat(lease_path).st_mtime > lease_s
+    except FileNotFoundError:
+        return True
+
+
+class HostRun:
+    def __init__(self, run_dir: str, plan: dict[str, Any]) -> None:
+        self.dir = os.path.abspath(run_dir)
+        self.plan = plan
+        self.control = os.path.join(self.dir, RUN_SUBDIR)
+        self.home = os.path.expanduser("~")
+        self.pex = os.path.join(self.home, plan["agent_pex"])
+        self.state = new_state(plan, os.getpid(), time.time())
+        self.ending: str | None = None  # "stopped" | "abandoned" once asked to stop
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.sampler: subprocess.Popen[bytes] | None = None
+        self.coordinator: Coordinator | None = None
+        self.participant: Participant | None = None
+
+    # -- state --
+
+    def save(self) -> None:
+        self.state["updated_at"] = time.time()
+        if self.coordinator is not None:
+            self.state["barrier"] = {**(self.state.get("barrier") or {}), **self.coordinator.summary()}
+        write_atomic(os.path.join(self.control, "state.json"), json.dumps(self.state, sort_keys=True) + "\n")
+
+    def log(self, message: str) -> None:
+        try:
+            print(f"{time.strftime('%H:%M:%S')} hostrun[{self.plan['host']}] {message}", flush=True)
+        except (OSError, ValueError):
+            pass
+
+    def halted(self) -> bool:
+        """True once the run must stop: stop file, expired lease or a signal."""
+        if self.ending is None:
+            if os.path.exists(os.path.join(self.control, "stop")):
+                self.ending = "stopped"
+            elif lease_expired(os.path.join(self.control, "lease"), float(self.plan["lease_s"]), time.time()):
+                self.ending = "abandoned"
+            if self.ending is not None:
+                self.log(f"run {self.ending}: stopping the agents and the sampler")
+        return self.ending is not None
+
+    # -- the run --
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_term)
+        open(os.path.join(self.control, "lease"), "a").close()
+        os.utime(os.path.join(self.control, "lease"))
+        self.save()
+        try:
+            self._observe()
+            self._join_barrier()
+            phases = self.plan["phases"]
+            for k in range(len(phases)):
+                if self.halted():
+                    break
+                self._phase(k)
+            if not self.halted() and self.participant is not None:
+                self.participant.arrive(2 * len(phases), self.halted)  # the end: every host finishes together
+            self.state["status"] = self.ending or "done"
+        except Exception as exc:  # still a state a controller can read, with the cause
+            self.state["status"], self.state["error"] = "failed", f"{type(exc).__name__}: {exc}"
+            self.log(f"failed: {self.state['error']}")
+            self._stop_children()
+        finally:
+            if self.participant is not None:
+                self.participant.leave()
+            self._finish_sampler()
+            if self.coordinator is not None:
+                time.sleep(LINGER_S)  # the other hosts get the end before the coordinator goes
+                self.save()
+                self.coordinator.close()
+            self.save()
+            self.log(f"{self.state['status']}")
+        return 0 if self.state["status"] == "done" else 1
+
+    def _on_term(self, signum: int, frame: object) -> None:
+        if self.ending is None:
+            self.ending = "stopped"
+
+    def _join_barrier(self) -> None:
+        barrier = self.plan.get("barrier")
+        if not barrier:
+            return
+        timeout = float(self.plan["host_timeout_s"])
+        if barrier["coordinator"] == self.plan["host"]:
+            self.coordinator = Coordinator(barrier.get("bind", barrier["address"]), int(barrier["port"]),
+                                           barrier["token"], list(barrier["participants"]),
+                                           lead_s=float(self.plan.get("start_lead_s", 2.0)),
+                                           host_timeout_s=timeout).start()
+        self.participant = Participant(barrier["address"], int(barrier["port"]), barrier["token"], self.plan["host"],
+                                       host_timeout_s=timeout, log=self.log)
+        self.participant.connect()
+        p = self.participant
+        self.state["clock"] = {"offset_s": p.offset_s, "rtt_s": p.rtt_s, "coordinator": barrier["coordinator"]}
+        self.state["barrier"] = {"alone": p.alone}
+        self.save()
+
+    def _phase(self, k: int) -> None:
+        """Phase k in two barrier steps: 2k, every host is done with phase k-1 (so no agent
+        of k connects or prefills while another host still measures k-1): launch this host's
+        agents; 2k+1, every host's agents are connected and ready: all open their measured
+        window at the instant the barrier gives."""
+        self.state["phase"] = k
+        self.save()
+        _, dropped = self._arrive(2 * k)
+        if self.halted():
+            return
+        running = [(item, self._launch(item)) for item in self.plan["phases"][k]["jobs"]]
+        self.save()
+        self._wait_ready(running)
+        at, dropped = self._arrive(2 * k + 1)
+        if dropped:
+            self.log(f"phase {k}: going on without {', '.join(dropped)} (silent)")
+        self.state["phase_starts"][str(k)] = at
+        for item, _child in running:
+            write_atomic(self._start_file(item), f"{at!r}\n")
+            self.state["agents"][agent_key(item)]["start_at"] = at
+        self.save()
+        self._wait(running, deadline=time.monotonic() + float(self.plan["agent_timeout_s"]))
+
+    def _arrive(self, step: int) -> tuple[float, list[str]]:
+        if self.participant is None:
+            return time.time() + float(self.plan.get("start_lead_s", 0)), []
+        return self.participant.arrive(step, self.halted)
+
+    def _start_file(self, item: dict[str, Any]) -> str:
+        return os.path.join(self.dir, item["dir"], f"agent-{int(item['job']['agent_num'])}.start")
+
+    def _wait_ready(self, running: list[tuple[dict[str, Any], subprocess.Popen[bytes]]]) -> None:
+        """Until every agent says it is ready (or has exited, or the run stops): its connect,
+        pex boot and prefill take what they take, and no other host starts measuring meanwhile."""
+        deadline = time.monotonic() + float(self.plan["agent_timeout_s"])
+        while not self.halted() and time.monotonic() < deadline:
+            if all(child.poll() is not None or os.path.exists(self._start_file(item) + ".ready")
+                   for item, child in running):
+                return
+            time.sleep(POLL_S / 5)
+
+    def _launch(self, item: dict[str, Any]) -> subprocess.Popen[bytes]:
+        workdir = os.path.join(self.dir, item["dir"])
+        os.makedirs(workdir, mode=0o700, exist_ok=True)
+        n = int(item["job"]["agent_num"])
+        with open(os.path.join(workdir, f"agent-{n}.stderr"), "wb") as err, \
+                open(os.path.join(workdir, f"agent-{n}.stdout"), "wb") as out:
+            argv = [self.pex, "run", "--job-file", "-", "--out", f"agent-{n}.json", "--start-file", f"agent-{n}.start"]
+            child = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.PIPE, stdout=out, stderr=err)
+        try:  # the job holds secrets: on its stdin, never in a file or on its command line
+            assert child.stdin is not None
+            child.stdin.write(json.dumps(item["job"]).encode())
+            child.stdin.close()
+        except OSError:  # it died at once: its exit status and stderr say why
+            pass
+        self.children.append(child)
+        self.state["agents"][agent_key(item)].update(state="running", pid=child.pid)
+        return child
+
+    def _wait(self, running: list[tuple[dict[str, Any], subprocess.Popen[bytes]]], deadline: float) -> None:
+        pending = list(running)
+        stop_sent: float | None = None
+        timed_out: set[int] = set()
+        while pending:
+            if stop_sent is None and self.halted():
+                stop_sent = time.monotonic()
+                self._signal_all([c for _, c in pending], signal.SIGTERM)
+            if stop_sent is not None and time.monotonic() - stop_sent > STOP_GRACE_S:
+                self._signal_all([c for _, c in pending], signal.SIGKILL)
+            if stop_sent is None and time.monotonic() > deadline:
+                timed_out.update(c.pid for _, c in pending)
+                self.log(f"agents still running after {self.plan['agent_timeout_s']:g} s: stopping them")
+                stop_sent = time.monotonic()
+                self._signal_all([c for _, c in pending], signal.SIGTERM)
+            still = []
+            for item, child in pending:
+                code = child.poll()
+                if code is None:
+                    still.append((item, child))
+                    continue
+                result = os.path.join(self.dir, item["dir"], f"agent-{int(item['job']['agent_num'])}.json")
+                record = self.state["agents"][agent_key(item)]
+                record.update(state=agent_state(code, os.path.exists(result), self.ending is not None,
+                                                child.pid in timed_out), exit_code=code)
+                self.children.remove(child)
+                self.save()
+            pending = still
+            if pending:
+                time.sleep(POLL_S)
+
+    def _signal_all(self, children: list[subprocess.Popen[bytes]], signum: int) -> None:
+        for child in children:
+            if child.poll() is None:
+                try:
+                    child.send_signal(signum)
+                except OSError:
+                    pass
+
+    def _stop_children(self) -> None:
+        self._signal_all(self.children, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while any(c.poll() is None for c in self.children) and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        self._signal_all(self.children, signal.SIGKILL)
+
+    # -- observation: facts once, a metrics sampler for the whole run --
+
+    def _observe(self) -> None:
+        sampler = self.plan.get("sampler")
+        if not sampler:
+            return
+        host_dir = os.path.join(self.dir, HOST_SUBDIR)
+        os.makedirs(host_dir, mode=0o700, exist_ok=True)
+        with open(os.path.join(host_dir, "facts.log"), "wb") as log:
+            try:
+                pex_dir = os.path.join(self.home, sampler["pex_dir"])
+                subprocess.run([self.pex, "facts", "--out", "facts.json", "--pex-dir", pex_dir],
+                               cwd=host_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=120)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                self.log(f"no host facts: {exc}")
+        argv = [self.pex, "metrics", "--interval", str(sampler.get("interval_s", 1.0)), "--out", "metrics.ndjson",
+                "--duration", str(int(sampler["cap_s"]))]
+        for path in sampler.get("pid_files", []):
+            argv += ["--pid-file", os.path.join(self.home, path)]
+        with open(os.path.join(host_dir, "sampler.log"), "wb") as log:
+            self.sampler = subprocess.Popen(argv, cwd=host_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        metrics = os.path.join(host_dir, "metrics.ndjson")
+        deadline = time.monotonic() + 20
+        while not (os.path.exists(metrics) and os.path.getsize(metrics)) and time.monotonic() < deadline:
+            if self.sampler.poll() is not None:
+                self.log(f"the metrics sampler exited with status {self.sampler.returncode}")
+                break
+            time.sleep(0.1)
+
+    def _finish_sampler(self) -> None:
+        if self.sampler is None:
+            return
+        if self.state["status"] == "done":
+            time.sleep(LINGER_S)
+        if self.sampler.poll() is None:
+            self.sampler.terminate()
+            try:
+                self.sampler.wait(5)
+            except subprocess.TimeoutExpired:
+                self.sampler.kill()
+                self.sampler.wait()
+
+
+def detach(control: str) -> int | None:
+    """Double fork into a new session; None in the daemon, the daemon's pid in the caller."""
+    read_end, write_end = os.pipe()
+    first = os.fork()
+    if first:
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            line = pipe.readline()
+        os.waitpid(first, 0)
+        return int(line) if line.strip().isdigit() else -1
+    os.close(read_end)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    log = os.open(os.path.join(control, "hostrun.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(devnull)
+    os.close(log)
+    os.write(write_end, f"{os.getpid()}\n".encode())
+    os.close(write_end)
+    return None
+
+
+def _lock(control: str) -> IO[str] | None:
+    """Hold ``_run/lock`` for the life of the run: a second host run of it is refused."""
+    handle = open(os.path.join(control, "lock"), "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.agent hostrun",
+                                     description="Run this host's share of a run, detached from the SSH session.")
+    parser.add_argument("--dir", required=True, help="the run's directory (holding _run/plan.json)")
+    parser.add_argument("--detach", action="store_true", help="double-fork; print the daemon's pid and return")
+    args = parser.parse_args(argv)
+    control = os.path.join(os.path.abspath(args.dir), RUN_SUBDIR)
+    plan_path = os.path.join(control, "plan.json")
+    os.umask(0o077)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        lock = _lock(control)  # before the fork: the daemon inherits it and holds it alone once we return
+        if lock is None:
+            _remove(plan_path)  # a second start's plan: its secrets are not left behind
+            print(f"fleetbench-agent hostrun: the run in {args.dir} is already running here", file=sys.stderr,
+                  flush=True)
+            return 2
+        with open(plan_path) as f:
+            text = f.read()
+        _remove(plan_path)  # it holds secrets: from now on they are in this process's memory only
+        plan = load_plan(text)
+    except (OSError, PlanError) as exc:
+        print(f"fleetbench-agent hostrun: {exc}", file=sys.stderr)
+        return 2
+    if args.detach:
+        pid = detach(control)
+        if pid is not None:
+            print(pid, flush=True)
+            return 0 if pid > 0 else 1
+    os.chdir(control)  # our cwd marks us as this run's (the reaper finds us by it)
+    code = HostRun(args.dir, plan).run()
+    if args.detach:
+        sys.stdout.flush()
+        os._exit(code)  # the daemon: no return into the caller's stack
+    return code

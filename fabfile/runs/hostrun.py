@@ -1,0 +1,312 @@
+"""The controller's side of host runs (bench.agent.hostrun): plans, starting, polling, stopping.
+
+A run lives on the hosts: ``start`` hands every host of the fleet its plan (over the SSH
+channel's stdin: it holds the barrier token, so never a command line) and starts its host run
+detached; from then on the controller only reads what the hosts wrote (``poll``), renews the
+lease while it is attached and asks for a stop on Ctrl-C. Every command here has a timeout.
+
+The pure parts (plans, the poll script and its framing, the run's summary) are apart from the
+few side effects at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paramiko
+from fabric import Connection
+
+from bench.spawn import plan as planner
+from bench.spawn import spec
+from bench.wire.job import AgentJob
+from fabfile.remote.shell import BIN_DIR, PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, tail
+from fabfile.remote.streams import HostDataError, mib
+from fabfile.runs.store import dir_name
+from fabfile.servers.kinds import PID_FILE
+from fabfile.servers.nodes import Node
+from fabfile.stages.agents import MAX_RESULT_BYTES, STDERR_KEEP_BYTES, wire_job
+
+PLAN_SCHEMA = "fleetbench.host-plan/1"
+RUN_SUBDIR = "_run"
+HOST_SUBDIR = "_host"
+STATE = f"{RUN_SUBDIR}/state.json"
+METRICS = f"{HOST_SUBDIR}/metrics.ndjson"
+FACTS = f"{HOST_SUBDIR}/facts.json"
+TERMINAL = ("done", "stopped", "abandoned", "failed")
+AGENT_ENDED = ("done", "failed", "stopped", "timeout")
+START_LEAD_S = 0.5  # from "every agent of phase k is ready" to its start: the start files reach them all
+START_TIMEOUT_S = 120.0  # starting a host run boots the agent pex: slow on a busy host, whatever --host-timeout
+LEASE_MARGIN_S = 1800.0
+FRAME = b"@@fleetbench "
+ALIVE = "_alive"  # a pseudo file in a poll's output: 1 while the host run's process lives
+
+
+def run_path(run_id: str) -> str:
+    """The run's directory on a host, relative to the login's home."""
+    return f"{REMOTE_DIR}/runs/{dir_name(run_id)}"
+
+
+@dataclass(frozen=True)
+class Barrier:
+    coordinator: str
+    address: str
+    port: int
+    token: str
+    participants: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"coordinator": self.coordinator, "address": self.address, "port": self.port, "token": self.token,
+                "participants": list(self.participants)}
+
+
+def new_barrier(hosts: Sequence[str], coordinator: str, address: str) -> Barrier:
+    return Barrier(coordinator, address, 20000 + secrets.randbelow(40000), secrets.token_hex(32), tuple(hosts))
+
+
+PhaseJobs = tuple[list[str], list[tuple[str, AgentJob]]]
+
+
+def phase_jobs(spawn: spec.Spawn, run_id: str, targets: Sequence[str]) -> list[PhaseJobs]:
+    """Every phase in order: its benchmark names and (host, job) for each of its agents."""
+    out = []
+    for phase in planner.phases(spawn):
+        jobs: list[tuple[str, AgentJob]] = []
+        for benchmark in phase:
+            jobs += planner.assign(planner.agent_jobs(spawn, benchmark, run_id, targets), spawn.hosts.agents)
+        out.append(([b.name for b in phase], jobs))
+    return out
+
+
+def planned_seconds(spawn: spec.Spawn) -> float:
+    """How long the run should take when every phase's duration is known (ops-counted phases
+    count for nothing: the lease's margin covers them)."""
+    total = 0.0
+    for phase in planner.phases(spawn):
+        total += START_LEAD_S + max((b.warmup_s + (b.duration_s or 0.0)) for b in phase)
+    return total
+
+
+def default_lease(spawn: spec.Spawn) -> float:
+    return planned_seconds(spawn) + LEASE_MARGIN_S
+
+
+def host_plans(*, spawn: spec.Spawn, run_id: str, hosts: Sequence[str], targets: Sequence[str], agent_pex: str,
+               nodes: Sequence[Mapping[str, Any]], barrier: Barrier | None, lease_s: float, host_timeout_s: float,
+               agent_timeout_s: float, sampler_cap_s: float, auth: str | None = None,
+               environ: Mapping[str, str] = os.environ) -> dict[str, dict[str, Any]]:
+    """Each host's plan.json: every phase (so hosts without agents in it still keep the order)
+    and this host's agent jobs in each, as their agents get them (:func:`wire_job`: the redis
+    password ``auth`` in, every { env = ... } resolved from ``environ``). A plan is secret: it
+    travels on stdin, and the host run removes it once read."""
+    phases = phase_jobs(spawn, run_id, targets)
+    pid_files: dict[str, list[str]] = {h: [] for h in hosts}
+    for n in nodes:
+        node = Node(**n)
+        pid_files.setdefault(node.host, []).append(f"{node.dir}/{PID_FILE}")
+    plans = {}
+    for host in hosts:
+        plans[host] = {
+            "schema": PLAN_SCHEMA, "run_id": run_id, "host": host, "agent_pex": agent_pex,
+            "lease_s": lease_s, "host_timeout_s": host_timeout_s, "agent_timeout_s": agent_timeout_s,
+            "start_lead_s": START_LEAD_S,
+            "sampler": {"interval_s": 1.0, "cap_s": sampler_cap_s, "pid_files": pid_files.get(host, []),
+                        "pex_dir": BIN_DIR},
+            "barrier": barrier.to_dict() if barrier is not None else None,
+            "phases": [{"benchmarks": names,
+                        "jobs": [{"dir": dir_name(job.benchmark), "job": json.loads(wire_job(job, auth, environ))}
+                                 for h, job in jobs if h == host]}
+                       for names, jobs in phases],
+        }
+    return plans
+
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+def start_command(run_id: str, agent_pex: str) -> str:
+    """Read the plan from stdin into the private run directory and start the host run detached;
+    prints the host run's pid."""
+    base = run_path(run_id)
+    control = f"{base}/{RUN_SUBDIR}"
+    tmp, final = f"{control}/plan.json.tmp", f"{control}/plan.json"
+    return (
+        f"umask 077 && cd && mkdir -p {cmd(control)} && chmod 700 {cmd(REMOTE_DIR)} {cmd(base)} && "
+        f"cat > {cmd(tmp)} && mv {cmd(tmp)} {cmd(final)} && "
+        f"cd {cmd(control)} && "
+        f'PEX_ROOT="$HOME/{PEX_ROOT}" "$HOME"/{cmd(agent_pex)} hostrun --dir "$HOME"/{cmd(base)} --detach'
+    )
+
+
+#: What one poll takes of a file, at most: an agent's stderr gives its last STDERR_KEEP_BYTES
+#: (a flood is skipped on the host, never carried here), a result one byte past the largest
+#: accepted (so a larger one is known to be too large), anything else this much per poll (the
+#: rest comes with the next one).
+POLL_STDERR_BYTES = STDERR_KEEP_BYTES
+POLL_RESULT_BYTES = MAX_RESULT_BYTES + 1
+POLL_FILE_BYTES = 8 << 20
+
+
+def poll_limit(path: str) -> tuple[int, bool]:
+    """(the most bytes a poll takes of ``path``, whether they are its last ones rather than its next)."""
+    if path.endswith(".stderr"):
+        return POLL_STDERR_BYTES, True
+    if path.endswith(".json") and not path.startswith((RUN_SUBDIR + "/", HOST_SUBDIR + "/")):
+        return POLL_RESULT_BYTES, False
+    return POLL_FILE_BYTES, False
+
+
+def poll_bytes(paths: Sequence[str]) -> int:
+    """The most a poll of ``paths`` can send (the host is refused past it)."""
+    return sum(poll_limit(p)[0] for p in (STATE, *paths)) + (1 << 20)
+
+
+def poll_command(run_id: str, offsets: Mapping[str, int], renew: bool) -> str:
+    """state.json whole, then every file in ``offsets`` (paths relative to the run directory)
+    from its offset (at most :func:`poll_limit` of it: of a stderr its last bytes, skipping what
+    is between), each framed as ``@@fleetbench <path> <start> <length>\\n<bytes>\\n``, ``start``
+    where the bytes begin in the file; gzip'd when the host has gzip. Touches the lease first when
+    ``renew``."""
+    base = run_path(run_id)
+    parts = [f'cd -P "$HOME"/{cmd(base)} 2>/dev/null || {{ echo "@@fleetbench-missing"; exit 0; }}']
+    if renew:
+        parts.append(f"touch {cmd(RUN_SUBDIR + '/lease')} 2>/dev/null")
+    # emit PATH OFFSET MAX LAST: at most MAX bytes from OFFSET on; LAST=1: the file's last MAX
+    # bytes when more than MAX are new (what is between is skipped).
+    parts.append("emit() { [ -f \"$1\" ] || return 0; s=$(wc -c < \"$1\"); o=$2; [ \"$s\" -gt \"$o\" ] || return 0; "
+                 "[ \"$4\" = 1 ] && [ $((s-o)) -gt \"$3\" ] && o=$((s-$3)); n=$((s-o)); [ \"$n\" -gt \"$3\" ] && n=$3; "
+                 "printf '@@fleetbench %s %s %s\\n' \"$1\" \"$o\" \"$n\"; "
+                 "tail -c +$((o+1)) \"$1\" | head -c \"$n\"; echo; }")
+    # Is the host run still alive (its pid, with its cwd in this run)? A killed one never says
+    # "done". Asked before state.json is read: one that ends between the two has written "done".
+    parts.append(f"pid=$(sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p' {cmd(STATE)} 2>/dev/null); "
+                 f'a=0; [ -n "$pid" ] && [ "$(readlink /proc/$pid/cwd 2>/dev/null)" = "$PWD/{RUN_SUBDIR}" ] && a=1')
+    parts.append(f"emit {cmd(STATE)} 0 {POLL_FILE_BYTES} 0")
+    parts.append(f"printf '@@fleetbench {ALIVE} 0 1\\n%s\\n' $a")
+    for path, offset in offsets.items():
+        if path != STATE:
+            most, last = poll_limit(path)
+            parts.append(f"emit {cmd(path)} {int(offset)} {most} {int(last)}")
+    body = "; ".join(parts)
+    return f"if command -v gzip >/dev/null 2>&1; then ( {body} ) | gzip -c; else {body}; fi"
+
+
+def parse_poll(data: bytes) -> dict[str, tuple[int, bytes]] | None:
+    """path -> (offset, bytes) from a poll's output; None when the host has no such run."""
+    if data.startswith(b"@@fleetbench-missing"):
+        return None
+    out: dict[str, tuple[int, bytes]] = {}
+    pos = 0
+    while pos < len(data):
+        if not data.startswith(FRAME, pos):
+            raise ValueError(f"unexpected poll output at byte {pos}: {data[pos:pos + 40]!r}")
+        end = data.index(b"\n", pos)
+        path, offset, length = data[pos + len(FRAME):end].decode().rsplit(" ", 2)
+        start = end + 1
+        out[path] = (int(offset), data[start:start + int(length)])
+        pos = start + int(length) + 1  # the newline after the bytes
+    return out
+
+
+def stop_command(run_id: str) -> str:
+    return f'cd "$HOME"/{cmd(run_path(run_id) + "/" + RUN_SUBDIR)} 2>/dev/null && touch stop; true'
+
+
+def live_runs_command() -> str:
+    """``<run dir> <started_at>`` for every host run of ours still alive here (its pid is live
+    and its cwd is that run's control directory)."""
+    return (
+        f'for s in "$HOME"/{REMOTE_DIR}/runs/*/{RUN_SUBDIR}/state.json; do [ -f "$s" ] || continue; '
+        'd=${s%/state.json}; pid=$(sed -n \'s/.*"pid": *\\([0-9]*\\).*/\\1/p\' "$s"); [ -n "$pid" ] || continue; '
+        '[ "$(readlink /proc/$pid/cwd 2>/dev/null)" = "$d" ] || continue; '
+        'r=${d%/' + RUN_SUBDIR + '}; printf \'%s %s\\n\' "${r##*/}" '
+        '"$(sed -n \'s/.*"started_at": *\\([0-9.]*\\).*/\\1/p\' "$s")"; done; true'
+    )
+
+
+def parse_live_runs(text: str) -> list[tuple[str, float | None]]:
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if parts:
+            started = float(parts[1]) if len(parts) > 1 and parts[1].replace(".", "", 1).isdigit() else None
+            out.append((parts[0], started))
+    return out
+
+
+# -- side effects -----------------------------------------------------------------------------
+
+
+def exec_with_stdin(c: Connection, command: str, data: bytes, timeout: float, limit: int = 1 << 20) -> bytes:
+    """Run ``command`` with ``data`` on its stdin; its stdout (raise RemoteError on failure), of
+    which more than ``limit`` bytes is refused (HostDataError): a host cannot fill our memory."""
+    if c.transport is None or not c.transport.is_active():
+        raise RemoteError(label(c), command, "not connected")
+    try:
+        channel = c.transport.open_session(timeout=timeout)
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise RemoteError(label(c), command, f"no answer: {str(exc) or type(exc).__name__}") from None
+    channel.settimeout(timeout)
+    out = bytearray()
+    err = bytearray()
+    try:
+        channel.exec_command(command)
+        channel.sendall(data)
+        channel.shutdown_write()
+        while True:
+            chunk = channel.recv(1 << 16)
+            if not chunk:
+                break
+            out += chunk
+            if len(out) > limit:
+                raise HostDataError(f"{label(c)}: `{command[:80]}` sent more than {mib(limit)}; refused")
+        while channel.recv_stderr_ready() and len(err) < 1 << 16:  # only its tail is shown
+            err += channel.recv_stderr(1 << 16)
+        status = channel.recv_exit_status()
+    except (OSError, EOFError, paramiko.SSHException) as exc:  # socket.timeout included
+        raise RemoteError(label(c), command, f"no answer: {str(exc) or type(exc).__name__}") from None
+    finally:
+        channel.close()
+    if status != 0:
+        raise RemoteError(label(c), command, tail(err.decode(errors="replace")), status)
+    return bytes(out)
+
+
+def start(c: Connection, run_id: str, agent_pex: str, plan: Mapping[str, Any], timeout: float) -> int:
+    """Hand the host its plan and start its host run; its pid."""
+    out = exec_with_stdin(c, start_command(run_id, agent_pex), json.dumps(plan).encode(), timeout)
+    text = out.decode(errors="replace").strip()
+    if not text.splitlines() or not text.splitlines()[-1].isdigit():
+        raise RemoteError(label(c), "hostrun --detach", f"no pid from the host run: {text!r}")
+    return int(text.splitlines()[-1])
+
+
+def started_text(started_at: float | None, now: float | None = None) -> str:
+    if started_at is None:
+        return "at an unknown time"
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started_at))
+    return f"at {stamp} ({max(0.0, now - started_at):.0f} s ago)"
+
+
+def phase_skews(phases: Sequence[Sequence[str]], records: Sequence[tuple[str, Mapping[str, Any]]],
+                host_of: Mapping[tuple[str, int], str], offsets: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Per phase: how far apart its agents' measured windows began, in the coordinator's clock
+    (each result's ``started_at`` plus the measured offset of the host that ran it)."""
+    starts: dict[str, list[float]] = {}
+    for benchmark, record in records:
+        result = record.get("result") or {}
+        if result.get("started_at") is not None and result.get("ops"):  # an agent that never began has no start
+            host = host_of.get((benchmark, int(result.get("agent_num", -1))), "")
+            starts.setdefault(benchmark, []).append(float(result["started_at"]) + float(offsets.get(host, 0.0)))
+    out = []
+    for k, names in enumerate(phases):
+        times = [t for name in names for t in starts.get(name, [])]
+        out.append({"phase": k, "benchmarks": list(names), "agents": len(times),
+                    "start_skew_ms": round((max(times) - min(times)) * 1000, 3) if times else None})
+    return out

@@ -1,0 +1,436 @@
+"""Following host runs: stream what the hosts write, ride out lost links, fetch what was missed.
+
+One thread per host polls its run directory (fabfile.runs.hostrun.poll_command) about once a
+second: the host run's state, the new bytes of each agent's stderr, each result once it exists,
+the host metrics since the last poll. An agent's per-second records (bench.wire.progress, on its
+stderr) feed the fleet-wide live view (fabfile.runs.live), its other lines are kept for if it
+fails (shown with ``verbose``). Everything lands in the local run directory as it arrives, so a
+controller killed at any moment leaves what it had, and a later ``inv collect`` fetches the rest
+from the hosts (nothing a host finished is lost).
+
+What a host sends is bounded (the limits are fabfile.stages.agents'): of a stderr the
+last STDERR_KEEP_BYTES are kept (a poll skips a flood on the host), a result over
+MAX_RESULT_BYTES is refused as that agent's failure, a poll's whole answer is capped; records
+are scrubbed of every secret the controller knows.
+
+A host that stops answering is said once ("lost tb4, retrying ..."), retried with backoff for
+``reconnect_for`` seconds, and greeted when it is back ("tb4 back after 45 s"); the offsets
+make the next poll fetch exactly what was missed. A host still silent after that is recorded
+lost. One the barrier coordinator also gave up (frozen or dead, not merely cut off from us) is
+recorded lost after ``host_timeout`` once every other host has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from bench.wire import progress
+from bench.wire.result import AgentRecord, AgentResult, Failure
+from fabfile.remote.fleet import Fleet
+from fabfile.remote.shell import RemoteError, tail
+from fabfile.remote.ssh import open_checked, set_host_timeout
+from fabfile.remote.streams import ByteTail, HostDataError, LineCutter, mib
+from fabfile.runs import hostrun
+from fabfile.runs.live import LiveView, Planned
+from fabfile.runs.observe import LOG_KEEP_BYTES, METRICS_KEEP_BYTES, keep_log, log_command, unpack
+from fabfile.runs.store import RunDir, write_json
+from fabfile.servers.nodes import LOG, START_LOG, Node
+from fabfile.stages.agents import ECHO_LINE_BYTES, MAX_RESULT_BYTES, RECORD_LINE_BYTES, STDERR_KEEP_BYTES
+from fabfile.terminal import scrub, scrub_data
+
+Echo = Callable[[str], None]
+MAX_BACKOFF_S = 15.0
+
+
+def backoff(attempt: int, left_s: float) -> float:
+    """Seconds before reconnect attempt ``attempt`` (0-based): 1, 2, 4, 8, then every 15 s,
+    never past the time left."""
+    return max(0.0, min(MAX_BACKOFF_S, 2.0 ** attempt, left_s))
+
+
+def duration_text(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+class AgentStream:
+    """What we have of one agent's stderr file on its host: its kept tail, and how far into the
+    file we are (bytes taken or skipped), cut into lines long enough for a per-second record."""
+
+    def __init__(self) -> None:
+        self.tail = ByteTail(STDERR_KEEP_BYTES)
+        self.lines = LineCutter(RECORD_LINE_BYTES)
+        self.offset = 0
+
+    def take(self, start: int, data: bytes) -> list[str]:
+        """The whole lines that ``data`` (the file's bytes from ``start``) completes. A ``start``
+        past our offset: the host skipped a flood; the line it cut through is not shown."""
+        if start < self.offset:
+            return []  # not what we asked for (the file shrank?): ignored
+        if start > self.offset:
+            self.tail.skip(start - self.offset)
+            self.lines = LineCutter(RECORD_LINE_BYTES)
+        self.tail.feed(data)
+        self.offset = start + len(data)
+        return self.lines.feed(data)
+
+    def log_lines(self) -> list[str]:
+        """The kept stderr without the per-second records (they are data, in the result too)."""
+        return [line for line in self.tail.text("bytes of stderr").splitlines() if progress.parse_line(line) is None]
+
+
+def shown(line: str) -> str:
+    """A log line as the live view shows it: cut (a long line must not flood the terminal), scrubbed."""
+    if len(line) > ECHO_LINE_BYTES:
+        line = line[:ECHO_LINE_BYTES] + f" [... {len(line) - ECHO_LINE_BYTES} more characters of this line not shown]"
+    return scrub(line)
+
+
+@dataclass
+class HostFollow:
+    name: str
+    state: dict[str, Any] | None = None
+    missing: bool = False  # the host has no such run
+    stderr: dict[str, AgentStream] = field(default_factory=dict)  # agent key -> its stderr so far
+    results: dict[str, AgentResult | None] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # agent key -> why its result was not taken
+    recorded: set[str] = field(default_factory=set)
+    facts: bool = False
+    dead: bool = False  # its host run's process is gone without having ended the run
+    lost_since: float | None = None
+    last_answer: float | None = None  # monotonic time of its last answer: a loss is counted from there
+    lost_for: float = 0.0  # the last loss's length
+    gave_up: str | None = None
+    finished: bool = False
+
+    @property
+    def status(self) -> str | None:
+        status = (self.state or {}).get("status")
+        return "failed" if self.dead and status not in hostrun.TERMINAL else status
+
+
+def agent_record(host: str, agent: Mapping[str, Any], result: AgentResult | None, stderr: str,
+                 refused: str | None = None) -> AgentRecord:
+    """The local agent record (store.RunDir.write_agent) of an agent the host run is done with;
+    ``refused``: why its result file was not taken."""
+    benchmark = str(agent.get("benchmark"))
+    code = agent.get("exit_code")
+    if result is not None and code == 0 and not result.get("fatal"):
+        return {"benchmark": benchmark, "host": host, "result": result}
+    reasons = {"stopped": "stopped: the run was stopped before it ended (what it measured is kept)",
+               "timeout": "stopped: it ran past the agent timeout",
+               "pending": "never started: the run ended before its phase",
+               "running": "lost: the host run ended while it ran"}
+    if isinstance(code, int) and code < 0 and result is None:
+        error = f"the agent was killed by a signal ({-code}) and wrote no result"
+    else:
+        fatal = result.get("fatal") if result is not None else None
+        error = fatal or refused or reasons.get(str(agent.get("state"))) or (
+            f"exit status {code}" + (" and no result" if result is None else ""))
+    failure: Failure = {"agent_num": int(agent.get("agent_num", -1)), "host": host, "error": error,
+                        "stderr_tail": tail(stderr)}
+    return {"benchmark": benchmark, "host": host, "failure": failure, "result": result}
+
+
+class Follower:
+    def __init__(self, fleet: Fleet, run_dir: RunDir, hosts: Sequence[str], *, nodes: Sequence[Mapping[str, Any]],
+                 expected: Mapping[str, Sequence[Mapping[str, Any]]], echo: Echo, renew: bool, reconnect_for: float,
+                 host_timeout: float, poll_s: float = 1.0, stream: bool = True,
+                 phases: Sequence[Sequence[str]] = (), write: bool = True,
+                 planned: Sequence[Sequence[Planned]] = (), view: LiveView | None = None):
+        self.fleet = fleet
+        self.run_dir = run_dir
+        self.run_id = run_dir.run_id
+        self.hosts = {name: HostFollow(name) for name in hosts}
+        self.nodes = [Node(**n) for n in nodes]
+        self.expected = expected  # host -> the agents its plan gave it (benchmark, agent_num)
+        self.echo = echo
+        self.renew = renew
+        self.reconnect_for = reconnect_for
+        self.host_timeout = host_timeout
+        self.poll_s = poll_s
+        self.stream = stream
+        self.halt = threading.Event()
+        self.phases = [list(p) for p in phases]
+        self.write = write  # False (status): read the hosts' states, write nothing locally
+        self.planned = [list(p) for p in planned]  # per phase, what the live view shows
+        self.view = view  # None: nothing is shown of the agents (status, collect)
+        self._announced: set[int] = set()
+        self._viewing = False  # the view shows a phase
+        self._lock = threading.Lock()
+
+    # -- the whole fleet --
+
+    def follow(self) -> None:
+        """Until every host's run has ended and been fetched, or the host is recorded lost."""
+        threads = [threading.Thread(target=self._follow_host, args=(h,), daemon=True) for h in self.hosts.values()]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)  # short slices: Ctrl-C is seen at once
+        finally:
+            self.halt.set()
+            self._end_view()
+
+    def fetch_once(self) -> None:
+        """One pass over every host (collect): what each finished, whatever state it is in."""
+        def one(h: HostFollow) -> None:
+            try:
+                self._connect(h.name)
+                self._poll(h)
+                if h.state is not None and self.write:
+                    self._poll(h)  # now knowing its agents: their files
+                if h.status in hostrun.TERMINAL and self.write:
+                    self._fetch_logs(h)
+            except Exception as exc:  # any way of not answering (paramiko has many): unreachable
+                h.gave_up = f"unreachable: {str(exc) or type(exc).__name__}"
+        threads = [threading.Thread(target=one, args=(h,), daemon=True) for h in self.hosts.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(self.host_timeout + self.fleet.settings.connect_timeout + 30)
+
+    def stop(self, timeout: float) -> None:
+        """Ask every host we can reach to stop the run (Ctrl-C)."""
+        def one(name: str) -> None:
+            try:
+                self._connect(name)
+                hostrun.exec_with_stdin(self.fleet[name], hostrun.stop_command(self.run_id), b"", timeout)
+            except Exception as exc:  # tell and go on: the others must still be asked
+                self.echo(f"warning: could not ask {name} to stop: {str(exc) or type(exc).__name__}")
+        threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in self.hosts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout + self.fleet.settings.connect_timeout)
+
+    def lost(self) -> list[str]:
+        return [h.name for h in self.hosts.values() if h.gave_up]
+
+    def clock(self) -> dict[str, dict[str, Any]]:
+        return {h.name: h.state["clock"] for h in self.hosts.values() if h.state and h.state.get("clock")}
+
+    def statuses(self) -> dict[str, str | None]:
+        return {h.name: h.status for h in self.hosts.values()}
+
+    # -- one host --
+
+    def _follow_host(self, h: HostFollow) -> None:
+        attempt = 0
+        while not self.halt.is_set():
+            try:
+                self._connect(h.name)
+                self._poll(h)
+            except Exception as exc:  # any way of not answering (paramiko has many) is a lost host
+                now = time.monotonic()
+                if h.lost_since is None:
+                    h.lost_since = h.last_answer or now
+                    attempt = 0
+                    self.echo(f"lost {h.name}, retrying for up to {duration_text(self.reconnect_for)} ...")
+                lost_for = now - h.lost_since
+                if lost_for >= self.reconnect_for or self._given_up_by_the_fleet(h, lost_for):
+                    h.gave_up = f"no answer for {duration_text(lost_for)} ({str(exc) or type(exc).__name__})"
+                    self.echo(f"gave up on {h.name} after {duration_text(lost_for)}: recorded lost; "
+                              f"`inv collect --run {self.run_id}` fetches what it finished once it is back")
+                    self._record_lost(h)
+                    return
+                self._drop(h.name)
+                self.halt.wait(backoff(attempt, self.reconnect_for - lost_for))
+                attempt += 1
+                continue
+            h.last_answer = time.monotonic()
+            if h.lost_since is not None:
+                h.lost_for = h.last_answer - h.lost_since
+                self.echo(f"{h.name} back after {duration_text(h.lost_for)}")
+                h.lost_since = None
+            if h.missing or h.finished:
+                if h.finished:
+                    self._fetch_logs(h)
+                return
+            self.halt.wait(self.poll_s)
+
+    def _given_up_by_the_fleet(self, h: HostFollow, lost_for: float) -> bool:
+        """Frozen or dead rather than cut off from us: the coordinator dropped it too, and every
+        other host is done."""
+        if lost_for < self.host_timeout:
+            return False
+        others = [o for o in self.hosts.values() if o is not h]
+        if not others or not all(o.finished or o.gave_up for o in others):
+            return False
+        return any(h.name in ((o.state or {}).get("barrier") or {}).get("dropped", {}) for o in others)
+
+    def _connect(self, name: str) -> None:
+        c = self.fleet[name]
+        if c.transport is None or not c.transport.is_active():
+            self._drop(name)
+            open_checked(c, self.fleet.settings)
+            set_host_timeout(c, self.host_timeout, self.fleet.settings.keepalive_s)
+
+    def _drop(self, name: str) -> None:
+        try:
+            self.fleet[name].close()
+        except Exception:  # a dead transport may fail to close in many ways; it is gone either way
+            pass
+
+    def _poll(self, h: HostFollow) -> None:
+        offsets: dict[str, int] = {}
+        if self.run_dir.host_metrics_size(h.name) < METRICS_KEEP_BYTES:  # past it: the rest stays on the host
+            offsets[hostrun.METRICS] = self.run_dir.host_metrics_size(h.name)
+        if not h.facts:
+            offsets[hostrun.FACTS] = 0
+        for key in (h.state or {}).get("agents", {}):
+            if key not in h.recorded:
+                offsets[f"{key}.stderr"] = h.stderr[key].offset if key in h.stderr else 0
+                if h.results.get(key) is None and key not in h.refused:
+                    offsets[f"{key}.json"] = 0
+        if not self.write:
+            offsets = {}
+        command = hostrun.poll_command(self.run_id, offsets, self.renew)
+        limit = hostrun.poll_bytes(list(offsets))
+        data = unpack(hostrun.exec_with_stdin(self.fleet[h.name], command, b"", self.host_timeout, limit=limit),
+                      limit, f"{h.name}'s run files")
+        files = hostrun.parse_poll(data)
+        if files is None:
+            h.missing = True
+            return
+        if not self.write:
+            h.state = json.loads(files[hostrun.STATE][1]) if hostrun.STATE in files else None
+            h.dead = files.get(hostrun.ALIVE, (0, b"1"))[1].strip() == b"0"
+            return
+        self._take(h, files, asked={p[:-len(".json")] for p in offsets if p.endswith(".json")})
+
+    def _take(self, h: HostFollow, files: Mapping[str, tuple[int, bytes]], asked: set[str] | None = None) -> None:
+        """One poll's files. An agent is recorded once it has ended and its result file was
+        asked for (so "no result" is a fact, not a file not yet asked about); ``asked`` None:
+        every agent's was."""
+        if hostrun.STATE in files:
+            h.state = json.loads(files[hostrun.STATE][1])
+            write_json(self.run_dir.host_dir(h.name) / "hostrun.json", h.state)
+            clock = (h.state or {}).get("clock") or {}
+            if self.view is not None and isinstance(clock.get("offset_s"), (int, float)):
+                self.view.offsets[h.name] = -float(clock["offset_s"])  # how far its clock is ahead
+            self._announce((h.state or {}).get("phase"))
+        if hostrun.FACTS in files:
+            try:
+                self.run_dir.write_host_facts(h.name, json.loads(files[hostrun.FACTS][1]))
+                h.facts = True
+            except ValueError:
+                pass  # being written: next time
+        offset, metrics = files.get(hostrun.METRICS, (0, b""))
+        complete = metrics[:metrics.rfind(b"\n") + 1]
+        if complete and offset == self.run_dir.host_metrics_size(h.name):
+            self.run_dir.append_host_metrics(h.name, complete)
+        agents = (h.state or {}).get("agents", {})
+        for key, agent in agents.items():
+            self._take_stderr(h, key, agent, files.get(f"{key}.stderr"))
+            if f"{key}.json" in files:
+                self._take_result(h, key, files[f"{key}.json"][1])
+        if hostrun.ALIVE in files:
+            h.dead = files[hostrun.ALIVE][1].strip() == b"0"
+        ended = h.status in hostrun.TERMINAL
+        for key, agent in agents.items():
+            known = asked is None or key in asked or h.results.get(key) is not None
+            if key not in h.recorded and known and (agent.get("state") in hostrun.AGENT_ENDED or ended):
+                self._record(h, key, agent)
+        h.finished = ended and all(k in h.recorded for k in agents)
+
+    def _take_result(self, h: HostFollow, key: str, data: bytes) -> None:
+        if len(data) > MAX_RESULT_BYTES:
+            h.refused[key] = f"its result is larger than {mib(MAX_RESULT_BYTES)}: refused"
+            return
+        try:
+            result = json.loads(data)
+        except (ValueError, RecursionError):
+            result = None  # being written, or garbage: the merge names what is wrong with the last one
+        h.results[key] = cast(AgentResult, result) if isinstance(result, dict) else None
+
+    def _announce(self, phase: object) -> None:
+        """``benchmark <names> ...`` once, when the first host reaches a phase; the live view
+        moves on to it."""
+        if not isinstance(phase, int) or not 0 <= phase < len(self.phases) or not self.stream:
+            return
+        with self._lock:
+            if phase in self._announced:
+                return
+            self._announced.add(phase)
+            self._end_view()
+            self.echo(f"benchmark {', '.join(self.phases[phase])} ...")
+            if self.view is not None and phase < len(self.planned):
+                self.view.start_phase(self.planned[phase])
+                self._viewing = True
+
+    def _end_view(self) -> None:
+        if self.view is not None and self._viewing:
+            self._viewing = False
+            self.view.end_phase()
+
+    def _take_stderr(self, h: HostFollow, key: str, agent: Mapping[str, Any], part: tuple[int, bytes] | None) -> None:
+        if part is None:
+            return
+        lines = h.stderr.setdefault(key, AgentStream()).take(*part)
+        if not self.stream or self.view is None:
+            return
+        name = (str(agent.get("benchmark")), int(agent.get("agent_num", -1)))
+        for line in lines:
+            record = progress.parse_line(line)
+            if record is not None:
+                self.view.feed(name, h.name, record)
+            else:
+                self.view.agent_line(name, h.name, shown(line))
+
+    def _record(self, h: HostFollow, key: str, agent: Mapping[str, Any]) -> None:
+        lines = [scrub(line) for line in (h.stderr[key].log_lines() if key in h.stderr else [])]
+        result = h.results.get(key)
+        if result is not None:
+            job = self._public_job(h.name, agent)
+            result = {**result, "job": job} if job is not None else result  # its own echo holds the secrets
+        record: AgentRecord = scrub_data(agent_record(h.name, agent, result, "\n".join(lines), h.refused.get(key)))
+        self.run_dir.write_agent(str(agent["benchmark"]), int(agent["agent_num"]), record, lines)
+        h.recorded.add(key)
+        if self.view is not None and self.stream:
+            failed = "failure" in record and agent.get("state") not in ("stopped", "pending")
+            self.view.agent_state((str(agent["benchmark"]), int(agent["agent_num"])), "failed" if failed else "done",
+                                  record["failure"]["error"] if failed else None)
+
+    def _public_job(self, host: str, agent: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The agent's job as the plan recorded it, without secrets (meta.json's host_run.agents)."""
+        for planned in self.expected.get(host, ()):
+            if (planned.get("benchmark"), planned.get("agent_num")) == (agent.get("benchmark"), agent.get("agent_num")):
+                job = planned.get("job")
+                return dict(job) if isinstance(job, Mapping) else None
+        return None
+
+    def _record_lost(self, h: HostFollow) -> None:
+        """A failure record for each of its agents we have no record of (a later collect that
+        reaches the host replaces it with what the agent wrote there)."""
+        for agent in self.expected.get(h.name, ()):
+            key = f"{agent['dir']}/agent-{agent['agent_num']}"
+            if key in h.recorded:
+                continue
+            lines = [scrub(line) for line in (h.stderr[key].log_lines() if key in h.stderr else [])]
+            failure: Failure = {"agent_num": int(agent["agent_num"]), "host": h.name,
+                                "stderr_tail": tail("\n".join(lines)),
+                                "error": f"lost the connection to {h.name} ({h.gave_up}); its result stays on the host"}
+            record: AgentRecord = {"benchmark": str(agent["benchmark"]), "host": h.name, "failure": failure,
+                                   "result": None}
+            self.run_dir.write_agent(record["benchmark"], int(agent["agent_num"]), record, lines)
+            if self.view is not None and self.stream:
+                self.view.agent_state((record["benchmark"], int(agent["agent_num"])), "failed", failure["error"])
+
+    def _fetch_logs(self, h: HostFollow) -> None:
+        """Each server node's logs on this host (fabfile.runs.observe), once its run has ended."""
+        for node in (n for n in self.nodes if n.host == h.name):
+            for log in (LOG, START_LOG):
+                try:
+                    # gzip'd on the host; raw (no gzip there) it is at most the log's last bytes
+                    data = hostrun.exec_with_stdin(self.fleet[h.name], log_command(f"{node.dir}/{log}"), b"",
+                                                   self.host_timeout, limit=LOG_KEEP_BYTES + (1 << 20))
+                    keep_log(self.run_dir, h.name, f"{node.port}-{log}.gz", data)
+                except (RemoteError, OSError, EOFError, HostDataError) as exc:
+                    self.echo(f"warning: {h.name}: no server log {node.port}-{log}: {exc}")
