@@ -136,6 +136,11 @@ class HostRun:
         self.control = os.path.join(self.dir, RUN_SUBDIR)
         self.home = os.path.expanduser("~")
         self.pex = os.path.join(self.home, plan["agent_pex"])
+        # The pex's own environment loses PEX_ROOT (pex scrubs its PEX_* variables before it
+        # runs us), and a pex without one unpacks into ~/.cache: every pex we start gets ours.
+        self.env = dict(os.environ)
+        if plan.get("pex_root"):
+            self.env["PEX_ROOT"] = os.path.join(self.home, plan["pex_root"])
         self.state = new_state(plan, os.getpid(), time.time())
         self.ending: str | None = None  # "stopped" | "abandoned" once asked to stop
         self.children: list[subprocess.Popen[bytes]] = []
@@ -272,7 +277,7 @@ class HostRun:
         with open(os.path.join(workdir, f"agent-{n}.stderr"), "wb") as err, \
                 open(os.path.join(workdir, f"agent-{n}.stdout"), "wb") as out:
             argv = [self.pex, "run", "--job-file", "-", "--out", f"agent-{n}.json", "--start-file", f"agent-{n}.start"]
-            child = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.PIPE, stdout=out, stderr=err)
+            child = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.PIPE, stdout=out, stderr=err, env=self.env)
         try:  # the job holds secrets: on its stdin, never in a file or on its command line
             assert child.stdin is not None
             child.stdin.write(json.dumps(item["job"]).encode())
@@ -341,7 +346,8 @@ class HostRun:
             try:
                 pex_dir = os.path.join(self.home, sampler["pex_dir"])
                 subprocess.run([self.pex, "facts", "--out", "facts.json", "--pex-dir", pex_dir],
-                               cwd=host_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=120)
+                               cwd=host_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=120,
+                               env=self.env)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 self.log(f"no host facts: {exc}")
         argv = [self.pex, "metrics", "--interval", str(sampler.get("interval_s", 1.0)), "--out", "metrics.ndjson",
@@ -349,7 +355,8 @@ class HostRun:
         for path in sampler.get("pid_files", []):
             argv += ["--pid-file", os.path.join(self.home, path)]
         with open(os.path.join(host_dir, "sampler.log"), "wb") as log:
-            self.sampler = subprocess.Popen(argv, cwd=host_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self.sampler = subprocess.Popen(argv, cwd=host_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                            env=self.env)
         metrics = os.path.join(host_dir, "metrics.ndjson")
         deadline = time.monotonic() + 20
         while not (os.path.exists(metrics) and os.path.getsize(metrics)) and time.monotonic() < deadline:

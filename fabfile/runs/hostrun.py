@@ -112,7 +112,7 @@ def host_plans(*, spawn: spec.Spawn, run_id: str, hosts: Sequence[str], targets:
     plans = {}
     for host in hosts:
         plans[host] = {
-            "schema": PLAN_SCHEMA, "run_id": run_id, "host": host, "agent_pex": agent_pex,
+            "schema": PLAN_SCHEMA, "run_id": run_id, "host": host, "agent_pex": agent_pex, "pex_root": PEX_ROOT,
             "lease_s": lease_s, "host_timeout_s": host_timeout_s, "agent_timeout_s": agent_timeout_s,
             "start_lead_s": START_LEAD_S,
             "sampler": {"interval_s": 1.0, "cap_s": sampler_cap_s, "pid_files": pid_files.get(host, []),

@@ -57,6 +57,14 @@ def duration_text(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
+def launched_phase(state: Mapping[str, Any]) -> int | None:
+    """The latest phase of which the host run has launched an agent. Not its ``phase``: a host
+    without agents in a phase reaches the next one at once, while the others still measure."""
+    phases = [a["phase"] for a in (state.get("agents") or {}).values()
+              if isinstance(a, Mapping) and isinstance(a.get("phase"), int) and a.get("state") != "pending"]
+    return max(phases) if phases else None
+
+
 class AgentStream:
     """What we have of one agent's stderr file on its host: its kept tail, and how far into the
     file we are (bytes taken or skipped), cut into lines long enough for a per-second record."""
@@ -315,7 +323,7 @@ class Follower:
             clock = (h.state or {}).get("clock") or {}
             if self.view is not None and isinstance(clock.get("offset_s"), (int, float)):
                 self.view.offsets[h.name] = -float(clock["offset_s"])  # how far its clock is ahead
-            self._announce((h.state or {}).get("phase"))
+            self._announce(launched_phase(h.state or {}))
         if hostrun.FACTS in files:
             try:
                 self.run_dir.write_host_facts(h.name, json.loads(files[hostrun.FACTS][1]))
@@ -350,10 +358,10 @@ class Follower:
             result = None  # being written, or garbage: the merge names what is wrong with the last one
         h.results[key] = cast(AgentResult, result) if isinstance(result, dict) else None
 
-    def _announce(self, phase: object) -> None:
-        """``benchmark <names> ...`` once, when the first host reaches a phase; the live view
-        moves on to it."""
-        if not isinstance(phase, int) or not 0 <= phase < len(self.phases) or not self.stream:
+    def _announce(self, phase: int | None) -> None:
+        """``benchmark <names> ...`` once, when the first agent of a phase is launched (every
+        host is done with the one before); the live view moves on to it."""
+        if phase is None or not 0 <= phase < len(self.phases) or not self.stream:
             return
         with self._lock:
             if phase in self._announced:

@@ -42,7 +42,7 @@ end = began + job["duration_s"]
 while time.time() < end and not stopped:
     time.sleep(0.01)
 result = {{"agent_num": job["agent_num"], "benchmark": job["benchmark"], "started_at": began,
-          "elapsed_s": time.time() - began, "interrupted": bool(stopped)}}
+          "elapsed_s": time.time() - began, "interrupted": bool(stopped), "pex_root": os.environ.get("PEX_ROOT")}}
 open(out + ".tmp", "w").write(json.dumps(result))
 os.replace(out + ".tmp", out)
 print("done", file=sys.stderr)
@@ -60,7 +60,7 @@ def plan(tmp_path: Path, phases: list[list[dict]], **extra) -> dict:
     agent = tmp_path / "fake-agent"
     agent.write_text(FAKE_AGENT.format(python=sys.executable))
     agent.chmod(agent.stat().st_mode | stat.S_IXUSR)
-    return {"schema": hostrun.PLAN_SCHEMA, "run_id": "r1", "host": "h1", "agent_pex": str(agent),
+    return {"schema": hostrun.PLAN_SCHEMA, "run_id": "r1", "host": "h1", "agent_pex": str(agent), "pex_root": "pexes",
             "lease_s": 600, "host_timeout_s": 5, "agent_timeout_s": 60, "start_lead_s": 1.0,
             "phases": [{"benchmarks": sorted({j["benchmark"] for j in jobs}),
                         "jobs": [{"dir": j["benchmark"], "job": j} for j in jobs]} for jobs in phases],
@@ -150,6 +150,8 @@ def test_a_detached_run_survives_its_caller_and_runs_the_phases_in_order(tmp_pat
     assert results["get/agent-0"]["started_at"] >= max(results[f"set/agent-{n}"]["started_at"] +
                                                        results[f"set/agent-{n}"]["elapsed_s"] for n in (0, 1))
     assert abs(results["set/agent-0"]["started_at"] - results["set/agent-1"]["started_at"]) < 0.5
+    # pex scrubs PEX_ROOT from the host run's own environment: each pex it starts gets the plan's
+    assert results["get/agent-0"]["pex_root"] == os.path.join(os.path.expanduser("~"), "pexes")
     assert (run_dir / "set" / "agent-0.stderr").read_text() == "ready\ndone\n"
     assert stat.S_IMODE(os.stat(run_dir / "_run" / "state.json").st_mode) == 0o600
     # The plan and the jobs hold secrets: the plan is removed once read, each job went on stdin.

@@ -13,7 +13,7 @@ from fabfile.runs import hostrun
 from fabfile.runs.live import LiveView, Planned
 from fabfile.runs.store import RunDir
 from fabfile.stages.agents import MAX_RESULT_BYTES, STDERR_KEEP_BYTES
-from fabfile.stages.follow import Follower, HostFollow
+from fabfile.stages.follow import Follower, HostFollow, launched_phase
 
 PUBLIC_JOB = {"benchmark": "set", "agent_num": 0, "auth": None, "params": {"token": {"env": "TOKEN"}}}
 
@@ -46,10 +46,10 @@ def test_stderr_feeds_the_live_view_and_results_are_recorded_when_the_agent_ends
     shown = io.StringIO()
     f = follower(tmp_path, echoed, shown)
     h = f.hosts["a1"]
-    f._take(h, {hostrun.STATE: (0, state("running", {"state": "running"})), hostrun.ALIVE: (0, b"1"),
+    f._take(h, {hostrun.STATE: (0, state("running", {"state": "pending", "phase": 0})), hostrun.ALIVE: (0, b"1"),
                 hostrun.METRICS: (0, b'{"t": 1}\n{"t": 2')})
-    assert echoed == []  # no phase yet in the state
-    phase0 = json.dumps({**json.loads(state("running", {"state": "running"})), "phase": 0}).encode()
+    assert echoed == []  # no agent of a phase launched yet
+    phase0 = state("running", {"state": "running", "phase": 0})
     record_line = _second(1_700_000_000, [100, 200, 300]).encode()
     f._take(h, {hostrun.STATE: (0, phase0), "set/agent-0.stderr": (0, b"one\n" + record_line + b"\ntw")})
     assert echoed == ["benchmark set ..."]
@@ -122,6 +122,13 @@ def test_a_host_is_given_up_early_only_when_the_barrier_dropped_it_and_the_rest_
     other.state = {"barrier": {"dropped": {"a1": "silent for 5 s"}}}
     assert not f._given_up_by_the_fleet(lost, 4)  # not yet host_timeout
     assert f._given_up_by_the_fleet(lost, 6)
+
+
+def test_a_phase_is_announced_when_its_first_agent_is_launched():
+    agents = {"a/agent-0": {"phase": 0, "state": "done"}, "b/agent-0": {"phase": 1, "state": "running"},
+              "c/agent-0": {"phase": 2, "state": "pending"}}
+    assert launched_phase({"phase": 2, "agents": agents}) == 1  # its host is in phase 2, its agents not yet
+    assert launched_phase({"phase": 3, "agents": {}}) is None  # a host with no agents says nothing
 
 
 def test_statuses_and_clock(tmp_path):
