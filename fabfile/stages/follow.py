@@ -25,8 +25,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 
 from bench.wire import progress
@@ -45,6 +47,7 @@ from fabfile.terminal import scrub, scrub_data
 
 Echo = Callable[[str], None]
 MAX_BACKOFF_S = 15.0
+QUEUED_PER_PHASE = 10_000  # lines and records kept for a phase the view has not reached (its start)
 
 
 def backoff(attempt: int, left_s: float) -> float:
@@ -168,6 +171,8 @@ class Follower:
         self.planned = [list(p) for p in planned]  # per phase, what the live view shows
         self.view = view  # None: nothing is shown of the agents (status, collect)
         self._announced: set[int] = set()
+        self._launched = -1  # the latest phase any host has launched an agent of
+        self._queued: dict[int, deque[Callable[[], None]]] = {}  # for the view, by phase not shown yet
         self._viewing = False  # the view shows a phase
         self._lock = threading.Lock()
 
@@ -323,7 +328,6 @@ class Follower:
             clock = (h.state or {}).get("clock") or {}
             if self.view is not None and isinstance(clock.get("offset_s"), (int, float)):
                 self.view.offsets[h.name] = -float(clock["offset_s"])  # how far its clock is ahead
-            self._announce(launched_phase(h.state or {}))
         if hostrun.FACTS in files:
             try:
                 self.run_dir.write_host_facts(h.name, json.loads(files[hostrun.FACTS][1]))
@@ -347,6 +351,7 @@ class Follower:
             if key not in h.recorded and known and (agent.get("state") in hostrun.AGENT_ENDED or ended):
                 self._record(h, key, agent)
         h.finished = ended and all(k in h.recorded for k in agents)
+        self._announce(launched_phase(h.state or {}))  # after this poll's records: they end the phase shown
 
     def _take_result(self, h: HostFollow, key: str, data: bytes) -> None:
         if len(data) > MAX_RESULT_BYTES:
@@ -358,13 +363,18 @@ class Follower:
             result = None  # being written, or garbage: the merge names what is wrong with the last one
         h.results[key] = cast(AgentResult, result) if isinstance(result, dict) else None
 
-    def _announce(self, phase: int | None) -> None:
+    def _announce(self, launched: int | None) -> None:
         """``benchmark <names> ...`` once, when the first agent of a phase is launched (every
-        host is done with the one before); the live view moves on to it."""
-        if phase is None or not 0 <= phase < len(self.phases) or not self.stream:
+        host is done with the one before) and every agent of the phases before it is recorded
+        (or its host given up: so the view of a phase shows how it ended); the live view moves
+        on to it."""
+        if not self.stream:
             return
         with self._lock:
-            if phase in self._announced:
+            if launched is not None:
+                self._launched = max(self._launched, launched)
+            phase = self._launched
+            if not 0 <= phase < len(self.phases) or phase in self._announced or not self._recorded_before(phase):
                 return
             self._announced.add(phase)
             self._end_view()
@@ -372,6 +382,21 @@ class Follower:
             if self.view is not None and phase < len(self.planned):
                 self.view.start_phase(self.planned[phase])
                 self._viewing = True
+            for show in self._queued.pop(phase, ()):  # what its agents said before we got here
+                show()
+            for older in [k for k in self._queued if k < phase]:
+                del self._queued[older]
+
+    def _recorded_before(self, phase: int) -> bool:
+        earlier = {name for names in self.phases[:phase] for name in names}
+        for host, agents in self.expected.items():
+            h = self.hosts.get(host)
+            if h is None or h.gave_up:
+                continue
+            if any(a.get("benchmark") in earlier and f"{a.get('dir')}/agent-{a.get('agent_num')}" not in h.recorded
+                   for a in agents):
+                return False
+        return True
 
     def _end_view(self) -> None:
         if self.view is not None and self._viewing:
@@ -384,13 +409,24 @@ class Follower:
         lines = h.stderr.setdefault(key, AgentStream()).take(*part)
         if not self.stream or self.view is None:
             return
+        view = self.view
         name = (str(agent.get("benchmark")), int(agent.get("agent_num", -1)))
         for line in lines:
             record = progress.parse_line(line)
             if record is not None:
-                self.view.feed(name, h.name, record)
+                self._to_view(agent, partial(view.feed, name, h.name, record))
             else:
-                self.view.agent_line(name, h.name, shown(line))
+                self._to_view(agent, partial(view.agent_line, name, h.name, shown(line)))
+
+    def _to_view(self, agent: Mapping[str, Any], show: Callable[[], None]) -> None:
+        """Show now, or, for an agent of a phase the view has not reached yet (its host polled
+        first), when it does (:meth:`_announce`)."""
+        phase = agent.get("phase")
+        with self._lock:
+            if isinstance(phase, int) and phase > max(self._announced, default=-1):
+                self._queued.setdefault(phase, deque(maxlen=QUEUED_PER_PHASE)).append(show)
+                return
+        show()
 
     def _record(self, h: HostFollow, key: str, agent: Mapping[str, Any]) -> None:
         lines = [scrub(line) for line in (h.stderr[key].log_lines() if key in h.stderr else [])]
@@ -401,10 +437,12 @@ class Follower:
         record: AgentRecord = scrub_data(agent_record(h.name, agent, result, "\n".join(lines), h.refused.get(key)))
         self.run_dir.write_agent(str(agent["benchmark"]), int(agent["agent_num"]), record, lines)
         h.recorded.add(key)
-        if self.view is not None and self.stream:
+        view = self.view
+        if view is not None and self.stream:
             failed = "failure" in record and agent.get("state") not in ("stopped", "pending")
-            self.view.agent_state((str(agent["benchmark"]), int(agent["agent_num"])), "failed" if failed else "done",
-                                  record["failure"]["error"] if failed else None)
+            error = record["failure"]["error"] if failed else None
+            self._to_view(agent, lambda: view.agent_state((str(agent["benchmark"]), int(agent["agent_num"])),
+                                                          "failed" if failed else "done", error))
 
     def _public_job(self, host: str, agent: Mapping[str, Any]) -> dict[str, Any] | None:
         """The agent's job as the plan recorded it, without secrets (meta.json's host_run.agents)."""

@@ -136,3 +136,42 @@ def test_statuses_and_clock(tmp_path):
     f.hosts["a1"] = HostFollow("a1", state={"status": "done", "clock": {"offset_s": 0.001}})
     assert f.statuses() == {"a1": "done", "a2": None}
     assert f.clock() == {"a1": {"offset_s": 0.001}}
+
+
+def test_the_view_moves_on_once_every_agent_of_the_phase_before_is_recorded(tmp_path):
+    """a1 is first in phase 1 while a2's phase-0 agent has not been seen to end: the view keeps
+    phase 0 (so its last line says how it ended) and shows a1's phase-1 lines once it moves on."""
+    run_dir = RunDir(tmp_path / "runs", "r1")
+    run_dir.path.mkdir(parents=True)
+    expected = {"a1": [{"benchmark": "set", "agent_num": 0, "dir": "set"},
+                       {"benchmark": "get", "agent_num": 0, "dir": "get"}],
+                "a2": [{"benchmark": "set", "agent_num": 1, "dir": "set"}]}
+    echoed: list[str] = []
+    shown = io.StringIO()
+    view = LiveView(shown, verbose=True, tty=False, redraw_s=None)
+    f = Follower(None, run_dir, ["a1", "a2"], nodes=[], expected=expected, echo=echoed.append,  # type: ignore[arg-type]
+                 renew=True, reconnect_for=60, host_timeout=5, phases=[["set"], ["get"]],
+                 planned=[[Planned("set", 2, duration_s=1.0)], [Planned("get", 1, duration_s=1.0)]], view=view)
+
+    def host_state(agents: dict) -> bytes:
+        return json.dumps({"status": "running", "agents": agents}).encode()
+
+    a1_set = {"benchmark": "set", "agent_num": 0, "phase": 0}
+    a1_get = {"benchmark": "get", "agent_num": 0, "phase": 1}
+    a2_set = {"benchmark": "set", "agent_num": 1, "phase": 0}
+    f._take(f.hosts["a1"], {hostrun.STATE: (0, host_state({"set/agent-0": {**a1_set, "state": "running"},
+                                                            "get/agent-0": {**a1_get, "state": "pending"}}))})
+    f._take(f.hosts["a2"], {hostrun.STATE: (0, host_state({"set/agent-1": {**a2_set, "state": "running"}}))})
+    assert echoed == ["benchmark set ..."]
+    done = {"state": "done", "exit_code": 0}
+    f._take(f.hosts["a1"], {hostrun.STATE: (0, host_state({"set/agent-0": {**a1_set, **done},
+                                                            "get/agent-0": {**a1_get, "state": "running"}})),
+                            "set/agent-0.json": (0, b'{"ops": 1}'), "get/agent-0.stderr": (0, b"get line\n")})
+    assert echoed == ["benchmark set ..."]  # a2's set agent is not recorded yet
+    assert "get line" not in shown.getvalue()
+    f._take(f.hosts["a2"], {hostrun.STATE: (0, host_state({"set/agent-1": {**a2_set, **done}})),
+                            "set/agent-1.json": (0, b'{"ops": 1}')})
+    assert echoed == ["benchmark set ...", "benchmark get ..."]
+    text = shown.getvalue()
+    assert "[live] set: ended" in text and "agents 0 running, 2 done, 0 failed" in text
+    assert text.index("[live] set: ended") < text.index("[a1 get#0] get line")  # replayed in the get phase
