@@ -189,6 +189,7 @@ class Follower:
                     t.join(0.5)  # short slices: Ctrl-C is seen at once
         finally:
             self.halt.set()
+            self._show_the_rest()
             self._end_view()
 
     def fetch_once(self) -> None:
@@ -252,6 +253,7 @@ class Follower:
                     self.echo(f"gave up on {h.name} after {duration_text(lost_for)}: recorded lost; "
                               f"`inv collect --run {self.run_id}` fetches what it finished once it is back")
                     self._record_lost(h)
+                    self._announce(None)  # the view may wait for this host no more
                     return
                 self._drop(h.name)
                 self.halt.wait(backoff(attempt, self.reconnect_for - lost_for))
@@ -376,16 +378,28 @@ class Follower:
             phase = self._launched
             if not 0 <= phase < len(self.phases) or phase in self._announced or not self._recorded_before(phase):
                 return
-            self._announced.add(phase)
-            self._end_view()
-            self.echo(f"benchmark {', '.join(self.phases[phase])} ...")
-            if self.view is not None and phase < len(self.planned):
-                self.view.start_phase(self.planned[phase])
-                self._viewing = True
-            for show in self._queued.pop(phase, ()):  # what its agents said before we got here
-                show()
-            for older in [k for k in self._queued if k < phase]:
-                del self._queued[older]
+            self._show_phase(phase)
+
+    def _show_the_rest(self) -> None:
+        """At the end: each phase the view never reached though its agents said something (a
+        host was lost before the phase before it was recorded), in order."""
+        with self._lock:
+            for phase in sorted(k for k in self._queued if k > max(self._announced, default=-1)):
+                self._show_phase(phase)
+
+    def _show_phase(self, phase: int) -> None:
+        """``benchmark <names> ...``, the view on ``phase``, and what its agents said before (with
+        self._lock held)."""
+        self._announced.add(phase)
+        self._end_view()
+        self.echo(f"benchmark {', '.join(self.phases[phase])} ...")
+        if self.view is not None and phase < len(self.planned):
+            self.view.start_phase(self.planned[phase])
+            self._viewing = True
+        for show in self._queued.pop(phase, ()):
+            show()
+        for older in [k for k in self._queued if k < phase]:
+            del self._queued[older]
 
     def _recorded_before(self, phase: int) -> bool:
         earlier = {name for names in self.phases[:phase] for name in names}
@@ -466,8 +480,14 @@ class Follower:
             record: AgentRecord = {"benchmark": str(agent["benchmark"]), "host": h.name, "failure": failure,
                                    "result": None}
             self.run_dir.write_agent(record["benchmark"], int(agent["agent_num"]), record, lines)
-            if self.view is not None and self.stream:
-                self.view.agent_state((record["benchmark"], int(agent["agent_num"])), "failed", failure["error"])
+            view = self.view
+            if view is not None and self.stream:
+                self._to_view({"phase": self._phase_of(record["benchmark"])},
+                              partial(view.agent_state, (record["benchmark"], int(agent["agent_num"])), "failed",
+                                      failure["error"]))
+
+    def _phase_of(self, benchmark: str) -> int | None:
+        return next((k for k, names in enumerate(self.phases) if benchmark in names), None)
 
     def _fetch_logs(self, h: HostFollow) -> None:
         """Each server node's logs on this host (fabfile.runs.observe), once its run has ended."""

@@ -7,6 +7,8 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.wire import hist, progress
 from fabfile import terminal
 from fabfile.runs import hostrun
@@ -138,7 +140,8 @@ def test_statuses_and_clock(tmp_path):
     assert f.clock() == {"a1": {"offset_s": 0.001}}
 
 
-def test_the_view_moves_on_once_every_agent_of_the_phase_before_is_recorded(tmp_path):
+@pytest.mark.parametrize("lose_a2", [False, True], ids=["recorded", "given-up"])
+def test_the_view_moves_on_once_every_agent_of_the_phase_before_is_recorded(tmp_path, lose_a2):
     """a1 is first in phase 1 while a2's phase-0 agent has not been seen to end: the view keeps
     phase 0 (so its last line says how it ended) and shows a1's phase-1 lines once it moves on."""
     run_dir = RunDir(tmp_path / "runs", "r1")
@@ -169,9 +172,15 @@ def test_the_view_moves_on_once_every_agent_of_the_phase_before_is_recorded(tmp_
                             "set/agent-0.json": (0, b'{"ops": 1}'), "get/agent-0.stderr": (0, b"get line\n")})
     assert echoed == ["benchmark set ..."]  # a2's set agent is not recorded yet
     assert "get line" not in shown.getvalue()
-    f._take(f.hosts["a2"], {hostrun.STATE: (0, host_state({"set/agent-1": {**a2_set, **done}})),
-                            "set/agent-1.json": (0, b'{"ops": 1}')})
+    if lose_a2:  # a2 frozen: given up (its agent recorded lost), the view need not wait for it
+        f.hosts["a2"].gave_up = "no answer for 10 s"
+        f._record_lost(f.hosts["a2"])
+        f._announce(None)
+    else:
+        f._take(f.hosts["a2"], {hostrun.STATE: (0, host_state({"set/agent-1": {**a2_set, **done}})),
+                                "set/agent-1.json": (0, b'{"ops": 1}')})
     assert echoed == ["benchmark set ...", "benchmark get ..."]
     text = shown.getvalue()
-    assert "[live] set: ended" in text and "agents 0 running, 2 done, 0 failed" in text
+    assert "[live] set: ended" in text
+    assert ("agents 0 running, 1 done, 1 failed" if lose_a2 else "agents 0 running, 2 done, 0 failed") in text
     assert text.index("[live] set: ended") < text.index("[a1 get#0] get line")  # replayed in the get phase
