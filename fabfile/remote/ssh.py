@@ -27,7 +27,7 @@ from fabric.runners import Remote, Result
 from invoke.exceptions import CommandTimedOut
 
 from fabfile.errors import FleetbenchError
-from fabfile.remote.transport import FleetSocket, FleetTransport, dial
+from fabfile.remote.transport import FleetSocket, FleetTransport, dial, output_event
 
 # paramiko logs its transport thread's failures (e.g. a ProxyCommand that exits) with full
 # tracebacks through logging's last-resort handler; we report those failures ourselves.
@@ -302,8 +302,8 @@ class FleetConnection(Connection):
             self.gateway.close()
 
 
-#: Longest wait between looks at a quiet channel: a safety net, data and EOF wake the reader.
-_POLL_S = 0.05
+#: Longest wait between looks at a quiet channel: a safety net, output, EOF and close wake the reader.
+_POLL_S = 0.5
 
 
 def exec_quietly(c: Connection, command: str, timeout: float | None = None) -> Result:
@@ -317,12 +317,7 @@ def exec_quietly(c: Connection, command: str, timeout: float | None = None) -> R
     try:
         channel.exec_command(command)
         channel.shutdown_write()
-        # Set on data (either stream), EOF and close; cleared by a read that empties a buffer,
-        # which only this loop does, before it looks at both buffers. Waiting on a selector
-        # instead made a pipe per channel, written and read by paramiko on every packet.
-        arrived = threading.Event()
-        channel.in_buffer.set_event(arrived)
-        channel.in_stderr_buffer.set_event(arrived)
+        arrived = output_event(channel)
         while True:
             ended = channel.eof_received or channel.closed  # before draining: data precedes EOF
             while channel.recv_ready():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from typing import Any
 
@@ -136,3 +137,16 @@ def wake_interval(keepalive_s: float) -> float:
     """How long the transport's socket read may wait with keepalives every ``keepalive_s``
     seconds (0: none): half of that, between 0.5 s and IDLE_WAKE_S."""
     return IDLE_WAKE_S if keepalive_s <= 0 else min(IDLE_WAKE_S, max(0.5, keepalive_s / 2))
+
+
+def output_event(channel: paramiko.Channel) -> threading.Event:
+    """An event set when ``channel`` has output to read (on either stream) or has reached
+    EOF or closed, including when its connection is lost; cleared only by a read that empties
+    a buffer. So a reader that drains both streams before it waits misses nothing, and sleeps
+    while the command is quiet. (``select`` on a channel makes an OS pipe per channel, which
+    paramiko writes and reads on every packet; a poll loop wakes whether or not there is work.)
+    """
+    arrived = threading.Event()
+    channel.in_buffer.set_event(arrived)
+    channel.in_stderr_buffer.set_event(arrived)
+    return arrived

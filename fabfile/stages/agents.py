@@ -29,6 +29,7 @@ from bench.wire.job import AgentJob
 from bench.wire.result import AgentRecord, AgentResult, Failure
 from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, cmd, label, run, tail
 from fabfile.remote.streams import ByteTail, LineCutter, mib
+from fabfile.remote.transport import output_event
 from fabfile.runs.store import dir_name
 
 Echo = Callable[[str], None]
@@ -43,6 +44,8 @@ RECORD_LINE_BYTES = 1 << 20
 MAX_RESULT_BYTES = 16 << 20
 _PID_LINE_BYTES = 32
 _READS_PER_PASS = 16
+#: Longest wait between looks at a quiet agent's channel: how soon a cancel or the deadline is seen.
+_LOOK_S = 0.2
 
 
 @dataclass
@@ -177,6 +180,7 @@ def _pump(c: Connection, channel: Channel, outcome: AgentOutcome, got_stdout: Ca
     """Read the channel until the agent ends, the host is lost, we are cancelled or time is up."""
     host = outcome.host
     deadline = time.monotonic() + timeout
+    arrived = output_event(channel)  # a quiet agent costs no wakeups (125 agents polled 50 times a second did)
     while True:
         # A bounded number of reads per pass: an agent that floods one stream cannot starve
         # the other, nor keep us from seeing the deadline or a cancel.
@@ -204,7 +208,7 @@ def _pump(c: Connection, channel: Channel, outcome: AgentOutcome, got_stdout: Ca
             stop_agent(c, outcome.pid)
             return
         if not busy:
-            time.sleep(0.02)
+            arrived.wait(_LOOK_S)  # output, EOF, close or a lost connection wake it at once
 
 
 def _why_lost(c: Connection) -> str:

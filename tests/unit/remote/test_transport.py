@@ -8,10 +8,11 @@ import socket
 import threading
 from collections.abc import Iterator
 
+import paramiko
 import pytest
 
 from fabfile.remote import transport
-from fabfile.remote.transport import DeadlinePacketizer, FleetSocket, FleetTransport, wake_interval
+from fabfile.remote.transport import DeadlinePacketizer, FleetSocket, FleetTransport, output_event, wake_interval
 from tests.unit.remote.test_fleet_connections import connected  # noqa: F401  # the fixture
 
 __all__ = ["connected"]
@@ -111,3 +112,23 @@ def test_closing_a_connection_ends_its_transport_thread_at_once(connected) -> No
     connected.close()
     t.join(timeout=30)
     assert not t.is_alive()  # it slept in a socket read of IDLE_WAKE_S and was woken by the close
+
+
+def test_a_channels_output_event_is_set_by_either_stream_and_by_eof() -> None:
+    channel = paramiko.Channel(1)  # not attached to a transport: its buffers are fed by hand
+    arrived = output_event(channel)
+    assert not arrived.is_set()
+    channel.in_buffer.feed(b"out")
+    assert arrived.is_set()
+    assert channel.recv(10) == b"out" and not arrived.is_set()  # the read that empties it clears it
+    channel.in_stderr_buffer.feed(b"err")
+    assert arrived.is_set()
+    assert channel.recv_stderr(10) == b"err" and not arrived.is_set()
+    channel.in_buffer.feed(b"more")
+    channel.in_stderr_buffer.feed(b"late")
+    # Emptying one stream clears the event although the other has data: why every reader
+    # drains both streams before it waits.
+    assert channel.recv(10) == b"more" and channel.recv_stderr_ready()
+    assert channel.recv_stderr(10) == b"late"
+    channel.in_buffer.close()  # what EOF, a close and a lost connection do
+    assert arrived.is_set()

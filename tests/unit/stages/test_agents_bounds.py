@@ -7,6 +7,7 @@ at most its window); the fleet suite does the same against a real agent on a rea
 from __future__ import annotations
 
 import json
+import threading
 import tracemalloc
 from collections.abc import Iterator
 
@@ -17,8 +18,16 @@ from fabfile.stages import agents
 CHUNK = 1 << 16
 
 
+class _Buffer:
+    """A generated stream always has more: the reader's output event is always set."""
+
+    def set_event(self, event: threading.Event) -> None:
+        event.set()
+
+
 class _Channel:
     def __init__(self, stdout: Iterator[bytes], stderr: Iterator[bytes], status: int = 0):
+        self.in_buffer = self.in_stderr_buffer = _Buffer()
         self._streams = {"out": stdout, "err": stderr}
         self._next: dict[str, bytes | None] = {"out": None, "err": None}
         self.status = status
