@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, Callable
 
 import bench
-from bench.agent.client import Dial, SubBatch
+from bench.agent.client import Dial, SubBatch, connect_within, describe
 
 MAX_HEAD = 64 * 1024  # a status line plus headers longer than this is not a response we can use
 CONNECT_TIMEOUT_S = 10.0
@@ -173,15 +173,15 @@ class HttpConnection:
         link = _Link(self)
         host, port = self.address
         limit = self.timeout if 0 < self.timeout < CONNECT_TIMEOUT_S else CONNECT_TIMEOUT_S
-        await asyncio.wait_for(self.create_connection(lambda: link, host, port), limit)
+        await connect_within(self.create_connection(lambda: link, host, port), limit)
 
     def _opened(self, fut: asyncio.Future[None]) -> None:
         if self.opening is fut:
             self.opening = None
-        if fut.cancelled() or fut.exception() is None or self.closing:
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is None or self.closing:
             return
-        exc = fut.exception()
-        self._fail_pending(b"cannot connect to %s: %s" % (self.label.encode(), str(exc or type(exc).__name__).encode()))
+        self._fail_pending(b"cannot connect to %s: %s" % (self.label.encode(), describe(exc).encode()))
 
     def _made(self, link: _Link) -> None:
         if self.closing:
