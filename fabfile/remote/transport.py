@@ -28,7 +28,7 @@ _Packetizer: Any = Packetizer
 #: of CPU on a loaded machine: 0.8 ms per host per second of an idle fleet.
 IDLE_WAKE_S = 5.0
 #: What one socket read takes from the kernel at most: a burst of packets in one system call.
-RECV_BYTES = 1 << 16
+RECV_BYTES = 1 << 14
 
 
 class FleetSocket:
@@ -46,19 +46,30 @@ class FleetSocket:
 
     def __init__(self, sock: socket.socket):
         self._sock = sock
-        self._buffer = b""
         self._quickack = hasattr(socket, "TCP_QUICKACK") and sock.family in (socket.AF_INET, socket.AF_INET6)
+        # One buffer per connection, filled in place: a fresh 64 KiB bytes per read, sliced per
+        # packet, grew a 128-host fleet's peak RSS by a quarter (malloc arenas kept the pieces).
+        self._buffer = bytearray(RECV_BYTES)
+        self._view = memoryview(self._buffer)
+        self._start = self._end = 0  # what of _buffer is still to be served
 
     def recv(self, size: int) -> bytes:
-        if not self._buffer:
-            data = self._sock.recv(max(size, RECV_BYTES))
-            if self._quickack:
-                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-            if len(data) <= size:
+        if self._start == self._end:
+            if size >= RECV_BYTES:  # a large packet's rest: straight from the socket
+                data = self._sock.recv(size)
+                self._ack()
                 return data
-            self._buffer = data
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
+            self._end = self._sock.recv_into(self._buffer)  # 0 at EOF: b"" is served below
+            self._start = 0
+            self._ack()
+        take = min(size, self._end - self._start)
+        data = bytes(self._view[self._start:self._start + take])
+        self._start += take
         return data
+
+    def _ack(self) -> None:
+        if self._quickack:
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
     def close(self) -> None:
         try:

@@ -95,10 +95,13 @@ class FakeHttp:
         self.links: list[FakeTransport] = []
         self.requests: list[tuple[int, str, str, dict[str, str], bytes]] = []
         self.refuse = False
+        self.hang = False  # a connect that never completes (a SYN nobody answers)
 
     async def create_connection(self, factory: Callable[[], asyncio.Protocol], host: str, port: int) -> Any:
         if self.refuse:
             raise ConnectionRefusedError(111, "Connection refused")
+        if self.hang:
+            await asyncio.Event().wait()
         proto = factory()
         t = FakeTransport(self, proto, (host, port))
         self.links.append(t)
@@ -486,6 +489,19 @@ def test_engine_open_loop_records_service_time_too():
     eng, rec = engine_run(plan({}), server, {"iterations": 60, "rate": 2000.0})
     assert eng.fatal is None and rec.ops == 60
     assert rec.service is not None and rec.service.get_total_count() == 60
+
+
+def test_a_connect_that_times_out_says_so_and_after_how_long(monkeypatch):
+    monkeypatch.setattr(httpclient, "CONNECT_TIMEOUT_S", 0.01)
+    server = FakeHttp(lambda *a: ok())
+    server.hang = True
+
+    async def main() -> None:
+        c = Client(server)  # no request timeout: only the connect's limit
+        sub = await c.one()
+        assert sub.errors is not None and sub.errors[0][1] == b"cannot connect to h:80: timed out after 0.01 s"
+
+    run(main)
 
 
 def test_engine_refused_first_connection_is_fatal():

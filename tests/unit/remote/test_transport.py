@@ -132,3 +132,13 @@ def test_a_channels_output_event_is_set_by_either_stream_and_by_eof() -> None:
     assert channel.recv_stderr(10) == b"late"
     channel.in_buffer.close()  # what EOF, a close and a lost connection do
     assert arrived.is_set()
+
+
+def test_reads_larger_than_the_buffer_come_whole_and_in_order(pair: tuple[FleetSocket, socket.socket]) -> None:
+    ours, theirs = pair
+    sent = bytes(range(256)) * 1000  # 256 KB: paramiko's big packets, read past the buffer
+    threading.Thread(target=theirs.sendall, args=(sent,), daemon=True).start()
+    got = bytearray(ours.recv(16))  # a packet's first block, then its rest in big reads
+    while len(got) < len(sent):
+        got += ours.recv(min(40_000, len(sent) - len(got)))
+    assert bytes(got) == sent
