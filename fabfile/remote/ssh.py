@@ -93,9 +93,17 @@ class IndexedSSHConfig(_SSHConfig):
         return [self._config[i] for i in sorted([*always, *literal.get(hostname, [])])]
 
     def _lookup(self, hostname, options=None, canonical=False, final=False):
-        view = _SSHConfig()  # what paramiko's own lookup walks: only the candidates
+        view = IndexedSSHConfig()  # what paramiko's own lookup walks: only the candidates
         view._config = self._candidates(hostname)
         return _SSHConfig._lookup(view, hostname, options, canonical, final)
+
+    def _tokenize(self, config, target_hostname, key, value):
+        # paramiko replaces only "%x" tokens and "~"; for each value it first asks for the
+        # user's name, this host's name and FQDN (a DNS lookup) and a SHA-1 of them. A value
+        # with neither comes out as it went in: most values, in most files.
+        if isinstance(value, str) and "%" not in value and "~" not in value:
+            return value
+        return super()._tokenize(config, target_hostname, key, value)
 
 
 def _literal(pattern: str) -> bool:

@@ -35,6 +35,11 @@ Host h2
     User shadowed
 Host web?
     User web
+Host tok
+    HostName tok.example
+    IdentityFile ~/.ssh/id_%h_%r
+    ProxyCommand nc %h %p
+    UserKnownHostsFile ~/known_%n
 Host *
     User anybody
     IdentityFile /keys/default
@@ -42,7 +47,7 @@ Host *
 """
 
 
-@pytest.mark.parametrize("name", ["h1", "h2", "h3", "h4", "h10", "h1x", "web1", "web12", "other", "H1"])
+@pytest.mark.parametrize("name", ["h1", "h2", "h3", "h4", "h10", "h1x", "web1", "web12", "other", "H1", "tok"])
 def test_the_indexed_lookup_gives_what_paramiko_gives(name: str) -> None:
     plain, indexed = paramiko.SSHConfig(), ssh.IndexedSSHConfig()
     plain.parse(SSH_CONFIG.splitlines())
