@@ -163,7 +163,23 @@ class NodeConnection(asyncio.Protocol):
             self.need = need - pos if need else 0
 
 
+def describe(exc: BaseException) -> str:
+    """Why something failed, never empty: the exception's text, else its type (asyncio's
+    TimeoutError, and a few others, have no text)."""
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+async def connect_within(connecting: Awaitable[Any], timeout: float) -> Any:
+    """``connecting`` (a ``create_connection``), given up after ``timeout`` seconds with a
+    ConnectionError that says so: ``wait_for``'s own TimeoutError says nothing."""
+    try:
+        return await asyncio.wait_for(connecting, timeout)
+    except asyncio.TimeoutError:
+        raise ConnectionError(f"timed out after {timeout:g} s") from None
+
+
 async def open_connection(loop: asyncio.AbstractEventLoop, host: str, port: int, conn: NodeConnection,
                           timeout: float = 10.0) -> NodeConnection:
-    await asyncio.wait_for(loop.create_connection(lambda: conn, host, port), timeout)
+    await connect_within(loop.create_connection(lambda: conn, host, port), timeout)
     return conn

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.agent import resp
+from bench.agent.client import connect_within, describe
 from bench.wire.job import Address, split_target
 
 SLOTS = 16384
@@ -119,13 +120,16 @@ class DirectRouter(Router):
 
 async def request(address: Address, *args: resp.Arg, timeout: float = 5.0, auth: str | None = None) -> Any:
     """One control command on a fresh connection (not the hot path), after AUTH with ``auth``."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)
+    reader, writer = await connect_within(asyncio.open_connection(*address), timeout)
     try:
         writer.write((resp.encode("AUTH", auth) if auth is not None else b"") + resp.encode(*args))
         buf = b""
         replies: list[Any] = []
         while True:
-            data = await asyncio.wait_for(reader.read(1 << 16), timeout)
+            try:
+                data = await asyncio.wait_for(reader.read(1 << 16), timeout)
+            except asyncio.TimeoutError:
+                raise ConnectionError(f"no reply within {timeout:g} s") from None
             if not data:
                 raise ConnectionError(f"{format_address(address)} closed the connection")
             buf += data
@@ -153,5 +157,5 @@ async def discover(targets: Sequence[Address], timeout: float = 5.0,
             reply = await request(address, "CLUSTER", "SLOTS", timeout=timeout, auth=auth)
             return slots_from_reply(reply, address[0])
         except (OSError, asyncio.TimeoutError, resp.ProtocolError) as exc:
-            problems.append(f"{format_address(address)}: {exc or type(exc).__name__}")
+            problems.append(f"{format_address(address)}: {describe(exc)}")
     raise ConnectionError("no cluster node answered CLUSTER SLOTS (" + "; ".join(problems) + ")")

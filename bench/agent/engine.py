@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from bench.agent import cluster
-from bench.agent.client import Conn, Dial, NodeConnection, SubBatch, open_connection
+from bench.agent.client import Conn, Dial, NodeConnection, SubBatch, describe, open_connection
 from bench.agent.resp import ASKING
 from bench.agent.stats import Recorder
 from bench.agent.workloads import NextOps, Op
@@ -141,9 +141,9 @@ class Engine:
     def _connected(self, label: str, fut: asyncio.Future[Any]) -> None:
         if fut in self._connecting:
             self._connecting.remove(fut)
-        if not fut.cancelled() and fut.exception() is not None:
-            exc = fut.exception()
-            self.fail(f"cannot connect to {label}: {exc or type(exc).__name__}")
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is not None:
+            self.fail(f"cannot connect to {label}: {describe(exc)}")
 
     async def connect(self) -> None:
         """Open every worker's connection to every slot-owning node before any load starts."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import selectors
 import socket
 import threading
 import time
@@ -28,6 +27,7 @@ from fabric.runners import Remote, Result
 from invoke.exceptions import CommandTimedOut
 
 from fabfile.errors import FleetbenchError
+from fabfile.remote.transport import FleetSocket, FleetTransport, dial, output_event
 
 # paramiko logs its transport thread's failures (e.g. a ProxyCommand that exits) with full
 # tracebacks through logging's last-resort handler; we report those failures ourselves.
@@ -59,7 +59,6 @@ class SshSettings:
 
 # paramiko's parts extended below are private: its type stubs describe only the public API.
 _SSHConfig: Any = paramiko.SSHConfig
-_Transport: Any = paramiko.Transport
 _SSHClient: Any = paramiko.SSHClient
 _HostKeys: Any = paramiko.HostKeys
 
@@ -94,9 +93,17 @@ class IndexedSSHConfig(_SSHConfig):
         return [self._config[i] for i in sorted([*always, *literal.get(hostname, [])])]
 
     def _lookup(self, hostname, options=None, canonical=False, final=False):
-        view = _SSHConfig()  # what paramiko's own lookup walks: only the candidates
+        view = IndexedSSHConfig()  # what paramiko's own lookup walks: only the candidates
         view._config = self._candidates(hostname)
         return _SSHConfig._lookup(view, hostname, options, canonical, final)
+
+    def _tokenize(self, config, target_hostname, key, value):
+        # paramiko replaces only "%x" tokens and "~"; for each value it first asks for the
+        # user's name, this host's name and FQDN (a DNS lookup) and a SHA-1 of them. A value
+        # with neither comes out as it went in: most values, in most files.
+        if isinstance(value, str) and "%" not in value and "~" not in value:
+            return value
+        return super()._tokenize(config, target_hostname, key, value)
 
 
 def _literal(pattern: str) -> bool:
@@ -223,24 +230,6 @@ class PromptRemote(Remote):
             self.channel.status_event.wait(self.input_sleep)
 
 
-class FleetTransport(_Transport):
-    """paramiko's Transport, asking for AES-GCM first and skipping unlogged debug text.
-
-    With a CTR cipher paramiko computes each packet's HMAC with Python's hmac module and
-    checks each received one in a pure-Python constant-time loop; GCM authenticates inside
-    the cipher (OpenSSH >= 6.2 has it; a server without it negotiates CTR as before). sshd
-    sends a debug message on login when authorized_keys has options, which paramiko
-    escapes byte by byte in Python only to log it at DEBUG level.
-    """
-
-    _preferred_ciphers = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
-                          *(c for c in _Transport._preferred_ciphers if "gcm" not in c))
-
-    def _parse_debug(self, m: paramiko.Message) -> None:
-        if self.logger.isEnabledFor(logging.DEBUG):
-            super()._parse_debug(m)
-
-
 class FleetClient(_SSHClient):
     """paramiko's SSHClient, reading each identity file once per fleet, not once per host.
 
@@ -321,14 +310,14 @@ class FleetConnection(Connection):
             self.gateway.close()
 
 
-#: Longest wait between looks at a quiet channel (stderr data does not always wake the selector).
-_POLL_S = 0.05
+#: Longest wait between looks at a quiet channel: a safety net, output, EOF and close wake the reader.
+_POLL_S = 0.5
 
 
 def exec_quietly(c: Connection, command: str, timeout: float | None = None) -> Result:
     """Run ``command`` on a new channel of ``c``'s open transport; its output, read as it
-    comes (one selector, no threads), and its exit status (-1 if the connection is lost).
-    Raises Invoke's CommandTimedOut after ``timeout`` seconds, as ``c.run`` does."""
+    comes (in this thread, woken by one event), and its exit status (-1 if the connection is
+    lost). Raises Invoke's CommandTimedOut after ``timeout`` seconds, as ``c.run`` does."""
     deadline = None if timeout is None else time.monotonic() + timeout
     out: list[bytes] = []
     err: list[bytes] = []
@@ -336,21 +325,19 @@ def exec_quietly(c: Connection, command: str, timeout: float | None = None) -> R
     try:
         channel.exec_command(command)
         channel.shutdown_write()
-        with selectors.DefaultSelector() as selector:
-            selector.register(channel, selectors.EVENT_READ)  # readable on data, EOF or close
-            while True:
-                ended = channel.eof_received or channel.closed  # before draining: data precedes EOF
-                while channel.recv_ready():
-                    out.append(channel.recv(65536))
-                while channel.recv_stderr_ready():
-                    err.append(channel.recv_stderr(65536))
-                if ended:
-                    break
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                # The channel's pipe wakes us for stdout; stderr alone may not, so look again soon.
-                selector.select(_POLL_S if left is None else min(left, _POLL_S))
+        arrived = output_event(channel)
+        while True:
+            ended = channel.eof_received or channel.closed  # before draining: data precedes EOF
+            while channel.recv_ready():
+                out.append(channel.recv(65536))
+            while channel.recv_stderr_ready():
+                err.append(channel.recv_stderr(65536))
+            if ended:
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            arrived.wait(_POLL_S if left is None else min(left, _POLL_S))
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         finished = channel.status_event.wait(left)
     finally:
@@ -363,11 +350,26 @@ def exec_quietly(c: Connection, command: str, timeout: float | None = None) -> R
     return result
 
 
+class FleetConfig(Config):
+    """Fabric's Config, whose section lookups (``config.connect_kwargs``) do not fail twice first.
+
+    Invoke's ``_get`` asks the config for its ``_keypath`` and ``_root``, which a root config
+    lacks; each miss builds an AttributeError message listing ``dir()`` of the class. A root's
+    keypath is the empty one (what invoke assumes without it), and its root is itself."""
+
+    _keypath: tuple[str, ...] = ()
+
+    def __getattr__(self, key: str) -> Any:
+        if key == "_root":  # invoke tells a root (none) from a section (one) by this attribute
+            raise AttributeError(key)
+        return super().__getattr__(key)
+
+
 def fleet_config(ssh_config: paramiko.SSHConfig) -> Config:
     """One Config for every connection of a fleet: building and merging one (Fabric reads
     its config files, the environment and the user's name) cost more than a connection's
     own setup. Nothing writes to it (see FleetConnection)."""
-    return Config(ssh_config=ssh_config, overrides={"runners": {"remote": PromptRemote}})
+    return FleetConfig(ssh_config=ssh_config, overrides={"runners": {"remote": PromptRemote}})
 
 
 def connection(destination: str, settings: SshSettings, ssh_config: paramiko.SSHConfig | None = None,
@@ -386,36 +388,6 @@ def _describe_key(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {key.fingerprint}"
 
 
-class _PromptAckSocket:
-    """A TCP socket that acknowledges every read at once.
-
-    sshd leaves Nagle's algorithm on for sessions without a terminal, so when it has sent one
-    small packet it holds back the next until the first is acknowledged, and Linux delays
-    that acknowledgement by up to 40 ms. Right after login sshd sends such a packet (its
-    host keys notice), so the reply to the first channel waited 40 ms on every connection.
-    TCP_QUICKACK after a read sends any acknowledgement still pending.
-    """
-
-    def __init__(self, sock: socket.socket):
-        self._sock = sock
-
-    def recv(self, size: int) -> bytes:
-        data = self._sock.recv(size)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        return data
-
-    def __getattr__(self, name: str):  # everything else is the socket's own
-        return getattr(self._sock, name)
-
-
-def _dial(host: str, port: int, timeout: float):
-    """The TCP connection for an SSH session, with Nagle off: SSH does its own batching, and
-    our small writes (a channel request, then its command) must not wait for an ack."""
-    sock = socket.create_connection((host, port), timeout=timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return _PromptAckSocket(sock) if hasattr(socket, "TCP_QUICKACK") else sock  # TCP_QUICKACK: Linux
-
-
 def open_checked(c: Connection, settings: SshSettings) -> Connection:
     """Open ``c``; every way of failing becomes a ConnectError naming the host."""
     name = getattr(c, "fleetbench_name", c.original_host)
@@ -427,7 +399,7 @@ def open_checked(c: Connection, settings: SshSettings) -> Connection:
             raise ConnectError(name, f"through jump host {exc}") from None
     try:
         if c.gateway is None and not c.is_connected:  # a ProxyJump/ProxyCommand brings its own socket
-            c.connect_kwargs["sock"] = _dial(c.host, c.port, settings.connect_timeout)
+            c.connect_kwargs["sock"] = dial(c.host, c.port, settings.connect_timeout)
         c.open()
     except paramiko.BadHostKeyException as exc:
         files = ", ".join(str(p) for p in getattr(c, "fleetbench_known_hosts", []))
@@ -468,7 +440,7 @@ def set_host_timeout(c: Connection, seconds: float, keepalive_s: float = 10) -> 
     """
     every = max(1, int(min(keepalive_s, seconds / 3)))
     sock = c.transport.sock
-    if isinstance(sock, (socket.socket, _PromptAckSocket)):
+    if isinstance(sock, (socket.socket, FleetSocket)):
         c.transport.set_keepalive(every)
         if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from bench.agent.client import NodeConnection, SubBatch
+import asyncio
+
+import pytest
+
+from bench.agent.client import NodeConnection, SubBatch, describe, open_connection
 
 
 class Transport:
@@ -93,3 +97,26 @@ def test_close_is_not_a_loss():
     other.connection_made(Transport())  # type: ignore[arg-type]
     other.connection_lost(ConnectionResetError("reset"))
     assert lost2 == ["connection to h:1 lost: reset"]
+
+
+def test_a_failure_is_described_by_its_text_else_its_type():
+    assert describe(ConnectionRefusedError(111, "Connection refused")) == "[Errno 111] Connection refused"
+    assert describe(TimeoutError()) == "TimeoutError"  # wait_for's: no text at all
+    assert describe(OSError("  ")) == "OSError"
+
+
+class _NeverConnects:
+    """An event loop's create_connection that never completes (a SYN nobody answers)."""
+
+    async def create_connection(self, factory, host, port):
+        await asyncio.Event().wait()
+
+
+def test_a_connect_that_never_completes_says_it_timed_out_and_after_how_long():
+    conn, _, _ = make()
+
+    async def main() -> None:
+        await open_connection(_NeverConnects(), "h", 1, conn, timeout=0.01)  # type: ignore[arg-type]
+
+    with pytest.raises(ConnectionError, match=r"^timed out after 0\.01 s$"):
+        asyncio.run(main())

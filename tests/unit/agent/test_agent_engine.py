@@ -366,3 +366,23 @@ def test_stop_waits_briefly_then_gives_up(fake, monkeypatch):
     rec = Recorder(open_loop=False)
     eng = run(router, Phase(set_ops(), 1, duration_s=5.0, recorder=rec), during=stall_then_stop)
     assert eng.interrupted and eng.fatal is None and rec.ops > 0 and rec.elapsed() < 1.0
+
+
+@pytest.mark.parametrize(("failure", "said"), [(ConnectionError("timed out after 10 s"), "timed out after 10 s"),
+                                               (TimeoutError(), "TimeoutError")])
+def test_a_failed_connect_says_why(monkeypatch, failure, said):
+    async def failing_open(loop, host, port, conn, timeout=10.0):
+        raise failure
+
+    monkeypatch.setattr(engine_mod, "open_connection", failing_open)
+    eng = run(cluster.Router([("a", 1)]), Phase(set_ops(), 1, iterations=3, recorder=Recorder(False)))
+    assert eng.fatal == f"cannot connect to a:1: {said}"
+
+
+def test_cluster_discovery_names_a_node_that_never_answers(monkeypatch):
+    async def never(*address):
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(asyncio, "open_connection", never)
+    with pytest.raises(ConnectionError, match=r"a:1: timed out after 0\.01 s; b:2: timed out after 0\.01 s"):
+        asyncio.run(cluster.discover([("a", 1), ("b", 2)], timeout=0.01))

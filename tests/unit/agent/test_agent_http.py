@@ -95,10 +95,13 @@ class FakeHttp:
         self.links: list[FakeTransport] = []
         self.requests: list[tuple[int, str, str, dict[str, str], bytes]] = []
         self.refuse = False
+        self.hang = False  # a connect that never completes (a SYN nobody answers)
 
     async def create_connection(self, factory: Callable[[], asyncio.Protocol], host: str, port: int) -> Any:
         if self.refuse:
             raise ConnectionRefusedError(111, "Connection refused")
+        if self.hang:
+            await asyncio.Event().wait()
         proto = factory()
         t = FakeTransport(self, proto, (host, port))
         self.links.append(t)
@@ -180,6 +183,44 @@ def test_content_length_responses_reuse_one_connection():
         assert len(server.links) == 1 and not c.lost
 
     run(main)
+
+
+class _Wire:
+    """What an HttpConnection writes on: nothing is sent anywhere, its reads are fed by hand."""
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+SEQUENCE = [ok(b"abc"), ok(b"abc"), ok(b"hello"), b"HTTP/1.1 410 Gone\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", ok(b"abc")]
+
+
+def _feed(reads: list[bytes]) -> list[SubBatch]:
+    """Six requests answered by SEQUENCE, arriving as ``reads``; the settled requests."""
+    done: list[SubBatch] = []
+    conn = httpclient.HttpConnection(asyncio.new_event_loop(), ("h", 80), "h:80", done.append,
+                                     lambda why: pytest.fail(why), timeout=0)
+    link = httpclient._Link(conn)
+    link.transport = _Wire()  # type: ignore[assignment]
+    conn._made(link)
+    for i in range(len(SEQUENCE)):
+        conn.send(SubBatch(None, [(b"0", b"GET /%d HTTP/1.1\r\n\r\n" % i, 1)], b"", 1))
+    for data in reads:
+        link.data_received(data)
+    return done
+
+
+@pytest.mark.parametrize("how", ["one read each", "all in one read", "byte by byte", "cut inside heads"])
+def test_repeated_and_changing_heads_frame_every_response_however_it_arrives(how: str):
+    whole = b"".join(SEQUENCE)
+    reads = {"one read each": SEQUENCE, "all in one read": [whole],
+             "byte by byte": [whole[i:i + 1] for i in range(len(whole))],
+             "cut inside heads": [piece for r in SEQUENCE for piece in (r[:10], r[10:])]}[how]
+    done = _feed(reads)
+    assert len(done) == len(SEQUENCE) and all(sub.got == 1 for sub in done)
+    assert [sub.errors for sub in done] == [None, None, None, [(0, b"HTTP/1.1 410 Gone (GET /3 HTTP/1.1 on h:80)")],
+                                            None, None]
 
 
 def test_chunked_with_extensions_and_trailers():
@@ -486,6 +527,19 @@ def test_engine_open_loop_records_service_time_too():
     eng, rec = engine_run(plan({}), server, {"iterations": 60, "rate": 2000.0})
     assert eng.fatal is None and rec.ops == 60
     assert rec.service is not None and rec.service.get_total_count() == 60
+
+
+def test_a_connect_that_times_out_says_so_and_after_how_long(monkeypatch):
+    monkeypatch.setattr(httpclient, "CONNECT_TIMEOUT_S", 0.01)
+    server = FakeHttp(lambda *a: ok())
+    server.hang = True
+
+    async def main() -> None:
+        c = Client(server)  # no request timeout: only the connect's limit
+        sub = await c.one()
+        assert sub.errors is not None and sub.errors[0][1] == b"cannot connect to h:80: timed out after 0.01 s"
+
+    run(main)
 
 
 def test_engine_refused_first_connection_is_fatal():

@@ -35,6 +35,11 @@ Host h2
     User shadowed
 Host web?
     User web
+Host tok
+    HostName tok.example
+    IdentityFile ~/.ssh/id_%h_%r
+    ProxyCommand nc %h %p
+    UserKnownHostsFile ~/known_%n
 Host *
     User anybody
     IdentityFile /keys/default
@@ -42,7 +47,7 @@ Host *
 """
 
 
-@pytest.mark.parametrize("name", ["h1", "h2", "h3", "h4", "h10", "h1x", "web1", "web12", "other", "H1"])
+@pytest.mark.parametrize("name", ["h1", "h2", "h3", "h4", "h10", "h1x", "web1", "web12", "other", "H1", "tok"])
 def test_the_indexed_lookup_gives_what_paramiko_gives(name: str) -> None:
     plain, indexed = paramiko.SSHConfig(), ssh.IndexedSSHConfig()
     plain.parse(SSH_CONFIG.splitlines())
@@ -168,3 +173,16 @@ def test_the_indexed_known_hosts_lookup_gives_what_paramiko_gives(tmp_path: Path
     for name in ("10.0.0.1", "10.0.0.2", "[10.0.0.9]:2222", "10.0.0.3"):
         want, got = plain.lookup(name), indexed.lookup(name)
         assert (None if want is None else dict(want)) == (None if got is None else dict(got)), name
+
+
+def test_the_fleet_config_reads_like_fabrics_own() -> None:
+    from fabric import Config
+
+    ours, theirs = ssh.fleet_config(paramiko.SSHConfig()), Config(overrides={"runners": {"remote": ssh.PromptRemote}})
+    assert ours.runners.remote is theirs.runners.remote is ssh.PromptRemote
+    assert dict(ours.connect_kwargs) == dict(theirs.connect_kwargs) and ours.timeouts.connect == theirs.timeouts.connect
+    section = ours.connect_kwargs
+    assert section._keypath == ("connect_kwargs",) and section._root is ours  # a section of this root
+    assert ours._is_root and not ours._is_leaf and section._is_leaf
+    with pytest.raises(AttributeError):
+        ours.no_such_setting  # noqa: B018

@@ -14,7 +14,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from fabfile.remote import ssh
+from fabfile.remote import ssh, transport
 from fabfile.remote.ssh import ConnectError, SshSettings
 
 
@@ -199,7 +199,7 @@ def test_a_connection_is_given_only_its_own_hosts_keys(tmp_path: Path) -> None:
 
 
 def test_dialled_sockets_send_small_writes_at_once(server: SshServer) -> None:
-    sock = ssh._dial("127.0.0.1", server.port, timeout=5)
+    sock = transport.dial("127.0.0.1", server.port, timeout=5)
     try:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         assert sock.recv(64).startswith(b"SSH-2.0-")  # reads (and acks) through the wrapper
