@@ -94,6 +94,11 @@ class AgentStream:
         return [line for line in self.tail.text("bytes of stderr").splitlines() if progress.parse_line(line) is None]
 
 
+def _kept_stderr(h: HostFollow, key: str) -> list[str]:
+    """What an agent's record keeps of its stderr: its log lines, scrubbed."""
+    return [scrub(line) for line in (h.stderr[key].log_lines() if key in h.stderr else [])]
+
+
 def shown(line: str) -> str:
     """A log line as the live view shows it: cut (a long line must not flood the terminal), scrubbed."""
     if len(line) > ECHO_LINE_BYTES:
@@ -295,8 +300,9 @@ class Follower:
 
     def _poll(self, h: HostFollow) -> None:
         offsets: dict[str, int] = {}
-        if self.run_dir.host_metrics_size(h.name) < METRICS_KEEP_BYTES:  # past it: the rest stays on the host
-            offsets[hostrun.METRICS] = self.run_dir.host_metrics_size(h.name)
+        have = self.run_dir.host_metrics_size(h.name)
+        if have < METRICS_KEEP_BYTES:  # past it: the rest stays on the host
+            offsets[hostrun.METRICS] = have
         if not h.facts:
             offsets[hostrun.FACTS] = 0
         for key in (h.state or {}).get("agents", {}):
@@ -443,7 +449,7 @@ class Follower:
         show()
 
     def _record(self, h: HostFollow, key: str, agent: Mapping[str, Any]) -> None:
-        lines = [scrub(line) for line in (h.stderr[key].log_lines() if key in h.stderr else [])]
+        lines = _kept_stderr(h, key)
         result = h.results.get(key)
         if result is not None:
             job = self._public_job(h.name, agent)
@@ -473,7 +479,7 @@ class Follower:
             key = f"{agent['dir']}/agent-{agent['agent_num']}"
             if key in h.recorded:
                 continue
-            lines = [scrub(line) for line in (h.stderr[key].log_lines() if key in h.stderr else [])]
+            lines = _kept_stderr(h, key)
             failure: Failure = {"agent_num": int(agent["agent_num"]), "host": h.name,
                                 "stderr_tail": tail("\n".join(lines)),
                                 "error": f"lost the connection to {h.name} ({h.gave_up}); its result stays on the host"}
