@@ -142,3 +142,26 @@ def test_reads_larger_than_the_buffer_come_whole_and_in_order(pair: tuple[FleetS
     while len(got) < len(sent):
         got += ours.recv(min(40_000, len(sent) - len(got)))
     assert bytes(got) == sent
+
+
+def test_the_private_parts_of_paramiko_we_override_are_still_there() -> None:
+    """fleetbench's transport overrides paramiko internals (pyproject pins the range they were
+    made against): a paramiko release that renames or reshapes one must fail here, not silently
+    fall back to paramiko's own behaviour."""
+    import inspect
+
+    from paramiko.buffered_pipe import BufferedPipe
+    from paramiko.packet import Packetizer
+
+    assert "packetizer_class" in inspect.signature(paramiko.Transport.__init__).parameters
+    assert isinstance(paramiko.Transport._preferred_ciphers, tuple)
+    assert "aes128-gcm@openssh.com" in paramiko.Transport._preferred_ciphers
+    assert isinstance(paramiko.Transport._active_check_timeout, (int, float))
+    assert list(inspect.signature(paramiko.Transport._parse_debug).parameters) == ["self", "m"]
+    for name, params in (("start_handshake", ["self", "timeout"]), ("handshake_timed_out", ["self"]),
+                         ("complete_handshake", ["self"])):
+        assert list(inspect.signature(getattr(Packetizer, name)).parameters) == params, name
+    assert list(inspect.signature(BufferedPipe.set_event).parameters) == ["self", "event"]
+    # FleetTransport's overrides are the ones paramiko calls (same names on the subclass).
+    assert FleetTransport._active_check_timeout == transport.IDLE_WAKE_S
+    assert issubclass(DeadlinePacketizer, Packetizer)
