@@ -12,13 +12,14 @@ controller still finds every finished interval on disk. It runs until SIGTERM/SI
      "mem": {"used_bytes", "available_bytes", "total_bytes"},
      "net": {"eth0": {"rx_Bps", "tx_Bps"}, "lo": {...}},   # every interface, lo included
      "disk": {"read_Bps", "write_Bps"},                      # whole physical disks only
-     "procs": {"1234": {"cpu_pct", "rss_bytes", "name"[, "pid_file"]},
+     "procs": {"1234": {"cpu_pct", "rss_bytes", "name", "tree"[, "pid_file"]},
                "999": {"gone": true, "name": "redis-server"}}}
 
 ``cpu.user`` includes nice, ``cpu.system`` includes irq and softirq, so the five always sum to
-100 (guest time is already inside user). A proc's ``cpu_pct`` is % of one core (a busy
-multi-threaded server exceeds 100) and is null on the first sample after the sampler adopted
-it. A section whose /proc file is unreadable is null. The first line comes one interval after
+100 (guest time is already inside user). A proc's ``cpu_pct`` and ``rss_bytes`` cover the process
+and its descendants (``tree`` processes in all: gunicorn's workers are the server too); its
+``cpu_pct`` is % of one core (a busy multi-threaded server exceeds 100) and is null on the
+first sample after the sampler adopted it. A section whose /proc file is unreadable is null. The first line comes one interval after
 start: rates need two reads.
 
 Cheap by design (stdlib only, no subprocesses): every /proc file is opened once and re-read
@@ -209,6 +210,13 @@ class PidStat(NamedTuple):
     name: str  # comm, at most 15 characters
     state: str  # R, S, D, Z, ...
     cpu_ticks: int  # utime + stime of all its threads, in CLOCK_TICKS
+    reaped_ticks: int = 0  # cutime + cstime: what its exited (and waited-for) children used
+
+    @property
+    def tree_ticks(self) -> int:
+        """Its own CPU and that of the children it reaped: summed over a process tree, every
+        tick of the tree's processes, living or exited, is counted exactly once."""
+        return self.cpu_ticks + self.reaped_ticks
 
 
 def parse_pid_stat(text: str) -> PidStat:
@@ -220,7 +228,13 @@ def parse_pid_stat(text: str) -> PidStat:
         name=text[open_at + 1 : close_at],
         state=rest[0],
         cpu_ticks=int(rest[11]) + int(rest[12]),  # fields 14 and 15
+        reaped_ticks=int(rest[13]) + int(rest[14]),  # fields 16 and 17
     )
+
+
+def parse_children(text: str) -> list[int]:
+    """/proc/PID/task/TID/children: the pids of that thread's children, space-separated."""
+    return [int(word) for word in text.split() if word.isdigit()]
 
 
 def parse_pid_statm(text: str) -> int:
@@ -251,6 +265,18 @@ def parse_pids(text: str) -> list[int]:
 
 
 # ----- the sampler: open files, previous reads -----
+
+
+class Tree(NamedTuple):
+    """A watched process and its living descendants, summed."""
+
+    ticks: int  # PidStat.tree_ticks of each
+    rss_bytes: int | None  # resident memory of each (pages a fork shares are counted per process)
+    processes: int
+
+
+#: The most descendants a watched process is followed to (a fork bomb must not make sampling slow).
+MAX_TREE = 1024
 
 
 class ProcFile:
@@ -360,10 +386,53 @@ class Sampler:
         if stat is None:
             watched.close()
             return None
-        watched.prev_ticks = stat.cpu_ticks
+        watched.prev_ticks = self._tree(watched, stat).ticks
         watched.prev_time = at
         self._watched[pid] = watched
         return watched
+
+    def _tree(self, watched: _Watched, stat: PidStat) -> Tree:
+        """A watched process with its descendants: a server is often a tree (gunicorn's master
+        and workers, a pex that runs its server as a child), and only the whole tree is the server."""
+        ticks, rss, count = stat.tree_ticks, watched.rss_bytes(), 1
+        for pid in self._descendants(watched.pid):
+            base = os.path.join(self._proc, str(pid))
+            try:
+                with open(os.path.join(base, "stat"), "rb") as f:
+                    child = parse_pid_stat(f.read().decode("utf-8", "replace"))
+                with open(os.path.join(base, "statm"), "rb") as f:
+                    child_rss = parse_pid_statm(f.read().decode("ascii", "replace")) * PAGE_BYTES
+            except (OSError, ValueError, IndexError):
+                continue  # exited meanwhile: its ticks reach its parent's reaped_ticks
+            ticks += child.tree_ticks
+            rss = None if rss is None else rss + child_rss
+            count += 1
+        return Tree(ticks, rss, count)
+
+    def _descendants(self, pid: int) -> list[int]:
+        """Every living descendant of ``pid`` (at most MAX_TREE), from each thread's children list."""
+        found: list[int] = []
+        seen = {pid}
+        todo = [pid]
+        while todo and len(found) < MAX_TREE:
+            parent = todo.pop()
+            task_dir = os.path.join(self._proc, str(parent), "task")
+            try:
+                threads = os.listdir(task_dir)
+            except OSError:
+                continue
+            for tid in threads:
+                try:
+                    with open(os.path.join(task_dir, tid, "children"), "rb") as f:
+                        children = parse_children(f.read().decode("ascii", "replace"))
+                except OSError:
+                    continue
+                for child in children:
+                    if child not in seen and len(found) < MAX_TREE:
+                        seen.add(child)
+                        found.append(child)
+                        todo.append(child)
+        return found
 
     def _follow_pid_files(self, at: float) -> list[tuple[_Watched, PidStat]]:
         """Re-read each pidfile whose pid is not (or no longer) watched; adopt a live pid."""
@@ -403,20 +472,24 @@ class Sampler:
                 watched.close()
                 del self._watched[pid]
                 continue
+            tree = self._tree(watched, stat)
             cpu_pct = None
             if watched.prev_ticks is not None and now > watched.prev_time:
-                seconds = (stat.cpu_ticks - watched.prev_ticks) / CLOCK_TICKS
+                # A descendant that left the tree (daemonized, reparented) takes its ticks along:
+                # the sum may shrink, which is no CPU used, not negative CPU.
+                seconds = (tree.ticks - watched.prev_ticks) / CLOCK_TICKS
                 cpu_pct = round(100.0 * max(0.0, seconds) / (now - watched.prev_time), 2)
-            watched.prev_ticks = stat.cpu_ticks
+            watched.prev_ticks = tree.ticks
             watched.prev_time = now
-            out[str(pid)] = self._proc_entry(watched, stat, cpu_pct)
+            out[str(pid)] = self._proc_entry(watched, stat, tree, cpu_pct)
         for watched, stat in self._follow_pid_files(now):
-            out[str(watched.pid)] = self._proc_entry(watched, stat, None)
+            out[str(watched.pid)] = self._proc_entry(watched, stat, self._tree(watched, stat), None)
         return out
 
     @staticmethod
-    def _proc_entry(watched: _Watched, stat: PidStat, cpu_pct: float | None) -> dict[str, object]:
-        entry: dict[str, object] = {"cpu_pct": cpu_pct, "rss_bytes": watched.rss_bytes(), "name": stat.name}
+    def _proc_entry(watched: _Watched, stat: PidStat, tree: Tree, cpu_pct: float | None) -> dict[str, object]:
+        entry: dict[str, object] = {"cpu_pct": cpu_pct, "rss_bytes": tree.rss_bytes, "name": stat.name,
+                                    "tree": tree.processes}
         if watched.pid_file is not None:
             entry["pid_file"] = watched.pid_file
         return entry
@@ -454,7 +527,7 @@ class Sampler:
             for watched in self._watched.values():  # restart their cpu clocks here
                 s = watched.read()
                 if s is not None:
-                    watched.prev_ticks, watched.prev_time = s.cpu_ticks, now
+                    watched.prev_ticks, watched.prev_time = self._tree(watched, s).ticks, now
             return None
 
         dt = now - self._prev_time

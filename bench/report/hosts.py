@@ -101,9 +101,10 @@ def summarise(samples: Sequence[Mapping[str, Any]], window: Window | None = None
          "net_Bps": {"rx_mean", "tx_mean", "rx_max", "tx_max"},   # non-loopback
          "disk_Bps": {"read_mean", "write_mean", "read_max", "write_max"},
          "procs": [{"pid", "name", "pid_file", "samples", "cpu_pct_mean", "cpu_pct_max",
-                    "rss_max_bytes", "gone"}]}                    # the server processes
+                    "rss_max_bytes", "tree_max", "gone"}]}        # the server processes
 
-    A figure with no sample to read it from is None. A proc's cpu_pct is % of one core.
+    A figure with no sample to read it from is None. A proc's cpu_pct is % of one core; it
+    and its rss cover the process's tree (``tree_max``: the most processes it had at once).
     """
     chosen = in_window(samples, window)
     out: dict[str, Any] = {
@@ -147,7 +148,7 @@ def _procs(samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             if not isinstance(entry, Mapping):
                 continue
             p = seen.setdefault(pid, {"pid": int(pid) if str(pid).isdigit() else pid, "name": None,
-                                      "pid_file": None, "cpu": [], "rss": [], "gone": False})
+                                      "pid_file": None, "cpu": [], "rss": [], "tree": [], "gone": False})
             p["name"] = entry.get("name") or p["name"]
             p["pid_file"] = entry.get("pid_file") or p["pid_file"]
             if entry.get("gone"):
@@ -157,12 +158,14 @@ def _procs(samples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 p["cpu"].append(float(entry["cpu_pct"]))
             if entry.get("rss_bytes") is not None:
                 p["rss"].append(int(entry["rss_bytes"]))
+            if isinstance(entry.get("tree"), int):
+                p["tree"].append(entry["tree"])
     out = []
     for p in seen.values():
         cpu = _mean_max(p.pop("cpu"))
-        rss = p.pop("rss")
+        rss, tree = p.pop("rss"), p.pop("tree")
         out.append({**p, "samples": len(rss), "cpu_pct_mean": cpu["mean"], "cpu_pct_max": cpu["max"],
-                    "rss_max_bytes": max(rss) if rss else None})
+                    "rss_max_bytes": max(rss) if rss else None, "tree_max": max(tree) if tree else None})
     return sorted(out, key=lambda p: str(p["pid"]))
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import time
@@ -161,6 +162,15 @@ def test_command_server_httpbin_under_gunicorn(project):
 
     again = project.inv("deploy", "--spawn", str(spawn)).stdout
     assert "nothing to restart" in again and "(command, 2 nodes)" in again and "building server" not in again
+
+    # The hosts table sees the whole server: gunicorn's master idles while its workers serve.
+    measured = project.inv("bench", "--spawn", str(spawn), "collect", "--spawn", str(spawn)).stdout
+    run_id = re.search(r"run (\S+): ok", measured).group(1)
+    run = json.loads((project.path / "runs" / run_id / "run.json").read_text())
+    for host in (h[0], h[2]):
+        (master,) = run["hosts"][host]["metrics"]["procs"]
+        assert master["pid"] == nodes[host]["pid"] and master["tree_max"] >= 3, master  # master and 2 workers
+        assert master["cpu_pct_max"] > 0, master
 
     # A readiness path that can never answer fails at once, names the host and the answer, and
     # leaves nothing running.

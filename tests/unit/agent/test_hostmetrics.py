@@ -208,14 +208,21 @@ def test_disk_rates_fixture():
 def test_parse_pid_stat_and_statm_fixtures():
     stat = hm.parse_pid_stat(fixture("pid_stat"))
     fields = fixture("pid_stat").split()
-    assert stat == hm.PidStat(name="sleep", state="S", cpu_ticks=int(fields[13]) + int(fields[14]))
+    assert stat == hm.PidStat(name="sleep", state="S", cpu_ticks=int(fields[13]) + int(fields[14]),
+                              reaped_ticks=int(fields[15]) + int(fields[16]))
     assert hm.parse_pid_statm(fixture("pid_statm")) == int(fixture("pid_statm").split()[1]) > 0
 
 
 def test_parse_pid_stat_hostile_comm():
-    text = "42 (my (evil) ) S x) R 1 42 42 0 -1 0 0 0 0 0 7 5 0 0 20 0 3 0 100 1000 77 0\n"
+    text = "42 (my (evil) ) S x) R 1 42 42 0 -1 0 0 0 0 0 7 5 3 1 20 0 3 0 100 1000 77 0\n"
     stat = hm.parse_pid_stat(text)
-    assert stat == hm.PidStat(name="my (evil) ) S x", state="R", cpu_ticks=12)
+    assert stat == hm.PidStat(name="my (evil) ) S x", state="R", cpu_ticks=12, reaped_ticks=4)
+    assert stat.tree_ticks == 16
+
+
+def test_parse_children():
+    assert hm.parse_children("12 345 \n") == [12, 345]
+    assert hm.parse_children("") == []
 
 
 @pytest.mark.parametrize(
@@ -271,7 +278,7 @@ def test_sampler_follows_a_pid_file_across_restarts(tmp_path):
         pid_file.write_text(f"{a.pid}\n")
         adopted = sampler.sample()["procs"]
         assert adopted == {str(a.pid): {"cpu_pct": None, "rss_bytes": adopted[str(a.pid)]["rss_bytes"],
-                                        "name": "sleep", "pid_file": str(pid_file)}}
+                                        "name": "sleep", "tree": 1, "pid_file": str(pid_file)}}
         steady = sampler.sample()["procs"][str(a.pid)]
         assert steady["cpu_pct"] is not None and 0 <= steady["cpu_pct"] < 50
         a.kill()
@@ -288,6 +295,38 @@ def test_sampler_follows_a_pid_file_across_restarts(tmp_path):
                 p.kill()
                 p.wait()
         sampler.close()
+
+
+def test_a_watched_process_counts_its_whole_tree():
+    """A server is often a tree (gunicorn's master idles while its workers serve): the CPU of a
+    child, living or already exited and reaped, and the memory of the living ones are the
+    watched process's. Here a shell's child burns 0.3 s of CPU and exits; then it sleeps."""
+    burn = "import time\nwhile time.process_time() < 0.3: pass"
+    shell = subprocess.Popen(["sh", "-c", f"read go; {sys.executable} -c '{burn}'; sleep 60"], stdin=subprocess.PIPE)
+    sampler = hm.Sampler(pids=[shell.pid])
+    try:
+        assert sampler.sample() is None
+        shell.stdin.write(b"go\n")
+        shell.stdin.close()
+        deadline = time.monotonic() + 60
+        while not _children_named(shell.pid, "sleep") and time.monotonic() < deadline:
+            time.sleep(0.05)  # the burner has exited (reaped by the shell) once sleep runs
+        sample = sampler.sample()
+        entry = sample["procs"][str(shell.pid)]
+        assert entry["tree"] == 2  # the shell and its sleep
+        cpu_seconds = entry["cpu_pct"] / 100 * sample["dt"]
+        assert cpu_seconds >= 0.25, entry  # the exited child's 0.3 s, through the shell's reaped ticks
+        own_rss = hm.parse_pid_statm(Path(f"/proc/{shell.pid}/statm").read_text()) * hm.PAGE_BYTES
+        assert entry["rss_bytes"] > own_rss  # the sleep's memory too
+    finally:
+        shell.kill()
+        shell.wait()
+        sampler.close()
+
+
+def _children_named(pid: int, name: str) -> bool:
+    children = hm.parse_children(Path(f"/proc/{pid}/task/{pid}/children").read_text())
+    return any(Path(f"/proc/{c}/comm").read_text().strip() == name for c in children)
 
 
 def test_sampler_keeps_files_open_between_samples():

@@ -41,7 +41,7 @@ def test_parse_ndjson_names_a_bad_line():
 
 def test_summary_of_samples():
     samples = [sample(T0 + i, idle=100 - 10 * (i + 1), procs=SERVER_PROC) for i in range(4)]
-    samples[1]["procs"] = {"89": {**SERVER_PROC["89"], "cpu_pct": 40.0, "rss_bytes": 60_000_000}}
+    samples[1]["procs"] = {"89": {**SERVER_PROC["89"], "cpu_pct": 40.0, "rss_bytes": 60_000_000, "tree": 5}}
     s = hosts.summarise(samples)
     assert s["samples"] == 4 and s["cores"] == 2 and (s["first_t"], s["last_t"]) == (T0, T0 + 3)
     assert s["cpu_pct"] == {"mean": 25.0, "max": 40.0}
@@ -52,6 +52,7 @@ def test_summary_of_samples():
     (proc,) = s["procs"]
     assert proc["pid"] == 89 and proc["name"] == "redis-server" and proc["pid_file"].endswith("7000/server.pid")
     assert proc["cpu_pct_mean"] == 25.0 and proc["cpu_pct_max"] == 40.0 and proc["rss_max_bytes"] == 60_000_000
+    assert proc["tree_max"] == 5  # the most processes its tree had (a gunicorn master and workers)
 
 
 def test_summary_tolerates_null_sections_and_gone_processes():
