@@ -19,8 +19,8 @@ controller still finds every finished interval on disk. It runs until SIGTERM/SI
 100 (guest time is already inside user). A proc's ``cpu_pct`` and ``rss_bytes`` cover the process
 and its descendants (``tree`` processes in all: gunicorn's workers are the server too); its
 ``cpu_pct`` is % of one core (a busy multi-threaded server exceeds 100) and is null on the
-first sample after the sampler adopted it. A section whose /proc file is unreadable is null. The first line comes one interval after
-start: rates need two reads.
+first sample after the sampler adopted it. A section whose /proc file is unreadable is null.
+The first line comes one interval after start: rates need two reads.
 
 Cheap by design (stdlib only, no subprocesses): every /proc file is opened once and re-read
 from offset 0 each interval (seq_file regenerates it), and a watched pid's ``stat`` and ``statm`` stay
