@@ -85,6 +85,6 @@ def _int(value: Any) -> int:
 
 
 def _float(value: float) -> str:
-    """A float field: integers written as such would be integers only with an ``i``, so plain
-    digits are already a float; repr keeps a fraction exact."""
+    """A float field: plain digits are a float in line protocol (an integer needs an ``i``), so a
+    whole value drops its ``.0``; repr keeps a fraction exact."""
     return str(int(value)) if float(value).is_integer() else repr(float(value))
