@@ -163,9 +163,10 @@ def attach(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, run=None
     _exit_for(merged, allow_partial)
 
 
-@task(help={"format": "simple, github, csv or json"})
+@task(help={"format": "simple, github, csv (one row per run with each benchmark's ops/s, latency and errors, "
+                      "for change-point tools such as Apache Otava) or json"})
 def runs(c, format="simple"):
-    """List the runs under runs/: id, date, name, benchmarks, status."""
+    """List the runs under runs/: id, date, name, benchmarks, status (csv: their headline figures)."""
     with clean_errors("runs"):
         say(reports.runs_table(workspace().runs_dir, format))
 

@@ -1,4 +1,4 @@
-"""Exports other tools can read: HdrHistogram logs and CSV tables.
+"""Exports other tools can read: HdrHistogram logs, CSV tables, and the formats CI and dashboards read.
 
 :func:`exports` returns ``{file name: text}``; the controller writes them into
 ``runs/<run-id>/export/``:
@@ -11,6 +11,12 @@
   the interval max column, are microseconds.
 * ``<benchmark>.service.hlog`` -- the same for service time, for open-loop benchmarks.
 * ``benchmarks.csv``, ``hosts.csv``, ``agents.csv`` -- the tables of ``bench.report.tables``.
+* ``github-action-benchmark.bigger.json``, ``github-action-benchmark.smaller.json`` -- the
+  custom JSON of github-action-benchmark, one file per direction (``bench.report.benchaction``).
+* ``bencher.json`` -- the Bencher Metric Format (``bench.report.bencher``).
+* ``influx.lp`` -- the per-second series as InfluxDB line protocol (``bench.report.influx``).
+
+(``metrics.prom`` and ``junit.xml`` are written beside them by ``fabfile.runs.gates``.)
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
-from bench.report import tables
+from bench.report import benchaction, bencher, influx, tables
 from bench.wire import hist
 
 MAX_UNIT_RATIO = 1.0  # the interval max column in the values' own unit (hdrh rounds it down)
@@ -73,4 +79,7 @@ def exports(run: Mapping[str, Any], file_stem: Callable[[str], str] = lambda nam
     files["agents.csv"] = tables.render(run, "csv", detail=True) + "\n"
     if run.get("hosts"):
         files["hosts.csv"] = tables.render_hosts(run, "csv") + "\n"
+    files.update(benchaction.files(run))
+    files["bencher.json"] = bencher.render(run)
+    files["influx.lp"] = influx.render(run)
     return files

@@ -1,14 +1,15 @@
 """A run as OpenMetrics text (``export/metrics.prom``), for Prometheus and Grafana.
 
-Every sample carries its own timestamp (epoch seconds: the start of the second it covers) and the
-labels ``run`` (the run id), ``benchmark`` and ``host``, so the file can be loaded into a TSDB
-after the fact (``promtool tsdb create-blocks-from openmetrics metrics.prom DIR``)::
+Every sample carries its own timestamp (whole epoch seconds: the start of the second it covers;
+a host sample's, the end of its second rounded) and the labels ``run`` (the run id),
+``benchmark`` and ``host``, so the file can be loaded into a TSDB after the fact
+(``promtool tsdb create-blocks-from openmetrics metrics.prom DIR``)::
 
     fleetbench_ops_per_second{run, benchmark, host="all"}          ops completed in each second
     fleetbench_errors_per_second{run, benchmark, host="all"}       ops failed in each second
     fleetbench_latency_seconds{run, benchmark, host="all", quantile="0.5"|"0.9"|"0.99"|"0.999"|"1"}
-        that second's latency percentiles (1: the max) over all agents, from the exact merge of
-        their per-second histograms (bench.report.seconds)
+        a summary (quantiles without _count and _sum): that second's latency percentiles (1: the
+        max) over all agents, from the exact merge of their per-second histograms (bench.report.seconds)
     fleetbench_host_cpu_busy_percent{run, benchmark, host}         per sampled host, % of all cores
     fleetbench_host_network_receive_bytes_per_second{...}, ..._transmit_...   non-loopback
     fleetbench_host_memory_used_bytes{...}
@@ -22,10 +23,11 @@ older agents) are placed at their benchmark's start plus ``t``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench.report import hosts as host_metrics
+from bench.report import timeline
 from bench.wire import hist
 
 QUANTILES = ((50.0, "0.5"), (90.0, "0.9"), (99.0, "0.99"), (99.9, "0.999"))
@@ -33,32 +35,35 @@ FLEET = "all"
 BETWEEN = "none"
 _REPETITION = re.compile(r"#[1-9][0-9]*\Z")
 
-Series = dict[tuple[tuple[str, str], ...], list[tuple[float, float]]]
-
 
 class _Family:
-    def __init__(self, name: str, help_text: str, unit: str = "") -> None:
-        self.name, self.help, self.unit = name, help_text, unit
-        self.series: Series = {}
+    """One metric family. A summary's samples are grouped as OpenMetrics wants them: per series
+    (its labels but ``quantile``), per timestamp, its quantiles in the order they were added."""
+
+    def __init__(self, name: str, help_text: str, unit: str = "", kind: str = "gauge") -> None:
+        self.name, self.help, self.unit, self.kind = name, help_text, unit, kind
+        self.series: dict[tuple[tuple[str, str], ...], dict[int, dict[str, float]]] = {}
 
     def add(self, labels: Mapping[str, str], t: float, value: float) -> None:
-        self.series.setdefault(tuple(labels.items()), []).append((t, value))
+        quantile = labels.get("quantile", "")
+        base = tuple((k, v) for k, v in labels.items() if k != "quantile")
+        # Whole seconds: OpenMetrics allows fractions, but `promtool check metrics` parses the
+        # Prometheus text format, whose timestamps are integers. One value per series and second.
+        self.series.setdefault(base, {}).setdefault(round(t), {}).setdefault(quantile, value)
 
     def lines(self) -> list[str]:
         if not self.series:
             return []
-        out = [f"# TYPE {self.name} gauge"]
+        out = [f"# TYPE {self.name} {self.kind}"]
         if self.unit:
             out.append(f"# UNIT {self.name} {self.unit}")
         out.append(f"# HELP {self.name} {_escape_help(self.help)}")
-        for labels, points in self.series.items():  # one series' points together, oldest first
-            text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            last = None
-            for t, value in sorted(points):
-                if t == last:  # one value per series and timestamp
-                    continue
-                last = t
-                out.append(f"{self.name}{{{text}}} {_number(value)} {_number(round(t, 3))}")
+        for base, by_time in self.series.items():  # one series' points together, oldest first
+            for t in sorted(by_time):
+                for quantile, value in by_time[t].items():
+                    labels = (*base, ("quantile", quantile)) if quantile else base
+                    text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                    out.append(f"{self.name}{{{text}}} {_number(value)} {t}")
         return out
 
 
@@ -67,11 +72,11 @@ def render(run: Mapping[str, Any], host_samples: Mapping[str, Sequence[Mapping[s
     run_id = str(run.get("run_id", ""))
     ops = _Family("fleetbench_ops_per_second", "operations completed in the second, all agents")
     errors = _Family("fleetbench_errors_per_second", "operations failed in the second, all agents")
-    latency = _Family("fleetbench_latency_seconds", "latency percentile of the second's ops, all agents (exact)",
-                      "seconds")
-    for name, part in _parts(run):
+    latency = _Family("fleetbench_latency_seconds", "latency percentiles of the second's ops, all agents (exact)",
+                      "seconds", kind="summary")
+    for name, part in timeline.parts(run):
         labels = {"run": run_id, "benchmark": name, "host": FLEET}
-        for t, point in _seconds(part):
+        for t, point in timeline.seconds(part):
             ops.add(labels, t, float(point.get("ops") or 0))
             errors.add(labels, t, float(point.get("errors") or 0))
             if not point.get("ops"):
@@ -119,19 +124,6 @@ def _window_of(t: float, windows: Mapping[str, tuple[float, float]]) -> str:
         if start <= t <= end + 1.0:  # a sample stamps the end of its second
             return _REPETITION.sub("", label)
     return BETWEEN
-
-
-def _parts(run: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    return [(str(e["name"]), p) for e in run.get("benchmarks", ()) for p in (e.get("repeats") or (e,))]
-
-
-def _seconds(part: Mapping[str, Any]) -> Iterable[tuple[float, Mapping[str, Any]]]:
-    start = part.get("started_at")
-    for point in part.get("timeseries") or ():
-        if isinstance(point.get("at"), int):
-            yield float(point["at"]), point
-        elif isinstance(start, (int, float)) and isinstance(point.get("t"), (int, float)):
-            yield float(start) + float(point["t"]), point
 
 
 def _escape(value: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import compare as comparing
-from bench.report import expect, tables
+from bench.report import expect, history, tables
 from bench.report import hosts as host_metrics
 from bench.report import html as html_page
 from bench.report import merge as result
@@ -27,15 +27,30 @@ class ReportError(PipelineError):
 
 def runs_table(root: Path, fmt: str = "simple") -> str:
     """id, date, name, benchmarks, status of every run, oldest first (the text formats shorten
-    long benchmark lists; csv and json give them all, space-separated)."""
+    long benchmark lists; json gives them all, space-separated). csv is one row per run with
+    each benchmark's headline figures (bench.report.history), for change-point detectors."""
     _check(fmt)
     runs = list_runs(root)
+    if fmt == "csv":
+        return history.render_csv([_with_benchmarks(root, r) for r in runs])
     if not runs and fmt in ("simple", "github"):
         return f"no runs yet under {root}/"
     text = fmt in ("simple", "github")
     rows = [[r["run_id"], _date(r["started_at"]), r["name"],
              _names(r["benchmarks"]) if text else " ".join(r["benchmarks"]), r["status"]] for r in runs]
     return tables.plain_table(["run", "started (UTC)", "name", "benchmarks", "status"], rows, fmt)
+
+
+def _with_benchmarks(root: Path, listed: dict[str, Any]) -> dict[str, Any]:
+    """A listed run with its run.json's merged benchmarks (none while it is not collected; a run.json
+    that cannot be read keeps its row, empty, its status saying why)."""
+    path = root / listed["run_id"] / "run.json"
+    if not path.is_file():
+        return {**listed, "benchmarks": []}
+    try:
+        return {**listed, "benchmarks": result.load_run(path)["benchmarks"]}
+    except result.ResultError as exc:
+        return {**listed, "status": f"unreadable: {exc}", "benchmarks": []}
 
 
 def _date(epoch: Any) -> str:

@@ -21,13 +21,19 @@ def encoded(values: Sequence[int]) -> str:
 
 def agent_result(name: str, num: int, agents: int, values: Sequence[int], *, started_at: float = T0,
                  elapsed: float = 2.0, workload: str = "set", service: Sequence[int] | None = None,
-                 late_ops: int | None = None, run_id: str = "r") -> dict[str, Any]:
-    """One agent's result; its timeseries spreads ``values`` over whole seconds plus a partial one."""
+                 late_ops: int | None = None, run_id: str = "r", per_second: bool = False) -> dict[str, Any]:
+    """One agent's result; its timeseries spreads ``values`` over whole seconds plus a partial one.
+    ``per_second``: as today's agents send it, wall-clock seconds (``at``) each with its histogram."""
     seconds = int(elapsed)
     per = len(values) // max(1, seconds)
-    series = [{"t": s, "ops": per, "errors": 0, "p50": sorted(values)[len(values) // 2], "p99": max(values)}
-              for s in range(seconds)]
-    series.append({"t": seconds, "ops": 1, "errors": 0, "p50": values[0], "p99": values[0]})
+    if per_second:
+        chunks = [values[s * per:(s + 1) * per] for s in range(seconds)] + [values[seconds * per:]]
+        series = [{"t": s, "at": int(started_at) + s, "ops": len(chunk), "errors": 0,
+                   "hist": encoded(chunk) if chunk else None} for s, chunk in enumerate(chunks)]
+    else:
+        series = [{"t": s, "ops": per, "errors": 0, "p50": sorted(values)[len(values) // 2], "p99": max(values)}
+                  for s in range(seconds)]
+        series.append({"t": seconds, "ops": 1, "errors": 0, "p50": values[0], "p99": values[0]})
     out: dict[str, Any] = {
         "schema": RESULT_SCHEMA, "run_id": run_id, "benchmark": name, "workload": workload, "agent_num": num,
         "agents": agents, "host": f"a{num % 2 + 1}", "python": "3.11.2", "fleetbench": "0.1.0",
@@ -47,9 +53,10 @@ def spread(base: int, n: int, step: int = 7) -> list[int]:
 
 def make_run(run_id: str, benchmarks: Sequence[tuple[str, Sequence[int]]], *, repeat: int = 1,
              scale: dict[str, float] | None = None, name: str = "spawn",
-             hosts: dict[str, Any] | None = None) -> dict[str, Any]:
+             hosts: dict[str, Any] | None = None, per_second: bool = False) -> dict[str, Any]:
     """A run of benchmarks (name, latency values of one agent); ``repeat`` repetitions each, the
-    k-th repetition's ops scaled by ``scale[name]`` (slower) and a little deterministic jitter."""
+    k-th repetition's ops scaled by ``scale[name]`` (slower) and a little deterministic jitter.
+    ``per_second``: the agents send exact wall-clock seconds (see :func:`agent_result`)."""
     entries = []
     clock = T0
     for bench_name, values in benchmarks:
@@ -59,7 +66,8 @@ def make_run(run_id: str, benchmarks: Sequence[tuple[str, Sequence[int]]], *, re
             jitter = 1 + 0.01 * ((k * 7) % 5 - 2)  # -2% .. +2%
             n = int(len(values) / factor * jitter)
             vals = [int(v * factor) for v in (list(values) * 2)[:n]]
-            results = [agent_result(label, i, 2, vals, started_at=clock, elapsed=2.0) for i in range(2)]
+            results = [agent_result(label, i, 2, vals, started_at=clock, elapsed=2.0, per_second=per_second)
+                       for i in range(2)]
             entries.append(result.merge_benchmark(label, results, []))
             clock += 3.0
     meta = {"run_id": run_id, "name": name, "started_at": T0, "finished_at": clock, "spawn": {}, "deployment": {}}

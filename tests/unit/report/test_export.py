@@ -57,7 +57,9 @@ def test_exports_of_a_run(tmp_path):
     run = make_run("r1", [("set", spread(100, 50))])
     run["benchmarks"].append(service)
     files = export.exports(run, file_stem=lambda name: name.upper())
-    assert set(files) == {"SET.hlog", "RATE.hlog", "RATE.service.hlog", "benchmarks.csv", "agents.csv"}
+    assert set(files) == {"SET.hlog", "RATE.hlog", "RATE.service.hlog", "benchmarks.csv", "agents.csv",
+                          "github-action-benchmark.bigger.json", "github-action-benchmark.smaller.json",
+                          "bencher.json", "influx.lp"}
     assert "service time in microseconds" in files["RATE.service.hlog"]
     _, (interval,) = read_log(files["RATE.service.hlog"], tmp_path)
     assert interval.get_value_at_percentile(50) == hist.decode(service["service_histogram"]).get_value_at_percentile(50)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from runfactory import T0, make_run, sample, spread
 
+from bench.report import headline, history
 from fabfile.runs import reports
 from fabfile.runs.store import RunDir, list_runs
+
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden" / "exports"
+UPDATE = os.environ.get("FLEETBENCH_UPDATE_GOLDEN") == "1"
 
 BENCHES = [("set", spread(100, 60)), ("get", spread(50, 60))]
 
@@ -35,8 +43,60 @@ def test_list_runs_oldest_first_with_uncollected_ones_said(tmp_path):
     assert rows[1]["status"] == "ok" and rows[1]["name"] == "spawn"
     text = reports.runs_table(tmp_path)
     assert text.splitlines()[0].split() == ["run", "started", "(UTC)", "name", "benchmarks", "status"]
-    assert reports.runs_table(tmp_path, "csv").splitlines()[2] == "r2,2026-09-21 14:14:20,spawn,set get,ok"
+    assert json.loads(reports.runs_table(tmp_path, "json"))[1] == {
+        "run": "r2", "started (UTC)": "2026-09-21 14:14:20", "name": "spawn", "benchmarks": "set get", "status": "ok"}
     assert reports.runs_table(tmp_path / "none") == f"no runs yet under {tmp_path / 'none'}/"
+
+
+def test_runs_csv_is_one_row_per_run_with_every_benchmarks_headline_figures(tmp_path):
+    store(tmp_path, "r1", collected=False, status="interrupted")
+    r2 = make_run("r2", BENCHES, repeat=2)
+    store(tmp_path, "r2", started=T0 + 60, run=r2)
+    r3 = make_run("r3", [("set", spread(120, 60)), ("scan", spread(900, 30))])
+    store(tmp_path, "r3", started=T0 + 120, run=r3)
+    broken = store(tmp_path, "r4", started=T0 + 180)
+    (broken.path / "run.json").write_text(json.dumps({"schema_version": 99, "benchmarks": []}))
+    text = reports.runs_table(tmp_path, "csv")
+    table = list(csv.reader(io.StringIO(text)))
+    figures = ["ops_per_s", "p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "errors"]
+    assert table[0] == ["time", "run", "name", "status", *(f"{b}.{f}" for b in ("set", "get", "scan") for f in figures)]
+    assert [row[:4] for row in table[1:]] == [
+        ["2026-09-21T14:13:20Z", "r1", "spawn", "interrupted (not collected)"],
+        ["2026-09-21T14:14:20Z", "r2", "spawn", "ok"],
+        ["2026-09-21T14:15:20Z", "r3", "spawn", "ok"],
+        ["2026-09-21T14:16:20Z", "r4", "spawn", "unreadable: " + table[4][3].split(": ", 1)[1]]]
+    assert "schema_version 99 is newer" in table[4][3]
+    assert table[1][4:] == [""] * 18 and table[4][4:] == [""] * 18
+    for row, run in ((table[2], r2), (table[3], r3)):
+        cells = dict(zip(table[0], row, strict=True))
+        for entry in run["benchmarks"]:
+            name = entry["name"]
+            assert float(cells[f"{name}.ops_per_s"]) == entry["ops_per_s"]  # a repeated one: all repetitions
+            assert float(cells[f"{name}.p99_ms"]) == entry["latency_us"]["p99"] / 1000
+            assert int(cells[f"{name}.errors"]) == entry["errors"]
+    assert table[3][10:16] == [""] * 6  # r3 ran no get
+    # as a change-point detector reads it (Apache Otava's csv importer): a time column it parses,
+    # and float() of every cell of the metric columns it is pointed at, over runs that share them
+    for row in table[2:4]:
+        assert datetime.fromisoformat(row[0].replace("Z", "+00:00")).tzinfo is not None
+        [float(cell) for cell in row[4:10]]
+    golden = GOLDEN / "runs.csv"
+    text = text.replace(str(tmp_path), "<runs>") + "\n"
+    if UPDATE:
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_history_columns_stay_put_as_runs_add_benchmarks():
+    first = {"run_id": "a", "started_at": T0, "name": "x", "status": "ok",
+             "benchmarks": make_run("a", [("set", spread(100, 30))])["benchmarks"]}
+    later = {"run_id": "b", "started_at": T0 + 1, "name": "x", "status": "ok",
+             "benchmarks": make_run("b", [("new", spread(100, 30)), ("set", spread(100, 30))])["benchmarks"]}
+    alone, _ = history.rows([first])
+    both, rows = history.rows([first, later])
+    assert both[:len(alone)] == alone and both[len(alone):][0] == "new.ops_per_s"
+    assert history.column("set", headline.LATENCY[3]) == "set.p99.9_ms"
+    assert rows[0][len(alone):] == [None] * len(history.FIGURES)
 
 
 def test_report_of_an_uncollected_run_says_what_to_do(tmp_path):
