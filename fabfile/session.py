@@ -82,8 +82,10 @@ class Session:
         """The open fleet of every host in the spawn file (or ``hosts``), connected once."""
         if self._fleet is None:
             names = hosts or [*self.spawn.hosts.servers, *self.spawn.hosts.agents]
+            # the spawn file's overrides of where hosts reach each other (``down`` needs none)
+            overrides = {} if hosts else self.spawn.hosts.private_addresses
             started = time.monotonic()
-            self._fleet = Fleet(names, self.settings).open()
+            self._fleet = Fleet(names, self.settings, overrides).open()
             self.echo(f"connected to {len(self._fleet.names)} hosts in {time.monotonic() - started:.1f}s")
         return self._fleet
 

@@ -57,6 +57,7 @@ def run(s: Session, direct_push: bool = False, force: bool = False) -> Deploymen
     deployment.spawn = spec.to_dict(spawn)
     deployment.artifacts = dict(artifacts)
     deployment.hosts = {n: fleet.interpreters[n] for n in fleet.names}
+    deployment.addresses = {n: fleet.addresses[n].to_dict() for n in fleet.names}
     deployment.pushed = placed
     s.save(deployment)
     return deployment
