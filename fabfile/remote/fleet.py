@@ -33,11 +33,12 @@ MIN_FREE_MB = 150
 _PROBE = (
     "import json, platform, sys, sysconfig\n"
     + addresses.PROBE
-    + "print(json.dumps({'executable': sys.executable, 'version': platform.python_version(),"
+    + "_a = _addresses()\n"
+    "print(json.dumps({'executable': sys.executable, 'version': platform.python_version(),"
     " 'implementation': sys.implementation.name, 'machine': platform.machine(),"
     " 'libc': list(platform.libc_ver()), 'soabi': sysconfig.get_config_var('SOABI') or '',"
-    " 'hostname': platform.node(), 'system': platform.system(), 'addresses': _addresses()}))\n"
-    f"sys.exit(3 if sys.version_info[:2] < {MIN_PYTHON!r} else 0)"
+    " 'hostname': platform.node(), 'system': platform.system(), 'addresses': _a}))\n"
+    f"sys.exit(3 if sys.version_info[:2] < {MIN_PYTHON!r} else 3 if _a.get('override', ['', ''])[1] else 0)"
 )
 _NO_PYTHON = "fleetbench: no python3"
 _FREE_SPACE = f"cd {cmd(REMOTE_DIR)} && pwd -P && df -Pk ."
@@ -45,8 +46,8 @@ _FREE_SPACE = f"cd {cmd(REMOTE_DIR)} && pwd -P && df -Pk ."
 
 def _preflight_command(private_address: str | None = None) -> str:
     """The whole preflight in one round trip, in the order that creates nothing on a host that
-    fails an earlier check: python3 at all, the probe (exit 3: too old), the private directory,
-    then where it lives and how much room it has."""
+    fails an earlier check: python3 at all, the probe (exit 3: too old, or the private address
+    given is not the host's), the private directory, then where it lives and how much room it has."""
     probe = cmd("python3", "-c", _PROBE, *([private_address] if private_address else []))
     return (
         f"command -v python3 >/dev/null 2>&1 || {{ echo {cmd(_NO_PYTHON)}; exit 0; }}\n"

@@ -55,6 +55,7 @@ def test_an_override_that_is_not_on_the_host_fails_the_preflight_naming_host_and
     assert "tb1: private address 192.0.2.77 (the inventory's override) is not an address of this host" in text
     assert "Cannot assign requested address" in text
     assert "tb1" not in fleet.addresses
+    assert not (tmp_path / ".fleetbench").exists()  # refused before the private directory was made
 
 
 def test_without_ssh_connection_an_address_hostname_is_kept(tmp_path) -> None:
