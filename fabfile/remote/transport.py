@@ -34,6 +34,9 @@ RECV_BYTES = 1 << 14
 #: for one to close (up to SESSION_WAIT_S).
 MAX_SESSIONS = 8
 SESSION_WAIT_S = 120.0
+#: sshd frees a closed session only after the packets it read with our close: a new session
+#: asked for in the same breath may still be refused for it. Asked again after these pauses.
+SESSION_RETRIES_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 class FleetSocket:
@@ -149,7 +152,14 @@ class FleetTransport(_Transport):
             raise paramiko.SSHException(f"{MAX_SESSIONS} sessions stayed open on this connection for "
                                         f"{SESSION_WAIT_S:.0f} s (sshd allows 10 by default)")
         try:
-            channel = super().open_channel(kind, *args, **kwargs)
+            for pause in (*SESSION_RETRIES_S, None):
+                try:
+                    channel = super().open_channel(kind, *args, **kwargs)
+                    break
+                except paramiko.ChannelException:  # refused: sessions of ours it has not freed yet?
+                    if pause is None or not self.is_active():
+                        raise
+                time.sleep(pause)
         except BaseException:
             self._sessions.release()
             raise
