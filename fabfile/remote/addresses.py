@@ -13,8 +13,12 @@ python3 with the standard library only):
 * else the address the SSH connection arrived at, as the host sees it (``SSH_CONNECTION``'s
   third field): behind a 1:1 NAT or a bastion that is the private address, and it is on an
   interface of the host by definition;
-* else the source address of the host's route back towards whoever connected (a UDP socket
-  "connected" there: no packet is sent).
+* else the source address of the host's route back towards whoever connected, else of its
+  default route (a UDP socket "connected" there: no packet is sent).
+
+A loopback or link-local address is never taken: SSH through a local tunnel (a ProxyCommand
+such as a cloud's session manager forwarding to the host's own port 22) arrives at 127.0.0.1,
+which the other hosts cannot use.
 
 A host reached on a public interface of its own (a multi-homed machine) is then reached by
 its peers there too; the override names the private one. The probe's text and the parser
@@ -38,18 +42,21 @@ def _addresses():
     out = {}
     def family(address):
         return socket.AF_INET6 if ":" in address else socket.AF_INET
-    conn = os.environ.get("SSH_CONNECTION", "").split()
-    if len(conn) == 4:
-        out["ssh"] = conn[2]
+    def source(towards):
         try:
-            s = socket.socket(family(conn[0]), socket.SOCK_DGRAM)
+            s = socket.socket(family(towards), socket.SOCK_DGRAM)
             try:
-                s.connect((conn[0], 9))
-                out["route"] = s.getsockname()[0]
+                s.connect((towards, 9))
+                return s.getsockname()[0]
             finally:
                 s.close()
         except (OSError, ValueError) as e:
             out["route_error"] = str(e)
+    conn = os.environ.get("SSH_CONNECTION", "").split()
+    if len(conn) == 4:
+        out["ssh"] = conn[2]
+        out["route"] = source(conn[0])
+    out["default"] = source("203.0.113.1")
     if len(sys.argv) > 1:
         want = sys.argv[1]
         try:
@@ -73,7 +80,8 @@ class AddressError(FleetbenchError):
 class HostAddresses:
     """``ssh``: where the controller reaches the host (ssh_config's HostName, else the host as
     given); ``private``: where the other hosts reach it; ``learned_from``: "override", "ssh"
-    (the address the SSH connection arrived at), "route" or "hostname"."""
+    (the address the SSH connection arrived at), "route" (the source towards the SSH client),
+    "default" (the default route's source) or "hostname"."""
 
     ssh: str
     private: str
@@ -96,6 +104,14 @@ def _plain(address: str) -> str:
     return str(parsed)
 
 
+def _usable(address: str) -> bool:
+    """An address other hosts can dial: not unspecified, loopback or link-local."""
+    if not address:
+        return False
+    parsed = ipaddress.ip_address(address)
+    return not (parsed.is_unspecified or parsed.is_loopback or parsed.is_link_local)
+
+
 def learn(host: str, ssh_address: str, report: Mapping[str, Any] | None, override: str | None = None) -> HostAddresses:
     """The host's addresses from what :data:`PROBE` reported (``report``; None when the host
     sent none). AddressError naming the host when an override is not an address of the host,
@@ -110,14 +126,14 @@ def learn(host: str, ssh_address: str, report: Mapping[str, Any] | None, overrid
             raise AddressError(f"{host}: private address {override} (the inventory's override) is not an "
                                f"address of this host: binding it there failed ({checked[1]})")
         return HostAddresses(ssh_address, override, "override")
-    for key in ("ssh", "route"):
+    for key in ("ssh", "route", "default"):
         value = report.get(key)
         found = _plain(value) if isinstance(value, str) else ""
-        if found and not ipaddress.ip_address(found).is_unspecified:
+        if _usable(found):
             return HostAddresses(ssh_address, found, key)
     plain = _plain(ssh_address)
-    if plain:  # no SSH_CONNECTION on the host: an address given as such is the best we know
+    if _usable(plain):  # nothing from the host: an address given as such is the best we know
         return HostAddresses(ssh_address, plain, "hostname")
-    raise AddressError(f"{host}: cannot tell its private address (the host reported no SSH_CONNECTION"
+    raise AddressError(f"{host}: cannot tell its private address (the host reported no usable address"
                        + (f"; {report['route_error']}" if report.get("route_error") else "")
                        + "): give it in the inventory, private_addresses = {" + f'"{host}" = "10.0.0.5"' + "}")

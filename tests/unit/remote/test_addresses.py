@@ -33,10 +33,10 @@ def _fleet(host: NatHost, overrides: dict[str, str] | None = None) -> Fleet:
 
 
 def test_the_preflight_learns_the_address_the_ssh_connection_arrived_at(tmp_path) -> None:
-    fleet = _fleet(NatHost(tmp_path, "tb1", "198.18.7.11", "127.0.0.1"))
+    fleet = _fleet(NatHost(tmp_path, "tb1", "198.18.7.11", "10.213.7.11"))
     fleet._preflight("tb1")
-    assert fleet.addresses["tb1"] == HostAddresses("198.18.7.11", "127.0.0.1", "ssh")
-    assert fleet.address("tb1") == "127.0.0.1"  # what servers bind and other hosts dial
+    assert fleet.addresses["tb1"] == HostAddresses("198.18.7.11", "10.213.7.11", "ssh")
+    assert fleet.address("tb1") == "10.213.7.11"  # what servers bind and other hosts dial
     assert fleet["tb1"].host == "198.18.7.11"  # what SSH keeps using
 
 
@@ -58,18 +58,22 @@ def test_an_override_that_is_not_on_the_host_fails_the_preflight_naming_host_and
     assert not (tmp_path / ".fleetbench").exists()  # refused before the private directory was made
 
 
-def test_without_ssh_connection_an_address_hostname_is_kept(tmp_path) -> None:
-    fleet = _fleet(NatHost(tmp_path, "tb1", "10.1.2.3", None))
+def test_through_a_local_tunnel_the_default_routes_source_is_taken(tmp_path) -> None:
+    fleet = _fleet(NatHost(tmp_path, "tb1", "i-0abc", "127.0.0.1"))  # e.g. a session manager's tunnel
     fleet._preflight("tb1")
-    assert fleet.addresses["tb1"] == HostAddresses("10.1.2.3", "10.1.2.3", "hostname")
+    learned = fleet.addresses["tb1"]
+    assert learned.learned_from == "default" and learned.private != "127.0.0.1", learned
 
 
 @pytest.mark.parametrize("report, expected", [
     ({"ssh": "10.0.1.5", "route": "10.0.1.5"}, HostAddresses("54.1.2.3", "10.0.1.5", "ssh")),
     ({"ssh": "::ffff:10.0.1.5"}, HostAddresses("54.1.2.3", "10.0.1.5", "ssh")),  # a dual-stack sshd
-    ({"ssh": "fe80::1%eth0"}, HostAddresses("54.1.2.3", "fe80::1", "ssh")),
+    ({"ssh": "fd00:4::1%eth0"}, HostAddresses("54.1.2.3", "fd00:4::1", "ssh")),
     ({"ssh": "garbage", "route": "172.31.4.4"}, HostAddresses("54.1.2.3", "172.31.4.4", "route")),
     ({"ssh": "0.0.0.0", "route": "172.31.4.4"}, HostAddresses("54.1.2.3", "172.31.4.4", "route")),
+    ({"ssh": "127.0.0.1", "route": "127.0.0.1", "default": "10.9.0.4"}, HostAddresses("54.1.2.3", "10.9.0.4",
+                                                                                       "default")),
+    ({"ssh": "fe80::1%eth0", "default": "10.9.0.4"}, HostAddresses("54.1.2.3", "10.9.0.4", "default")),
     ({}, HostAddresses("54.1.2.3", "54.1.2.3", "hostname")),
     (None, HostAddresses("54.1.2.3", "54.1.2.3", "hostname")),
 ])
@@ -79,8 +83,8 @@ def test_learn_picks_what_the_host_reported(report, expected) -> None:
 
 def test_learn_refuses_what_it_cannot_tell_naming_the_host() -> None:
     with pytest.raises(AddressError, match=r"^web1: cannot tell its private address \(the host reported no "
-                                           r"SSH_CONNECTION; Network is unreachable\): give it in the inventory"):
-        learn("web1", "web1.example.com", {"route_error": "Network is unreachable"})
+                                           r"usable address; Network is unreachable\): give it in the inventory"):
+        learn("web1", "web1.example.com", {"ssh": "127.0.0.1", "route_error": "Network is unreachable"})
     with pytest.raises(AddressError, match=r"^h1: its private address 10.0.0.9 .* could not be checked"):
         learn("h1", "54.1.2.3", {"ssh": "10.0.0.5"}, override="10.0.0.9")
     with pytest.raises(AddressError, match=r"^h1: private address 10.0.0.9 .* is not an address of this host: "
