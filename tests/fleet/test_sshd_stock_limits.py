@@ -1,12 +1,15 @@
 """sshd as shipped (``inv testbed.up --stock-sshd``: MaxStartups 10:30:100, MaxSessions 10) in
-front of a fleet of 16 hosts reached through one bastion: every connect of the fleet is a
-handshake with the bastion and one with its host, and the controller keeps them under 10 at
+front of a fleet of 16 hosts reached through one bastion (itself behind the 1:1 NAT: reached at
+its public address, the hosts at their private ones through it): every connect of the fleet is
+a handshake with the bastion and one with its host, and the controller keeps them under 10 at
 a time per sshd, so every host connects, round after round; a connection never holds more
 sessions than sshd allows, while sshd really does refuse the 11th."""
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from pathlib import Path
 
 import paramiko
@@ -25,7 +28,8 @@ HOSTS = 16
 
 @pytest.fixture(scope="module")
 def stock(tmp_path_factory):
-    with topology_project(tmp_path_factory, "stock", hosts=HOSTS, bastion=True, sshd_limits="stock") as project:
+    with topology_project(tmp_path_factory, "stock", hosts=HOSTS, bastion=True, nat=True,
+                          sshd_limits="stock") as project:
         yield project
 
 
@@ -43,6 +47,9 @@ def test_the_bastion_and_hosts_run_sshd_with_its_stock_limits(stock):
 
 
 def test_a_fleet_of_16_behind_one_bastion_connects_every_time(stock):
+    config = (stock.path / ".testbed" / "ssh_config").read_text()
+    bastion = stock.hosts[0][:-1] + "0"
+    assert re.search(rf"Host {bastion}\n\s+HostName 198\.18\.", config), config  # public, NAT'd
     for _ in range(3):  # a burst of 16 jump connections to the bastion, then 16 logins, each round
         fleet = Fleet(stock.hosts, _settings(stock))
         try:
@@ -64,6 +71,9 @@ def test_sessions_on_one_connection_stay_within_max_sessions(stock):
             paramiko.Transport.open_channel(c.transport, "session")
         for channel in raw:
             channel.close()
+        deadline = time.monotonic() + 30
+        while c.transport._channels.values() and time.monotonic() < deadline:  # sshd has closed them too
+            time.sleep(0.05)
         # 14 commands at once on the one connection: all run, a few waiting for a session
         outputs: dict[int, str] = {}
 
