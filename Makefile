@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,plot]'
 	touch $(STAMP)
 
-# openssh-server (the testbed's hosts), iproute2 (namespaces), redis-tools and wrk (the peers in `inv perf`),
+# openssh-server (the testbed's hosts), iproute2 (namespaces), nftables (`testbed.up --nat`), redis-tools and wrk (the peers in `inv perf`),
 # golang-go and redis-server (the Go server built and Debian's Redis 7 pushed by the server-files tests).
 # chromium (the tests open `inv report --html` in it, headless). prometheus for its promtool (the tests run
 # `promtool check metrics` on export/metrics.prom and load it into a TSDB).
@@ -23,6 +23,7 @@ system-deps:
 	@missing=""; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing="$$missing nftables"; \
 	command -v ssh-keygen >/dev/null 2>&1 || missing="$$missing openssh-client"; \
 	command -v redis-benchmark >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \

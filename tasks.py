@@ -241,24 +241,29 @@ def spawn(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_up=F
 
 # -- the testbed: a local fleet of real sshd hosts in network namespaces ---------------------
 
-def _testbed(user=None, bastion=False):
+def _testbed(user=None, bastion=False, nat=False, stock_sshd=False):
     from fabfile.dev.testbed import Testbed  # needs root and iproute2; only loaded when asked for
 
-    return Testbed(workspace().testbed_dir, user=user, bastion=bastion)
+    return Testbed(workspace().testbed_dir, user=user, bastion=bastion, nat=nat,
+                   sshd_limits="stock" if stock_sshd else "relaxed")
 
 
 @task(help={"hosts": "how many hosts (tb1..tbN; default 5)",
             "python": "give one host another interpreter: tb3=/path/to/python3.9 (repeatable)",
             "uplink": "shape the controller's link to the fleet, e.g. 20mbit (hosts talk at full speed)",
             "user": "hosts log in as this unprivileged user (no sudo; its home is reached through a symlink)",
-            "bastion": "the fleet is reachable only through a bastion host tb0 (ssh_config gets ProxyJump)"},
+            "bastion": "the fleet is reachable only through a bastion host tb0 (ssh_config gets ProxyJump)",
+            "nat": "every host behind a 1:1 NAT, as in a cloud: reached only at a public address (198.18.x.y), "
+                   "holding only its private one (with --bastion: the bastion)",
+            "stock_sshd": "the hosts' sshd keeps OpenSSH's stock limits (MaxStartups 10:30:100, MaxSessions 10) "
+                          "instead of 100/100"},
       iterable=["python"])
-def testbed_up(c, hosts=5, python=None, uplink=None, user=None, bastion=False):
+def testbed_up(c, hosts=5, python=None, uplink=None, user=None, bastion=False, nat=False, stock_sshd=False):
     """Bring up a local fleet of real OpenSSH hosts (needs root)."""
     from fabfile.dev.testbed import TestbedError, parse_python_overrides
 
     try:
-        up = _testbed(user, bastion).up(int(hosts), parse_python_overrides(python or []), uplink)
+        up = _testbed(user, bastion, nat, stock_sshd).up(int(hosts), parse_python_overrides(python or []), uplink)
     except TestbedError as exc:
         raise Exit(f"testbed.up failed: {exc}", code=1) from None
     for h in up:

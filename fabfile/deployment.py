@@ -37,6 +37,8 @@ class Deployment:
     artifacts: dict[str, Artifact] = field(default_factory=dict)  # "server" | "agent" -> its pex
     nodes: list[Node] = field(default_factory=list)  # every server node started
     hosts: dict[str, Interpreter] = field(default_factory=dict)  # host -> its python3
+    # host -> {"ssh": where we reach it, "private": where the other hosts do, "learned_from"}
+    addresses: dict[str, dict[str, str]] = field(default_factory=dict)
     pushed: dict[str, list[str]] = field(default_factory=dict)  # host -> remote files we put there
     server_files: dict[str, str] = field(default_factory=dict)  # host -> dir of the server's own files
     runs: list[str] = field(default_factory=list)  # run ids benched on this deployment

@@ -82,9 +82,15 @@ class Session:
         """The open fleet of every host in the spawn file (or ``hosts``), connected once."""
         if self._fleet is None:
             names = hosts or [*self.spawn.hosts.servers, *self.spawn.hosts.agents]
+            # the spawn file's overrides of where hosts reach each other (``down`` needs none)
+            overrides = {} if hosts else self.spawn.hosts.private_addresses
             started = time.monotonic()
-            self._fleet = Fleet(names, self.settings).open()
+            self._fleet = Fleet(names, self.settings, overrides).open()
             self.echo(f"connected to {len(self._fleet.names)} hosts in {time.monotonic() - started:.1f}s")
+            private = [f"{n}={a.private}" for n, a in self._fleet.addresses.items() if a.private != a.ssh]
+            if private:  # behind a NAT (a cloud's public addresses), or reached at another interface
+                more = f" (and {len(private) - 5} more)" if len(private) > 5 else ""
+                self.echo(f"hosts reach each other at private addresses: {', '.join(private[:5])}{more}")
         return self._fleet
 
     def deployment(self) -> Deployment | None:

@@ -26,6 +26,7 @@ class LocalHost:
         self.home = home
         self.original_host = name
         self.fleetbench_name = name
+        self.host = "127.0.0.1"  # where the controller reaches it (Connection.host)
         self.commands: list[str] = []
 
     def run(self, command: str, hide: bool = True, warn: bool = True, in_stream=None,

@@ -196,19 +196,25 @@ def benchmark_windows(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Wind
 
 def host_section(roles: Mapping[str, Sequence[str]], facts: Mapping[str, Mapping[str, Any] | None],
                  metrics: Mapping[str, Sequence[Mapping[str, Any]]],
-                 windows: Mapping[str, Window]) -> dict[str, dict[str, Any]]:
+                 windows: Mapping[str, Window],
+                 addresses: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """run.json's ``hosts``: one object per host, in ``roles`` order, then any other host seen.
 
     ``{"roles": ["server", "agent"], "facts": {...} | None, "metrics": summarise(all) | None,
-    "benchmarks": {label: summarise(window)}}``; a host whose sampler left nothing has
-    ``metrics`` None and no ``benchmarks``.
+    "benchmarks": {label: summarise(window)}}``, and ``"addresses": {"ssh": ..., "private": ...,
+    "learned_from": ...}`` for a host the deployment recorded them of (where the controller
+    reached it, where the other hosts did); a host whose sampler left nothing has ``metrics``
+    None and no ``benchmarks``.
     """
+    addresses = addresses or {}
     names = list(dict.fromkeys([*roles, *facts, *metrics]))
     out: dict[str, dict[str, Any]] = {}
     for name in names:
         samples = list(metrics.get(name) or ())
         entry: dict[str, Any] = {"roles": list(roles.get(name, ())), "facts": facts.get(name),
                                  "metrics": summarise(samples) if samples else None, "benchmarks": {}}
+        if isinstance(addresses.get(name), Mapping):
+            entry["addresses"] = dict(addresses[name])
         if samples:
             for label, window in windows.items():
                 entry["benchmarks"][label] = summarise(samples, window)

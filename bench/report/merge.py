@@ -24,8 +24,10 @@ Format history (``schema_version`` of run.json):
   entry per benchmark as described in :func:`merge_benchmark` and :func:`merge_repeats`.
   Added later within version 1, as optional keys that older readers ignore and newer readers
   treat as absent when missing (so no version bump): ``hosts`` (``bench.report.hosts.host_section``:
-  roles, facts and metrics summaries per host) and each entry's ``started_at`` /
-  ``finished_at`` (epoch seconds of its measured phase, from the agents' own clocks).
+  roles, facts and metrics summaries per host, and each host's ``addresses``: ``ssh`` where the
+  controller reached it, ``private`` where the other hosts did, ``learned_from``) and each
+  entry's ``started_at`` / ``finished_at`` (epoch seconds of its measured phase, from the
+  agents' own clocks). ``deployment.addresses`` holds the same per host.
 
 :func:`load_run` upgrades older versions step by step (``_UPGRADES``) and refuses newer ones.
 """

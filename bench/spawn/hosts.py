@@ -7,12 +7,13 @@ does the reading and running), so this module only checks text. Pure: no I/O.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from bench.spawn.checks import BAD, MISSING, Problems, Table, describe
+from bench.spawn.checks import BAD, MISSING, Problems, Table, describe, key_text
 from bench.spawn.schema import HOSTS_KEYS, INVENTORY_KEYS, Hosts
 
 _USER = r"[A-Za-z_][A-Za-z0-9._-]*"
@@ -72,6 +73,7 @@ def parse_hosts(top: Table, problems: Problems, fetch: Fetch) -> Hosts | None:
         return None
     if not sources:
         return _host_lists(table)
+    own = _private_addresses(table, [])  # beside an inventory: checked against its lists below
 
     key = sources[0]
     origin = table.text(key)
@@ -85,7 +87,16 @@ def parse_hosts(top: Table, problems: Problems, fetch: Fetch) -> Hosts | None:
     data = _inventory_json(table, key, origin, text)
     if data is None:
         return None
-    return _host_lists(Table(data, table.at(key), INVENTORY_KEYS, problems))
+    hosts = _host_lists(Table(data, table.at(key), INVENTORY_KEYS, problems))
+    if hosts is None or own is None:
+        return None
+    listed_hosts = {*hosts.servers, *hosts.agents}
+    for name in own:
+        if name not in listed_hosts:
+            table.problems.add(f"{table.at('private_addresses')}.{key_text(name)}",
+                               f"{name!r} is none of the inventory's servers or agents")
+            return None
+    return Hosts(hosts.servers, hosts.agents, {**hosts.private_addresses, **own})
 
 
 def _inventory_json(table: Table, key: str, origin: str, text: str) -> Mapping[str, object] | None:
@@ -121,7 +132,34 @@ def _host_lists(table: Table) -> Hosts | None:
             lists[key] = tuple(value)
     if len(lists) != 2:
         return None
-    return Hosts(lists["servers"], lists["agents"])
+    private = _private_addresses(table, [*lists["servers"], *lists["agents"]])
+    if private is None:
+        return None
+    return Hosts(lists["servers"], lists["agents"], private)
+
+
+def _private_addresses(table: Table, hosts: list[str]) -> dict[str, str] | None:
+    """``private_addresses``: ``{host: IP address}`` for hosts whose private address is not the
+    one they report (multi-homed hosts); each host one of ``hosts`` (when given)."""
+    value = table.raw("private_addresses")
+    if value is MISSING:
+        return {}
+    if not isinstance(value, Mapping):
+        table.problem("private_addresses", f"expected a table of host = address, got {describe(value)}")
+        return None
+    out: dict[str, str] = {}
+    for name, address in value.items():
+        where = f"{table.at('private_addresses')}.{key_text(name)}"
+        if hosts and name not in hosts:
+            table.problems.add(where, f"{name!r} is none of the servers or agents")
+        elif not isinstance(address, str):
+            table.problems.add(where, f"expected an IP address, got {describe(address)}")
+        else:
+            try:
+                out[name] = str(ipaddress.ip_address(address))
+            except ValueError:
+                table.problems.add(where, f"{address!r} is not an IP address")
+    return out if len(out) == len(value) else None
 
 
 def _destinations_ok(table: Table, key: str, value: list[object] | tuple[object, ...]) -> bool:

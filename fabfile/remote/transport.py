@@ -29,6 +29,14 @@ _Packetizer: Any = Packetizer
 IDLE_WAKE_S = 5.0
 #: What one socket read takes from the kernel at most: a burst of packets in one system call.
 RECV_BYTES = 1 << 14
+#: Session channels (commands) open at once on one connection. OpenSSH's stock MaxSessions is
+#: 10 and sshd refuses the 11th ("administratively prohibited"): past this, a new one waits
+#: for one to close (up to SESSION_WAIT_S).
+MAX_SESSIONS = 8
+SESSION_WAIT_S = 120.0
+#: sshd frees a closed session only after the packets it read with our close: a new session
+#: asked for in the same breath may still be refused for it. Asked again after these pauses.
+SESSION_RETRIES_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 class FleetSocket:
@@ -132,6 +140,45 @@ class FleetTransport(_Transport):
     def __init__(self, sock: Any, *args: Any, **kwargs: Any):
         kwargs.setdefault("packetizer_class", DeadlinePacketizer)
         super().__init__(sock, *args, **kwargs)
+        self._sessions = threading.BoundedSemaphore(MAX_SESSIONS)
+        self._session_ids: set[int] = set()
+        self._sessions_lock = threading.Lock()  # not paramiko's: it may hold that one when a channel closes
+
+    def open_channel(self, kind: str, *args: Any, **kwargs: Any) -> paramiko.Channel:
+        """paramiko's, holding at most MAX_SESSIONS session channels open at once."""
+        if kind != "session":
+            return super().open_channel(kind, *args, **kwargs)
+        if not self._sessions.acquire(timeout=SESSION_WAIT_S):
+            raise paramiko.SSHException(f"{MAX_SESSIONS} sessions stayed open on this connection for "
+                                        f"{SESSION_WAIT_S:.0f} s (sshd allows 10 by default)")
+        try:
+            for pause in (*SESSION_RETRIES_S, None):
+                try:
+                    channel = super().open_channel(kind, *args, **kwargs)
+                    break
+                except paramiko.ChannelException:  # refused: sessions of ours it has not freed yet?
+                    if pause is None or not self.is_active():
+                        raise
+                time.sleep(pause)
+        except BaseException:
+            self._sessions.release()
+            raise
+        with self._sessions_lock:
+            self._session_ids.add(channel.get_id())
+        if channel.closed:  # closed before it was counted: its _unlink_channel has been and gone
+            self._uncount(channel.get_id())
+        return channel
+
+    def _unlink_channel(self, chanid: int) -> None:
+        super()._unlink_channel(chanid)  # once per channel, when it closes
+        self._uncount(chanid)
+
+    def _uncount(self, chanid: int) -> None:
+        with self._sessions_lock:
+            counted = chanid in self._session_ids
+            self._session_ids.discard(chanid)
+        if counted:
+            self._sessions.release()
 
     def set_keepalive(self, interval: int) -> None:
         """paramiko's keepalive every ``interval`` seconds, looked for often enough to be sent

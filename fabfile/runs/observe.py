@@ -83,7 +83,9 @@ def host_section(run_dir: RunDir, run: Mapping[str, Any], warn: Echo = lambda _:
     metrics = {name: _metrics(run_dir, name, windows, warn) for name in names}
     if not any(facts.values()) and not any(metrics.values()):
         return {}  # a run benched before host metrics existed
-    return host_metrics.host_section(roles, facts, metrics, windows)
+    addresses = (run.get("deployment") or {}).get("addresses")
+    return host_metrics.host_section(roles, facts, metrics, windows,
+                                     addresses if isinstance(addresses, dict) else None)
 
 
 def _facts(run_dir: RunDir, name: str, warn: Echo) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ def run(s: Session, direct_push: bool = False, force: bool = False) -> Deploymen
     # The values of the server's secrets count too (a changed token restarts the nodes); the
     # digest stays in the 0600 state only (Deployment.public_dict leaves it out).
     digest = _digest({"server": spec.to_dict(spawn)["server"], "servers": list(spawn.hosts.servers),
+                      "addresses": [fleet.address(h) for h in spawn.hosts.servers],  # where nodes bind
                       "pex": artifacts["server"].sha256 if "server" in artifacts else None,
                       **({"files": bins} if bins else {}),  # bins are named by their content
                       "secrets": secrets.resolve(dict(spawn.server.env), os.environ, "server.env")})
@@ -57,6 +58,7 @@ def run(s: Session, direct_push: bool = False, force: bool = False) -> Deploymen
     deployment.spawn = spec.to_dict(spawn)
     deployment.artifacts = dict(artifacts)
     deployment.hosts = {n: fleet.interpreters[n] for n in fleet.names}
+    deployment.addresses = {n: fleet.addresses[n].to_dict() for n in fleet.names}
     deployment.pushed = placed
     s.save(deployment)
     return deployment

@@ -89,7 +89,8 @@ def _need_testbed() -> None:
 
 @contextmanager
 def topology_project(tmp_path_factory, name: str, hosts: int = 3, **topology) -> Iterator[Project]:
-    """A scratch project with a small testbed of its own topology (``user=``, ``bastion=``)."""
+    """A scratch project with a small testbed of its own topology (``user=``, ``bastion=``, ``nat=``,
+    ``sshd_limits=``)."""
     _need_testbed()
     from fabfile.dev.testbed import Testbed
 

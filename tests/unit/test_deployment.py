@@ -29,9 +29,10 @@ ON_DISK = {
     "topology": "cluster", "version": state_file.STATE_VERSION,
 }
 # What it writes back: the same, with the keys added since as their defaults (a record from before
-# server files: no node version, hosts on Linux, no server files).
+# server files: no node version, hosts on Linux, no server files; before private addresses: none).
 WRITTEN = {**ON_DISK, "nodes": [{**n, "version": ""} for n in ON_DISK["nodes"]],
-           "hosts": {h: {**i, "system": "Linux"} for h, i in ON_DISK["hosts"].items()}, "server_files": {}}
+           "hosts": {h: {**i, "system": "Linux"} for h, i in ON_DISK["hosts"].items()}, "server_files": {},
+           "addresses": {}}
 
 
 def test_the_record_reads_typed_and_writes_back_the_same_json(tmp_path: Path) -> None:

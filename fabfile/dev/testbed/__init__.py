@@ -38,6 +38,14 @@ controller's address off the bridge and adds a bastion host ``{prefix}0``, the o
 the controller reaches (its own veth pair on the subnet's first /30), and ``ssh_config``
 gives every host ``ProxyJump {prefix}0``.
 
+``nat=True`` puts the fleet behind a 1:1 NAT as a cloud does: the controller reaches host
+``i`` only at ``198.18.{subnet}.{10+i}`` (``ssh_config`` and ``known_hosts`` name it so),
+translated to its private address by the nftables table ``fleetbench_nat_{prefix}`` (the
+``output`` hook of the root namespace only) and routed into the testbed's own bridge; hosts
+hold only their private addresses and have no route to 198.18.0.0/15, and the controller is
+refused the private addresses themselves (with a bastion, only the bastion is public).
+``sshd_limits="stock"`` runs every sshd with OpenSSH's stock MaxStartups and MaxSessions.
+
 ``uplink="20mbit"`` puts a tbf qdisc on the bridge's own egress: that carries only what the
 root namespace (the controller) sends to hosts; frames forwarded between bridge ports
 (host to host) never pass it, and neither does what hosts send to the controller.

@@ -27,11 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--uplink", default=None, metavar="RATE")
     ap.add_argument("--user", default=None, help="hosts log in as this unprivileged user")
     ap.add_argument("--bastion", action="store_true", help="the fleet only behind a bastion host")
+    ap.add_argument("--nat", action="store_true", help="hosts behind a 1:1 NAT: reached only at public addresses")
+    ap.add_argument("--stock-sshd", action="store_true", help="the hosts' sshd keeps OpenSSH's stock limits")
     sub.add_parser("status")
     sub.add_parser("down")
     a = ap.parse_args(argv)
     try:
-        tb = Testbed(Path(a.state_dir), prefix=a.prefix, subnet=a.subnet, user=a.user, bastion=a.bastion)
+        tb = Testbed(Path(a.state_dir), prefix=a.prefix, subnet=a.subnet, user=a.user, bastion=a.bastion, nat=a.nat,
+                     sshd_limits="stock" if a.stock_sshd else "relaxed")
         if a.cmd == "up":
             t0 = time.monotonic()
             hosts = tb.up(a.hosts, parse_python_overrides(a.python), a.uplink)

@@ -37,8 +37,8 @@ from .system import TOOL_ENV, TestbedError, link_exists, list_netns, netns_inode
 
 class Testbed(Layout):
     """A local fleet of ``up(N)`` hosts named ``{prefix}1..N`` on ``10.213.{subnet}.0/24``,
-    owned by ``state_dir`` (e.g. ``<project>/.testbed``); ``user=``/``bastion=`` (see Layout)
-    choose the topology."""
+    owned by ``state_dir`` (e.g. ``<project>/.testbed``); ``user=``/``bastion=``/``nat=`` (see
+    Layout) choose the topology, ``sshd_limits=`` the hosts' sshd limits."""
 
     __test__ = False
 
@@ -145,6 +145,8 @@ class Testbed(Layout):
         links = sorted((n for n in os.listdir("/sys/class/net") if n in (self.bridge, self.outer_link)
                         or own_name(n, f"fbv-{self.prefix}")), key=name_key)
         routes = [f"unreachable {self.network}"] if network.unreachable_route(self) else []
+        routes += [str(self.public_network)] if network.public_route(self) else []
+        routes += [f"nft table ip {self.nat_table}"] if network.nat_present(self) else []
         pids = sorted(str(p) for p in pids_with(str(self.runtime_dir).encode() + b"/"))
         files = []
         if self.state_dir.exists():
@@ -185,6 +187,8 @@ class Testbed(Layout):
                   "ssh-keygen": "openssh-client", "mount": "mount"}
         if need_tc:
             needed["tc"] = "iproute2"
+        if self.nat:
+            needed["nft"] = "nftables"
         for tool, package in needed.items():
             if not shutil.which(tool, path=TOOL_ENV["PATH"]):
                 raise TestbedError(f"the testbed needs `{tool}`: apt-get install {package}")
@@ -207,6 +211,8 @@ class Testbed(Layout):
         if [r.get("name") for r in records] != [p.name for p in plans]:
             return False
         if self.bastion and not link_exists(self.outer_link):
+            return False
+        if self.nat and not (network.nat_present(self) and network.public_route(self)):
             return False
         if state.get("uplink") != uplink or not network.shaping_matches(self, uplink):
             return False
@@ -234,6 +240,7 @@ class Testbed(Layout):
             run_tool(["ip", "link", "del", self.bridge])  # start the network clean too
         sshd.ensure_client_files(self)
         network.ensure_bridge(self)
+        network.ensure_nat(self, list(plans))  # before the hosts start: their banners come through it
         # sshd's privilege separation directory (Debian's sshd service would create it).
         os.makedirs(sshd.PRIVSEP_DIR, mode=0o755, exist_ok=True)
         self._write_etc_hosts(read_base_etc_hosts(), plans)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
 from collections.abc import Iterable, Sequence
 
 from .layout import Layout
-from .plan import HostPlan, mac_for, outer_addresses, outer_network, parse_rate
-from .system import TestbedError, ip_batch, link_exists, netns_inode, run_tool
+from .plan import PUBLIC_RANGE, HostPlan, mac_for, nat_ruleset, outer_addresses, outer_network, parse_rate
+from .system import TOOL_ENV, TestbedError, ip_batch, link_exists, netns_inode, run_tool
 
 
 def ensure_bridge(lay: Layout) -> None:
@@ -26,6 +27,7 @@ def ensure_bridge(lay: Layout) -> None:
 
 
 def remove_bridge(lay: Layout) -> None:
+    remove_nat(lay)
     if link_exists(lay.bridge):
         run_tool(["tc", "qdisc", "del", "dev", lay.bridge, "root"], check=False)
         run_tool(["ip", "link", "del", lay.bridge])
@@ -60,6 +62,8 @@ def configure_host_network(lay: Layout, p: HostPlan) -> None:
         "link set lo up",
         "link set eth0 up",
         *([] if lay.bastion else [f"route add default via {lay.bridge_address}"]),
+        # behind the NAT, hosts reach each other only at their private addresses
+        *([f"route add unreachable {PUBLIC_RANGE}"] if lay.nat else []),
     ], netns=p.netns)
     if lay.bastion and p.index == 0:
         add_outer_link(lay, p)
@@ -78,6 +82,46 @@ def add_outer_link(lay: Layout, bastion: HostPlan) -> None:
         f"link set {lay.outer_link} up",
     ])
     ip_batch([f"addr add {theirs}/{prefixlen} dev eth1", "link set eth1 up"], netns=bastion.netns)
+    if lay.nat:  # the bastion's public address is reached over this link
+        run_tool(["ip", "route", "replace", str(lay.public_network), "dev", lay.outer_link])
+
+
+# ---- the 1:1 NAT (nat=True) ------------------------------------------------------------------
+
+
+def _nft() -> str | None:
+    return shutil.which("nft", path=TOOL_ENV["PATH"])
+
+
+def ensure_nat(lay: Layout, plans: list[HostPlan]) -> None:
+    """The NAT of a ``nat`` testbed (its nftables table, replaced as a whole, and the route
+    of its public /24 into the fleet: never the default route, and not a blackhole either,
+    with which connect() fails before the NAT applies); none for another testbed."""
+    if not lay.nat:
+        remove_nat(lay)
+        return
+    table = f"table ip {lay.nat_table} {{}}\ndelete table ip {lay.nat_table}\n"  # replaced in one transaction
+    run_tool(["nft", "-f", "-"], input=table + nat_ruleset(lay.prefix, lay.nat_pairs(plans), lay.uplink_device,
+                                                         lay.network))
+    if not lay.bastion:  # with a bastion, its outer link carries the route (add_outer_link)
+        run_tool(["ip", "route", "replace", str(lay.public_network), "dev", lay.bridge])
+
+
+def remove_nat(lay: Layout) -> None:
+    """The NAT table and public route of testbed ``lay``, if any (crash recovery too)."""
+    if public_route(lay):
+        run_tool(["ip", "route", "del", str(lay.public_network)], check=False)
+    if nat_present(lay):
+        run_tool(["nft", "delete", "table", "ip", lay.nat_table], check=False)
+
+
+def nat_present(lay: Layout) -> bool:
+    return _nft() is not None and run_tool(["nft", "list", "table", "ip", lay.nat_table], check=False).returncode == 0
+
+
+def public_route(lay: Layout) -> bool:
+    routes = json.loads(run_tool(["ip", "-j", "-4", "route", "show", str(lay.public_network)]).stdout or "[]")
+    return any(r.get("dst") == str(lay.public_network) for r in routes)
 
 
 def remove_host_links(names: Iterable[str]) -> list[str]:

@@ -196,3 +196,57 @@ def outer_addresses(subnet: int) -> tuple[str, str]:
     net = outer_network(subnet)
     return str(net.network_address + 1), str(net.network_address + 2)
 
+
+
+# ---- the 1:1 NAT topology (``nat=True``) -----------------------------------------------------
+# As a cloud does: the controller reaches each host only at a public address in 198.18.0.0/15
+# (the benchmarking range), translated to the host's private address; the hosts hold only
+# their private addresses and reach each other only at those. Host ``i`` of subnet ``s`` is
+# public at ``198.18.{s}.{10+i}``; with a bastion only the bastion has a public address (the
+# hosts behind it are reached at their private ones, through it).
+
+NAT_TABLE_PREFIX = "fleetbench_nat_"
+PUBLIC_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
+
+
+def public_network(subnet: int) -> ipaddress.IPv4Network:
+    network_for(subnet)  # the same bounds
+    return ipaddress.IPv4Network(f"198.18.{subnet}.0/24")
+
+
+def public_address(subnet: int, index: int) -> str:
+    return str(public_network(subnet).network_address + HOST_OFFSET + index)
+
+
+def nat_table(prefix: str) -> str:
+    """The nftables table of testbed ``prefix`` (one per testbed: they never collide)."""
+    return NAT_TABLE_PREFIX + validate_prefix(prefix)
+
+
+def nat_ruleset(prefix: str, pairs: Sequence[tuple[str, str]], uplink: str, private: ipaddress.IPv4Network) -> str:
+    """``nft -f`` input: the table of testbed ``prefix``, ``pairs`` of (public, private).
+
+    Only what the controller sends is translated (the ``output`` hook of the root namespace):
+    no ``prerouting`` chain, so nothing a host sends is ever translated (where br_netfilter is
+    loaded, frames bridged between hosts pass the root namespace's prerouting hook too). The
+    ``controller`` chain refuses what the controller would send to a private address itself,
+    as a laptop cannot reach a cloud's private network: only translated connections (and
+    replies) go out of ``uplink`` to ``private``.
+    """
+    table = nat_table(prefix)
+    dnat = "".join(f"    ip daddr {public} dnat to {inner}\n" for public, inner in pairs)
+    to_fleet = f'oifname "{uplink}" ip daddr {private}'
+    return (
+        f"table ip {table} {{\n"
+        "  chain output {\n"
+        "    type nat hook output priority -100; policy accept;\n"
+        f"{dnat}"
+        "  }\n"
+        "  chain controller {\n"
+        "    type filter hook output priority 0; policy accept;\n"
+        f"    {to_fleet} ct status dnat accept\n"
+        f"    {to_fleet} ct direction reply accept\n"
+        f"    {to_fleet} reject with icmp type admin-prohibited\n"
+        "  }\n"
+        "}\n"
+    )

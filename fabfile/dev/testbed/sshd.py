@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .layout import Layout
+from .layout import SSHD_LIMITS, Layout
 from .plan import HOST_TMPFS, RESOLV_CONF, HostPlan
 from .pythons import PythonSpec, relocated_lib_path, wrapper_names
 from .system import TOOL_ENV, TestbedError, file_size, proc_alive, proc_cmdline, run_tool, tail, write_atomic
@@ -69,8 +69,9 @@ def host_marker(runtime_dir: Path, name: str) -> str:
 
 
 def sshd_argv(*, sshd: str, mount: str, address: str, ld_library_path: str | None = None,
-              per_source_penalties: bool = False) -> list[str]:
-    """The host's sshd: foreground (it is pid 1 of the host), config only from ``-o``."""
+              per_source_penalties: bool = False, limits: tuple[str, str] = ("100", "100")) -> list[str]:
+    """The host's sshd: foreground (it is pid 1 of the host), config only from ``-o``;
+    ``limits``: its MaxStartups and MaxSessions (layout.SSHD_LIMITS)."""
     o = [
         f"HostKey={mount}/ssh_host_ed25519_key",
         f"AuthorizedKeysFile={mount}/authorized_keys",
@@ -83,8 +84,8 @@ def sshd_argv(*, sshd: str, mount: str, address: str, ld_library_path: str | Non
         "KbdInteractiveAuthentication=no",
         "UsePAM=no",
         "Subsystem=sftp internal-sftp",
-        "MaxStartups=100",
-        "MaxSessions=100",
+        f"MaxStartups={limits[0]}",
+        f"MaxSessions={limits[1]}",
         "UseDNS=no",
         "PrintMotd=no",
         "PrintLastLog=no",
@@ -262,7 +263,7 @@ def launch_sshd(lay: Layout, p: HostPlan, spec: PythonSpec, version: tuple[int, 
     mount = lay.sshd_mount(p.name)
     argv = sshd_argv(sshd=lay.sshd, mount=mount, address=lay.ssh_address(p),
                      ld_library_path=relocated_lib_path(lay, p.name, spec),
-                     per_source_penalties=version >= (9, 8))
+                     per_source_penalties=version >= (9, 8), limits=SSHD_LIMITS[lay.sshd_limits])
     script = host_script(
         host_dir=str(d), mount=mount, etc_hosts=str(lay.etc_hosts_path), hostname=p.name, argv=argv,
         resolv_conf=str(lay.resolv_conf_path),
@@ -307,7 +308,8 @@ def wait_ready(lay: Layout, p: HostPlan, d: Path) -> int:
                 f"  sshd.log:\n{tail(d / 'sshd.log')}\n  launch.log:\n{tail(d / 'launch.log')}"
             )
         behind = lay.bastion and p.index > 0  # the controller cannot reach it: is it listening?
-        if pid and marker in proc_cmdline(pid) and (listening(pid, address) if behind else ssh_banner(address, 0.5)):
+        reached = lay.reached_at(p)  # behind the NAT: its banner through the NAT
+        if pid and marker in proc_cmdline(pid) and (listening(pid, address) if behind else ssh_banner(reached, 0.5)):
             return pid
         if not pid and file_size(d / "launch.log") > 0:
             time.sleep(0.1)  # let the failing launcher finish its message

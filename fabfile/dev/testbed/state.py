@@ -28,11 +28,14 @@ STATE_FILES = ("hosts.json", "ssh_config", "known_hosts", "id_ed25519", "id_ed25
 
 def host_record(lay: Layout, p: HostPlan, spec: PythonSpec, pid: int, netns_inode: int | None,
                 mntns: str) -> dict[str, Any]:
-    """What hosts.json keeps of a host; "address" is where the controller's ssh reaches it."""
+    """What hosts.json keeps of a host; "address" is where the controller's ssh reaches it
+    (behind the NAT its public address; "private_address" is then where it listens)."""
     bastion = {"role": "bastion", "fleet_address": p.address} if lay.bastion and p.index == 0 else {}
+    private = {"private_address": lay.ssh_address(p)} if lay.reached_at(p) != lay.ssh_address(p) else {}
     return {
         "name": p.name,
-        "address": lay.ssh_address(p),
+        "address": lay.reached_at(p),
+        **private,
         **bastion,
         "user": lay.login,
         "netns": p.netns,
@@ -54,7 +57,7 @@ def host_from_record(r: Mapping[str, Any]) -> TestbedHost:
 
 def record_ok(lay: Layout, r: Mapping[str, Any], plan: HostPlan, spec: PythonSpec) -> bool:
     """The recorded host is the one planned, and its sshd is alive in its own namespace."""
-    if (r.get("address"), r.get("netns"), r.get("python")) != (lay.ssh_address(plan), plan.netns, spec.path):
+    if (r.get("address"), r.get("netns"), r.get("python")) != (lay.reached_at(plan), plan.netns, spec.path):
         return False
     if r.get("python_version") != spec.version:
         return False

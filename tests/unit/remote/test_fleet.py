@@ -13,6 +13,7 @@ from fabfile.remote.shell import REMOTE_DIR, RemoteError
 def _fleet_of(host) -> Fleet:
     fleet = Fleet.__new__(Fleet)  # no SSH: the preflight runs on the local stand-in
     fleet.connections = {host.original_host: host}
+    fleet.private_overrides, fleet.addresses = {}, {}
     return fleet
 
 

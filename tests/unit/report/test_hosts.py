@@ -98,6 +98,14 @@ def test_host_section():
     assert section["a1"] == {"roles": ["agent"], "facts": None, "metrics": None, "benchmarks": {}}
 
 
+def test_host_section_records_both_addresses_of_each_host_the_deployment_knew() -> None:
+    both = {"ssh": "198.18.7.11", "private": "10.213.7.11", "learned_from": "ssh"}
+    section = hosts.host_section({"s1": ["server"], "a1": ["agent"]}, {"s1": None, "a1": None}, {}, {},
+                                 {"s1": both, "gone": {"ssh": "x", "private": "y"}})
+    assert section["s1"]["addresses"] == both
+    assert "addresses" not in section["a1"] and "gone" not in section  # not a host of the run
+
+
 # ----- warnings -----
 
 
