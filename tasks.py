@@ -250,18 +250,21 @@ def _testbed(user=None, bastion=False):
             "python": "give one host another interpreter: tb3=/path/to/python3.9 (repeatable)",
             "uplink": "shape the controller's link to the fleet, e.g. 20mbit (hosts talk at full speed)",
             "user": "hosts log in as this unprivileged user (no sudo; its home is reached through a symlink)",
-            "bastion": "the fleet is reachable only through a bastion host tb0 (ssh_config gets ProxyJump)"},
-      iterable=["python"])
-def testbed_up(c, hosts=5, python=None, uplink=None, user=None, bastion=False):
+            "bastion": "the fleet is reachable only through a bastion host tb0 (ssh_config gets ProxyJump)",
+            "image": "give one host (or '*': all) its own root filesystem: tb3=debian11, a recipe (debian11,"
+                     " debian13, debian12-arm64, minimal) or the path of a rootfs directory or tarball (repeatable)"},
+      iterable=["python", "image"])
+def testbed_up(c, hosts=5, python=None, uplink=None, user=None, bastion=False, image=None):
     """Bring up a local fleet of real OpenSSH hosts (needs root)."""
-    from fabfile.dev.testbed import TestbedError, parse_python_overrides
+    from fabfile.dev.testbed import TestbedError, parse_image_overrides, parse_python_overrides
 
     try:
-        up = _testbed(user, bastion).up(int(hosts), parse_python_overrides(python or []), uplink)
+        up = _testbed(user, bastion).up(int(hosts), parse_python_overrides(python or []), uplink,
+                                        images=parse_image_overrides(image or []))
     except TestbedError as exc:
         raise Exit(f"testbed.up failed: {exc}", code=1) from None
     for h in up:
-        print(f"{h.name:6} {h.address:15} python {h.python}")
+        print(f"{h.name:6} {h.address:15} python {h.python or 'none'}" + (f"  image {h.image}" if h.image else ""))
     print(f"ssh -F {workspace().testbed_dir / 'ssh_config'} {up[0].name}" if up else "no hosts")
 
 
