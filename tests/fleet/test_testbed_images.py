@@ -147,6 +147,9 @@ def test_the_record_the_second_up_and_crash_recovery(imaged, testbed_images):
             assert (r["image"]["rootfs"], r["image"]["key"], r["image"]["built"]) == (want.rootfs, want.key, False)
     assert records[f"{tb.prefix}4"]["python"] == "" and records[f"{tb.prefix}1"]["python_version"] == "3.9"
     stamps = {n: Path(i.rootfs).parent.joinpath("image.json").read_text() for n, i in testbed_images.items()}
+    rows = {r["name"]: r for r in tb.status()}
+    assert {n: rows[n]["image"] for n in images} == images and rows[f"{tb.prefix}5"]["image"] is None
+    assert all(r["sshd_alive"] and r["ssh_answers"] for r in rows.values()), rows
 
     # A host whose sshd died is rebuilt by the next up; the healthy ones are kept as they are.
     victim = records[f"{tb.prefix}2"]["sshd_pid"]
