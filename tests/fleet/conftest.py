@@ -137,10 +137,11 @@ def _start_image_builds() -> Future:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """When a collected test needs the testbed images, start building the ones the cache lacks
-    (all recipes in parallel, at low priority) now: the builds overlap the tests that run first."""
+    (all recipes in parallel, at low priority) now: the builds overlap the tests that run first.
+    A session that ends sooner waits for them (they are cached for the next one)."""
     global _image_builds
     wanted = any("testbed_images" in getattr(item, "fixturenames", ()) for item in session.items)
-    if wanted and os.geteuid() == 0 and _image_builds is None:
+    if wanted and os.geteuid() == 0 and _image_builds is None and not session.config.option.collectonly:
         _image_builds = _start_image_builds()
 
 
