@@ -113,6 +113,14 @@ def test_a_default_host_is_unchanged_beside_them(imaged):
     assert "MaxStartups=100" in got["sshd_cmdline"]  # and the testbed's own tuned sshd
 
 
+def test_image_hosts_reach_each_other_by_name(imaged):
+    tb, _ = imaged
+    p = tb.prefix
+    # debian11 (x86_64) dials the arm64 host's sshd by its testbed name, as fleetbench's hosts do.
+    cp = _ssh(tb, f"{p}1", f"python3 -c \"import socket; print(socket.create_connection(('{p}3', 22), 10).recv(64))\"")
+    assert cp.returncode == 0 and "SSH-2.0-OpenSSH_9.2" in cp.stdout, (cp.stdout, cp.stderr)
+
+
 def test_writes_stay_on_their_host(imaged):
     tb, images = imaged
     p = tb.prefix
