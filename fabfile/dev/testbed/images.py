@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,8 +173,6 @@ class Image:
 
 def ensure_images(specs: Mapping[str, ImageSpec], log: Log | None = None) -> dict[str, Image]:
     """Each distinct image of ``specs`` ready (built in parallel where needed), by host."""
-    from concurrent.futures import ThreadPoolExecutor
-
     distinct = {s.value: s for s in specs.values()}
     if not distinct:
         return {}

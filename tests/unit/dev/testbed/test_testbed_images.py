@@ -238,3 +238,12 @@ def test_up_refuses_python_and_image_for_one_host_and_a_login_user(monkeypatch, 
         tb.up(3, {"tu2": "/usr/bin/python3"}, images={"tu2": "debian11"})
     with pytest.raises(TestbedError, match="no image recipe 'debian10'"):
         tb.up(3, images={"*": "debian10"})
+
+
+def test_up_refuses_images_with_a_login_user(monkeypatch, tmp_path):
+    monkeypatch.setattr(Testbed, "_preflight", lambda self, **kw: None)
+    monkeypatch.setattr(Testbed, "_lock", lambda self: pytest.fail("must fail before touching anything"))
+    tb = Testbed(tmp_path / ".testbed", prefix="tu", subnet=252)
+    tb.user = object()  # type: ignore[assignment]  # any login user: only whether there is one matters
+    with pytest.raises(TestbedError, match="--image is not supported with a login user"):
+        tb.up(2, images={"tu1": "debian11"})
