@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml
 # openssh-server (the testbed's hosts), iproute2 (namespaces), nftables (`testbed.up --nat`), redis-tools and wrk (the peers in `inv perf`),
 # golang-go and redis-server (the Go server built and Debian's Redis 7 pushed by the server-files tests).
 # chromium (the tests open `inv report --html` in it, headless). prometheus for its promtool (the tests run
-# `promtool check metrics` on export/metrics.prom and load it into a TSDB).
+# `promtool check metrics` on export/metrics.prom and load it into a TSDB). debootstrap, qemu-user-static and
+# binfmt-support build the testbed's images (`inv testbed.up --image`), arm64 ones under qemu through
+# binfmt_misc, registered here (idempotent; needs root, like the testbed).
 system-deps:
 	@$(PYTHON) -c 'import sys; sys.exit(0) if sys.version_info >= (3, 11) else sys.exit("fleetbench needs python3 >= 3.11 on the controller")'
 	@missing=""; \
@@ -31,6 +33,9 @@ system-deps:
 	[ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	[ -x /usr/sbin/debootstrap ] || missing="$$missing debootstrap"; \
+	[ -x /usr/bin/qemu-aarch64-static ] || missing="$$missing qemu-user-static"; \
+	[ -x /usr/sbin/update-binfmts ] || missing="$$missing binfmt-support"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing:$$missing"; \
@@ -38,6 +43,10 @@ system-deps:
 	  else \
 	    echo "missing:$$missing. Install them as root, e.g.: sudo apt-get install$$missing" >&2; exit 1; \
 	  fi; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then \
+	  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; \
+	  update-binfmts --enable qemu-aarch64; \
 	fi
 
 demo: system-deps $(STAMP)

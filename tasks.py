@@ -256,18 +256,22 @@ def _testbed(user=None, bastion=False, nat=False, stock_sshd=False):
             "nat": "every host behind a 1:1 NAT, as in a cloud: reached only at a public address (198.18.x.y), "
                    "holding only its private one (with --bastion: the bastion)",
             "stock_sshd": "the hosts' sshd keeps OpenSSH's stock limits (MaxStartups 10:30:100, MaxSessions 10) "
-                          "instead of 100/100"},
-      iterable=["python"])
-def testbed_up(c, hosts=5, python=None, uplink=None, user=None, bastion=False, nat=False, stock_sshd=False):
+                          "instead of 100/100",
+            "image": "give one host (or '*': all) its own root filesystem: tb3=debian11, a recipe (debian11,"
+                     " debian13, debian12-arm64, minimal) or the path of a rootfs directory or tarball (repeatable)"},
+      iterable=["python", "image"])
+def testbed_up(c, hosts=5, python=None, uplink=None, user=None, bastion=False, nat=False, stock_sshd=False,
+               image=None):
     """Bring up a local fleet of real OpenSSH hosts (needs root)."""
-    from fabfile.dev.testbed import TestbedError, parse_python_overrides
+    from fabfile.dev.testbed import TestbedError, parse_image_overrides, parse_python_overrides
 
     try:
-        up = _testbed(user, bastion, nat, stock_sshd).up(int(hosts), parse_python_overrides(python or []), uplink)
+        up = _testbed(user, bastion, nat, stock_sshd).up(int(hosts), parse_python_overrides(python or []), uplink,
+                                                         images=parse_image_overrides(image or []))
     except TestbedError as exc:
         raise Exit(f"testbed.up failed: {exc}", code=1) from None
     for h in up:
-        print(f"{h.name:6} {h.address:15} python {h.python}")
+        print(f"{h.name:6} {h.address:15} python {h.python or 'none'}" + (f"  image {h.image}" if h.image else ""))
     print(f"ssh -F {workspace().testbed_dir / 'ssh_config'} {up[0].name}" if up else "no hosts")
 
 

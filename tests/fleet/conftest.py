@@ -16,6 +16,7 @@ import string
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,3 +120,37 @@ def project(tmp_path_factory) -> Project:
         yield Project(path, hosts, pythons)
     finally:
         testbed.down()
+
+
+# ---- testbed images: every recipe built once per session, started as soon as it is known ------
+
+_image_builds: Future | None = None
+
+
+def _start_image_builds() -> Future:
+    from fabfile.dev.testbed.images import RECIPES, ImageSpec, ensure_images
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(ensure_images, {name: ImageSpec(name, r) for name, r in RECIPES.items()})
+    pool.shutdown(wait=False)
+    return future
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When a collected test needs the testbed images, start building the ones the cache lacks
+    (all recipes in parallel, at low priority) now: the builds overlap the tests that run first.
+    A session that ends sooner waits for them (they are cached for the next one)."""
+    global _image_builds
+    wanted = any("testbed_images" in getattr(item, "fixturenames", ()) for item in session.items)
+    if wanted and os.geteuid() == 0 and _image_builds is None and not session.config.option.collectonly:
+        _image_builds = _start_image_builds()
+
+
+@pytest.fixture(scope="session")
+def testbed_images() -> dict:
+    """Every recipe's Image (built once per session, or taken from the image cache)."""
+    global _image_builds
+    _need_testbed()
+    if _image_builds is None:
+        _image_builds = _start_image_builds()
+    return _image_builds.result()

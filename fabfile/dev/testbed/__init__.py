@@ -54,6 +54,8 @@ The package, by concern: ``plan`` (pure names, addresses, shaping), ``network`` 
 veth, bridge, tc), ``sshd`` (keys, client files, the hosts' sshd), ``pythons`` (interpreter
 probing and relocation), ``state`` (the record, ownership, crash recovery and teardown),
 ``users`` (the login user of the ``user=`` topology), ``layout`` (paths and names),
+``images`` (root filesystems for hosts: recipes, building, the cache) and ``imagehost`` (the pid
+1 of a host that runs an image: ``up(..., images={"tb3": "debian11"})``),
 ``bringup`` (the ``Testbed`` these make up), ``system`` (running tools, /proc).
 
 Library use (the invoke tasks wrap exactly this)::
@@ -68,6 +70,7 @@ Library use (the invoke tasks wrap exactly this)::
 from __future__ import annotations
 
 from .bringup import Testbed
+from .images import RECIPES, parse_image_overrides
 from .layout import RUNTIME_ROOT, SSHD
 from .plan import (
     MAX_HOSTS,
@@ -91,12 +94,14 @@ __all__ = [
     "SSHD",
     "HostPlan",
     "PythonSpec",
+    "RECIPES",
     "Testbed",
     "TestbedError",
     "TestbedHost",
     "known_hosts_text",
     "mac_for",
     "network_for",
+    "parse_image_overrides",
     "parse_python_overrides",
     "parse_rate",
     "plan_hosts",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __doc__ as package_doc
 from .bringup import Testbed
+from .images import parse_image_overrides
 from .pythons import parse_python_overrides
 from .system import TestbedError
 
@@ -25,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--hosts", type=int, default=5)
     up.add_argument("--python", action="append", default=[], metavar="HOST=PATH")
     up.add_argument("--uplink", default=None, metavar="RATE")
+    up.add_argument("--image", action="append", default=[], metavar="HOST=IMAGE")
     ap.add_argument("--user", default=None, help="hosts log in as this unprivileged user")
     ap.add_argument("--bastion", action="store_true", help="the fleet only behind a bastion host")
     ap.add_argument("--nat", action="store_true", help="hosts behind a 1:1 NAT: reached only at public addresses")
@@ -37,9 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                      sshd_limits="stock" if a.stock_sshd else "relaxed")
         if a.cmd == "up":
             t0 = time.monotonic()
-            hosts = tb.up(a.hosts, parse_python_overrides(a.python), a.uplink)
+            hosts = tb.up(a.hosts, parse_python_overrides(a.python), a.uplink, images=parse_image_overrides(a.image))
             for h in hosts:
-                print(f"{h.name:8} {h.address:15} pid {h.sshd_pid:<7} python {h.python_version} ({h.python})")
+                python = f"{h.python_version} ({h.python})" if h.python else "none"
+                print(f"{h.name:8} {h.address:15} pid {h.sshd_pid:<7} python {python}"
+                      + (f"  image {h.image}" if h.image else ""))
             print(f"{len(hosts)} hosts up in {time.monotonic() - t0:.2f}s; ssh -F {tb.ssh_config_path} {hosts[0].name}")
         elif a.cmd == "status":
             print(json.dumps(tb.status(), indent=2))

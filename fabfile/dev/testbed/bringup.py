@@ -9,9 +9,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from . import faults, network, sshd
+from . import faults, imagehost, network, sshd
+from .images import Image, ensure_images, resolve_images
 from .layout import Layout
 from .plan import HostPlan, TestbedHost, bastion_plan, etc_hosts_text, name_key, own_name, plan_hosts, tbf_args
 from .pythons import DEFAULT_PYTHON, PythonSpec, resolve_pythons, write_wrappers
@@ -41,6 +43,8 @@ class Testbed(Layout):
     Layout) choose the topology, ``sshd_limits=`` the hosts' sshd limits."""
 
     __test__ = False
+    # The image of each image host of the ``up`` under way (hosts without one are absent).
+    images: Mapping[str, Image] = MappingProxyType({})
 
     # ---- public API ----------------------------------------------------------------------
 
@@ -52,17 +56,19 @@ class Testbed(Layout):
         return [host_from_record(r) for r in state["hosts"]]
 
     def up(self, hosts: int = 5, pythons: Mapping[str, str] | None = None, uplink: str | None = None,
-           ) -> list[TestbedHost]:
+           images: Mapping[str, str] | None = None) -> list[TestbedHost]:
         """Bring the testbed to ``hosts`` healthy hosts, python overrides and uplink shaping.
 
         Idempotent: healthy hosts that match are kept as they are (with the same count,
         pythons and uplink nothing changes); stale pieces (dead sshd, lost state file,
-        leftover namespaces or links) are cleaned and rebuilt.
+        leftover namespaces or links) are cleaned and rebuilt. ``images`` gives hosts a root
+        filesystem of their own (see images, imagehost), built or taken from the cache first.
         """
         self._preflight(need_tc=True)
         plans = plan_hosts(self.prefix, self.subnet, hosts)
         rate_args = tbf_args(uplink) if uplink else None
         specs = resolve_pythons(plans, pythons or {})
+        self.images = self._ready_images(plans, pythons or {}, images or {})
         if self.bastion:  # the bastion comes first: it is up before the hosts behind it
             front = bastion_plan(self.prefix, self.subnet)
             specs[front.name] = resolve_pythons([front], {})[front.name]
@@ -106,6 +112,7 @@ class Testbed(Layout):
                 "ssh_answers": ours and present and sshd.answers(r, behind_bastion(state, r)),
                 "python": r.get("python", DEFAULT_PYTHON),
                 "python_version": r.get("python_version", ""),
+                "image": (r.get("image") or {}).get("name"),
                 "uplink": state.get("uplink") if state else None,
                 "recorded": True,
             }
@@ -117,7 +124,7 @@ class Testbed(Layout):
             rows.append({"name": name, "role": None, "address": None, "netns": f"fb-{name}",
                          "netns_present": netns_inode(f"fb-{name}") is not None, "sshd_pid": 0,
                          "sshd_alive": False, "ssh_answers": False, "python": None,
-                         "python_version": "", "uplink": None, "recorded": False})
+                         "python_version": "", "image": None, "uplink": None, "recorded": False})
         return rows
 
     def down(self) -> None:
@@ -196,6 +203,19 @@ class Testbed(Layout):
             raise TestbedError("a testbed login user needs a /home directory on this machine (hosts mount a"
                                " fresh tmpfs there for its home)")
 
+    def _ready_images(self, plans: Sequence[HostPlan], pythons: Mapping[str, str],
+                      images: Mapping[str, str]) -> dict[str, Image]:
+        """Each image host's image, built or unpacked where the cache does not have it yet (before
+        the testbeds' lock is taken: a first build takes minutes)."""
+        wanted = resolve_images(plans, images)
+        if wanted and self.user:
+            raise TestbedError("--image is not supported with a login user (user=): image hosts log in as root")
+        both = sorted(set(wanted) & set(pythons), key=name_key)
+        if both:
+            raise TestbedError(f"{both[0]} has both a python override and an image: an image host runs the"
+                               " image's own python3")
+        return ensure_images(wanted, log=lambda line: print(f"testbed: {line}", file=sys.stderr, flush=True))
+
     def _lock(self) -> Locked:
         return lock(self)
 
@@ -222,7 +242,8 @@ class Testbed(Layout):
                   self.resolv_conf_path):
             if not f.exists():
                 return False
-        if any(not record_ok(self, r, p, specs[p.name]) for r, p in zip(records, plans, strict=False)):
+        if any(not record_ok(self, r, p, specs[p.name], self.images.get(p.name))
+               for r, p in zip(records, plans, strict=False)):
             return False
         with ThreadPoolExecutor(max_workers=16) as pool:
             return all(pool.map(lambda r: sshd.answers(r, behind_bastion(state, r)), records))
@@ -233,7 +254,8 @@ class Testbed(Layout):
                    specs: Mapping[str, PythonSpec], uplink: str | None,
                    rate_args: list[str] | None) -> list[TestbedHost]:
         records = records_by_name(state)
-        keep = {p.name for p in plans if p.name in records and record_ok(self, records[p.name], p, specs[p.name])}
+        keep = {p.name for p in plans
+                if p.name in records and record_ok(self, records[p.name], p, specs[p.name], self.images.get(p.name))}
         # Everything of ours that is not a healthy host we keep goes: stale, extra, changed.
         teardown_hosts(self, (set(records) | set(leftover_names(self))) - keep, records)
         if not keep and link_exists(self.bridge):
@@ -275,8 +297,11 @@ class Testbed(Layout):
         def start(p: HostPlan) -> tuple[HostPlan, dict[str, Any] | None, str | None]:
             try:
                 network.configure_host_network(self, p)
-                pid = sshd.launch_sshd(self, p, specs[p.name], version)
-                record = host_record(self, p, specs[p.name], pid, netns_inode(p.netns), sshd.mount_namespace(pid))
+                image = self.images.get(p.name)
+                script = imagehost.launch_script(self, p, image) if image else None
+                pid = sshd.launch_sshd(self, p, specs[p.name], version, script)
+                record = host_record(self, p, specs[p.name], pid, netns_inode(p.netns), sshd.mount_namespace(pid),
+                                     image)
                 return p, record, None
             except TestbedError as e:
                 return p, None, str(e)
@@ -287,7 +312,7 @@ class Testbed(Layout):
             for p, rec, err in pool.map(start, new):
                 if err or rec is None:
                     errors[p.name] = err or "no record"
-                    results[p.name] = host_record(self, p, specs[p.name], 0, None, "")
+                    results[p.name] = host_record(self, p, specs[p.name], 0, None, "", self.images.get(p.name))
                 else:
                     results[p.name] = rec
         return errors

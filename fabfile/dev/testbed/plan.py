@@ -46,6 +46,7 @@ class TestbedHost:
     sshd_pid: int
     python: str  # the interpreter on the controller that is python3 on the host
     python_version: str = ""
+    image: str = ""  # the image it runs (a recipe name or a path), "" for the controller's root
 
 
 @dataclass(frozen=True)

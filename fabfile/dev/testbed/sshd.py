@@ -257,23 +257,13 @@ def write_client_files(lay: Layout, records: Sequence[Mapping[str, Any]]) -> Non
 # ---- sshd processes --------------------------------------------------------------------------
 
 
-def launch_sshd(lay: Layout, p: HostPlan, spec: PythonSpec, version: tuple[int, int]) -> int:
-    """Start the host's pid 1 (which becomes its sshd) in its namespaces; its pid once it answers."""
+def launch_sshd(lay: Layout, p: HostPlan, spec: PythonSpec, version: tuple[int, int],
+                script: str | None = None) -> int:
+    """Start the host's pid 1 (which becomes its sshd) in its namespaces; its pid once it answers.
+    ``script``: another pid 1 than the shared-root host's (an image host's, see imagehost)."""
     d = lay.host_dir(p.name)
-    mount = lay.sshd_mount(p.name)
-    argv = sshd_argv(sshd=lay.sshd, mount=mount, address=lay.ssh_address(p),
-                     ld_library_path=relocated_lib_path(lay, p.name, spec),
-                     per_source_penalties=version >= (9, 8), limits=SSHD_LIMITS[lay.sshd_limits])
-    script = host_script(
-        host_dir=str(d), mount=mount, etc_hosts=str(lay.etc_hosts_path), hostname=p.name, argv=argv,
-        resolv_conf=str(lay.resolv_conf_path),
-        python_prefix=spec.prefix if (not spec.is_default and spec.relocate) else None,
-        python_mount=lay.python_mount(p.name),
-        wrappers=wrapper_names(spec) if not spec.is_default else (),
-        tmpfs=(*HOST_TMPFS, ("/home", "755")) if lay.user else HOST_TMPFS,
-        passwd=str(lay.passwd_path) if lay.user else None, group=str(lay.group_path) if lay.user else None,
-        home=home_lines(lay.user) if lay.user else (),
-    )
+    if script is None:
+        script = shared_root_script(lay, p, spec, version)
     (d / "launch.sh").write_text(script)
     launch_log = d / "launch.log"
     with open(launch_log, "ab") as log:
@@ -287,6 +277,25 @@ def launch_sshd(lay: Layout, p: HostPlan, spec: PythonSpec, version: tuple[int, 
     if cp.returncode != 0:
         raise TestbedError(f"could not launch sshd (exit {cp.returncode}):\n{tail(launch_log)}")
     return wait_ready(lay, p, d)
+
+
+def shared_root_script(lay: Layout, p: HostPlan, spec: PythonSpec, version: tuple[int, int]) -> str:
+    """The pid 1 of a host that shares the controller's root filesystem."""
+    d = lay.host_dir(p.name)
+    mount = lay.sshd_mount(p.name)
+    argv = sshd_argv(sshd=lay.sshd, mount=mount, address=lay.ssh_address(p),
+                     ld_library_path=relocated_lib_path(lay, p.name, spec),
+                     per_source_penalties=version >= (9, 8), limits=SSHD_LIMITS[lay.sshd_limits])
+    return host_script(
+        host_dir=str(d), mount=mount, etc_hosts=str(lay.etc_hosts_path), hostname=p.name, argv=argv,
+        resolv_conf=str(lay.resolv_conf_path),
+        python_prefix=spec.prefix if (not spec.is_default and spec.relocate) else None,
+        python_mount=lay.python_mount(p.name),
+        wrappers=wrapper_names(spec) if not spec.is_default else (),
+        tmpfs=(*HOST_TMPFS, ("/home", "755")) if lay.user else HOST_TMPFS,
+        passwd=str(lay.passwd_path) if lay.user else None, group=str(lay.group_path) if lay.user else None,
+        home=home_lines(lay.user) if lay.user else (),
+    )
 
 
 def wait_ready(lay: Layout, p: HostPlan, d: Path) -> int:

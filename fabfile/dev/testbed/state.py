@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .images import Image, image_matches, image_record_fields
 from .layout import Layout
 from .network import remove_bridge, remove_host_links
 from .plan import HostPlan, TestbedHost, name_key, own_name
@@ -27,12 +28,12 @@ STATE_FILES = ("hosts.json", "ssh_config", "known_hosts", "id_ed25519", "id_ed25
 
 
 def host_record(lay: Layout, p: HostPlan, spec: PythonSpec, pid: int, netns_inode: int | None,
-                mntns: str) -> dict[str, Any]:
+                mntns: str, image: Image | None = None) -> dict[str, Any]:
     """What hosts.json keeps of a host; "address" is where the controller's ssh reaches it
     (behind the NAT its public address; "private_address" is then where it listens)."""
     bastion = {"role": "bastion", "fleet_address": p.address} if lay.bastion and p.index == 0 else {}
     private = {"private_address": lay.ssh_address(p)} if lay.reached_at(p) != lay.ssh_address(p) else {}
-    return {
+    record = {
         "name": p.name,
         "address": lay.reached_at(p),
         **private,
@@ -47,19 +48,25 @@ def host_record(lay: Layout, p: HostPlan, spec: PythonSpec, pid: int, netns_inod
         "netns_inode": netns_inode,
         "mntns": mntns,
     }
+    return {**record, **image_record_fields(image)} if image else record
 
 
 def host_from_record(r: Mapping[str, Any]) -> TestbedHost:
     return TestbedHost(name=r["name"], address=r["address"], netns=r["netns"], sshd_pid=int(r.get("sshd_pid") or 0),
-                       python=r.get("python", DEFAULT_PYTHON), python_version=r.get("python_version", ""))
+                       python=r.get("python", DEFAULT_PYTHON), python_version=r.get("python_version", ""),
+                       image=str((r.get("image") or {}).get("name", "")))
 
 
 
-def record_ok(lay: Layout, r: Mapping[str, Any], plan: HostPlan, spec: PythonSpec) -> bool:
-    """The recorded host is the one planned, and its sshd is alive in its own namespace."""
-    if (r.get("address"), r.get("netns"), r.get("python")) != (lay.reached_at(plan), plan.netns, spec.path):
+def record_ok(lay: Layout, r: Mapping[str, Any], plan: HostPlan, spec: PythonSpec,
+              image: Image | None = None) -> bool:
+    """The recorded host is the one planned (with the image planned), and its sshd is alive in
+    its own namespace."""
+    if not image_matches(r, image):
         return False
-    if r.get("python_version") != spec.version:
+    if (r.get("address"), r.get("netns")) != (lay.reached_at(plan), plan.netns):
+        return False
+    if not image and (r.get("python"), r.get("python_version")) != (spec.path, spec.version):
         return False
     ino = netns_inode(plan.netns)
     if ino is None or ino != r.get("netns_inode"):
@@ -265,7 +272,7 @@ def remove_runtime_host_dir(lay: Layout, name: str) -> None:
     """Remove a host's mount points under the runtime dir with rmdir only: never a
     recursive delete there (were a bind mount ever visible, rmtree would go through it)."""
     rt = lay.runtime_dir / name
-    for sub in ("sshd", "python"):
+    for sub in ("sshd", "python", "image"):
         _rmdir(rt / sub)
     _rmdir(rt)
 
