@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 
 # openssh-server (the testbed's hosts), iproute2 (namespaces), redis-tools and wrk (the peers in `inv perf`),
 # golang-go and redis-server (the Go server built and Debian's Redis 7 pushed by the server-files tests).
-# chromium (the tests open `inv report --html` in it, headless).
+# chromium (the tests open `inv report --html` in it, headless). qemu-user-static: the redis-server
+# built from source for arm64 hosts is run under qemu-aarch64-static by its test.
 system-deps:
 	@$(PYTHON) -c 'import sys; sys.exit(0) if sys.version_info >= (3, 11) else sys.exit("fleetbench needs python3 >= 3.11 on the controller")'
 	@missing=""; \
@@ -28,6 +29,7 @@ system-deps:
 	[ -x /usr/bin/go ] || missing="$$missing golang-go"; \
 	[ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v qemu-aarch64-static >/dev/null 2>&1 || missing="$$missing qemu-user-static"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing:$$missing"; \

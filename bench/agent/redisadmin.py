@@ -185,7 +185,7 @@ def create(addresses: Sequence[Address], replicas: int, password: str | None, ti
             info = fields(node.text("CLUSTER", "INFO"))
             if info.get("cluster_known_nodes", "1") != "1" or info.get("cluster_slots_assigned", "0") != "0":
                 raise AdminError(f"{node.name} is not empty: it already knows other nodes or serves slots")
-        for node, (first, last) in zip(nodes, slot_ranges(masters)):
+        for node, (first, last) in zip(nodes[:masters], slot_ranges(masters)):
             node.call("CLUSTER", "ADDSLOTS", *range(first, last + 1))
             say(f"{node.name}: master of slots {first}-{last}")
         for epoch, node in enumerate(nodes, 1):  # distinct epochs: no collision to resolve at join
