@@ -34,7 +34,7 @@ def use_cluster(kind: str, servers: int, replicas: int) -> bool:
 
 
 #: In each redis node's directory (0600): its config holding the password, and the password alone
-#: (what redis-cli reads into REDISCLI_AUTH on the host; `fab status` prints how).
+#: (what our agent reads with --auth-file, and redis-cli by hand into REDISCLI_AUTH; `fab status` prints how).
 AUTH_CONF = "auth.conf"
 AUTH_FILE = "auth"
 
