@@ -186,7 +186,7 @@ class RedisBuilder:
         sdist = self.fetch()
         with tempfile.TemporaryDirectory(prefix="fleetbench-redis-") as tmp:
             tree = _unpack(sdist, Path(tmp), self.source)
-            built = _make(tree, target, zig_path, Path(tmp), platform)
+            built = _make(tree, target, zig_path, Path(tmp), platform, self.source)
             _check_elf(built, target, platform)
             part = self.cache_dir / f".{done.name}.part-{os.getpid()}"
             shutil.rmtree(part, ignore_errors=True)
@@ -245,7 +245,7 @@ def make_command(target: str, tools: Mapping[str, Path], jobs: int) -> list[str]
             f"uname_M={target.split('-')[0]}"]
 
 
-def _make(tree: Path, target: str, zig_path: Path, tmp: Path, platform: Platform) -> Path:
+def _make(tree: Path, target: str, zig_path: Path, tmp: Path, platform: Platform, source: Source = SOURCE) -> Path:
     """Compile; a failure names the step and shows the tail of the compiler's log."""
     if shutil.which("make") is None:
         raise BuildError(f"building redis-server for {platform.name} needs make on this machine (apt-get install make)")
@@ -266,7 +266,7 @@ def _make(tree: Path, target: str, zig_path: Path, tmp: Path, platform: Platform
     built = tree / "src" / EXECUTABLE
     if proc.returncode != 0 or not built.is_file():
         text = log.read_text(errors="replace")
-        raise BuildError(f"compiling redis-server {SOURCE.redis_version} for {platform.name} ({target}) failed "
+        raise BuildError(f"compiling redis-server {source.redis_version} for {platform.name} ({target}) failed "
                          f"(make exit {proc.returncode}); the last lines of the compiler's log:\n"
                          + tail(text, LOG_LINES))
     return built

