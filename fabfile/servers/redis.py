@@ -69,11 +69,15 @@ def executable(pex_path: str, bin_dir: str | None) -> str:
     return f"{bin_dir}/{EXECUTABLE}" if bin_dir else pex_path
 
 
+#: How long a command that starts a pex may take: its first run on a host installs its venv.
+FIRST_RUN_TIMEOUT_S = 120
+
+
 def version(c: Connection, program: str) -> str:
     """``redis-server --version`` of ``program`` (relative to home) on the host, e.g.
     ``Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=...``.
     A binary that cannot run there (a missing shared library) fails here, named, before any start."""
-    out = run(c, f'PEX_ROOT="$HOME/{PEX_ROOT}" "$HOME"/{cmd(program)} --version 2>&1', timeout=120)
+    out = run(c, f'PEX_ROOT="$HOME/{PEX_ROOT}" "$HOME"/{cmd(program)} --version 2>&1', timeout=FIRST_RUN_TIMEOUT_S)
     return out.strip().splitlines()[-1] if out.strip() else ""
 
 
@@ -95,8 +99,10 @@ def admin_command(agent_path: str, command: str, *args: object, node: Node | Non
 def call(c: Connection, agent_path: str, node: Node, *args: object) -> str:
     """One command to ``node`` from its own host, as the reply's text; "(error) ..." for an error
     reply, "(fail) ..." when the node cannot be reached (a probe waits on either)."""
+    # The agent bounds the connect and the reply (PROBE_TIMEOUT_S); this bound is for the agent
+    # pex's first run on the host, which installs its venv (long on a slow or emulated host).
     return run(c, admin_command(agent_path, "call", node.address, node.port, *args, node=node) + " 2>&1 || true",
-               timeout=PROBE_TIMEOUT_S * 2 + 10)
+               timeout=FIRST_RUN_TIMEOUT_S)
 
 
 def ping(c: Connection, agent_path: str, node: Node) -> bool:
@@ -112,7 +118,7 @@ def create_cluster(c: Connection, agent_path: str, nodes: Sequence[Node], replic
     """Form the cluster from the first node's host, with that node's password file; the first
     nodes are masters, the later ones (``replicas`` per master) replicate them in turn."""
     command = admin_command(agent_path, "create", "--replicas", replicas, *[n.endpoint for n in nodes], node=nodes[0])
-    return run(c, command + " 2>&1", timeout=120)
+    return run(c, command + " 2>&1", timeout=FIRST_RUN_TIMEOUT_S)
 
 
 def info_field(c: Connection, agent_path: str, node: Node, section: str, field: str) -> str:
