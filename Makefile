@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 # chromium (the tests open `inv report --html` in it, headless). prometheus for its promtool (the tests run
 # `promtool check metrics` on export/metrics.prom and load it into a TSDB). debootstrap, qemu-user-static and
 # binfmt-support build the testbed's images (`inv testbed.up --image`), arm64 ones under qemu through
-# binfmt_misc, registered here (idempotent; needs root, like the testbed).
+# binfmt_misc, registered here (idempotent; needs root, like the testbed); qemu-user-static also runs the
+# redis-server built from source for arm64 hosts in its test.
 system-deps:
 	@$(PYTHON) -c 'import sys; sys.exit(0) if sys.version_info >= (3, 11) else sys.exit("fleetbench needs python3 >= 3.11 on the controller")'
 	@missing=""; \

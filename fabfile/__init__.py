@@ -48,8 +48,13 @@ def status(c):
         "if [ -f \"$d/auth\" ] && [ -n \"$pid\" ] && [ -d /proc/$pid ]; then "
         "a=$(cat \"$d/address\" 2>/dev/null); "
         "x=$(ls bin/server-*.pex 2>/dev/null | head -n 1); "
+        "if [ -n \"$x\" ]; then "
         "echo \"  connect on this host: REDISCLI_AUTH=\\\"\\$(cat ~/.fleetbench/${d}auth)\\\" "
-        "PEX_SCRIPT=redis-cli PEX_ROOT=~/.fleetbench/pex ~/.fleetbench/$x -h $a -p ${n%/}\"; fi; done"
+        "PEX_SCRIPT=redis-cli PEX_ROOT=~/.fleetbench/pex ~/.fleetbench/$x -h $a -p ${n%/}\"; else "
+        # A redis-server built from source comes without redis-cli: our agent sends one command.
+        "x=$(ls bin/agent-*.pex 2>/dev/null | head -n 1); "
+        "echo \"  query on this host: PEX_ROOT=~/.fleetbench/pex ~/.fleetbench/$x redis call "
+        "--auth-file ~/.fleetbench/${d}auth $a ${n%/} INFO server\"; fi; fi; done"
     )
     say(f"[{c.original_host}]")
     say(run(c, script).rstrip())

@@ -56,3 +56,12 @@ def _no_user_ssh_config(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ssh, "USER_SSH_CONFIG", tmp_path / "no-ssh-config")
     monkeypatch.setattr(ssh, "USER_KNOWN_HOSTS", tmp_path / "no-known-hosts")
+
+
+@pytest.fixture(scope="session")
+def redis_builds(tmp_path_factory):
+    """One build cache of redis-server from source for the whole session (fabfile.ship.redis_source):
+    a platform is compiled once (a minute or two), whichever test needs it first."""
+    from fabfile.ship.redis_source import RedisBuilder
+
+    return RedisBuilder(tmp_path_factory.mktemp("redis-builds"))

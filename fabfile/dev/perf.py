@@ -405,7 +405,7 @@ class Suite:
         figures: list[Figure] = []
         http_pid = None
         try:
-            nodes.wait_until(c, node, lambda: redis_server.ping(c, server_pex, node), "redis-server ping")
+            nodes.wait_until(c, node, lambda: redis_server.ping(c, agent_pex, node), "redis-server ping")
             peers = PeerBench(c, agent_pex, node)
             # The agent pex's first run on a host installs its venv (seconds of CPU): not a fixed cost.
             peers.agent(set_job(node.endpoint, 1, 1, "perf-warm-up", iterations=1))

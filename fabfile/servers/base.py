@@ -48,9 +48,11 @@ class Kind:
         self.pex_path = pex_path
         self.bins = dict(bins or {})
         self.note: str | None = None  # said once when starting (e.g. a fallback to standalone)
-        # Set by deploy before start: the deployment's redis password, and where the spawn
+        # Set by deploy before start: the deployment's redis password, the agent pex, and where the spawn
         # file's { env = ... } secrets are read from (the controller's environment).
         self.password: str | None = None
+        # The agent pex on the hosts (relative to home): the redis kinds' probes run in it.
+        self.agent_path = ""
         self.environ: Mapping[str, str] = {}
 
     def executable(self, node: Node) -> str:

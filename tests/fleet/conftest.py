@@ -89,9 +89,10 @@ def _need_testbed() -> None:
 
 
 @contextmanager
-def topology_project(tmp_path_factory, name: str, hosts: int = 3, **topology) -> Iterator[Project]:
+def topology_project(tmp_path_factory, name: str, hosts: int = 3, pythons: dict[str, str] | None = None,
+                     **topology) -> Iterator[Project]:
     """A scratch project with a small testbed of its own topology (``user=``, ``bastion=``, ``nat=``,
-    ``sshd_limits=``)."""
+    ``sshd_limits=``) and interpreters (``pythons``: host name -> python3 it runs)."""
     _need_testbed()
     from fabfile.dev.testbed import Testbed
 
@@ -99,7 +100,7 @@ def topology_project(tmp_path_factory, name: str, hosts: int = 3, **topology) ->
     testbed = Testbed(path / ".testbed", prefix=os.environ.get("FLEETBENCH_TEST_PREFIX2", "fw"),
                       subnet=int(os.environ.get("FLEETBENCH_TEST_SUBNET2", "249")), **topology)
     try:
-        yield Project(path, [h.name for h in testbed.up(hosts)], {})
+        yield Project(path, [h.name for h in testbed.up(hosts, pythons)], dict(pythons or {}))
     finally:
         testbed.down()
 

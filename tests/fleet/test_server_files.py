@@ -152,6 +152,7 @@ def test_redis7_cluster_from_debians_binary_with_config_on_every_node(project):
         assert "redis cluster ok: 3 nodes" in out.stdout
         state = _state(project)
         assert len(state["nodes"]) == 3
+        assert "server" not in state["artifacts"]  # no server pex: our agent probes and forms the cluster
         for node in state["nodes"]:
             assert node["version"].startswith("Redis server v=7.0."), node
             where = ["-h", node["address"], "-p", str(node["port"])]

@@ -82,7 +82,10 @@ def test_plans_roles_and_addresses():
         ("a", "10.0.0.1", 6400, 0, "master"), ("b", "10.0.0.2", 6400, 1, "replica"),
         ("c", "10.0.0.3", 6400, 2, "replica")]
     cluster = servers.kind_for(_spawn('kind = "redis-cluster"', list("abcdef"), ""), PEX)
-    assert {n.role for n in cluster.plan(list("abcdef"), str)} == {"master"}  # redis-cli assigns replicas
+    assert {n.role for n in cluster.plan(list("abcdef"), str)} == {"master"}
+    # With replicas the first hosts are masters; the agent's forming makes the rest replicas.
+    cluster = servers.kind_for(_spawn('kind = "redis-cluster"\nreplicas = 1', list("abcdef")), PEX)
+    assert [n.role for n in cluster.plan(list("abcdef"), str)] == ["master"] * 3 + ["replica"] * 3
 
 
 def test_placeholders_per_node():

