@@ -21,6 +21,7 @@ from fabfile.servers.nodes import Node
 from fabfile.session import Session
 from fabfile.ship import relay, server_build
 from fabfile.ship.build import Artifact, Builder
+from fabfile.ship.platforms import Unbuildable
 from fabfile.ship.push import ProgressPrinter
 from fabfile.terminal import hide
 
@@ -83,12 +84,20 @@ def build(s: Session) -> dict[str, Artifact]:
     versions = sorted({i.version for i in fleet.interpreters.values()})
     s.echo(f"hosts run python {', '.join(versions)}")
     artifacts: dict[str, Artifact] = {}
+    # A platform with no wheel of something a pex needs is told by the hosts that have it.
+    hosts = {name: (platform_of[name], fleet.interpreters[name]) for name in fleet.names}
     if server_build.wants_pex(server):
-        artifacts["server"] = builder.server(server.requirements, server_script(s.spawn),
-                                             [platform_of[h] for h in s.spawn.hosts.servers],
-                                             base_dir=s.spawn_path.parent)
-    artifacts["agent"] = builder.agent(list(set(platform_of.values())),
-                                       spec.agent_modules(s.spawn, Path(s.spawn_path).parent))
+        try:
+            artifacts["server"] = builder.server(server.requirements, server_script(s.spawn),
+                                                 [platform_of[h] for h in s.spawn.hosts.servers],
+                                                 base_dir=s.spawn_path.parent)
+        except Unbuildable as exc:
+            raise exc.for_hosts({h: hosts[h] for h in s.spawn.hosts.servers}) from None
+    try:
+        artifacts["agent"] = builder.agent(list(set(platform_of.values())),
+                                           spec.agent_modules(s.spawn, Path(s.spawn_path).parent))
+    except Unbuildable as exc:
+        raise exc.for_hosts(hosts) from None
     return {**artifacts, **bundles}
 
 
