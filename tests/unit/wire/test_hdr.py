@@ -7,11 +7,17 @@ and what hdrh decodes back.
 
 from __future__ import annotations
 
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import bench
 from bench.wire import hdr, hist
 
 SETTINGS = (hist.LOWEST, hist.HIGHEST, hist.SIGNIFICANT_DIGITS)
@@ -128,3 +134,20 @@ def test_bad_settings_and_mixed_adds_are_refused() -> None:
         hist.recorder().add(hdr.Histogram(1, 100, 2))
     with pytest.raises(ValueError, match="beyond"):
         hist.recorder().record_counts({1: 1}, 2**40)
+
+
+def test_the_agent_and_its_wire_import_and_record_without_hdrh() -> None:
+    """The agent pex has no hdrhistogram: every module it ships must import, and a Recorder
+    record and encode, with hdrh unimportable."""
+    root = Path(bench.__file__).parent
+    modules = [f"bench.{package}.{m.name}" for package in ("agent", "wire")
+               for m in pkgutil.iter_modules([str(root / package)])]
+    script = ("import sys, importlib; sys.modules['hdrh'] = None\n"
+              f"for m in {modules!r}: importlib.import_module(m)\n"
+              "from bench.agent.stats import Recorder\n"
+              "r = Recorder(open_loop=True); r.begin(0.0, 1.7e9); r.record(0.5, 0.1, 0.2, 3, 0, None); r.finish()\n"
+              "print(sorted(r.histograms()), r.series[0]['hist'][:8])")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("['latency_us', 'service_us'] HISTFAA")
+    assert "bench.agent.stats" in modules and "bench.wire.hdr" in modules
