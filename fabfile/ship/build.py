@@ -31,14 +31,21 @@ import bench
 from fabfile.errors import FleetbenchError
 from fabfile.remote.fleet import Interpreter
 from fabfile.remote.shell import BIN_DIR, PEX_ROOT, cmd, run, tail
-from fabfile.ship.platforms import Unbuildable, check_one_version_each, find_unbuildable, missing_project
+from fabfile.ship.platforms import (
+    Unbuildable,
+    check_one_version_each,
+    describe_platform,
+    excluding,
+    find_unbuildable,
+    missing_project,
+)
 from fabfile.ship.push import push, sha256_file
 
 #: What the agent needs on a host, and nothing else: the agent pex stays lean. Its histograms are
 #: its own (``bench.wire.hdr``), so its one dependency is uvloop: pinned, so that every host of a
 #: run gets the same one, and only where that release publishes wheels (CPython 3.9 to 3.14 on
 #: Linux x86_64 and aarch64; glibc 2.17+ or musl 1.2+): elsewhere the agent runs on asyncio's
-#: own loop. A listed platform without a fitting wheel (an older glibc) is named by the build.
+#: own loop, and so do they where the build finds no fitting wheel after all (an older glibc).
 UVLOOP = "uvloop==0.23.0"
 AGENT_REQUIREMENTS = (f"{UVLOOP}; sys_platform == 'linux' and platform_python_implementation == 'CPython'"
                       " and (platform_machine == 'x86_64' or platform_machine == 'aarch64')"
@@ -178,8 +185,18 @@ class Builder:
                     target = Path(src, rel)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(data)
-                self._build_for([*AGENT_REQUIREMENTS, "-D", src, "-m", AGENT_ENTRY, "--venv", "--sh-boot",
-                                 "--no-build"], platforms, out, "the agent")
+                options = ["-D", src, "-m", AGENT_ENTRY, "--venv", "--sh-boot", "--no-build"]
+                try:
+                    self._build_for([*AGENT_REQUIREMENTS, *options], platforms, out, "the agent")
+                except Unbuildable as exc:
+                    if set(exc.missing.values()) != {"uvloop"}:
+                        raise
+                    # uvloop is the agent's option, not its need: where it has no wheel after all
+                    # (an older glibc, say), that host's agents run on asyncio's loop.
+                    for platform in sorted(exc.missing):
+                        self.echo(f"  no uvloop wheel for {describe_platform(platform)}: agents there use asyncio")
+                    self._build_for([excluding(AGENT_REQUIREMENTS[0], exc.missing), *AGENT_REQUIREMENTS[1:],
+                                     *options], platforms, out, "the agent")
             try:
                 check_one_version_each(out, "the agent pex")
             except FleetbenchError:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from fabfile.errors import FleetbenchError
@@ -96,6 +96,29 @@ def find_unbuildable(platforms: Sequence[Path], build_one: Callable[[Path], str 
         if project is not None:
             missing[platform] = project
     return missing
+
+
+#: What tells an interpreter apart in its markers and stays while it does: not the kernel's
+#: release or version (an upgraded kernel would turn a left-out requirement back on, and the pex
+#: would then refuse to start for want of it).
+_STABLE_MARKERS = ("implementation_name", "implementation_version", "os_name", "platform_machine",
+                   "platform_python_implementation", "platform_system", "python_full_version", "sys_platform")
+
+
+def excluding(requirement: str, platforms: Iterable[Path]) -> str:
+    """``requirement`` with its marker narrowed to leave out ``platforms`` (each told by its
+    interpreter's markers): for an optional requirement some hosts have no wheel of. A platform
+    whose interpreter has the same markers (another glibc, say) is left out too, which only costs
+    it the option."""
+    name, _, marker = requirement.partition(";")
+    clauses = [f"({marker.strip()})"] if marker.strip() else []
+    for platform in sorted(set(platforms)):
+        env = json.loads(platform.read_text())["marker_environment"]
+        # Markers have no "not": not (k1 == v1 and k2 == v2 ...) is (k1 != v1 or k2 != v2 ...).
+        differs = " or ".join(f"{key} != '{env[key]}'" for key in _STABLE_MARKERS
+                              if isinstance(env.get(key), str) and "'" not in env[key] and "\\" not in env[key])
+        clauses.append(f"({differs})")
+    return f"{name.strip()}; {' and '.join(clauses)}" if clauses else name.strip()
 
 
 _WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)-.*\.whl$")

