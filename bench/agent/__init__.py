@@ -12,10 +12,10 @@ servers and prints one result (bench.wire.result.AgentResult). Modules, from the
 - ``keys``: seeded key/row/column distributions (uniform, zipf, sequential, hotspot, latest)
 - ``workloads``: the registry of workloads, each a stream of pre-encoded ops
 - ``engine``: the load loop (workers, pipelining, closed/open loop, warmup, redirects)
-- ``stats``: per-batch recording into per-second counts and HdrHistograms
+- ``stats``: per-batch recording into per-second counts and histograms (``bench.wire.hdr``)
 - ``result``, ``runner``, ``__main__``: result output, the run, the CLI (a job checks itself:
   ``bench.wire.job.AgentJob.from_json``)
 
-Only the standard library, hdrhistogram and (optionally) uvloop are imported here, plus
+Only the standard library and (where the host has a wheel of it) uvloop are imported here, plus
 ``bench.wire``: the agent pex must stay small (it ships ``bench/wire`` and ``bench/agent`` only).
 """

@@ -60,7 +60,7 @@ def load_target(target: str) -> Callable[..., Any]:
             raise ValueError(f"cannot import {module_name!r}: it is not in this agent pex "
                              f"(list its file in params.modules)") from None
         raise ValueError(f"cannot import {module_name!r}: {exc} (the agent pex has the standard library, "
-                         f"hdrhistogram, uvloop and params.modules only)") from None
+                         f"uvloop and params.modules only)") from None
     except Exception as exc:  # the user's module failed while importing: say where
         raise ValueError(f"importing {module_name!r} failed: {_where(exc)}") from None
     obj: Any = module

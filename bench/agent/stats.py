@@ -1,10 +1,10 @@
 """What the measured phase records: counts, latency histograms and a per-second series.
 
 Recording happens once per batch, not per op (``count`` = ops in the batch), into a plain
-dict of microseconds -> count for the current second. A dict update is far cheaper than
-HdrHistogram's pure-Python ``record_value``, and a second's distinct values are few, so at
-each second boundary the dict gives that second's exact p50/p99 and is then folded into the
-run's HdrHistograms with one ``record_value(v, count)`` per distinct value.
+dict of microseconds -> count for the current second. A dict update is far cheaper than a
+histogram's ``record_value``, and a second's distinct values are few, so at each second
+boundary the dict gives that second's exact p50/p99 and is then folded into the run's
+histograms (``bench.wire.hdr``, pure Python) in one pass over its distinct values.
 
 Seconds are wall-clock seconds of the host (``[at, at + 1)`` in epoch seconds), not seconds
 since the agent began, so the controller can add up the same second of every agent exactly:
@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
 
 from bench.wire import hist
 from bench.wire.result import Histograms, TimeseriesPoint
@@ -57,8 +56,8 @@ class Recorder:
         self.errors = 0
         self.late_ops = 0
         self.error_samples: list[str] = []
-        self.latency = hist.new()  # from intended start (closed loop: from send)
-        self.service = hist.new() if open_loop else None  # from actual send
+        self.latency = hist.recorder()  # from intended start (closed loop: from send)
+        self.service = hist.recorder() if open_loop else None  # from actual send
         self.series: list[TimeseriesPoint] = []
         self._sec = 0  # the open second, epoch seconds (once begun)
         self._first_sec = 0
@@ -103,11 +102,6 @@ class Recorder:
                     if text not in self.error_samples and len(self.error_samples) < MAX_ERROR_SAMPLES:
                         self.error_samples.append(text)
 
-    def _fold(self, counts: dict[int, int], histogram: Any) -> None:
-        record = histogram.record_value
-        for us, n in counts.items():
-            record(min(max(us, 0), hist.HIGHEST), n)
-
     def tick(self, perf_now: float) -> None:
         """Close the seconds that ended before ``perf_now`` even when no op completes (a stall),
         so the live view hears of them on time."""
@@ -125,12 +119,12 @@ class Recorder:
         point: TimeseriesPoint = {"t": self._sec - self._first_sec, "at": self._sec, "ops": self._sec_ops,
                                   "errors": self._sec_errors, "p50": p50, "p99": p99}
         if self._lat:
-            second = hist.new()  # a new one is cheaper than hdrh's reset()
-            self._fold(self._lat, second)
+            second = hist.recorder()
+            second.record_counts(self._lat, hist.HIGHEST)  # values clamped into the histogram's range
             point["hist"] = hist.encode(second)
-            self.latency.add(second)  # one C-level array add, not a second record_value loop
+            self.latency.add(second)  # the second's buckets, not a second pass over its values
         if self.service is not None:
-            self._fold(self._svc, self.service)
+            self.service.record_counts(self._svc, hist.HIGHEST)
         self._close(point)
         for empty in range(self._sec + 1, new_sec):
             self._close({"t": empty - self._first_sec, "at": empty, "ops": 0, "errors": 0, "p50": 0, "p99": 0})

@@ -22,7 +22,7 @@ REDIS_KINDS = ("redis-cluster", "redis")
 ANY_SERVER = "any"
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")
 #: Modules a python workload may not ship: they would hide the agent's own code.
-RESERVED_MODULES = ("bench", "hdrh", "uvloop", "pbr", "setuptools", "pkg_resources", "__main__")
+RESERVED_MODULES = ("bench", "uvloop", "__main__")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,11 @@
 Percentiles are always read from a histogram, and histograms from several agents are merged
 by adding counts (exact), never by averaging percentiles.
 
+Two sides, one format. Agents record into :func:`recorder` (``bench.wire.hdr``: pure Python,
+so the agent pex builds for every platform and Python) and send :func:`encode`'s text. The
+controller reads with hdrh (:func:`decode`, :func:`merge`, :func:`percentiles`, its log
+writer): hdrh is imported only there, never on a host.
+
 Encoded histograms come from hosts, so :func:`decode` checks one before hdrh sees it: its
 length, its settings and the size it decompresses to are bounded by what a histogram of ours
 (:func:`new`) can be. hdrh alone inflates whatever it is given (a 398 KB zlib bomb took 301 MB)
@@ -18,8 +23,12 @@ import itertools
 import struct
 import zlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from hdrh.histogram import HdrHistogram
+from bench.wire import hdr
+
+if TYPE_CHECKING:  # the controller's reader; the agent pex has no hdrh
+    from hdrh.histogram import HdrHistogram
 
 # Microseconds, from 1 us to one hour, three significant digits (0.1% value precision).
 UNIT = "us"
@@ -30,12 +39,20 @@ SIGNIFICANT_DIGITS = 3
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
+def recorder() -> hdr.Histogram:
+    """An empty histogram of our settings to record into: what agents use."""
+    return hdr.Histogram(LOWEST, HIGHEST, SIGNIFICANT_DIGITS)
+
+
 def new() -> HdrHistogram:
+    """An empty hdrh histogram of our settings, to merge into (controller only)."""
+    from hdrh.histogram import HdrHistogram
+
     return HdrHistogram(LOWEST, HIGHEST, SIGNIFICANT_DIGITS)
 
 
-def encode(histogram: HdrHistogram) -> str:
-    """The standard compressed, base64 HdrHistogram V2 encoding, as text."""
+def encode(histogram: HdrHistogram | hdr.Histogram) -> str:
+    """The standard compressed, base64 HdrHistogram V2 encoding, as text (the same for both kinds)."""
     return histogram.encode().decode("ascii")
 
 
@@ -49,7 +66,7 @@ _ENCODING_COOKIE_BASE = 0x1C849303
 _OUTER = struct.Struct(">II")  # cookie, length of the zlib part
 _PAYLOAD = struct.Struct(">IIIIQQd")  # cookie, payload_len, normalizing offset, digits, lowest, highest, ratio
 _VARINT_MAX_BYTES = 9  # per count
-_COUNTS_LEN = HdrHistogram(LOWEST, HIGHEST, SIGNIFICANT_DIGITS).counts_len
+_COUNTS_LEN = recorder().counts_len
 #: The most a payload of our settings can decompress to: its header and every count at full width.
 MAX_PAYLOAD_BYTES = _PAYLOAD.size + _COUNTS_LEN * _VARINT_MAX_BYTES
 #: The longest encoding of such a payload (zlib adds at most 0.1% + a few bytes to incompressible data).
@@ -60,6 +77,8 @@ MAX_TOTAL_COUNT = 2**53
 
 def decode(text: str) -> HdrHistogram:
     """The histogram ``text`` encodes; :class:`HistogramError` when it is not one of ours or too large."""
+    from hdrh.histogram import HdrHistogram
+
     check_encoded(text)
     histogram = HdrHistogram.decode(text.encode("ascii"))
     total = histogram.get_total_count()

@@ -31,10 +31,25 @@ import bench
 from fabfile.errors import FleetbenchError
 from fabfile.remote.fleet import Interpreter
 from fabfile.remote.shell import BIN_DIR, PEX_ROOT, cmd, run, tail
+from fabfile.ship.platforms import (
+    Unbuildable,
+    check_one_version_each,
+    describe_platform,
+    excluding,
+    find_unbuildable,
+    missing_project,
+)
 from fabfile.ship.push import push, sha256_file
 
-#: What the agent needs on a host, and nothing else: the agent pex stays lean.
-AGENT_REQUIREMENTS = ("hdrhistogram>=0.10.3", "uvloop>=0.17; sys_platform == 'linux'")
+#: What the agent needs on a host, and nothing else: the agent pex stays lean. Its histograms are
+#: its own (``bench.wire.hdr``), so its one dependency is uvloop: pinned, so that every host of a
+#: run gets the same one, and only where that release publishes wheels (CPython 3.9 to 3.14 on
+#: Linux x86_64 and aarch64; glibc 2.17+ or musl 1.2+): elsewhere the agent runs on asyncio's
+#: own loop, and so do they where the build finds no fitting wheel after all (an older glibc).
+UVLOOP = "uvloop==0.23.0"
+AGENT_REQUIREMENTS = (f"{UVLOOP}; sys_platform == 'linux' and platform_python_implementation == 'CPython'"
+                      " and (platform_machine == 'x86_64' or platform_machine == 'aarch64')"
+                      " and python_version >= '3.9' and python_version < '3.15'",)
 AGENT_ENTRY = "bench.agent"
 #: The parts of ``bench`` that run on hosts, with ``bench/__init__.py``: the agent and the wire
 #: it speaks. The spawn file, merging, tables and plots (3.11-only tomllib, matplotlib) stay home.
@@ -132,14 +147,14 @@ class Builder:
         def build(out: Path) -> None:
             with tempfile.TemporaryDirectory(prefix="fleetbench-wheels-") as wheels:
                 reqs = [str(_pure_wheel(local[r], Path(wheels))) if r in local else r for r in requirements]
-                common = [*reqs, "--venv", "--sh-boot", "--no-build", *self._platform_args(platforms), "-o", str(out)]
+                common = [*reqs, "--venv", "--sh-boot", "--no-build"]
                 try:
-                    _pex([*common, "-c", script], "the server pex")
+                    self._build_for([*common, "-c", script], platforms, out, "the server")
                     return
                 except BuildError as exc:
                     if f"Could not find script {script!r}" not in str(exc):
                         raise
-                _pex([*common, "-m", script], "the server pex")
+                self._build_for([*common, "-m", script], platforms, out, "the server")
             if not _runs_module(out, script):
                 raise BuildError(f"server.script {script!r} is neither a console script nor a module (python -m) "
                                  f"of the server requirements ({', '.join(requirements) or 'none'}) "
@@ -170,10 +185,53 @@ class Builder:
                     target = Path(src, rel)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(data)
-                _pex([*AGENT_REQUIREMENTS, "-D", src, "-m", AGENT_ENTRY, "--venv", "--sh-boot", "--no-build",
-                      *self._platform_args(platforms), "-o", str(out)], "the agent pex")
+                options = ["-D", src, "-m", AGENT_ENTRY, "--venv", "--sh-boot", "--no-build"]
+                try:
+                    self._build_for([*AGENT_REQUIREMENTS, *options], platforms, out, "the agent")
+                except Unbuildable as exc:
+                    if set(exc.missing.values()) != {"uvloop"}:
+                        raise
+                    # uvloop is the agent's option, not its need: where it has no wheel after all
+                    # (an older glibc, say), that host's agents run on asyncio's loop.
+                    for platform in sorted(exc.missing):
+                        self.echo(f"  no uvloop wheel for {describe_platform(platform)}: agents there use asyncio")
+                    self._build_for([excluding(AGENT_REQUIREMENTS[0], exc.missing), *AGENT_REQUIREMENTS[1:],
+                                     *options], platforms, out, "the agent")
+            try:
+                check_one_version_each(out, "the agent pex")
+            except FleetbenchError:
+                out.unlink()
+                raise
 
         return self._cached("agent", inputs, build)
+
+    def _build_for(self, args: Sequence[str], platforms: Sequence[Path], out: Path, needed_by: str) -> None:
+        """``pex args`` for all ``platforms`` into ``out``. When a requirement has no wheel for
+        some of them: Unbuildable naming each such platform and the project it lacks (learnt by
+        building for one platform at a time, only then), not pex's command line."""
+        what = f"{needed_by} pex"
+        try:
+            _pex([*args, *self._platform_args(platforms), "-o", str(out)], what)
+        except BuildError as exc:
+            project = missing_project(str(exc))
+            if project is None:
+                raise
+            distinct = sorted(set(platforms))
+            if len(distinct) == 1:
+                raise Unbuildable(needed_by, {distinct[0]: project}) from None
+
+            def alone(platform: Path) -> str | None:
+                with tempfile.TemporaryDirectory(prefix="fleetbench-probe-") as tmp:
+                    try:
+                        _pex([*args, *self._platform_args([platform]), "-o", str(Path(tmp, "one.pex"))], what)
+                    except BuildError as one:
+                        return str(one)
+                return None
+
+            missing = find_unbuildable(distinct, alone)
+            if not missing:  # every platform builds alone: something else failed, say it as pex did
+                raise
+            raise Unbuildable(needed_by, missing) from None
 
     # -- cache -----------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from fabfile.servers.nodes import Node
 from fabfile.session import Session
 from fabfile.ship import redis_source, relay, server_build
 from fabfile.ship.build import Artifact, Builder
+from fabfile.ship.platforms import Unbuildable
 from fabfile.ship.push import ProgressPrinter
 from fabfile.terminal import hide
 
@@ -89,12 +90,20 @@ def build(s: Session) -> dict[str, Artifact]:
     versions = sorted({i.version for i in fleet.interpreters.values()})
     s.echo(f"hosts run python {', '.join(versions)}")
     artifacts: dict[str, Artifact] = {}
+    # A platform with no wheel of something a pex needs is told by the hosts that have it.
+    hosts = {name: (platform_of[name], fleet.interpreters[name]) for name in fleet.names}
     pex_hosts = redis_source.pex_hosts(server, fleet.interpreters, s.spawn.hosts.servers)
     if server_build.wants_pex(server) and pex_hosts:
-        artifacts["server"] = builder.server(server.requirements, server_script(s.spawn),
-                                             [platform_of[h] for h in pex_hosts], base_dir=s.spawn_path.parent)
-    artifacts["agent"] = builder.agent(list(set(platform_of.values())),
-                                       spec.agent_modules(s.spawn, Path(s.spawn_path).parent))
+        try:
+            artifacts["server"] = builder.server(server.requirements, server_script(s.spawn),
+                                                 [platform_of[h] for h in pex_hosts], base_dir=s.spawn_path.parent)
+        except Unbuildable as exc:
+            raise exc.for_hosts({h: hosts[h] for h in pex_hosts}) from None
+    try:
+        artifacts["agent"] = builder.agent(list(set(platform_of.values())),
+                                           spec.agent_modules(s.spawn, Path(s.spawn_path).parent))
+    except Unbuildable as exc:
+        raise exc.for_hosts(hosts) from None
     return {**artifacts, **bundles}
 
 

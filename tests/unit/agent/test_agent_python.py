@@ -240,6 +240,7 @@ def test_agent_pex_ships_modules_and_rebuilds_when_they_change(tmp_path, monkeyp
         out = Path(args[args.index("-o") + 1])
         with zipfile.ZipFile(out, "w") as z:
             z.writestr("n", str(len(staged)))
+            z.writestr("PEX-INFO", "{}")  # what the builder reads back: which releases the pex holds
 
     monkeypatch.setattr(build, "_pex", fake_pex)
     platform = tmp_path / "platform.json"
