@@ -7,6 +7,7 @@ and writes the same line to ``--out`` (atomically: a temp file renamed into plac
      "hostname": "bench-1", "cpu_model": "AMD EPYC 7B13", "logical_cores": 8,
      "usable_cores": 8, "memory_total_bytes": 33554432000, "kernel": "6.1.0-18-amd64",
      "os": "Debian GNU/Linux 12 (bookworm)", "machine": "x86_64",
+     "libc": {"name": "glibc", "version": "2.36"},
      "python": {"version": "3.11.2", "implementation": "CPython", "executable": "/usr/bin/python3"},
      "boot_time": 1732400000, "clocksource": "tsc", "cpu_governor": "performance",
      "disks": ["nvme0n1"], "fleetbench_version": "0.1.0", "agent_pex": "/tmp/fb/agent.pex",
@@ -165,6 +166,7 @@ def gather(pex_dir: str | None = None) -> dict[str, Any]:
         "kernel": platform.release(),
         "os": parse_os_release(os_release_text).get("PRETTY_NAME") if os_release_text else None,
         "machine": platform.machine(),
+        "libc": libc(),
         "python": {
             "version": platform.python_version(),
             "implementation": platform.python_implementation(),
@@ -178,6 +180,13 @@ def gather(pex_dir: str | None = None) -> dict[str, Any]:
         "agent_pex": os.environ.get("PEX"),
         "pex": pex_files(pex_dir) if pex_dir else [],
     }
+
+
+def libc() -> dict[str, str] | None:
+    """The C library the host's Python runs on (what its binary wheels must match), e.g.
+    glibc 2.36; None where Python cannot tell (musl before Python 3.12 among them)."""
+    name, version = platform.libc_ver()
+    return {"name": name, "version": version} if name and version else None
 
 
 def _write_atomically(path: str, data: str) -> None:

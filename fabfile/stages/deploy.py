@@ -15,7 +15,10 @@ from pathlib import Path
 
 from bench.spawn import secrets, spec
 from fabfile.deployment import Deployment
-from fabfile.remote import lock
+from fabfile.remote import lock, reaper
+from fabfile.remote.fleet import Fleet, FleetError
+from fabfile.remote.shell import REMOTE_DIR, cmd
+from fabfile.remote.shell import run as run_remote
 from fabfile.servers import kinds as servers
 from fabfile.servers.nodes import Node
 from fabfile.session import Session
@@ -29,9 +32,34 @@ from fabfile.terminal import hide
 def run(s: Session, direct_push: bool = False, force: bool = False) -> Deployment:
     """Build, push and start; record the deployment. ``direct_push``: every host gets its own
     copy from us (no host-to-host relay); ``force``: take over a deploy lock whose holder is gone."""
-    spawn = s.spawn
     fleet = s.fleet()
-    lock.take(fleet, f"deploy {spawn.name}", force=force, echo=s.echo)
+    first = s.deployment() is None
+    lock.take(fleet, f"deploy {s.spawn.name}", force=force, echo=s.echo)
+    try:
+        return _deploy(s, fleet, direct_push)
+    except BaseException:
+        if first:  # hosts nothing was deployed to are left as they were found
+            _leave_nothing(s, fleet)
+        raise
+
+
+def _leave_nothing(s: Session, fleet: Fleet) -> None:
+    """After a failed first deploy: every process of ours reaped and ~/.fleetbench (the deploy
+    lock, the pushed files) removed on every host it reached."""
+    def clean(name: str) -> None:
+        reaper.reap(fleet[name])
+        run_remote(fleet[name], cmd("rm", "-rf", REMOTE_DIR))
+
+    try:
+        fleet.each(clean, what="clean up after the failed deploy")
+    except FleetError as exc:
+        s.echo(f"warning: the failed deploy could not clean every host: {exc}")
+    else:
+        s.echo(f"the failed deploy left nothing on the hosts (~/{REMOTE_DIR} removed)")
+
+
+def _deploy(s: Session, fleet: Fleet, direct_push: bool) -> Deployment:
+    spawn = s.spawn
     artifacts = build(s)
     placed = push(s, artifacts, direct=direct_push)
     previous = s.deployment()

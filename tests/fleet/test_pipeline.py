@@ -138,6 +138,7 @@ def test_unreachable_host_is_named_before_anything_starts(project):
 
 def test_server_that_does_not_come_up_shows_its_log_and_leaves_nothing_running(project):
     h = project.hosts
+    project.reset()  # a first deploy: when it fails, it leaves the hosts as it found them
     # Occupy the port on ft2 so its redis-server fails to bind.
     project.ssh(h[1], "nohup python3 -c 'import socket,time,sys; s=socket.socket(); "
                        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
@@ -151,6 +152,10 @@ def test_server_that_does_not_come_up_shows_its_log_and_leaves_nothing_running(p
         for host in (h[0], h[2]):
             left = project.ssh(host, "pgrep -af redis-server || true").stdout
             assert "7200" not in left, left
+        assert "the failed deploy left nothing on the hosts" in proc.stdout, proc.stdout
+        for host in h[:5]:  # nothing of ours: no pushed pex, no deploy lock
+            assert project.ssh(host, "ls -A ~/.fleetbench 2>&1 || true").stdout.strip().endswith(
+                "No such file or directory"), host
     finally:
         project.ssh(h[1], "pkill -f 'time[.]sleep[(]120' || true", check=False)  # [.] so it cannot match its own shell
         project.inv("down", "--spawn", str(spawn), check=False)

@@ -107,6 +107,7 @@ def test_gather_on_this_machine():
     assert facts["memory_total_bytes"] == mem_total * 1024
     assert facts["kernel"] == platform.release()
     assert facts["machine"] == platform.machine()
+    assert facts["libc"] == {"name": "glibc", "version": os.confstr("CS_GNU_LIBC_VERSION").split()[1]}
     assert facts["python"] == {
         "version": platform.python_version(),
         "implementation": platform.python_implementation(),
