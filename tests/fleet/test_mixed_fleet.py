@@ -100,7 +100,10 @@ def test_a_redis_cluster_and_agents_on_every_kind_of_host_behind_a_nat(mixed):
         nodes = {n["host"]: n for n in run["deployment"]["nodes"]}
         assert set(nodes) == {h[0], h[2], h[3]}
         assert all(n["address"] == run["hosts"][host]["addresses"]["private"] for host, n in nodes.items())
-        arm = mixed.ssh(h[2], f"uname -m; readlink /proc/{int(nodes[h[2]]['pid'])}/exe").stdout.split()
-        assert arm[0] == "aarch64" and arm[1].endswith("/redis-server"), arm  # the aarch64 build serves there
+        # The arm64 node runs the aarch64 build (under qemu-user, /proc's exe is qemu's: read argv).
+        argv = mixed.ssh(h[2], f"tr '\\0' '\\n' < /proc/{int(nodes[h[2]]['pid'])}/cmdline").stdout.split()
+        binary = next(a for a in argv if a.endswith("/redis-server"))
+        elf = mixed.ssh(h[2], f"head -c 20 {binary} | od -An -tu1").stdout.split()
+        assert elf[:4] == ["127", "69", "76", "70"] and elf[18:20] == ["183", "0"], elf  # ELF, EM_AARCH64
     finally:
         mixed.inv("down", "--spawn", spawn)
