@@ -104,34 +104,36 @@ class LockRefused(FleetbenchError):
     """This host's login is locked by another controller."""
 
 
+def take_host(fleet: Fleet, name: str, mine: Holder, *, force: bool = False,
+              echo: Callable[[str], None] = print) -> str:
+    """Lock ``name``'s login for ``mine``, or raise LockRefused naming the holder."""
+    answer, _, held = run(fleet[name], take_command(mine.line())).partition("\n")
+    for _attempt in range(3):  # a concurrent take-over may change the lock under us
+        if answer.strip() == "taken":
+            return name
+        old = held.strip()
+        holder = Holder.parse(old)
+        why = "it is unreadable" if holder is None else gone(holder)
+        if holder is not None and holder.same_controller(mine) and holder.pid == mine.pid:
+            why = "it is this process's own"
+        if holder is not None and why is None:
+            hint = ("" if holder.same_controller(mine) else
+                    " (--force takes over only once that controller is gone)" if force else
+                    "; pass --force to take over once that controller is gone")
+            raise LockRefused(f"{name}: deploying is locked by {holder}{hint}")
+        if holder is not None and not holder.same_controller(mine) and not force:
+            raise LockRefused(f"{name}: deploying is locked by {holder}; {why}: pass --force to take over")
+        if holder is not None and not holder.same_controller(mine):
+            echo(f"{name}: took the deploy lock over from {holder} ({why})")
+        answer, _, held = run(fleet[name], replace_command(old, mine.line())).partition("\n")
+    raise LockRefused(f"{name}: the deploy lock kept changing under us; try again")
+
+
 def take(fleet: Fleet, what: str, *, force: bool = False, echo: Callable[[str], None] = print) -> Holder:
     """Lock every host of ``fleet`` for this controller, or raise FleetError naming each holder."""
     mine = me(what)
-
-    def one(name: str) -> str:
-        answer, _, held = run(fleet[name], take_command(mine.line())).partition("\n")
-        for _attempt in range(3):  # a concurrent take-over may change the lock under us
-            if answer.strip() == "taken":
-                return name
-            old = held.strip()
-            holder = Holder.parse(old)
-            why = "it is unreadable" if holder is None else gone(holder)
-            if holder is not None and holder.same_controller(mine) and holder.pid == mine.pid:
-                why = "it is this process's own"
-            if holder is not None and why is None:
-                hint = ("" if holder.same_controller(mine) else
-                        " (--force takes over only once that controller is gone)" if force else
-                        "; pass --force to take over once that controller is gone")
-                raise LockRefused(f"{name}: deploying is locked by {holder}{hint}")
-            if holder is not None and not holder.same_controller(mine) and not force:
-                raise LockRefused(f"{name}: deploying is locked by {holder}; {why}: pass --force to take over")
-            if holder is not None and not holder.same_controller(mine):
-                echo(f"{name}: took the deploy lock over from {holder} ({why})")
-            answer, _, held = run(fleet[name], replace_command(old, mine.line())).partition("\n")
-        raise LockRefused(f"{name}: the deploy lock kept changing under us; try again")
-
     try:
-        fleet.each(one, what="deploy lock")
+        fleet.each(lambda name: take_host(fleet, name, mine, force=force, echo=echo), what="deploy lock")
     except FleetError as exc:
         taken = list(exc.results)
         if taken:

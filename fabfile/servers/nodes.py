@@ -1,9 +1,10 @@
 """Server processes on hosts: start one node, wait until it answers, stop it by pid.
 
 A node lives in its own private directory (``~/.fleetbench/nodes/<port>``), with its HOME in
-there too (``home/``), and is started detached (setsid, nohup), so it outlives the SSH session. The pid we record is the server's
-own: the server pex is built ``--venv --sh-boot`` and execs the server in place. A node is
-only ever killed after checking that the pid's working directory is that node's directory.
+there too (``home/``), and is started detached (setsid, nohup), so it outlives the SSH session.
+The pid we record is the server's own: the server pex is built ``--venv --sh-boot`` and execs
+the server in place. A node is only ever killed after checking that the pid's working
+directory is that node's directory.
 """
 
 from __future__ import annotations
