@@ -8,8 +8,8 @@ cannot start, the hosts already started are stopped (what they measured is fetch
 before the error, naming that host and its command's output, is raised: nothing is left
 running. Unless detached, it then follows them (``follow``: results, stderr and host metrics
 streamed as the hosts write them; a lost link retried for ``reconnect_for``) until the run has
-ended everywhere. Ctrl-C stops the run on every host,
-keeps what was measured and re-raises (status "interrupted"). Servers are left as they are.
+ended everywhere. Ctrl-C stops the run on every host, keeps what was measured and re-raises
+(status "interrupted"). Servers are left as they are.
 
 While it follows, each phase is shown live, fleet-wide (fabfile.runs.live), fed from the
 agents' per-second records; ``verbose`` shows every agent's own lines too.
