@@ -202,11 +202,16 @@ def plot(c, run=None, against=None):
             print(f"wrote {path}")
 
 
-@task(help={**HELP, **FORCE_HELP, "keep_files": "leave ~/.fleetbench on the hosts"})
-def down(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_files=False, force=False):
-    """Stop every server and agent of ours on every host, and remove the remote files."""
+@task(help={**HELP, **FORCE_HELP, "keep_files": "leave ~/.fleetbench on the hosts",
+            "servers": "server hosts, comma-separated: clean these (with --agents) instead of the deployment's",
+            "agents": "agent hosts, comma-separated: clean these (with --servers) instead of the deployment's"})
+def down(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_files=False, force=False, servers=None,
+         agents=None):
+    """Stop every server and agent of ours on every host it can reach, and remove the remote files.
+    Exit 1 when a host could not be cleaned (each named, with why; the others are cleaned)."""
     with clean_errors("down"):
-        stages.down.run(_session(spawn, ssh_config, accept_new_host_keys), keep_files, force=force)
+        stages.down.run(_session(spawn, ssh_config, accept_new_host_keys, servers=servers, agents=agents), keep_files,
+                        force=force)
 
 
 @task(help={**HELP, **HOSTS_HELP, **BENCH_HELP, **FORCE_HELP,

@@ -93,6 +93,10 @@ class Session:
                 self.echo(f"hosts reach each other at private addresses: {', '.join(private[:5])}{more}")
         return self._fleet
 
+    def open_fleet(self) -> Fleet | None:
+        """The fleet this call already opened (``fleet()``), if any: a later stage reuses its connections."""
+        return self._fleet
+
     def deployment(self) -> Deployment | None:
         deployment = state_file.load(self.workspace.state_path)
         if deployment is not None:

@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from ci_guard import pytest_configure, pytest_runtest_makereport  # noqa: F401  (hooks: CI runs the real suite)
+from ci_guard import (  # noqa: F401  (hooks: CI runs the real suite)
+    pytest_addoption,
+    pytest_configure,
+    pytest_runtest_makereport,
+)
 
 
 @dataclass

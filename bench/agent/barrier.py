@@ -9,18 +9,23 @@ converts T to its own clock. The host run takes two steps per phase (every host 
 previous phase; every host's agents ready) and one more at the end, so the hosts finish together.
 
 A participant that says nothing for ``host_timeout_s`` (a frozen or lost host) is dropped, so
-it stalls nobody; if it comes back it is a participant again. A host that cannot reach the
+it stalls nobody; if it comes back it is a participant again. Silence is measured on a monotonic
+clock: a step of the coordinator's wall clock drops nobody and releases no phase. A host that cannot reach the
 coordinator for ``host_timeout_s`` goes on alone (its phases start when it is ready).
 
 Wire: one JSON object per line. ``hello {token, host}`` -> ``welcome {t}``; ``time {id}`` ->
 ``time {id, t}``; ``beat``; ``arrive {phase}`` -> later ``start {phase, at, dropped}``;
-``leave``. Both sides send ``beat`` every ``BEAT_S``.
+``leave``. Both sides send ``beat`` every ``BEAT_S``. A connection speaks only for the host
+its hello named, and only until that host says hello again on another connection. Strangers are
+bounded (``Coordinator``): nobody on the fleet network can end the barrier or use up the host
+run's file descriptors by connecting.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import selectors
 import socket
 import threading
 import time
@@ -29,10 +34,21 @@ from typing import Any, Callable
 BEAT_S = 1.0
 TIME_SAMPLES = 8
 MAX_LINE = 1 << 16
+MAX_HELLO = 4096  # bytes a stranger may send before its hello is complete
+HELLO_WAIT_S = 5.0  # seconds a connection may take to say hello
+MAX_PENDING = 64  # connections waiting to say hello at once (every host of a big fleet connects at the start)
+MAX_OUTBOX = 1 << 16  # bytes queued for a participant that reads nothing, before it is cut off
+ACCEPTS_PER_TURN = 64  # a flood of connections is taken in turns with the participants' messages
+ACCEPT_BACKOFF_S = 0.1  # a failed accept (EMFILE, ENFILE, ECONNABORTED, ...) pauses accepting this long
 
 
 class BarrierState:
-    """The coordinator's bookkeeping, without sockets (so it can be tested with a fake clock)."""
+    """The coordinator's bookkeeping, without sockets (so it can be tested with a fake clock).
+
+    Two clocks: ``now`` is monotonic (who is silent, and for how long: a wall-clock step must
+    never make every host look silent and release a phase), ``wall`` is the coordinator's wall
+    clock, the one the start times it hands out are in (the hosts convert them with their offset).
+    """
 
     def __init__(self, participants: list[str], lead_s: float, host_timeout_s: float, now: float) -> None:
         self.lead_s = lead_s
@@ -41,7 +57,7 @@ class BarrierState:
         self.arrived: dict[str, int] = {}
         self.left: set[str] = set()
         self.dropped: dict[str, str] = {}
-        self.releases: dict[int, float] = {}  # phase -> start time (coordinator clock)
+        self.releases: dict[int, float] = {}  # phase -> start time (coordinator's wall clock)
 
     def seen(self, host: str, now: float) -> None:
         if host in self.last_seen:
@@ -59,9 +75,9 @@ class BarrierState:
     def live(self) -> list[str]:
         return [h for h in self.last_seen if h not in self.left and h not in self.dropped]
 
-    def poll(self, now: float) -> list[int]:
-        """Drop the silent, release every phase all live participants have reached; the newly
-        released phases."""
+    def poll(self, now: float, wall: float) -> list[int]:
+        """Drop the silent (``now``: monotonic), release every phase all live participants have
+        reached, to start at ``wall + lead_s``; the newly released phases."""
         for host, seen in self.last_seen.items():
             if host not in self.dropped and host not in self.left and now - seen > self.host_timeout_s:
                 self.dropped[host] = f"silent for {now - seen:.0f} s"
@@ -69,7 +85,7 @@ class BarrierState:
         waiting = sorted({p for h, p in self.arrived.items() if h not in self.left} - set(self.releases))
         for phase in waiting:
             if all(self.arrived.get(h, -1) >= phase for h in self.live()):
-                self.releases[phase] = now + self.lead_s
+                self.releases[phase] = wall + self.lead_s
                 released.append(phase)
         return released
 
@@ -117,109 +133,266 @@ class _Lines:
             pass
 
 
+class _Peer:
+    """One connection to the coordinator: a stranger until its hello names a participant."""
+
+    def __init__(self, sock: socket.socket, address: str, since: float) -> None:
+        self.sock = sock
+        self.address = address
+        self.since = since  # monotonic: when it connected (its hello is due within HELLO_WAIT_S)
+        self.host: str | None = None
+        self.inbox = b""
+        self.outbox = bytearray()
+
+
 class Coordinator:
-    """The barrier server: ``start()`` binds and serves in threads; ``close()`` stops it."""
+    """The barrier server: ``start()`` binds and serves in one thread; ``close()`` stops it.
+
+    A stranger on the fleet network cannot take it down, nor starve the host run it lives in of
+    file descriptors: every connection is read side by side in one thread (a silent one holds up
+    nobody), at most ``MAX_PENDING`` wait to say hello at once (the oldest makes room) and each
+    gets ``HELLO_WAIT_S`` to do it, a participant has one connection (a new hello replaces the
+    old), and a failed accept (out of descriptors, a connection aborted before it was taken) is
+    waited out, never the end of the barrier. A connection speaks only for the host it said
+    hello as: a message naming another host closes it.
+    """
 
     def __init__(self, bind: str, port: int, token: str, participants: list[str], *, lead_s: float,
-                 host_timeout_s: float, clock: Callable[[], float] = time.time) -> None:
+                 host_timeout_s: float, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.token = token
-        self.clock = clock
-        self.state = BarrierState(participants, lead_s, host_timeout_s, clock())
+        self.clock = clock  # wall: the times handed to the hosts
+        self.monotonic = monotonic  # liveness: who is silent, hello deadlines, beats
+        self.state = BarrierState(participants, lead_s, host_timeout_s, monotonic())
         self.lock = threading.Lock()
-        self.waiting: dict[str, tuple[_Lines, int]] = {}  # host -> (its connection, phase it waits for)
+        self.waiting: dict[str, int] = {}  # host -> the phase it waits for
+        self.members: dict[str, _Peer] = {}  # host -> its one connection
+        self.pending: dict[socket.socket, _Peer] = {}  # connections that have not said hello yet
+        self.refused = 0  # connections closed without a welcome
+        self.accept_error: str | None = None  # the last failed accept (waited out)
         self.server = socket.create_server((bind, port), reuse_port=False)
-        self.server.settimeout(0.5)
+        self.server.setblocking(False)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.server, selectors.EVENT_READ, None)
+        self.accepting_again: float | None = None  # monotonic: accept paused until then
         self.closed = threading.Event()
+        self.thread: threading.Thread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         return self.server.getsockname()[:2]
 
     def start(self) -> Coordinator:
-        for target in (self._accept, self._tick):
-            threading.Thread(target=target, daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
         return self
 
     def close(self) -> None:
         self.closed.set()
-        self.server.close()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(5 * BEAT_S)
+        if self.thread is None or not self.thread.is_alive():
+            self._close_all()
 
     def summary(self) -> dict[str, Any]:
         with self.lock:
             return {"dropped": dict(self.state.dropped), "left": sorted(self.state.left),
                     "releases": {str(k): v for k, v in self.state.releases.items()}}
 
-    def _accept(self) -> None:
-        while not self.closed.is_set():
-            try:
-                sock, _ = self.server.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+    # -- the loop --
 
-    def _serve(self, sock: socket.socket) -> None:
-        sock.settimeout(self.state.host_timeout_s + BEAT_S)
-        conn = _Lines(sock)
+    def _loop(self) -> None:
+        next_beat = self.monotonic()
         try:
-            hello = conn.recv()
-            host = str((hello or {}).get("host", ""))
-            token = str((hello or {}).get("token", ""))
-            if not hmac.compare_digest(token.encode(), self.token.encode()) or host not in self.state.last_seen:
-                conn.send({"op": "refused", "error": "bad token or unknown host"})
-                return
-            conn.send({"op": "welcome", "t": self.clock()})
             while not self.closed.is_set():
-                message = conn.recv()
-                if message is None:
-                    return
-                self._handle(host, conn, message)
-        except (OSError, ValueError):
-            return
+                now = self.monotonic()
+                due = [next_beat] + [p.since + HELLO_WAIT_S for p in self.pending.values()]
+                if self.accepting_again is not None:
+                    due.append(self.accepting_again)
+                events = self.selector.select(max(0.0, min(min(due) - now, BEAT_S / 4)))
+                with self.lock:
+                    server_ready = False
+                    for key, mask in events:
+                        if key.data is None:
+                            server_ready = True
+                        elif key.data.sock.fileno() >= 0:  # not dropped earlier in this turn
+                            self._service(key.data, mask)
+                    now = self.monotonic()
+                    if server_ready:
+                        self._accept_some(now)
+                    self._expire(now)
+                    if now >= next_beat:
+                        next_beat = now + BEAT_S / 4
+                        for host in self.waiting:
+                            if host in self.members:
+                                self._send(self.members[host], {"op": "beat"})
+                    self._release()
         finally:
-            conn.close()
+            self._close_all()
 
-    def _handle(self, host: str, conn: _Lines, message: dict[str, Any]) -> None:
+    def _close_all(self) -> None:
+        for peer in [*self.pending.values(), *self.members.values()]:
+            self._close(peer)
+        try:
+            self.selector.close()
+        except (OSError, ValueError):
+            pass
+        self.server.close()
+
+    def _accept_some(self, now: float) -> None:
+        for _ in range(ACCEPTS_PER_TURN):
+            try:
+                sock, peer_address = self.server.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors, aborted, ...: wait it out, then go on
+                self.accept_error = f"{exc.strerror or exc} (errno {exc.errno})"
+                self.selector.unregister(self.server)
+                self.accepting_again = now + ACCEPT_BACKOFF_S
+                return
+            sock.setblocking(False)
+            peer = _Peer(sock, str(peer_address[0]), now)
+            self.pending[sock] = peer
+            self.selector.register(sock, selectors.EVENT_READ, peer)
+            self._service(peer, selectors.EVENT_READ)  # its hello may be here already
+            if len(self.pending) > MAX_PENDING:  # the oldest waiter makes room
+                self._refuse(min(self.pending.values(), key=lambda p: p.since))
+
+    def _expire(self, now: float) -> None:
+        for peer in [p for p in self.pending.values() if now - p.since > HELLO_WAIT_S]:
+            self._refuse(peer)
+        if self.accepting_again is not None and now >= self.accepting_again:
+            self.accepting_again = None
+            self.selector.register(self.server, selectors.EVENT_READ, None)
+
+    def _service(self, peer: _Peer, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._flush(peer)
+        if not mask & selectors.EVENT_READ or peer.sock.fileno() < 0:
+            return
+        try:
+            chunk = peer.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close(peer)
+            return
+        peer.inbox += chunk
+        while b"\n" in peer.inbox and peer.sock.fileno() >= 0:
+            line, peer.inbox = peer.inbox.split(b"\n", 1)
+            try:
+                message = json.loads(line)
+            except ValueError:
+                message = None
+            if not isinstance(message, dict):
+                self._drop(peer)
+                return
+            self._handle(peer, message)
+        if len(peer.inbox) > (MAX_LINE if peer.host is not None else MAX_HELLO):
+            self._drop(peer)
+
+    def _handle(self, peer: _Peer, message: dict[str, Any]) -> None:
+        now = self.monotonic()
+        if peer.host is None:
+            self._hello(peer, message, now)
+            return
+        host = peer.host
+        if message.get("host", host) != host:  # a connection speaks for its own host only
+            self._close(peer)
+            return
         op = message.get("op")
-        now = self.clock()
         if op == "time":
-            conn.send({"op": "time", "id": message.get("id"), "t": now})
-        with self.lock:
-            if op == "arrive":
+            self._send(peer, {"op": "time", "id": message.get("id"), "t": self.clock()})
+        if op == "arrive":
+            try:
                 phase = int(message["phase"])
-                self.state.arrive(host, phase, now)
-                self.waiting[host] = (conn, phase)
-            elif op == "leave":
-                self.state.leave(host)
-                self.waiting.pop(host, None)
-            else:
-                self.state.seen(host, now)
-        self._release()
+            except (KeyError, TypeError, ValueError):
+                self._close(peer)
+                return
+            self.state.arrive(host, phase, now)
+            self.waiting[host] = phase
+        elif op == "leave":
+            self.state.leave(host)
+            self.waiting.pop(host, None)
+        else:
+            self.state.seen(host, now)
 
-    def _tick(self) -> None:
-        while not self.closed.wait(BEAT_S / 4):
-            self._release()
-            with self.lock:
-                conns = {id(c): c for c, _ in self.waiting.values()}
-            for c in conns.values():
-                try:
-                    c.send({"op": "beat"})
-                except OSError:
-                    pass
+    def _hello(self, peer: _Peer, message: dict[str, Any], now: float) -> None:
+        host = str(message.get("host", ""))
+        token = str(message.get("token", ""))
+        if (message.get("op") != "hello" or not hmac.compare_digest(token.encode(), self.token.encode())
+                or host not in self.state.last_seen):
+            try:
+                peer.sock.send(b'{"op": "refused", "error": "bad token or unknown host"}\n')
+            except OSError:
+                pass
+            self._refuse(peer)
+            return
+        del self.pending[peer.sock]
+        old = self.members.get(host)
+        if old is not None:  # it reconnected: the old connection no longer speaks for it
+            self._close(old)
+        peer.host = host
+        self.members[host] = peer
+        self.state.seen(host, now)
+        self._send(peer, {"op": "welcome", "t": self.clock()})
+
+    def _send(self, peer: _Peer, message: dict[str, Any]) -> None:
+        if peer.sock.fileno() < 0:
+            return
+        peer.outbox += (json.dumps(message) + "\n").encode()
+        if len(peer.outbox) > MAX_OUTBOX:  # it reads nothing: a reconnect will start it afresh
+            self._close(peer)
+            return
+        self._flush(peer)
+
+    def _flush(self, peer: _Peer) -> None:
+        try:
+            sent = peer.sock.send(peer.outbox) if peer.outbox else 0
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(peer)
+            return
+        del peer.outbox[:sent]
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.outbox else 0)
+        if self.selector.get_key(peer.sock).events != events:
+            self.selector.modify(peer.sock, events, peer)
+
+    def _drop(self, peer: _Peer) -> None:
+        """A connection that broke the protocol: a stranger is refused, a participant reconnects."""
+        if peer.host is None:
+            self._refuse(peer)
+        else:
+            self._close(peer)
+
+    def _refuse(self, peer: _Peer) -> None:
+        self.refused += 1
+        self._close(peer)
+
+    def _close(self, peer: _Peer) -> None:
+        if peer.sock.fileno() < 0:
+            return
+        self.pending.pop(peer.sock, None)
+        if peer.host is not None and self.members.get(peer.host) is peer:
+            del self.members[peer.host]
+        try:
+            self.selector.unregister(peer.sock)
+        except (KeyError, ValueError):
+            pass
+        peer.sock.close()
 
     def _release(self) -> None:
-        with self.lock:
-            self.state.poll(self.clock())
-            due = [(host, conn, phase) for host, (conn, phase) in self.waiting.items() if phase in self.state.releases]
-            for host, _, _ in due:
-                del self.waiting[host]
-            dropped = sorted(self.state.dropped)
-        for _host, conn, phase in due:
-            try:
-                conn.send({"op": "start", "phase": phase, "at": self.state.releases[phase], "dropped": dropped})
-            except OSError:
-                pass  # it reconnects and arrives again: the release is kept for it
+        self.state.poll(self.monotonic(), self.clock())
+        dropped = sorted(self.state.dropped)
+        for host, phase in [(h, p) for h, p in self.waiting.items() if p in self.state.releases]:
+            del self.waiting[host]
+            peer = self.members.get(host)
+            if peer is not None:  # else it reconnects and arrives again: the release is kept for it
+                self._send(peer, {"op": "start", "phase": phase, "at": self.state.releases[phase],
+                                  "dropped": dropped})
 
 
 class Participant:

@@ -104,37 +104,69 @@ class LockRefused(FleetbenchError):
     """This host's login is locked by another controller."""
 
 
+def _take_over(name: str, old: str, mine: Holder, force: bool) -> str | None:
+    """May ``mine`` replace the lock line ``old``? None, or what to say when it takes over
+    another controller's lock; LockRefused naming the holder when it may not."""
+    holder = Holder.parse(old)
+    why = "it is unreadable" if holder is None else gone(holder)
+    if holder is not None and holder.same_controller(mine) and holder.pid == mine.pid:
+        why = "it is this process's own"
+    if holder is not None and why is None:
+        hint = ("" if holder.same_controller(mine) else
+                " (--force takes over only once that controller is gone)" if force else
+                "; pass --force to take over once that controller is gone")
+        raise LockRefused(f"{name}: deploying is locked by {holder}{hint}")
+    if holder is not None and not holder.same_controller(mine) and not force:
+        raise LockRefused(f"{name}: deploying is locked by {holder}; {why}: pass --force to take over")
+    if holder is not None and not holder.same_controller(mine):
+        return f"{name}: took the deploy lock over from {holder} ({why})"
+    return None
+
+
+def take_host(fleet: Fleet, name: str, mine: Holder, *, force: bool = False,
+              echo: Callable[[str], None] = print) -> str:
+    """Lock ``name``'s login for ``mine``, or raise LockRefused naming the holder."""
+    answer, _, held = run(fleet[name], take_command(mine.line())).partition("\n")
+    for _attempt in range(3):  # a concurrent take-over may change the lock under us
+        if answer.strip() == "taken":
+            return name
+        old = held.strip()
+        said = _take_over(name, old, mine, force)
+        if said:
+            echo(said)
+        answer, _, held = run(fleet[name], replace_command(old, mine.line())).partition("\n")
+    raise LockRefused(f"{name}: the deploy lock kept changing under us; try again")
+
+
+def peek_host(fleet: Fleet, name: str, mine: Holder, *, force: bool = False) -> str:
+    """What ``take_host`` would refuse, without taking anything (LockRefused naming the holder)."""
+    old = run(fleet[name], f"cat {cmd(LOCK)} 2>/dev/null; true").strip()
+    if old:
+        _take_over(name, old, mine, force)
+    return name
+
+
 def take(fleet: Fleet, what: str, *, force: bool = False, echo: Callable[[str], None] = print) -> Holder:
-    """Lock every host of ``fleet`` for this controller, or raise FleetError naming each holder."""
+    """Lock every host of ``fleet`` for this controller, or raise FleetError naming each holder.
+
+    The first host by name is taken alone, before the others: two controllers (or two processes
+    of one) taking the same hosts at once cannot each win some hosts and both be refused; the
+    one refused there takes nothing and only looks at the other hosts, to name every holder."""
     mine = me(what)
-
-    def one(name: str) -> str:
-        answer, _, held = run(fleet[name], take_command(mine.line())).partition("\n")
-        for _attempt in range(3):  # a concurrent take-over may change the lock under us
-            if answer.strip() == "taken":
-                return name
-            old = held.strip()
-            holder = Holder.parse(old)
-            why = "it is unreadable" if holder is None else gone(holder)
-            if holder is not None and holder.same_controller(mine) and holder.pid == mine.pid:
-                why = "it is this process's own"
-            if holder is not None and why is None:
-                hint = ("" if holder.same_controller(mine) else
-                        " (--force takes over only once that controller is gone)" if force else
-                        "; pass --force to take over once that controller is gone")
-                raise LockRefused(f"{name}: deploying is locked by {holder}{hint}")
-            if holder is not None and not holder.same_controller(mine) and not force:
-                raise LockRefused(f"{name}: deploying is locked by {holder}; {why}: pass --force to take over")
-            if holder is not None and not holder.same_controller(mine):
-                echo(f"{name}: took the deploy lock over from {holder} ({why})")
-            answer, _, held = run(fleet[name], replace_command(old, mine.line())).partition("\n")
-        raise LockRefused(f"{name}: the deploy lock kept changing under us; try again")
-
+    head = min(fleet.names)
+    rest = [name for name in fleet.names if name != head]
     try:
-        fleet.each(one, what="deploy lock")
+        fleet.each(lambda name: take_host(fleet, name, mine, force=force, echo=echo), [head], what="deploy lock")
+    except FleetError as refused:
+        try:
+            fleet.each(lambda name: peek_host(fleet, name, mine, force=force), rest, what="deploy lock")
+        except FleetError as more:
+            raise FleetError("deploy lock", {**refused.failures, **more.failures}) from None
+        raise
+    try:
+        fleet.each(lambda name: take_host(fleet, name, mine, force=force, echo=echo), rest, what="deploy lock")
     except FleetError as exc:
-        taken = list(exc.results)
-        if taken:
-            fleet.each(lambda name: run(fleet[name], release_command(mine.line())), taken, what="deploy unlock")
+        taken = [head, *exc.results]
+        fleet.each(lambda name: run(fleet[name], release_command(mine.line())), taken, what="deploy unlock")
         raise
     return mine

@@ -1,9 +1,10 @@
 """Server processes on hosts: start one node, wait until it answers, stop it by pid.
 
-A node lives in its own private directory (``~/.fleetbench/nodes/<port>``) and is started
-detached (setsid, nohup), so it outlives the SSH session. The pid we record is the server's
-own: the server pex is built ``--venv --sh-boot`` and execs the server in place. A node is
-only ever killed after checking that the pid's working directory is that node's directory.
+A node lives in its own private directory (``~/.fleetbench/nodes/<port>``), with its HOME in
+there too (``home/``), and is started detached (setsid, nohup), so it outlives the SSH session.
+The pid we record is the server's own: the server pex is built ``--venv --sh-boot`` and execs
+the server in place. A node is only ever killed after checking that the pid's working
+directory is that node's directory.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, 
 LOG = "server.log"
 START_LOG = "start.log"
 SECRETS = ".start-secrets"  # the start script's secrets, only while it starts the node
+NODE_HOME = "home"  # the server process's HOME, inside its node directory
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -63,9 +65,12 @@ def start(c: Connection, node: Node, pex_path: str, args: Sequence[str], env: Ma
     script = (
         # A leftover of ours in this node's directory (a deploy that was killed) holds the port.
         f"pids=$({find_command(node.dir)}); [ -n \"$pids\" ] && kill -9 $pids 2>/dev/null\n"
-        f"umask 077 && rm -rf {cmd(node.dir)} && mkdir -p {cmd(node.dir)} && cd {cmd(node.dir)} || exit 1\n"
+        f"umask 077 && rm -rf {cmd(node.dir)} && mkdir -p {cmd(node.dir + '/' + NODE_HOME)} && cd {cmd(node.dir)} "
+        "|| exit 1\n"
         f"cat > {SECRETS} && . ./{SECRETS} && rm -f {SECRETS} || exit 1\n"
-        f'PEX_ROOT="$HOME/{PEX_ROOT}" setsid nohup "$HOME"/{cmd(pex_path)} {cmd(*args)} '
+        # The server's HOME is inside its node directory: whatever it keeps there (gunicorn's
+        # ~/.gunicorn, caches, histories) goes when the node does, never into the login's home.
+        f'PEX_ROOT="$HOME/{PEX_ROOT}" HOME="$PWD/{NODE_HOME}" setsid nohup "$HOME"/{cmd(pex_path)} {cmd(*args)} '
         f"> {START_LOG} 2>&1 < /dev/null &\n"
         "echo $!"
     )

@@ -1,11 +1,15 @@
 """Bench: the run lives on the hosts; we start it, follow it, and may leave it.
 
-``run`` refuses a fleet that already has a live run, records the run locally, hands every host
-its share of the whole run (fabfile.runs.hostrun: every phase in order, its own agents) and
-starts the host runs detached from SSH. Unless detached, it then follows them (``follow``:
-results, stderr and host metrics streamed as the hosts write them; a lost link retried for
-``reconnect_for``) until the run has ended everywhere. Ctrl-C stops the run on every host,
-keeps what was measured and re-raises (status "interrupted"). Servers are left as they are.
+``run`` takes the deploy lock (fabfile.remote.lock: a second ``inv bench`` of this controller,
+or any of another's, is refused while this one lives), refuses a fleet that already has a live
+run, records the run locally, hands every host its share of the whole run (fabfile.runs.hostrun:
+every phase in order, its own agents) and starts the host runs detached from SSH. If one host
+cannot start, the hosts already started are stopped (what they measured is fetched and kept)
+before the error, naming that host and its command's output, is raised: nothing is left
+running. Unless detached, it then follows them (``follow``: results, stderr and host metrics
+streamed as the hosts write them; a lost link retried for ``reconnect_for``) until the run has
+ended everywhere. Ctrl-C stops the run on every host, keeps what was measured and re-raises
+(status "interrupted"). Servers are left as they are.
 
 While it follows, each phase is shown live, fleet-wide (fabfile.runs.live), fed from the
 agents' per-second records; ``verbose`` shows every agent's own lines too.
@@ -30,6 +34,7 @@ from typing import Any
 from bench.spawn import secrets, spec
 from fabfile.deployment import Deployment
 from fabfile.errors import PipelineError
+from fabfile.remote import lock
 from fabfile.remote.fleet import Fleet, FleetError
 from fabfile.remote.shell import run as run_remote
 from fabfile.runs import hostrun
@@ -41,6 +46,7 @@ from fabfile.stages.follow import Follower
 from fabfile.terminal import hide
 
 STOP_WAIT_S = 30.0  # after Ctrl-C: how long the stopped hosts get to report what they measured
+VISIBLE_WAIT_S = 10.0  # a started host run shows in live_runs_command within this (its first state.json)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ def begin(fleet: Fleet, spawn: spec.Spawn, deployment: Deployment, runs_dir: Any
           echo: Echo) -> RunDir:
     """Start the run on every host of the fleet; the local run directory."""
     hosts = list(fleet.names)
+    lock.take(fleet, f"bench {spawn.name}", echo=echo)  # held until this process ends: no second start
     refuse_live_run(fleet, hosts, options.host_timeout)
     run_dir = RunDir(runs_dir, new_run_id(spawn.name))
     targets = [n.endpoint for n in deployment.masters]
@@ -116,19 +123,61 @@ def begin(fleet: Fleet, spawn: spec.Spawn, deployment: Deployment, runs_dir: Any
                                 "spawn_detached": options.spawn_detached}})
     echo(f"run {run_dir.run_id}")
     timeout = max(options.host_timeout, hostrun.START_TIMEOUT_S)
-    started = fleet.each(lambda h: hostrun.start(fleet[h], run_dir.run_id, agent_pex, plans[h], timeout),
-                         hosts, what="start the host runs")
+    try:
+        started = fleet.each(lambda h: hostrun.start(fleet[h], run_dir.run_id, agent_pex, plans[h], timeout),
+                             hosts, what="start the host runs")
+    except FleetError as exc:
+        stop_started(fleet, run_dir, list(exc.results), str(exc), echo)
+        raise PipelineError(f"{exc}\nrun {run_dir.run_id} did not start: "
+                            + (f"stopped it on {', '.join(exc.results)} (what they measured is in {run_dir.path})"
+                               if exc.results else "it was started nowhere")) from None
+    await_visible(fleet, list(started), run_dir.run_id, timeout)
     echo(f"started on {len(started)} host(s): phases run in order on the hosts, coordinated by {coordinator}"
          + (f"; lease {lease:.0f} s" if options.detach else ""))
     return run_dir
 
 
+def await_visible(fleet: Fleet, hosts: Sequence[str], run_id: str, timeout: float) -> None:
+    """Until each started host lists the run as live (its first state.json, written just after it
+    printed its pid): from then on a second start is refused by ``refuse_live_run`` even once this
+    controller's lock is gone. A host run that died at once is the follower's to report."""
+    deadline = time.monotonic() + VISIBLE_WAIT_S
+    waiting = list(hosts)
+    while waiting and time.monotonic() < deadline:
+        try:
+            found = fleet.each(lambda h: run_remote(fleet[h], hostrun.live_runs_command(), timeout=timeout), waiting,
+                               what="look for the started run")
+        except FleetError as exc:
+            found = exc.results
+        waiting = [h for h in waiting if run_id not in {r for r, _ in hostrun.parse_live_runs(found.get(h, ""))}]
+        if waiting:
+            time.sleep(0.1)
+
+
+def stop_started(fleet: Fleet, run_dir: RunDir, started: Sequence[str], error: str, echo: Echo) -> None:
+    """The run could not start everywhere: stop it where it did, fetch what those hosts measured
+    into the run directory, and record the run as failed to start."""
+    if started:
+        echo(f"starting the run failed: stopping it on the {len(started)} host(s) already started "
+             f"({', '.join(started)})")
+        f = follower(fleet, run_dir, echo, renew=True, reconnect_for=STOP_WAIT_S, stream=False, hosts=started)
+        f.stop(timeout=f.host_timeout)
+        f.follow()
+        run_dir.update_meta(lost_hosts=f.lost(), host_statuses=f.statuses(), fetched=all(
+            h.finished for h in f.hosts.values()))
+    run_dir.update_meta(status="failed", finished_at=time.time(), start_error=error)
+
+
 def follower(fleet: Fleet, run_dir: RunDir, echo: Echo, *, renew: bool, reconnect_for: float,
-             stream: bool = True, write: bool = True, verbose: bool = False) -> Follower:
-    """The follower of a recorded run; ``stream``: shown live (a LiveView), else silent."""
+             stream: bool = True, write: bool = True, verbose: bool = False,
+             hosts: Sequence[str] | None = None) -> Follower:
+    """The follower of a recorded run (of ``hosts`` of it, default all); ``stream``: shown live
+    (a LiveView), else silent."""
     meta = run_dir.meta()["host_run"]
     shown = [[Planned(**p) for p in phase] for phase in meta.get("planned", [])]
-    return Follower(fleet, run_dir, meta["hosts"], nodes=meta.get("nodes", []), expected=meta.get("agents", {}),
+    hosts = meta["hosts"] if hosts is None else hosts
+    expected = {h: a for h, a in meta.get("agents", {}).items() if h in hosts}
+    return Follower(fleet, run_dir, hosts, nodes=meta.get("nodes", []), expected=expected,
                     echo=echo, renew=renew, reconnect_for=reconnect_for,
                     host_timeout=float(meta.get("host_timeout_s", 30)), stream=stream, phases=meta.get("phases", []),
                     write=write, planned=shown, view=LiveView(verbose=verbose) if stream else None)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -96,11 +98,11 @@ def test_force_takes_over_only_from_a_holder_that_is_gone(fleet, tmp_path, monke
     live = subprocess.Popen(["sleep", "60"])
     try:
         _plant(fleet, "h1", controller=mine.controller, pid=live.pid)  # alive, on this machine
-        _plant(fleet, "h2", controller=mine.controller, pid=_gone_pid())
+        gone = _plant(fleet, "h2", controller=mine.controller, pid=_gone_pid())
         with pytest.raises(FleetError) as refused:
             lock.take(fleet, "deploy mine", force=True, echo=lambda _: None)
         assert f"pid {live.pid}" in str(refused.value) and "h2:" not in str(refused.value)
-        assert fleet.lock_of("h2") is None  # refused somewhere: what was taken is released
+        assert fleet.lock_of("h2") == gone  # refused on the first host: nothing else was taken
         assert fleet.lock_of("h1")["pid"] == live.pid
     finally:
         live.kill()
@@ -124,3 +126,40 @@ def test_a_lock_from_another_machine_is_taken_over_only_when_stale(fleet, tmp_pa
         _plant(fleet, name, controller="elsewhere", since=time.time() - lock.STALE_AFTER_S - 60)
     lock.take(fleet, "deploy mine", force=True, echo=lambda _: None)
     assert fleet.lock_of("h1")["run"] == "deploy mine"
+
+
+def test_two_processes_taking_the_same_hosts_at_once_one_wins_everywhere(fleet, tmp_path, monkeypatch):
+    """Two `inv bench` of one controller at once: never each a part of the hosts (both refused)."""
+    monkeypatch.chdir(tmp_path)
+    sleepers = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]  # two live "controller processes"
+    which = threading.local()
+    real_me = lock.me
+    monkeypatch.setattr(lock, "me", lambda what: dataclasses.replace(real_me(what), pid=which.pid))
+    try:
+        for _ in range(10):
+            for name in fleet.names:
+                (fleet[name].home / lock.LOCK).unlink(missing_ok=True)
+            outcome: dict[int, str] = {}
+
+            def take(pid: int, outcome: dict[int, str]) -> None:
+                which.pid = pid
+                try:
+                    lock.take(fleet, "bench e2e")
+                    outcome[pid] = "won"
+                except FleetError as exc:
+                    outcome[pid] = str(exc)
+
+            threads = [threading.Thread(target=take, args=(p.pid, outcome)) for p in sleepers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            winners = [pid for pid, said in outcome.items() if said == "won"]
+            assert len(winners) == 1, outcome
+            assert all(fleet.lock_of(name)["pid"] == winners[0] for name in fleet.names)
+            loser = next(said for pid, said in outcome.items() if pid != winners[0])
+            assert f"(bench e2e, from {tmp_path}, pid {winners[0]})" in loser
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()

@@ -123,3 +123,22 @@ def test_a_failed_start_names_what_failed_and_not_the_script(local_host):
         nodes.start(local_host, Node("local", "127.0.0.1", 7005, 0), "x.pex", [], {"T": "secret-value"})
     assert "start the server in ~/.fleetbench/nodes/7005" in str(raised.value)
     assert "secret-value" not in str(raised.value) and "setsid" not in str(raised.value)
+
+
+def test_a_server_keeps_its_home_inside_its_node_directory(local_host):
+    """What a server writes to ~ (gunicorn's ~/.gunicorn) goes with its node, never into the login's home."""
+    script = local_host.home / REMOTE_DIR / "bin" / "server.pex"
+    script.parent.mkdir(parents=True)
+    script.write_text('#!/bin/sh\nmkdir -p "$HOME/.gunicorn" && echo "$HOME" > home.txt\nexec sleep 30\n')
+    script.chmod(0o700)
+    node = Node("local", "127.0.0.1", 7003, 0)
+    before = sorted(p.name for p in local_host.home.iterdir())
+    pid = nodes.start(local_host, node, f"{REMOTE_DIR}/bin/server.pex", [])
+    try:
+        said = local_host.home / node.dir / "home.txt"
+        nodes.wait_until(local_host, Node("local", "127.0.0.1", 7003, 0, pid=pid), said.exists, "home.txt", 5)
+        assert said.read_text().strip() == f"{local_host.home}/{node.dir}/{nodes.NODE_HOME}"
+        assert (local_host.home / node.dir / nodes.NODE_HOME / ".gunicorn").is_dir()
+        assert sorted(p.name for p in local_host.home.iterdir()) == before
+    finally:
+        os.kill(pid, 9)
