@@ -38,6 +38,7 @@ from rich.live import Live
 from rich.table import Table
 
 from bench.report.seconds import Second, SecondsError, aligned
+from fabfile.terminal import printable
 
 LOG_EVERY_S = 10.0
 REDRAW_S = 1.0
@@ -283,6 +284,7 @@ class LiveView:
     def _print(self, text: str) -> None:
         if not text:
             return
+        text = printable(text)  # agents' lines and errors come from hosts: shown, never obeyed
         if self._live is not None:
             self._live.console.print(text, markup=False, highlight=False)
         else:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.spawn import secrets, spec
+from bench.wire.hostrun import finite_offset
 from fabfile.deployment import Deployment
 from fabfile.errors import PipelineError
 from fabfile.remote.fleet import Fleet, FleetError
@@ -38,7 +39,7 @@ from fabfile.runs.store import RunDir, dir_name, new_run_id, resolve
 from fabfile.session import Echo, Session
 from fabfile.stages.agents import public_job
 from fabfile.stages.follow import Follower
-from fabfile.terminal import hide
+from fabfile.terminal import hide, printable
 
 STOP_WAIT_S = 30.0  # after Ctrl-C: how long the stopped hosts get to report what they measured
 
@@ -159,10 +160,13 @@ def finish(run_dir: RunDir, f: Follower, forced: str | None, echo: Echo) -> str:
     lost = f.lost()
     status = forced or bench_status(statuses, lost)
     run_dir.update_meta(status=status, finished_at=time.time(), lost_hosts=lost, clock=f.clock(),
-                        host_statuses=statuses, fetched=all(h.finished for h in f.hosts.values()))
+                        host_statuses=statuses, fetched=all(h.finished for h in f.hosts.values()),
+                        lost_reasons={h.name: h.gave_up for h in f.hosts.values() if h.gave_up},
+                        alone_phases=f.alone())
     record_skews(run_dir)
     if status != "ok":
-        echo(f"run {run_dir.run_id} is {status}" + (f"; lost host(s): {', '.join(lost)}" if lost else "")
+        echo(f"run {run_dir.run_id} is {status}"
+             + (f"; lost host(s): {'; '.join(f'{n} ({f.hosts[n].gave_up})' for n in lost)}" if lost else "")
              + f"; what finished is in {run_dir.path}")
     return status
 
@@ -175,7 +179,8 @@ def bench_status(statuses: Mapping[str, str | None], lost: Sequence[str]) -> str
         return "abandoned"
     if "stopped" in values:
         return "stopped"
-    return "partial" if lost or "failed" in values else "ok"
+    unended = [h for h, v in statuses.items() if v not in hostrun.TERMINAL and h not in lost]  # not accounted for
+    return "partial" if lost or unended or "failed" in values else "ok"
 
 
 def record_skews(run_dir: RunDir) -> None:
@@ -186,12 +191,16 @@ def record_skews(run_dir: RunDir) -> None:
     phases = (meta.get("host_run") or {}).get("phases")
     if not phases:
         return
-    offsets = {h: float((c or {}).get("offset_s") or 0.0) for h, c in (meta.get("clock") or {}).items()}
+    offsets = {h: finite_offset((c or {}).get("offset_s")) or 0.0 for h, c in (meta.get("clock") or {}).items()}
     run_dir.update_meta(clock_offsets={h: -offset for h, offset in offsets.items()})
     host_of = {(a["benchmark"], int(a["agent_num"])): host
                for host, agents in (meta["host_run"].get("agents") or {}).items() for a in agents}
     records = [(name, dict(record)) for name, record in run_dir.agent_records()]
-    run_dir.update_meta(phase_starts=hostrun.phase_skews(phases, records, host_of, offsets))
+    skews = hostrun.phase_skews(phases, records, host_of, offsets)
+    alone = meta.get("alone_phases") or {}
+    for entry in skews:  # the hosts whose agents started this phase without the barrier
+        entry["alone"] = sorted(h for h, ks in alone.items() if isinstance(ks, dict) and str(entry["phase"]) in ks)
+    run_dir.update_meta(phase_starts=skews)
 
 
 # -- a run started earlier -----------------------------------------------------------------------
@@ -253,5 +262,6 @@ def status(s: Session, run_ref: str | None) -> str:
         rows.append({"host": h.name, "status": "unreachable" if h.gave_up else (h.status or "no such run"),
                      "phase": f"{phase + 1}/{state.get('phases')}" if isinstance(phase, int) else "-",
                      "agents": agents or "-"})
+        rows[-1] = {k: printable(str(v)) for k, v in rows[-1].items()}  # a host's words, never obeyed
     return (f"run {run_dir.run_id}, started {hostrun.started_text(meta.get('started_at'))}\n"
             + tabulate(rows, headers="keys"))
