@@ -128,8 +128,9 @@ def test_a_clock_offset_that_is_not_a_number_is_ignored_and_said_once(tmp_path):
     text = state("running", {"state": "running"}).decode()[:-1] + ', "clock": {"offset_s": NaN}}'
     for _ in range(2):
         f._take(h, {hostrun.STATE: (0, text.encode())})
-    assert [line for line in echoed if line.startswith("warning")] == ["warning: a1's clock offset nan is not a finite number: ignored "
-                      "(its seconds are taken as they are)"]
+    warnings = [line for line in echoed if line.startswith("warning")]
+    assert warnings == ["warning: a1's clock offset nan is not a finite number: ignored "
+                        "(its seconds are taken as they are)"]
     assert f.clock() == {} and h.state is not None and h.state["clock"] is None
 
 
