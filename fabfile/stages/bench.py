@@ -68,7 +68,8 @@ def run(s: Session, options: RunOptions = RunOptions()) -> RunDir:
         s.echo(f"detached: the run goes on without us. `inv status --run {run_dir.run_id}` shows it, "
                f"`inv attach --run {run_dir.run_id}` follows it and collects it at the end")
         return run_dir
-    follow(fleet, run_dir, s.echo, reconnect_for=options.reconnect_for, verbose=options.verbose)
+    follow(fleet, run_dir, s.echo, reconnect_for=options.reconnect_for, verbose=options.verbose,
+           host_timeout=options.host_timeout)
     return run_dir
 
 
@@ -125,20 +126,25 @@ def begin(fleet: Fleet, spawn: spec.Spawn, deployment: Deployment, runs_dir: Any
 
 
 def follower(fleet: Fleet, run_dir: RunDir, echo: Echo, *, renew: bool, reconnect_for: float,
-             stream: bool = True, write: bool = True, verbose: bool = False) -> Follower:
-    """The follower of a recorded run; ``stream``: shown live (a LiveView), else silent."""
+             stream: bool = True, write: bool = True, verbose: bool = False,
+             host_timeout: float | None = None) -> Follower:
+    """The follower of a recorded run; ``stream``: shown live (a LiveView), else silent;
+    ``host_timeout`` None: the run's own."""
     meta = run_dir.meta()["host_run"]
     shown = [[Planned(**p) for p in phase] for phase in meta.get("planned", [])]
     return Follower(fleet, run_dir, meta["hosts"], nodes=meta.get("nodes", []), expected=meta.get("agents", {}),
                     echo=echo, renew=renew, reconnect_for=reconnect_for,
-                    host_timeout=float(meta.get("host_timeout_s", 30)), stream=stream, phases=meta.get("phases", []),
+                    host_timeout=host_timeout if host_timeout is not None else float(meta.get("host_timeout_s", 30)),
+                    stream=stream, phases=meta.get("phases", []),
                     write=write, planned=shown, view=LiveView(verbose=verbose) if stream else None)
 
 
-def follow(fleet: Fleet, run_dir: RunDir, echo: Echo, *, reconnect_for: float, verbose: bool = False) -> str:
+def follow(fleet: Fleet, run_dir: RunDir, echo: Echo, *, reconnect_for: float, verbose: bool = False,
+           host_timeout: float | None = None) -> str:
     """Follow the run until it ends on every host; Ctrl-C stops it everywhere (what was measured
     is kept) and re-raises. The bench status: ok, stopped, abandoned, interrupted or partial."""
-    f = follower(fleet, run_dir, echo, renew=True, reconnect_for=reconnect_for, verbose=verbose)
+    f = follower(fleet, run_dir, echo, renew=True, reconnect_for=reconnect_for, verbose=verbose,
+                 host_timeout=host_timeout)
     try:
         f.follow()
     except KeyboardInterrupt:
@@ -229,14 +235,15 @@ def run_fleet(s: Session, run_dir: RunDir) -> Fleet:
     return Fleet(run_dir.meta()["host_run"]["hosts"], s.settings)
 
 
-def attach(s: Session, run_ref: str | None, reconnect_for: float, verbose: bool = False) -> RunDir:
+def attach(s: Session, run_ref: str | None, reconnect_for: float, verbose: bool = False,
+           host_timeout: float | None = None) -> RunDir:
     run_dir = host_run_dir(s.workspace.runs_dir, run_ref)
     hide_secrets(s, run_dir)
     meta = run_dir.meta()
     s.echo(f"attached to run {run_dir.run_id}, started {hostrun.started_text(meta.get('started_at'))}")
     fleet = run_fleet(s, run_dir)
     try:
-        follow(fleet, run_dir, s.echo, reconnect_for=reconnect_for, verbose=verbose)
+        follow(fleet, run_dir, s.echo, reconnect_for=reconnect_for, verbose=verbose, host_timeout=host_timeout)
     finally:
         fleet.close()
     return run_dir

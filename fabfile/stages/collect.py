@@ -92,6 +92,10 @@ def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any], run_id: str,
                                                     "error": "its record holds neither a result nor a failure"})
     ran = spec.parse(spawn_data, name=spawn_data.get("name", "spawn"))
     planned = {b.name: b for phase in plan.phases(ran) for b in phase}  # labels in run order
+    for label, b in planned.items():  # none of its agents left a record: it failed, it is not absent
+        if label not in by_bench:
+            by_bench[label] = ([], [{"agent_num": n, "host": None, "stderr_tail": "",
+                                     "error": "no record of this agent: no host reported it"} for n in range(b.agents)])
     labels = [label for label in planned if label in by_bench] + sorted(set(by_bench) - set(planned))
     entries = []
     for label in labels:
