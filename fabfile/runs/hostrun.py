@@ -168,14 +168,15 @@ def poll_bytes(paths: Sequence[str]) -> int:
 #: file opened once (fd 3; its size and its bytes are both read through /dev/fd/3, so a file
 #: replaced meanwhile is read whole, old or new, never half of each). MODE ``last``: its last MAX
 #: bytes when more are new; ``whole``: all or nothing (a result); ``next``: its next bytes.
-#: Every file but state.json spends the poll's budget ``b``: the rest waits for the next poll.
+#: Every file but state.json spends the poll's budget ``b``: the rest waits for the next poll
+#: (a result that does not fit is framed empty from its end: "there, but later").
 _EMIT = r"""emit() { [ -f "$1" ] || return 0; { _emit "$@"; } 2>/dev/null 3<"$1"; }
 _emit() {
   s=$(wc -c </dev/fd/3) || return 0; s=$((s+0)); o=$2; [ "$s" -gt "$o" ] || return 0
   [ "$4" = last ] && [ $((s-o)) -gt "$3" ] && o=$((s-$3))
   n=$((s-o)); [ "$n" -gt "$3" ] && n=$3
   if [ "$1" != "$STATE" ]; then
-    [ "$4" = whole ] && [ "$n" -gt "$b" ] && return 0
+    [ "$4" = whole ] && [ "$n" -gt "$b" ] && { printf '@@fleetbench %s %s 0\n\n' "$1" "$s"; return 0; }
     [ "$n" -gt "$b" ] && n=$b
     [ "$n" -gt 0 ] || return 0
     b=$((b-n))

@@ -404,7 +404,9 @@ class Follower:
                 self._take_state(h, files[hostrun.STATE][1], now)
             h.dead = files.get(hostrun.ALIVE, (0, b"1"))[1].strip() == b"0"
             return
-        self._take(h, files, asked={p[:-len(".json")] for p in offsets if p.endswith(".json")}, now=now)
+        later = {p for p, (start, _) in files.items() if p.endswith(".json") and start > 0}  # over the poll's budget
+        self._take(h, files, asked={p[:-len(".json")] for p in offsets if p.endswith(".json") and p not in later},
+                   now=now)
 
     def _take_state(self, h: HostFollow, data: bytes, now: float) -> bool:
         """A state.json as read; False (the last good one kept) when it is refused: read again
@@ -458,7 +460,7 @@ class Follower:
         agents = (h.state or {}).get("agents", {})
         for key, agent in agents.items():
             self._take_stderr(h, key, agent, files.get(f"{key}.stderr"))
-            if f"{key}.json" in files:
+            if f"{key}.json" in files and files[f"{key}.json"][0] == 0:  # else: there, sent next time
                 self._take_result(h, key, files[f"{key}.json"][1])
         if hostrun.ALIVE in files:
             h.dead = files[hostrun.ALIVE][1].strip() == b"0"

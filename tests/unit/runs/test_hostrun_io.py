@@ -158,3 +158,23 @@ def test_a_start_channel_without_an_exit_status_times_out(monkeypatch):
     t.join(10)
     assert not t.is_alive(), "exec_with_stdin waited for the exit status forever"
     assert "no exit status" in str(out["error"])
+
+
+def test_a_poll_spends_a_fixed_budget_results_first_and_whole(tmp_path, monkeypatch):
+    """However many agents a host has, a poll sends at most its budget: a result that does not
+    fit is framed empty from its end ("there, later"), the rest of a stderr comes next time."""
+    monkeypatch.setattr(hostrun, "POLL_BUDGET_BYTES", 150)
+    base = tmp_path / ".fleetbench" / "runs" / "r1"
+    (base / "_run").mkdir(parents=True)
+    (base / "set").mkdir()
+    (base / "_run" / "state.json").write_text('{"pid": 1}')
+    for n in (0, 1):
+        (base / "set" / f"agent-{n}.json").write_bytes(b"{" + b" " * 98 + b"}")
+    (base / "set" / "agent-0.stderr").write_bytes(b"e" * 80)
+    offsets = {"set/agent-0.stderr": 0, "set/agent-0.json": 0, "set/agent-1.json": 0}
+    files = hostrun.parse_poll(_unpack(_sh(hostrun.poll_command("r1", offsets, renew=False), tmp_path).stdout))
+    assert files is not None
+    assert files["set/agent-0.json"] == (0, b"{" + b" " * 98 + b"}")  # results first, whole
+    assert files["set/agent-1.json"] == (100, b"")  # does not fit: next time
+    assert files["set/agent-0.stderr"] == (0, b"e" * 50)  # what is left of the budget
+    assert files[wire.STATE] == (0, b'{"pid": 1}')  # the state is never cut by the budget
