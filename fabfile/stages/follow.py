@@ -235,6 +235,8 @@ class Follower:
                     self._poll(h)  # now knowing its agents: their files
                 if h.status in hostrun.TERMINAL and self.write:
                     self._fetch_logs(h)
+                if h.missing:  # answers, but its run is gone: lost for good, not merely unreachable
+                    h.gave_up = self._not_running(h, time.monotonic())
             except Exception as exc:  # any way of not answering (paramiko has many): unreachable
                 h.gave_up = f"unreachable: {str(exc) or type(exc).__name__}"
         threads = [threading.Thread(target=one, args=(h,), daemon=True) for h in self.hosts.values()]
