@@ -266,7 +266,8 @@ def status(s: Session, run_ref: str | None) -> str:
         state = h.state or {}
         phase = state.get("phase")
         agents = ", ".join(f"{a['benchmark']}#{a['agent_num']} {a['state']}" for a in state.get("agents", {}).values())
-        rows.append({"host": h.name, "status": "unreachable" if h.gave_up and not h.missing else (h.status or "no such run"),
+        unreachable = h.gave_up and not h.missing
+        rows.append({"host": h.name, "status": "unreachable" if unreachable else (h.status or "no such run"),
                      "phase": f"{phase + 1}/{state.get('phases')}" if isinstance(phase, int) else "-",
                      "agents": agents or "-"})
         rows[-1] = {k: printable(str(v)) for k, v in rows[-1].items()}  # a host's words, never obeyed
