@@ -175,7 +175,7 @@ class HostRun:
             self.state["updated_at"] = time.time()
             if self.coordinator is not None:
                 self.state["barrier"] = {**(self.state.get("barrier") or {}), **self.coordinator.summary()}
-            write_atomic(os.path.join(self.control, "state.json"), json.dumps(self.state, sort_keys=True) + "\n")
+            write_atomic(os.path.join(self.dir, wire.STATE), json.dumps(self.state, sort_keys=True) + "\n")
 
     def log(self, message: str) -> None:
         try:
@@ -388,19 +388,20 @@ class HostRun:
         with open(os.path.join(host_dir, "facts.log"), "wb") as log:
             try:
                 pex_dir = os.path.join(self.home, sampler["pex_dir"])
-                subprocess.run([self.pex, "facts", "--out", "facts.json", "--pex-dir", pex_dir],
+                subprocess.run([self.pex, "facts", "--out", os.path.basename(wire.FACTS), "--pex-dir", pex_dir],
                                cwd=host_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=120,
                                env=self.env)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 self.log(f"no host facts: {exc}")
-        argv = [self.pex, "metrics", "--interval", str(sampler.get("interval_s", 1.0)), "--out", "metrics.ndjson",
+        argv = [self.pex, "metrics", "--interval", str(sampler.get("interval_s", 1.0)),
+                "--out", os.path.basename(wire.METRICS),
                 "--duration", str(int(sampler["cap_s"]))]
         for path in sampler.get("pid_files", []):
             argv += ["--pid-file", os.path.join(self.home, path)]
         with open(os.path.join(host_dir, "sampler.log"), "wb") as log:
             self.sampler = subprocess.Popen(argv, cwd=host_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                             env=self.env)
-        metrics = os.path.join(host_dir, "metrics.ndjson")
+        metrics = os.path.join(self.dir, wire.METRICS)
         deadline = time.monotonic() + 20
         while not (os.path.exists(metrics) and os.path.getsize(metrics)) and time.monotonic() < deadline:
             if self.sampler.poll() is not None:
@@ -439,7 +440,7 @@ def detach(control: str) -> int | None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    log = os.open(os.path.join(control, "hostrun.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log = os.open(os.path.join(control, os.path.basename(wire.LOG)), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(devnull)
@@ -474,7 +475,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--detach", action="store_true", help="double-fork; print the daemon's pid and return")
     args = parser.parse_args(argv)
     control = os.path.join(os.path.abspath(args.dir), RUN_SUBDIR)
-    plan_path = os.path.join(control, "plan.json")
+    plan_path = os.path.join(control, os.path.basename(wire.PLAN))
     os.umask(0o077)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
