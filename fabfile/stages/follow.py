@@ -149,6 +149,7 @@ class HostFollow:
     log_tail: str = ""  # the end of hostrun.log while there is no state
     said: set[str] = field(default_factory=set)  # notes said once (clock offset, alone)
     unreachable: bool = False  # given up for not answering (not for what it answered)
+    polls: int = 0
 
     @property
     def status(self) -> str | None:
@@ -383,7 +384,10 @@ class Follower:
             offsets[hostrun.METRICS] = have
         if not h.facts:
             offsets[hostrun.FACTS] = 0
-        for key in (h.state or {}).get("agents", {}):
+        keys = list((h.state or {}).get("agents", {}))
+        h.polls += 1
+        turn = h.polls % len(keys) if keys else 0  # each agent first in turn: a poll's budget is shared fairly
+        for key in keys[turn:] + keys[:turn]:
             if key not in h.recorded:
                 offsets[f"{key}.stderr"] = h.stderr[key].offset if key in h.stderr else 0
                 if h.results.get(key) is None and key not in h.refused:

@@ -172,3 +172,18 @@ def test_no_escape_byte_from_a_host_reaches_the_live_view(tmp_path):
     out = shown.getvalue()
     assert "\x1b" not in out and "\x07" not in out
     assert "\\x1b]0;pwned\\x07 title" in out and "boom \\x1b[2J cleared" in out
+
+
+def test_every_agent_of_a_host_comes_first_in_turn_so_a_polls_budget_is_shared(tmp_path, monkeypatch):
+    f = follower(tmp_path, [])
+    h = f.hosts["a1"]
+    agents = {f"set/agent-{n}": {"benchmark": "set", "agent_num": n, "phase": 0, "state": "running"} for n in range(3)}
+    answer = frame(wire.STATE, host_state("running", agents)) + frame(wire.ALIVE, b"1")
+    commands: list[str] = []
+    monkeypatch.setattr(follow.hostrun, "exec_with_stdin",
+                        lambda c, command, data, timeout, limit=0: commands.append(command) or answer)
+    f.fleet = {"a1": None}  # type: ignore[assignment]
+    for _ in range(4):
+        f._poll(h)
+    firsts = [c[c.index("emit set/agent-"):].split()[1] for c in commands[1:]]  # results are sent first
+    assert sorted(firsts) == ["set/agent-0.json", "set/agent-1.json", "set/agent-2.json"], firsts
