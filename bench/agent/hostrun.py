@@ -43,7 +43,7 @@ from typing import IO, Any
 
 from bench.agent.barrier import Coordinator, Participant
 from bench.wire import hostrun as wire
-from bench.wire.hostrun import HOST_SUBDIR, RUN_SUBDIR, STATE_SCHEMA, PlanError, load_plan
+from bench.wire.hostrun import HOST_SUBDIR, RUN_SUBDIR, STATE_SCHEMA, Plan, PlanError, PlanJob, load_plan
 
 __all__ = ["PlanError", "load_plan"]
 
@@ -53,11 +53,11 @@ LINGER_S = 1.0  # the sampler records the second in which the last phase ended
 CAP_EVERY_S = 0.5  # how often the agents' stderr and stdout files are checked against their cap
 
 
-def agent_key(item: dict[str, Any]) -> str:
+def agent_key(item: PlanJob) -> str:
     return wire.agent_key(item["dir"], int(item["job"]["agent_num"]))
 
 
-def new_state(plan: dict[str, Any], pid: int, now: float) -> dict[str, Any]:
+def new_state(plan: Plan, pid: int, now: float) -> dict[str, Any]:
     agents = {}
     for k, phase in enumerate(plan["phases"]):
         for item in phase["jobs"]:
@@ -137,7 +137,7 @@ def cap_file(path: str, cap: int = wire.HOST_STDERR_CAP_BYTES, keep: int = wire.
 
 
 class HostRun:
-    def __init__(self, run_dir: str, plan: dict[str, Any]) -> None:
+    def __init__(self, run_dir: str, plan: Plan) -> None:
         self.dir = os.path.abspath(run_dir)
         self.plan = plan
         self.control = os.path.join(self.dir, RUN_SUBDIR)
@@ -283,10 +283,10 @@ class HostRun:
             return time.time() + float(self.plan.get("start_lead_s", 0)), []
         return self.participant.arrive(step, self.halted)
 
-    def _start_file(self, item: dict[str, Any]) -> str:
+    def _start_file(self, item: PlanJob) -> str:
         return os.path.join(self.dir, item["dir"], f"agent-{int(item['job']['agent_num'])}.start")
 
-    def _wait_ready(self, running: list[tuple[dict[str, Any], subprocess.Popen[bytes]]]) -> None:
+    def _wait_ready(self, running: list[tuple[PlanJob, subprocess.Popen[bytes]]]) -> None:
         """Until every agent says it is ready (or has exited, or the run stops): its connect,
         pex boot and prefill take what they take, and no other host starts measuring meanwhile."""
         deadline = time.monotonic() + float(self.plan["agent_timeout_s"])
@@ -297,7 +297,7 @@ class HostRun:
             self._cap_outputs(running)
             time.sleep(POLL_S / 5)
 
-    def _launch(self, item: dict[str, Any]) -> subprocess.Popen[bytes]:
+    def _launch(self, item: PlanJob) -> subprocess.Popen[bytes]:
         workdir = os.path.join(self.dir, item["dir"])
         os.makedirs(workdir, mode=0o700, exist_ok=True)
         n = int(item["job"]["agent_num"])
@@ -315,7 +315,7 @@ class HostRun:
         self.state["agents"][agent_key(item)].update(state="running", pid=child.pid)
         return child
 
-    def _wait(self, running: list[tuple[dict[str, Any], subprocess.Popen[bytes]]], deadline: float) -> None:
+    def _wait(self, running: list[tuple[PlanJob, subprocess.Popen[bytes]]], deadline: float) -> None:
         pending = list(running)
         stop_sent: float | None = None
         timed_out: set[int] = set()
@@ -347,7 +347,7 @@ class HostRun:
             if pending:
                 time.sleep(POLL_S)
 
-    def _cap_outputs(self, running: list[tuple[dict[str, Any], subprocess.Popen[bytes]]]) -> None:
+    def _cap_outputs(self, running: list[tuple[PlanJob, subprocess.Popen[bytes]]]) -> None:
         """Each agent's stderr and stdout file cut back to its tail once over its cap (bounded on
         the host: an agent that floods them cannot fill its disk)."""
         now = time.monotonic()

@@ -28,7 +28,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from bench.wire.job import AgentJob
 
@@ -264,7 +264,53 @@ def agent_key(bench_dir: str, agent_num: int) -> str:
     return f"{bench_dir}/agent-{int(agent_num)}"
 
 
-def load_plan(text: str) -> dict[str, Any]:
+class PlanJob(TypedDict):
+    dir: str  # the benchmark's directory in the run (plain_dir)
+    job: dict[str, Any]  # the job as its agent gets it (wire_job: secrets in)
+
+
+class PlanPhase(TypedDict):
+    benchmarks: list[str]
+    jobs: list[PlanJob]  # this host's agents in the phase (none: it still keeps the order)
+
+
+class _Barrier(TypedDict):
+    coordinator: str
+    address: str  # where the participants reach the coordinator
+    port: int
+    token: str  # secret
+    participants: list[str]
+
+
+class PlanBarrier(_Barrier, total=False):
+    bind: str  # where the coordinator listens, when not ``address``
+
+
+class PlanSampler(TypedDict):
+    interval_s: float
+    cap_s: float
+    pid_files: list[str]  # servers' pid files, relative to the login's home
+    pex_dir: str
+
+
+class Plan(TypedDict):
+    """A host's plan.json (PLAN_SCHEMA): every phase of the run and this host's jobs in each."""
+
+    schema: str
+    run_id: str
+    host: str
+    agent_pex: str  # relative to the login's home
+    pex_root: str
+    lease_s: float
+    host_timeout_s: float
+    agent_timeout_s: float
+    start_lead_s: float
+    sampler: PlanSampler | None
+    barrier: PlanBarrier | None
+    phases: list[PlanPhase]
+
+
+def load_plan(text: str) -> Plan:
     """The plan, checked for what the host run relies on (a bad one is named before anything runs)."""
     try:
         plan = json.loads(text)
@@ -288,7 +334,7 @@ def load_plan(text: str) -> dict[str, Any]:
         for key in ("address", "port", "token", "participants", "coordinator"):
             if key not in barrier:
                 raise PlanError(f"plan.json: barrier.{key} is missing")
-    return plan
+    return cast(Plan, plan)  # checked above for what the host run reads
 
 
 # -- jobs as they travel ----------------------------------------------------------------------

@@ -41,6 +41,8 @@ from bench.wire.hostrun import (
     RUN_SUBDIR,
     STATE,
     TERMINAL,
+    Plan,
+    PlanBarrier,
     WireError,
     parse_poll,
     poll_limit,
@@ -74,7 +76,7 @@ class Barrier:
     token: str
     participants: tuple[str, ...]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> PlanBarrier:
         return {"coordinator": self.coordinator, "address": self.address, "port": self.port, "token": self.token,
                 "participants": list(self.participants)}
 
@@ -113,7 +115,7 @@ def default_lease(spawn: spec.Spawn) -> float:
 def host_plans(*, spawn: spec.Spawn, run_id: str, hosts: Sequence[str], targets: Sequence[str], agent_pex: str,
                nodes: Sequence[Mapping[str, Any]], barrier: Barrier | None, lease_s: float, host_timeout_s: float,
                agent_timeout_s: float, sampler_cap_s: float, auth: str | None = None,
-               environ: Mapping[str, str] = os.environ) -> dict[str, dict[str, Any]]:
+               environ: Mapping[str, str] = os.environ) -> dict[str, Plan]:
     """Each host's plan.json: every phase (so hosts without agents in it still keep the order)
     and this host's agent jobs in each, as their agents get them (:func:`wire_job`: the redis
     password ``auth`` in, every { env = ... } resolved from ``environ``). A plan is secret: it
@@ -123,7 +125,7 @@ def host_plans(*, spawn: spec.Spawn, run_id: str, hosts: Sequence[str], targets:
     for n in nodes:
         node = Node(**n)
         pid_files.setdefault(node.host, []).append(f"{node.dir}/{PID_FILE}")
-    plans = {}
+    plans: dict[str, Plan] = {}
     for host in hosts:
         plans[host] = {
             "schema": PLAN_SCHEMA, "run_id": run_id, "host": host, "agent_pex": agent_pex, "pex_root": PEX_ROOT,
