@@ -76,7 +76,8 @@ def deploy(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, direct_p
 
 BENCH_HELP = {
     "agent_timeout": "seconds before an agent that has not finished is stopped and given up (default 900)",
-    "host_timeout": "seconds without any answer before a host (or a command on it) is given up (default 30)",
+    "host_timeout": "seconds without any answer, or with its host run's heartbeat standing still, before a host "
+                    "(or a command on it) is given up (default 30: 15 missed 2 s heartbeats)",
     "verbose": "also every agent's own log lines (default: the fleet-wide live view, and a failed agent's lines)",
     "reconnect_for": "seconds to keep retrying a host that stopped answering (default 600)",
     "lease": "seconds the run may go on with no controller attached before the hosts stop it "
@@ -144,14 +145,16 @@ def status(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, run=None
 
 
 @task(help={**HELP, **REPORT_HELP, "reconnect_for": BENCH_HELP["reconnect_for"], "verbose": BENCH_HELP["verbose"],
+            "host_timeout": BENCH_HELP["host_timeout"] + "; default: the run's own",
             "allow_partial": "exit 0 even when some agents failed"})
 def attach(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, run=None, reconnect_for=600.0,
-           format="simple", allow_partial=False, detail=False, verbose=False):
+           format="simple", allow_partial=False, detail=False, verbose=False, host_timeout=None):
     """Follow a run live until it ends, then collect it (after a detached `spawn`, also take it down).
     Exit 1: agents failed; 3: an expectation failed."""
     s = _session(spawn, ssh_config, accept_new_host_keys)
     with clean_errors("attach"):
-        run_dir = stages.bench.attach(s, run, float(reconnect_for), verbose=verbose)
+        run_dir = stages.bench.attach(s, run, float(reconnect_for), verbose=verbose,
+                                      host_timeout=float(host_timeout) if host_timeout is not None else None)
     try:
         with clean_errors("attach"):
             stages.collect.fetch(s, run_dir.run_id)

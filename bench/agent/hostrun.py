@@ -29,66 +29,35 @@ expired lease, SIGTERM) TERMs the agents, which then write what they measured.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import IO, Any
 
 from bench.agent.barrier import Coordinator, Participant
+from bench.wire import hostrun as wire
+from bench.wire.hostrun import HOST_SUBDIR, RUN_SUBDIR, STATE_SCHEMA, Plan, PlanError, PlanJob, load_plan
 
-PLAN_SCHEMA = "fleetbench.host-plan/1"
-STATE_SCHEMA = "fleetbench.host-run/1"
-RUN_SUBDIR = "_run"
-HOST_SUBDIR = "_host"
-TERMINAL = ("done", "stopped", "abandoned", "failed")
+__all__ = ["PlanError", "load_plan"]
+
 STOP_GRACE_S = 10.0  # a stopped agent's time to write its result before it is killed
 POLL_S = 0.05
 LINGER_S = 1.0  # the sampler records the second in which the last phase ended
+CAP_EVERY_S = 0.5  # how often the agents' stderr and stdout files are checked against their cap
 
 
-class PlanError(ValueError):
-    pass
+def agent_key(item: PlanJob) -> str:
+    return wire.agent_key(item["dir"], int(item["job"]["agent_num"]))
 
 
-def load_plan(text: str) -> dict[str, Any]:
-    """The plan, checked for what this module relies on (a bad one is named before anything runs)."""
-    try:
-        plan = json.loads(text)
-    except ValueError as exc:
-        raise PlanError(f"plan.json is not JSON: {exc}") from None
-    if not isinstance(plan, dict) or plan.get("schema") != PLAN_SCHEMA:
-        raise PlanError(f"plan.json is not a {PLAN_SCHEMA} plan")
-    for key, kind in (("run_id", str), ("host", str), ("agent_pex", str), ("phases", list),
-                      ("lease_s", (int, float)), ("host_timeout_s", (int, float)), ("agent_timeout_s", (int, float))):
-        if not isinstance(plan.get(key), kind):
-            raise PlanError(f"plan.json: {key} is missing or of the wrong type")
-    for k, phase in enumerate(plan["phases"]):
-        if not isinstance(phase, dict) or not isinstance(phase.get("jobs"), list):
-            raise PlanError(f"plan.json: phase {k} has no job list")
-        for item in phase["jobs"]:
-            if not isinstance(item, dict) or not isinstance(item.get("job"), dict) or not _plain(item.get("dir")):
-                raise PlanError(f"plan.json: phase {k}: a job needs 'job' and a plain 'dir'")
-    barrier = plan.get("barrier")
-    if barrier is not None:
-        for key in ("address", "port", "token", "participants", "coordinator"):
-            if key not in barrier:
-                raise PlanError(f"plan.json: barrier.{key} is missing")
-    return plan
-
-
-def _plain(name: object) -> bool:
-    return isinstance(name, str) and bool(name) and "/" not in name and not name.startswith(".") and name != "_run"
-
-
-def agent_key(item: dict[str, Any]) -> str:
-    return f"{item['dir']}/agent-{int(item['job']['agent_num'])}"
-
-
-def new_state(plan: dict[str, Any], pid: int, now: float) -> dict[str, Any]:
+def new_state(plan: Plan, pid: int, now: float) -> dict[str, Any]:
     agents = {}
     for k, phase in enumerate(plan["phases"]):
         for item in phase["jobs"]:
@@ -97,7 +66,7 @@ def new_state(plan: dict[str, Any], pid: int, now: float) -> dict[str, Any]:
                                        "state": "pending"}
     return {"schema": STATE_SCHEMA, "run_id": plan["run_id"], "host": plan["host"], "pid": pid,
             "status": "running", "started_at": now, "updated_at": now, "phase": None,
-            "phases": len(plan["phases"]), "agents": agents, "phase_starts": {}, "clock": None,
+            "phases": len(plan["phases"]), "agents": agents, "phase_starts": {}, "alone_phases": {}, "clock": None,
             "barrier": None, "error": None}
 
 
@@ -129,8 +98,46 @@ def lease_expired(lease_path: str, lease_s: float, now: float) -> bool:
         return True
 
 
+_FALLOC_PUNCH = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+_libc: Any = None
+
+
+def _punch(fd: int, length: int) -> bool:
+    """Free the file's first ``length`` bytes on disk, its size and offsets unchanged (they read
+    as zeros): the only way to cut a file another process is appending to without moving where
+    its writes land or where a reader that follows it by offset is."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    fallocate = getattr(_libc, "fallocate64", None) or _libc.fallocate
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return int(fallocate(fd, _FALLOC_PUNCH, 0, length)) == 0
+
+
+def cap_file(path: str, cap: int = wire.HOST_STDERR_CAP_BYTES, keep: int = wire.STDERR_KEEP_BYTES) -> bool | None:
+    """Once ``path`` takes more than ``cap`` bytes of disk, free all of it but its last ``keep``
+    bytes (what a controller reads of a stderr). True when cut, False when under the cap, None
+    when the file system cannot (then nothing is changed)."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if st.st_blocks * 512 <= cap:
+            return False
+        cut = max(0, st.st_size - keep)
+        cut -= cut % 4096
+        try:
+            return True if cut and _punch(fd, cut) else None
+        except (OSError, AttributeError):
+            return None
+    finally:
+        os.close(fd)
+
+
 class HostRun:
-    def __init__(self, run_dir: str, plan: dict[str, Any]) -> None:
+    def __init__(self, run_dir: str, plan: Plan) -> None:
         self.dir = os.path.abspath(run_dir)
         self.plan = plan
         self.control = os.path.join(self.dir, RUN_SUBDIR)
@@ -147,14 +154,28 @@ class HostRun:
         self.sampler: subprocess.Popen[bytes] | None = None
         self.coordinator: Coordinator | None = None
         self.participant: Participant | None = None
+        self._save_lock = threading.Lock()
+        self._beating = threading.Event()
+        self._capped_at = 0.0
+        self._cannot_cap = False
+
+    def _heartbeat(self) -> None:
+        """state.json rewritten every HEARTBEAT_S, changed or not: its ``updated_at`` tells a
+        controller this process is not frozen (a stopped process beats no more)."""
+        while not self._beating.wait(wire.HEARTBEAT_S):
+            try:
+                self.save()
+            except (OSError, RuntimeError, ValueError):  # the main thread changing it: next beat
+                pass
 
     # -- state --
 
     def save(self) -> None:
-        self.state["updated_at"] = time.time()
-        if self.coordinator is not None:
-            self.state["barrier"] = {**(self.state.get("barrier") or {}), **self.coordinator.summary()}
-        write_atomic(os.path.join(self.control, "state.json"), json.dumps(self.state, sort_keys=True) + "\n")
+        with self._save_lock:  # the heartbeat's thread saves too
+            self.state["updated_at"] = time.time()
+            if self.coordinator is not None:
+                self.state["barrier"] = {**(self.state.get("barrier") or {}), **self.coordinator.summary()}
+            write_atomic(os.path.join(self.dir, wire.STATE), json.dumps(self.state, sort_keys=True) + "\n")
 
     def log(self, message: str) -> None:
         try:
@@ -180,6 +201,7 @@ class HostRun:
         open(os.path.join(self.control, "lease"), "a").close()
         os.utime(os.path.join(self.control, "lease"))
         self.save()
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         try:
             self._observe()
             self._join_barrier()
@@ -203,6 +225,7 @@ class HostRun:
                 time.sleep(LINGER_S)  # the other hosts get the end before the coordinator goes
                 self.save()
                 self.coordinator.close()
+            self._beating.set()
             self.save()
             self.log(f"{self.state['status']}")
         return 0 if self.state["status"] == "done" else 1
@@ -246,6 +269,9 @@ class HostRun:
         if dropped:
             self.log(f"phase {k}: going on without {', '.join(dropped)} (silent)")
         self.state["phase_starts"][str(k)] = at
+        if self.participant is not None and self.participant.alone:  # this phase started unsynchronised
+            self.state["alone_phases"][str(k)] = self.participant.alone
+            self.state["barrier"] = {**(self.state.get("barrier") or {}), "alone": self.participant.alone}
         for item, _child in running:
             write_atomic(self._start_file(item), f"{at!r}\n")
             self.state["agents"][agent_key(item)]["start_at"] = at
@@ -257,10 +283,10 @@ class HostRun:
             return time.time() + float(self.plan.get("start_lead_s", 0)), []
         return self.participant.arrive(step, self.halted)
 
-    def _start_file(self, item: dict[str, Any]) -> str:
+    def _start_file(self, item: PlanJob) -> str:
         return os.path.join(self.dir, item["dir"], f"agent-{int(item['job']['agent_num'])}.start")
 
-    def _wait_ready(self, running: list[tuple[dict[str, Any], subprocess.Popen[bytes]]]) -> None:
+    def _wait_ready(self, running: list[tuple[PlanJob, subprocess.Popen[bytes]]]) -> None:
         """Until every agent says it is ready (or has exited, or the run stops): its connect,
         pex boot and prefill take what they take, and no other host starts measuring meanwhile."""
         deadline = time.monotonic() + float(self.plan["agent_timeout_s"])
@@ -268,9 +294,10 @@ class HostRun:
             if all(child.poll() is not None or os.path.exists(self._start_file(item) + ".ready")
                    for item, child in running):
                 return
+            self._cap_outputs(running)
             time.sleep(POLL_S / 5)
 
-    def _launch(self, item: dict[str, Any]) -> subprocess.Popen[bytes]:
+    def _launch(self, item: PlanJob) -> subprocess.Popen[bytes]:
         workdir = os.path.join(self.dir, item["dir"])
         os.makedirs(workdir, mode=0o700, exist_ok=True)
         n = int(item["job"]["agent_num"])
@@ -288,7 +315,7 @@ class HostRun:
         self.state["agents"][agent_key(item)].update(state="running", pid=child.pid)
         return child
 
-    def _wait(self, running: list[tuple[dict[str, Any], subprocess.Popen[bytes]]], deadline: float) -> None:
+    def _wait(self, running: list[tuple[PlanJob, subprocess.Popen[bytes]]], deadline: float) -> None:
         pending = list(running)
         stop_sent: float | None = None
         timed_out: set[int] = set()
@@ -316,8 +343,24 @@ class HostRun:
                 self.children.remove(child)
                 self.save()
             pending = still
+            self._cap_outputs(running)
             if pending:
                 time.sleep(POLL_S)
+
+    def _cap_outputs(self, running: list[tuple[PlanJob, subprocess.Popen[bytes]]]) -> None:
+        """Each agent's stderr and stdout file cut back to its tail once over its cap (bounded on
+        the host: an agent that floods them cannot fill its disk)."""
+        now = time.monotonic()
+        if self._cannot_cap or now - self._capped_at < CAP_EVERY_S:
+            return
+        self._capped_at = now
+        for item, _child in running:
+            stem = os.path.join(self.dir, item["dir"], f"agent-{int(item['job']['agent_num'])}")
+            for path in (stem + ".stderr", stem + ".stdout"):
+                if cap_file(path) is None:
+                    self._cannot_cap = True
+                    self.log(f"cannot cap {path} on this file system (no hole punching): left to grow")
+                    return
 
     def _signal_all(self, children: list[subprocess.Popen[bytes]], signum: int) -> None:
         for child in children:
@@ -345,19 +388,20 @@ class HostRun:
         with open(os.path.join(host_dir, "facts.log"), "wb") as log:
             try:
                 pex_dir = os.path.join(self.home, sampler["pex_dir"])
-                subprocess.run([self.pex, "facts", "--out", "facts.json", "--pex-dir", pex_dir],
+                subprocess.run([self.pex, "facts", "--out", os.path.basename(wire.FACTS), "--pex-dir", pex_dir],
                                cwd=host_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=120,
                                env=self.env)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 self.log(f"no host facts: {exc}")
-        argv = [self.pex, "metrics", "--interval", str(sampler.get("interval_s", 1.0)), "--out", "metrics.ndjson",
+        argv = [self.pex, "metrics", "--interval", str(sampler.get("interval_s", 1.0)),
+                "--out", os.path.basename(wire.METRICS),
                 "--duration", str(int(sampler["cap_s"]))]
         for path in sampler.get("pid_files", []):
             argv += ["--pid-file", os.path.join(self.home, path)]
         with open(os.path.join(host_dir, "sampler.log"), "wb") as log:
             self.sampler = subprocess.Popen(argv, cwd=host_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                             env=self.env)
-        metrics = os.path.join(host_dir, "metrics.ndjson")
+        metrics = os.path.join(self.dir, wire.METRICS)
         deadline = time.monotonic() + 20
         while not (os.path.exists(metrics) and os.path.getsize(metrics)) and time.monotonic() < deadline:
             if self.sampler.poll() is not None:
@@ -396,7 +440,7 @@ def detach(control: str) -> int | None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    log = os.open(os.path.join(control, "hostrun.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log = os.open(os.path.join(control, os.path.basename(wire.LOG)), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(devnull)
@@ -431,7 +475,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--detach", action="store_true", help="double-fork; print the daemon's pid and return")
     args = parser.parse_args(argv)
     control = os.path.join(os.path.abspath(args.dir), RUN_SUBDIR)
-    plan_path = os.path.join(control, "plan.json")
+    plan_path = os.path.join(control, os.path.basename(wire.PLAN))
     os.umask(0o077)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:

@@ -59,9 +59,14 @@ class Verdict:
     expectation: Expectation
     measured: float | None  # in the expectation's own unit; None: nothing measured
     passed: bool
+    short: str | None = None  # why it is not judged: some of the benchmark's agents failed
 
     @property
     def measured_text(self) -> str:
+        text = self._value_text()
+        return f"{text}, but {self.short}" if self.short and self.measured is not None else text
+
+    def _value_text(self) -> str:
         e = self.expectation
         if self.measured is None:
             return "not measured"
@@ -131,12 +136,17 @@ def measured(entry: Mapping[str, Any], e: Expectation) -> float | None:
 
 
 def check(entry: Mapping[str, Any], expectations: Sequence[Expectation]) -> list[Verdict]:
+    """Each expectation's verdict. A benchmark that some of its agents failed (lost hosts
+    included) fails them all: what it measured is not what was asked for."""
     name = str(entry.get("name"))
+    planned, ok = entry.get("agents"), entry.get("agents_ok")
+    short = (f"{planned - ok} of {planned} agents failed" if isinstance(planned, int) and isinstance(ok, int)
+             and ok < planned else None)
     verdicts = []
     for e in expectations:
         value = measured(entry, e)
-        passed = value is not None and OPERATORS[e.op](value, e.threshold)
-        verdicts.append(Verdict(name, e, value, passed))
+        passed = short is None and value is not None and OPERATORS[e.op](value, e.threshold)
+        verdicts.append(Verdict(name, e, value, passed, short))
     return verdicts
 
 

@@ -18,6 +18,7 @@ controller's live view, which feeds it records as they arrive.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ class SecondsError(ValueError):
 
 def aligned(at: int, offset_s: float | None) -> int:
     """The controller's second for host second ``at`` of a host whose clock is ``offset_s`` ahead."""
-    return at if not offset_s else round(at - offset_s)
+    return at if not offset_s or not math.isfinite(offset_s) else round(at - offset_s)  # NaN/inf: not measured
 
 
 class Second:

@@ -24,27 +24,43 @@ from fabric import Connection
 
 from bench.spawn import plan as planner
 from bench.spawn import spec
+from bench.wire.hostrun import (
+    AGENT_ENDED,
+    ALIVE,
+    FACTS,
+    FRAME,
+    LOG,
+    METRICS,
+    MISSING,
+    PLAN,
+    PLAN_SCHEMA,
+    POLL_BUDGET_BYTES,
+    POLL_FILE_BYTES,
+    POLL_LOG_BYTES,
+    POLL_MAX_BYTES,
+    RUN_SUBDIR,
+    STATE,
+    TERMINAL,
+    Plan,
+    PlanBarrier,
+    WireError,
+    parse_poll,
+    poll_limit,
+    wire_job,
+)
 from bench.wire.job import AgentJob
 from fabfile.remote.shell import BIN_DIR, PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, tail
 from fabfile.remote.streams import HostDataError, mib
 from fabfile.runs.store import dir_name
 from fabfile.servers.kinds import PID_FILE
 from fabfile.servers.nodes import Node
-from fabfile.stages.agents import MAX_RESULT_BYTES, STDERR_KEEP_BYTES, wire_job
 
-PLAN_SCHEMA = "fleetbench.host-plan/1"
-RUN_SUBDIR = "_run"
-HOST_SUBDIR = "_host"
-STATE = f"{RUN_SUBDIR}/state.json"
-METRICS = f"{HOST_SUBDIR}/metrics.ndjson"
-FACTS = f"{HOST_SUBDIR}/facts.json"
-TERMINAL = ("done", "stopped", "abandoned", "failed")
-AGENT_ENDED = ("done", "failed", "stopped", "timeout")
+__all__ = ["AGENT_ENDED", "ALIVE", "FACTS", "FRAME", "LOG", "METRICS", "STATE", "TERMINAL", "WireError", "parse_poll"]
+
 START_LEAD_S = 0.5  # from "every agent of phase k is ready" to its start: the start files reach them all
 START_TIMEOUT_S = 120.0  # starting a host run boots the agent pex: slow on a busy host, whatever --host-timeout
 LEASE_MARGIN_S = 1800.0
-FRAME = b"@@fleetbench "
-ALIVE = "_alive"  # a pseudo file in a poll's output: 1 while the host run's process lives
+EXIT_STATUS_S = 10.0  # after a command's stdout has ended: how long its exit status may take
 
 
 def run_path(run_id: str) -> str:
@@ -60,7 +76,7 @@ class Barrier:
     token: str
     participants: tuple[str, ...]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> PlanBarrier:
         return {"coordinator": self.coordinator, "address": self.address, "port": self.port, "token": self.token,
                 "participants": list(self.participants)}
 
@@ -99,7 +115,7 @@ def default_lease(spawn: spec.Spawn) -> float:
 def host_plans(*, spawn: spec.Spawn, run_id: str, hosts: Sequence[str], targets: Sequence[str], agent_pex: str,
                nodes: Sequence[Mapping[str, Any]], barrier: Barrier | None, lease_s: float, host_timeout_s: float,
                agent_timeout_s: float, sampler_cap_s: float, auth: str | None = None,
-               environ: Mapping[str, str] = os.environ) -> dict[str, dict[str, Any]]:
+               environ: Mapping[str, str] = os.environ) -> dict[str, Plan]:
     """Each host's plan.json: every phase (so hosts without agents in it still keep the order)
     and this host's agent jobs in each, as their agents get them (:func:`wire_job`: the redis
     password ``auth`` in, every { env = ... } resolved from ``environ``). A plan is secret: it
@@ -109,7 +125,7 @@ def host_plans(*, spawn: spec.Spawn, run_id: str, hosts: Sequence[str], targets:
     for n in nodes:
         node = Node(**n)
         pid_files.setdefault(node.host, []).append(f"{node.dir}/{PID_FILE}")
-    plans = {}
+    plans: dict[str, Plan] = {}
     for host in hosts:
         plans[host] = {
             "schema": PLAN_SCHEMA, "run_id": run_id, "host": host, "agent_pex": agent_pex, "pex_root": PEX_ROOT,
@@ -131,86 +147,70 @@ def host_plans(*, spawn: spec.Spawn, run_id: str, hosts: Sequence[str], targets:
 
 def start_command(run_id: str, agent_pex: str) -> str:
     """Read the plan from stdin into the private run directory and start the host run detached;
-    prints the host run's pid."""
+    prints the host run's pid. The plan (it holds secrets) is removed whatever happens: the host
+    run removes it once read, this once the host run has returned or failed to start."""
     base = run_path(run_id)
     control = f"{base}/{RUN_SUBDIR}"
-    tmp, final = f"{control}/plan.json.tmp", f"{control}/plan.json"
+    tmp, final = f"{base}/{PLAN}.tmp", f"{base}/{PLAN}"
     return (
         f"umask 077 && cd && mkdir -p {cmd(control)} && chmod 700 {cmd(REMOTE_DIR)} {cmd(base)} && "
-        f"cat > {cmd(tmp)} && mv {cmd(tmp)} {cmd(final)} && "
-        f"cd {cmd(control)} && "
-        f'PEX_ROOT="$HOME/{PEX_ROOT}" "$HOME"/{cmd(agent_pex)} hostrun --dir "$HOME"/{cmd(base)} --detach'
+        f"{{ cat > {cmd(tmp)} && mv {cmd(tmp)} {cmd(final)} && "
+        f"( cd {cmd(control)} && "
+        f'PEX_ROOT="$HOME/{PEX_ROOT}" "$HOME"/{cmd(agent_pex)} hostrun --dir "$HOME"/{cmd(base)} --detach ); '
+        f"s=$?; rm -f {cmd(tmp)} {cmd(final)}; exit $s; }}"
     )
 
 
-#: What one poll takes of a file, at most: an agent's stderr gives its last STDERR_KEEP_BYTES
-#: (a flood is skipped on the host, never carried here), a result one byte past the largest
-#: accepted (so a larger one is known to be too large), anything else this much per poll (the
-#: rest comes with the next one).
-POLL_STDERR_BYTES = STDERR_KEEP_BYTES
-POLL_RESULT_BYTES = MAX_RESULT_BYTES + 1
-POLL_FILE_BYTES = 8 << 20
-
-
-def poll_limit(path: str) -> tuple[int, bool]:
-    """(the most bytes a poll takes of ``path``, whether they are its last ones rather than its next)."""
-    if path.endswith(".stderr"):
-        return POLL_STDERR_BYTES, True
-    if path.endswith(".json") and not path.startswith((RUN_SUBDIR + "/", HOST_SUBDIR + "/")):
-        return POLL_RESULT_BYTES, False
-    return POLL_FILE_BYTES, False
-
-
 def poll_bytes(paths: Sequence[str]) -> int:
-    """The most a poll of ``paths`` can send (the host is refused past it)."""
-    return sum(poll_limit(p)[0] for p in (STATE, *paths)) + (1 << 20)
+    """The most a poll can send, however many files it asks for (the host is refused past it)."""
+    return POLL_MAX_BYTES
+
+
+#: ``emit PATH OFFSET MAX MODE``: a frame of PATH's bytes from OFFSET, at most MAX of them, the
+#: file opened once (fd 3; its size and its bytes are both read through /dev/fd/3, so a file
+#: replaced meanwhile is read whole, old or new, never half of each). MODE ``last``: its last MAX
+#: bytes when more are new; ``whole``: all or nothing (a result); ``next``: its next bytes.
+#: Every file but state.json spends the poll's budget ``b``: the rest waits for the next poll
+#: (a result that does not fit is framed empty from its end: "there, but later").
+_EMIT = r"""emit() { [ -f "$1" ] || return 0; { _emit "$@"; } 2>/dev/null 3<"$1"; }
+_emit() {
+  s=$(wc -c </dev/fd/3) || return 0; s=$((s+0)); o=$2; [ "$s" -gt "$o" ] || return 0
+  [ "$4" = last ] && [ $((s-o)) -gt "$3" ] && o=$((s-$3))
+  n=$((s-o)); [ "$n" -gt "$3" ] && n=$3
+  if [ "$1" != "$STATE" ]; then
+    [ "$4" = whole ] && [ "$n" -gt "$b" ] && { printf '@@fleetbench %s %s 0\n\n' "$1" "$s"; return 0; }
+    [ "$n" -gt "$b" ] && n=$b
+    [ "$n" -gt 0 ] || return 0
+    b=$((b-n))
+  fi
+  printf '@@fleetbench %s %s %s\n' "$1" "$o" "$n"
+  tail -c +$((o+1)) </dev/fd/3 | head -c "$n"; echo
+}"""
 
 
 def poll_command(run_id: str, offsets: Mapping[str, int], renew: bool) -> str:
     """state.json whole, then every file in ``offsets`` (paths relative to the run directory)
-    from its offset (at most :func:`poll_limit` of it: of a stderr its last bytes, skipping what
-    is between), each framed as ``@@fleetbench <path> <start> <length>\\n<bytes>\\n``, ``start``
-    where the bytes begin in the file; gzip'd when the host has gzip. Touches the lease first when
-    ``renew``."""
+    from its offset (:func:`bench.wire.hostrun.poll_limit` says how much), results first, each
+    framed as ``@@fleetbench <path> <start> <length>\\n<bytes>\\n``, ``start`` where the bytes
+    begin in the file; gzip'd when the host has gzip. Touches the lease first when ``renew``."""
     base = run_path(run_id)
-    parts = [f'cd -P "$HOME"/{cmd(base)} 2>/dev/null || {{ echo "@@fleetbench-missing"; exit 0; }}']
+    parts = [f'cd -P "$HOME"/{cmd(base)} 2>/dev/null || {{ echo "{MISSING.decode()}"; exit 0; }}']
     if renew:
         parts.append(f"touch {cmd(RUN_SUBDIR + '/lease')} 2>/dev/null")
-    # emit PATH OFFSET MAX LAST: at most MAX bytes from OFFSET on; LAST=1: the file's last MAX
-    # bytes when more than MAX are new (what is between is skipped).
-    parts.append("emit() { [ -f \"$1\" ] || return 0; s=$(wc -c < \"$1\"); o=$2; [ \"$s\" -gt \"$o\" ] || return 0; "
-                 "[ \"$4\" = 1 ] && [ $((s-o)) -gt \"$3\" ] && o=$((s-$3)); n=$((s-o)); [ \"$n\" -gt \"$3\" ] && n=$3; "
-                 "printf '@@fleetbench %s %s %s\\n' \"$1\" \"$o\" \"$n\"; "
-                 "tail -c +$((o+1)) \"$1\" | head -c \"$n\"; echo; }")
+    parts.append(f"STATE={cmd(STATE)}; b={POLL_BUDGET_BYTES}")
     # Is the host run still alive (its pid, with its cwd in this run)? A killed one never says
     # "done". Asked before state.json is read: one that ends between the two has written "done".
     parts.append(f"pid=$(sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p' {cmd(STATE)} 2>/dev/null); "
                  f'a=0; [ -n "$pid" ] && [ "$(readlink /proc/$pid/cwd 2>/dev/null)" = "$PWD/{RUN_SUBDIR}" ] && a=1')
-    parts.append(f"emit {cmd(STATE)} 0 {POLL_FILE_BYTES} 0")
+    parts.append(f"emit {cmd(STATE)} 0 {POLL_FILE_BYTES} next")
     parts.append(f"printf '@@fleetbench {ALIVE} 0 1\\n%s\\n' $a")
-    for path, offset in offsets.items():
-        if path != STATE:
-            most, last = poll_limit(path)
-            parts.append(f"emit {cmd(path)} {int(offset)} {most} {int(last)}")
-    body = "; ".join(parts)
-    return f"if command -v gzip >/dev/null 2>&1; then ( {body} ) | gzip -c; else {body}; fi"
-
-
-def parse_poll(data: bytes) -> dict[str, tuple[int, bytes]] | None:
-    """path -> (offset, bytes) from a poll's output; None when the host has no such run."""
-    if data.startswith(b"@@fleetbench-missing"):
-        return None
-    out: dict[str, tuple[int, bytes]] = {}
-    pos = 0
-    while pos < len(data):
-        if not data.startswith(FRAME, pos):
-            raise ValueError(f"unexpected poll output at byte {pos}: {data[pos:pos + 40]!r}")
-        end = data.index(b"\n", pos)
-        path, offset, length = data[pos + len(FRAME):end].decode().rsplit(" ", 2)
-        start = end + 1
-        out[path] = (int(offset), data[start:start + int(length)])
-        pos = start + int(length) + 1  # the newline after the bytes
-    return out
+    # No state yet: the end of hostrun.log says why (a host run that died at its start).
+    parts.append(f"[ -f {cmd(STATE)} ] || emit {cmd(LOG)} 0 {POLL_LOG_BYTES} last")
+    for path in sorted((p for p in offsets if p != STATE), key=lambda p: poll_limit(p)[1] != "whole"):
+        most, mode = poll_limit(path)
+        parts.append(f"emit {cmd(path)} {int(offsets[path])} {most} {mode}")
+    body = "\n".join([_EMIT, *parts])
+    return f"if command -v gzip >/dev/null 2>&1; then ( {body}\n) | gzip -c; else {body}\nfi"
 
 
 def stop_command(run_id: str) -> str:
@@ -221,7 +221,9 @@ def live_runs_command() -> str:
     """``<run dir> <started_at>`` for every host run of ours still alive here (its pid is live
     and its cwd is that run's control directory)."""
     return (
-        f'for s in "$HOME"/{REMOTE_DIR}/runs/*/{RUN_SUBDIR}/state.json; do [ -f "$s" ] || continue; '
+        # cd -P: /proc's cwd is the real path, so ours must be too (a symlinked home)
+        f'cd -P "$HOME" 2>/dev/null || exit 0; '
+        f'for s in "$PWD"/{REMOTE_DIR}/runs/*/{RUN_SUBDIR}/state.json; do [ -f "$s" ] || continue; '
         'd=${s%/state.json}; pid=$(sed -n \'s/.*"pid": *\\([0-9]*\\).*/\\1/p\' "$s"); [ -n "$pid" ] || continue; '
         '[ "$(readlink /proc/$pid/cwd 2>/dev/null)" = "$d" ] || continue; '
         'r=${d%/' + RUN_SUBDIR + '}; printf \'%s %s\\n\' "${r##*/}" '
@@ -267,6 +269,8 @@ def exec_with_stdin(c: Connection, command: str, data: bytes, timeout: float, li
                 raise HostDataError(f"{label(c)}: `{command[:80]}` sent more than {mib(limit)}; refused")
         while channel.recv_stderr_ready() and len(err) < 1 << 16:  # only its tail is shown
             err += channel.recv_stderr(1 << 16)
+        if not channel.status_event.wait(EXIT_STATUS_S):  # stdout closed, yet no exit status
+            raise OSError(f"no exit status {EXIT_STATUS_S:g} s after its output ended")
         status = channel.recv_exit_status()
     except (OSError, EOFError, paramiko.SSHException) as exc:  # socket.timeout included
         raise RemoteError(label(c), command, f"no answer: {str(exc) or type(exc).__name__}") from None

@@ -38,6 +38,7 @@ from rich.live import Live
 from rich.table import Table
 
 from bench.report.seconds import Second, SecondsError, aligned
+from fabfile.terminal import printable
 
 LOG_EVERY_S = 10.0
 REDRAW_S = 1.0
@@ -101,6 +102,7 @@ class LiveView:
         self.log_every_s = log_every_s
         self.redraw_s = redraw_s  # None: no ticker thread (the caller calls tick())
         self._lock = threading.RLock()
+        self._print_lock = threading.Lock()
         self._benches: dict[str, _Bench] = {}
         self._agents: dict[Agent, _AgentState] = {}
         self._started = 0.0
@@ -283,10 +285,13 @@ class LiveView:
     def _print(self, text: str) -> None:
         if not text:
             return
+        text = printable(text)  # agents' lines and errors come from hosts: shown, never obeyed
         if self._live is not None:
             self._live.console.print(text, markup=False, highlight=False)
         else:
-            print(text, file=self.out, flush=True)
+            with self._print_lock:  # one write per line: two hosts' lines never glued into one
+                self.out.write(text + "\n")
+                self.out.flush()
 
 
 def is_interactive(out: TextIO) -> bool:

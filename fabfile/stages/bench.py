@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.spawn import secrets, spec
+from bench.wire.hostrun import finite_offset
 from fabfile.deployment import Deployment
 from fabfile.errors import PipelineError
 from fabfile.remote import lock
@@ -43,7 +44,7 @@ from fabfile.runs.store import RunDir, dir_name, new_run_id, resolve
 from fabfile.session import Echo, Session
 from fabfile.stages.agents import public_job
 from fabfile.stages.follow import Follower
-from fabfile.terminal import hide
+from fabfile.terminal import hide, printable
 
 STOP_WAIT_S = 30.0  # after Ctrl-C: how long the stopped hosts get to report what they measured
 VISIBLE_WAIT_S = 10.0  # a started host run shows in live_runs_command within this (its first state.json)
@@ -73,7 +74,8 @@ def run(s: Session, options: RunOptions = RunOptions()) -> RunDir:
         s.echo(f"detached: the run goes on without us. `inv status --run {run_dir.run_id}` shows it, "
                f"`inv attach --run {run_dir.run_id}` follows it and collects it at the end")
         return run_dir
-    follow(fleet, run_dir, s.echo, reconnect_for=options.reconnect_for, verbose=options.verbose)
+    follow(fleet, run_dir, s.echo, reconnect_for=options.reconnect_for, verbose=options.verbose,
+           host_timeout=options.host_timeout)
     return run_dir
 
 
@@ -170,23 +172,26 @@ def stop_started(fleet: Fleet, run_dir: RunDir, started: Sequence[str], error: s
 
 def follower(fleet: Fleet, run_dir: RunDir, echo: Echo, *, renew: bool, reconnect_for: float,
              stream: bool = True, write: bool = True, verbose: bool = False,
-             hosts: Sequence[str] | None = None) -> Follower:
+             hosts: Sequence[str] | None = None, host_timeout: float | None = None) -> Follower:
     """The follower of a recorded run (of ``hosts`` of it, default all); ``stream``: shown live
-    (a LiveView), else silent."""
+    (a LiveView), else silent; ``host_timeout`` None: the run's own."""
     meta = run_dir.meta()["host_run"]
     shown = [[Planned(**p) for p in phase] for phase in meta.get("planned", [])]
     hosts = meta["hosts"] if hosts is None else hosts
     expected = {h: a for h, a in meta.get("agents", {}).items() if h in hosts}
     return Follower(fleet, run_dir, hosts, nodes=meta.get("nodes", []), expected=expected,
                     echo=echo, renew=renew, reconnect_for=reconnect_for,
-                    host_timeout=float(meta.get("host_timeout_s", 30)), stream=stream, phases=meta.get("phases", []),
+                    host_timeout=host_timeout if host_timeout is not None else float(meta.get("host_timeout_s", 30)),
+                    stream=stream, phases=meta.get("phases", []),
                     write=write, planned=shown, view=LiveView(verbose=verbose) if stream else None)
 
 
-def follow(fleet: Fleet, run_dir: RunDir, echo: Echo, *, reconnect_for: float, verbose: bool = False) -> str:
+def follow(fleet: Fleet, run_dir: RunDir, echo: Echo, *, reconnect_for: float, verbose: bool = False,
+           host_timeout: float | None = None) -> str:
     """Follow the run until it ends on every host; Ctrl-C stops it everywhere (what was measured
     is kept) and re-raises. The bench status: ok, stopped, abandoned, interrupted or partial."""
-    f = follower(fleet, run_dir, echo, renew=True, reconnect_for=reconnect_for, verbose=verbose)
+    f = follower(fleet, run_dir, echo, renew=True, reconnect_for=reconnect_for, verbose=verbose,
+                 host_timeout=host_timeout)
     try:
         f.follow()
     except KeyboardInterrupt:
@@ -208,10 +213,13 @@ def finish(run_dir: RunDir, f: Follower, forced: str | None, echo: Echo) -> str:
     lost = f.lost()
     status = forced or bench_status(statuses, lost)
     run_dir.update_meta(status=status, finished_at=time.time(), lost_hosts=lost, clock=f.clock(),
-                        host_statuses=statuses, fetched=all(h.finished for h in f.hosts.values()))
+                        host_statuses=statuses, fetched=all(h.finished for h in f.hosts.values()),
+                        lost_reasons={h.name: h.gave_up for h in f.hosts.values() if h.gave_up},
+                        alone_phases=f.alone())
     record_skews(run_dir)
     if status != "ok":
-        echo(f"run {run_dir.run_id} is {status}" + (f"; lost host(s): {', '.join(lost)}" if lost else "")
+        echo(f"run {run_dir.run_id} is {status}"
+             + (f"; lost host(s): {'; '.join(f'{n} ({f.hosts[n].gave_up})' for n in lost)}" if lost else "")
              + f"; what finished is in {run_dir.path}")
     return status
 
@@ -224,7 +232,8 @@ def bench_status(statuses: Mapping[str, str | None], lost: Sequence[str]) -> str
         return "abandoned"
     if "stopped" in values:
         return "stopped"
-    return "partial" if lost or "failed" in values else "ok"
+    unended = [h for h, v in statuses.items() if v not in hostrun.TERMINAL and h not in lost]  # not accounted for
+    return "partial" if lost or unended or "failed" in values else "ok"
 
 
 def record_skews(run_dir: RunDir) -> None:
@@ -235,12 +244,16 @@ def record_skews(run_dir: RunDir) -> None:
     phases = (meta.get("host_run") or {}).get("phases")
     if not phases:
         return
-    offsets = {h: float((c or {}).get("offset_s") or 0.0) for h, c in (meta.get("clock") or {}).items()}
+    offsets = {h: finite_offset((c or {}).get("offset_s")) or 0.0 for h, c in (meta.get("clock") or {}).items()}
     run_dir.update_meta(clock_offsets={h: -offset for h, offset in offsets.items()})
     host_of = {(a["benchmark"], int(a["agent_num"])): host
                for host, agents in (meta["host_run"].get("agents") or {}).items() for a in agents}
     records = [(name, dict(record)) for name, record in run_dir.agent_records()]
-    run_dir.update_meta(phase_starts=hostrun.phase_skews(phases, records, host_of, offsets))
+    skews = hostrun.phase_skews(phases, records, host_of, offsets)
+    alone = meta.get("alone_phases") or {}
+    for entry in skews:  # the hosts whose agents started this phase without the barrier
+        entry["alone"] = sorted(h for h, ks in alone.items() if isinstance(ks, dict) and str(entry["phase"]) in ks)
+    run_dir.update_meta(phase_starts=skews)
 
 
 # -- a run started earlier -----------------------------------------------------------------------
@@ -269,14 +282,15 @@ def run_fleet(s: Session, run_dir: RunDir) -> Fleet:
     return Fleet(run_dir.meta()["host_run"]["hosts"], s.settings)
 
 
-def attach(s: Session, run_ref: str | None, reconnect_for: float, verbose: bool = False) -> RunDir:
+def attach(s: Session, run_ref: str | None, reconnect_for: float, verbose: bool = False,
+           host_timeout: float | None = None) -> RunDir:
     run_dir = host_run_dir(s.workspace.runs_dir, run_ref)
     hide_secrets(s, run_dir)
     meta = run_dir.meta()
     s.echo(f"attached to run {run_dir.run_id}, started {hostrun.started_text(meta.get('started_at'))}")
     fleet = run_fleet(s, run_dir)
     try:
-        follow(fleet, run_dir, s.echo, reconnect_for=reconnect_for, verbose=verbose)
+        follow(fleet, run_dir, s.echo, reconnect_for=reconnect_for, verbose=verbose, host_timeout=host_timeout)
     finally:
         fleet.close()
     return run_dir
@@ -299,8 +313,10 @@ def status(s: Session, run_ref: str | None) -> str:
         state = h.state or {}
         phase = state.get("phase")
         agents = ", ".join(f"{a['benchmark']}#{a['agent_num']} {a['state']}" for a in state.get("agents", {}).values())
-        rows.append({"host": h.name, "status": "unreachable" if h.gave_up else (h.status or "no such run"),
+        unreachable = h.gave_up and not h.missing
+        rows.append({"host": h.name, "status": "unreachable" if unreachable else (h.status or "no such run"),
                      "phase": f"{phase + 1}/{state.get('phases')}" if isinstance(phase, int) else "-",
                      "agents": agents or "-"})
+        rows[-1] = {k: printable(str(v)) for k, v in rows[-1].items()}  # a host's words, never obeyed
     return (f"run {run_dir.run_id}, started {hostrun.started_text(meta.get('started_at'))}\n"
             + tabulate(rows, headers="keys"))

@@ -22,6 +22,7 @@ from bench.report import export, tables
 from bench.report import merge as result
 from bench.report.screen import screen
 from bench.spawn import plan, spec
+from bench.wire.hostrun import finite_offset
 from bench.wire.result import Failure
 from fabfile.runs import gates, hostrun, observe
 from fabfile.runs.store import RunDir, dir_name, resolve
@@ -40,7 +41,7 @@ def run(runs_dir: Path, run_ref: str | None = None, fmt: str = "simple", detail:
     deployment = json.loads((run_dir.path / "deployment.json").read_text())
     merged = result.build_run({**meta, "spawn": spawn_data, "deployment": deployment},
                               _merge_benchmarks(run_dir, spawn_data, str(meta.get("run_id") or run_dir.run_id),
-                                                _clock_offsets(meta)))
+                                                _clock_offsets(meta, echo)))
     hosts = observe.host_section(run_dir, merged, warn=echo)
     if hosts:
         merged["hosts"] = hosts
@@ -57,15 +58,21 @@ def run(runs_dir: Path, run_ref: str | None = None, fmt: str = "simple", detail:
     return merged
 
 
-def _clock_offsets(meta: dict[str, Any]) -> dict[str, float]:
+def _clock_offsets(meta: dict[str, Any], echo: Echo = say) -> dict[str, float]:
     """``{host: seconds its clock is ahead of the run's reference clock}`` where the bench that ran
     measured them (meta.json's ``clock_offsets``, a run that lived on the hosts): the per-second
     merge puts each agent's seconds on the reference clock by the offset of the host it ran on."""
     offsets = meta.get("clock_offsets")
     if not isinstance(offsets, dict):
         return {}
-    return {str(host): float(value) for host, value in offsets.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    out = {}
+    for host, value in offsets.items():
+        offset = finite_offset(value)
+        if offset is None:  # NaN, Infinity, not a number: that host's seconds are taken as they are
+            echo(f"warning: {host}: its clock offset {value!r} is not a finite number: ignored")
+        else:
+            out[str(host)] = offset
+    return out
 
 
 def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any], run_id: str,
@@ -85,6 +92,10 @@ def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any], run_id: str,
                                                     "error": "its record holds neither a result nor a failure"})
     ran = spec.parse(spawn_data, name=spawn_data.get("name", "spawn"))
     planned = {b.name: b for phase in plan.phases(ran) for b in phase}  # labels in run order
+    for label, b in planned.items():  # none of its agents left a record: it failed, it is not absent
+        if label not in by_bench:
+            by_bench[label] = ([], [{"agent_num": n, "host": None, "stderr_tail": "",
+                                     "error": "no record of this agent: no host reported it"} for n in range(b.agents)])
     labels = [label for label in planned if label in by_bench] + sorted(set(by_bench) - set(planned))
     entries = []
     for label in labels:

@@ -8,16 +8,25 @@ fails (shown with ``verbose``). Everything lands in the local run directory as i
 controller killed at any moment leaves what it had, and a later ``inv collect`` fetches the rest
 from the hosts (nothing a host finished is lost).
 
-What a host sends is bounded (the limits are fabfile.stages.agents'): of a stderr the
+What a host sends is bounded (the limits are bench.wire.hostrun's): of a stderr the
 last STDERR_KEEP_BYTES are kept (a poll skips a flood on the host), a result over
 MAX_RESULT_BYTES is refused as that agent's failure, a poll's whole answer is capped; records
 are scrubbed of every secret the controller knows.
 
-A host that stops answering is said once ("lost tb4, retrying ..."), retried with backoff for
-``reconnect_for`` seconds, and greeted when it is back ("tb4 back after 45 s"); the offsets
-make the next poll fetch exactly what was missed. A host still silent after that is recorded
-lost. One the barrier coordinator also gave up (frozen or dead, not merely cut off from us) is
-recorded lost after ``host_timeout`` once every other host has finished.
+and checked (bench.wire.hostrun): a malformed answer or state is that host's error, named.
+
+A host that stops answering is said once, with why ("lost tb4, retrying ... (timed out)"),
+retried with backoff for ``reconnect_for`` seconds, and greeted when it is back ("tb4 back after
+45 s"); the offsets make the next poll fetch exactly what was missed. A host still silent after
+that is recorded lost. One the barrier gave up (dropped by the coordinator, or the coordinator
+its hosts went on without: frozen or dead, not merely cut off from us) is recorded lost after
+``host_timeout`` once every other host has finished.
+
+A host that answers is not enough: its host run's heartbeat (state.json's ``updated_at``,
+rewritten every bench.wire.hostrun.HEARTBEAT_S) must move. One that stands still for
+``host_timeout`` (a stopped or stuck process), a run directory that is gone, a host run that
+wrote no state within ``host_timeout`` of its start, or a state that stays unreadable that long:
+each is given up like a lost host, with the reason, and its agents are recorded failed.
 """
 
 from __future__ import annotations
@@ -32,6 +41,15 @@ from functools import partial
 from typing import Any, cast
 
 from bench.wire import progress
+from bench.wire.hostrun import (
+    ECHO_LINE_BYTES,
+    MAX_RESULT_BYTES,
+    RECORD_LINE_BYTES,
+    STDERR_KEEP_BYTES,
+    HostState,
+    WireError,
+    check_state,
+)
 from bench.wire.result import AgentRecord, AgentResult, Failure
 from fabfile.remote.fleet import Fleet
 from fabfile.remote.shell import RemoteError, tail
@@ -42,8 +60,7 @@ from fabfile.runs.live import LiveView, Planned
 from fabfile.runs.observe import LOG_KEEP_BYTES, METRICS_KEEP_BYTES, keep_log, log_command, unpack
 from fabfile.runs.store import RunDir, write_json
 from fabfile.servers.nodes import LOG, START_LOG, Node
-from fabfile.stages.agents import ECHO_LINE_BYTES, MAX_RESULT_BYTES, RECORD_LINE_BYTES, STDERR_KEEP_BYTES
-from fabfile.terminal import scrub, scrub_data
+from fabfile.terminal import printable, scrub, scrub_data
 
 Echo = Callable[[str], None]
 MAX_BACKOFF_S = 15.0
@@ -100,10 +117,12 @@ def _kept_stderr(h: HostFollow, key: str) -> list[str]:
 
 
 def shown(line: str) -> str:
-    """A log line as the live view shows it: cut (a long line must not flood the terminal), scrubbed."""
+    """A log line as the live view shows it: cut (a long line must not flood the terminal),
+    scrubbed, every control character made visible (say()'s cleaning: a host's text is shown,
+    never obeyed by the terminal)."""
     if len(line) > ECHO_LINE_BYTES:
         line = line[:ECHO_LINE_BYTES] + f" [... {len(line) - ECHO_LINE_BYTES} more characters of this line not shown]"
-    return scrub(line)
+    return printable(line)
 
 
 @dataclass
@@ -122,11 +141,21 @@ class HostFollow:
     lost_for: float = 0.0  # the last loss's length
     gave_up: str | None = None
     finished: bool = False
+    first_poll: float | None = None  # monotonic: when it first answered (no state by host_timeout: given up)
+    beat: float | None = None  # the heartbeat (state's updated_at) last seen
+    beat_moved: float | None = None  # monotonic: when it last moved
+    bad_state: str | None = None  # why the last state.json read was refused (read again next poll)
+    bad_since: float | None = None
+    log_tail: str = ""  # the end of hostrun.log while there is no state
+    said: set[str] = field(default_factory=set)  # notes said once (clock offset, alone)
+    unreachable: bool = False  # given up for not answering (not for what it answered)
+    polls: int = 0
 
     @property
     def status(self) -> str | None:
         status = (self.state or {}).get("status")
-        return "failed" if self.dead and status not in hostrun.TERMINAL else status
+        # without a state, "dead" means nothing yet (the pid is read from it): _not_running decides
+        return "failed" if self.dead and self.state is not None and status not in hostrun.TERMINAL else status
 
 
 def agent_record(host: str, agent: Mapping[str, Any], result: AgentResult | None, stderr: str,
@@ -207,6 +236,8 @@ class Follower:
                     self._poll(h)  # now knowing its agents: their files
                 if h.status in hostrun.TERMINAL and self.write:
                     self._fetch_logs(h)
+                if h.missing:  # answers, but its run is gone: lost for good, not merely unreachable
+                    h.gave_up = self._not_running(h, time.monotonic())
             except Exception as exc:  # any way of not answering (paramiko has many): unreachable
                 h.gave_up = f"unreachable: {str(exc) or type(exc).__name__}"
         threads = [threading.Thread(target=one, args=(h,), daemon=True) for h in self.hosts.values()]
@@ -238,6 +269,15 @@ class Follower:
     def statuses(self) -> dict[str, str | None]:
         return {h.name: h.status for h in self.hosts.values()}
 
+    def alone(self) -> dict[str, dict[str, str]]:
+        """host -> {phase: why}: the phases each host started without the barrier coordinator."""
+        out = {}
+        for h in self.hosts.values():
+            phases = (h.state or {}).get("alone_phases")
+            if isinstance(phases, dict) and phases:
+                out[h.name] = {str(k): str(v) for k, v in phases.items()}
+        return out
+
     # -- one host --
 
     def _follow_host(self, h: HostFollow) -> None:
@@ -248,17 +288,16 @@ class Follower:
                 self._poll(h)
             except Exception as exc:  # any way of not answering (paramiko has many) is a lost host
                 now = time.monotonic()
+                why = printable(str(exc) or type(exc).__name__)
                 if h.lost_since is None:
                     h.lost_since = h.last_answer or now
                     attempt = 0
-                    self.echo(f"lost {h.name}, retrying for up to {duration_text(self.reconnect_for)} ...")
+                    self.echo(f"lost {h.name}, retrying for up to {duration_text(self.reconnect_for)} ... ({why})")
                 lost_for = now - h.lost_since
                 if lost_for >= self.reconnect_for or self._given_up_by_the_fleet(h, lost_for):
-                    h.gave_up = f"no answer for {duration_text(lost_for)} ({str(exc) or type(exc).__name__})"
-                    self.echo(f"gave up on {h.name} after {duration_text(lost_for)}: recorded lost; "
-                              f"`inv collect --run {self.run_id}` fetches what it finished once it is back")
-                    self._record_lost(h)
-                    self._announce(None)  # the view may wait for this host no more
+                    h.unreachable = True
+                    self._give_up(h, f"no answer for {duration_text(lost_for)} ({why})",
+                                  f"after {duration_text(lost_for)}")
                     return
                 self._drop(h.name)
                 self.halt.wait(backoff(attempt, self.reconnect_for - lost_for))
@@ -269,11 +308,44 @@ class Follower:
                 h.lost_for = h.last_answer - h.lost_since
                 self.echo(f"{h.name} back after {duration_text(h.lost_for)}")
                 h.lost_since = None
-            if h.missing or h.finished:
-                if h.finished:
-                    self._fetch_logs(h)
+            if h.finished:
+                self._record_lost(h, "its host run ended without a word of it (not in its state)")
+                self._fetch_logs(h)
+                return
+            reason = self._not_running(h, h.last_answer)
+            if reason is not None:
+                self._give_up(h, reason, "")
                 return
             self.halt.wait(self.poll_s)
+
+    def _give_up(self, h: HostFollow, reason: str, after: str) -> None:
+        """Stop following ``h``: it is recorded lost, with ``reason``, and so are its agents we
+        have no record of."""
+        h.gave_up = reason
+        self.echo(f"gave up on {h.name}{' ' + after if after else ''}: {reason}; recorded lost; "
+                  f"`inv collect --run {self.run_id}` fetches what it finished once it is back")
+        self._record_lost(h)
+        self._announce(None)  # the view may wait for this host no more
+
+    def _not_running(self, h: HostFollow, now: float) -> str | None:
+        """Why a host that answers is not running this run any more (None: it is, or may be)."""
+        if h.missing:
+            return f"its run directory ~/{hostrun.run_path(self.run_id)} is gone (wiped, or the host was rebuilt)"
+        if h.status in hostrun.TERMINAL:
+            return None
+        if h.state is None:
+            waited = now - (h.first_poll or now)
+            if waited < self.host_timeout:
+                return None
+            log = f"; its log ends: {h.log_tail}" if h.log_tail else ""
+            return (f"its host run wrote no state in {duration_text(waited)}"
+                    + (f" (its state.json: {h.bad_state})" if h.bad_state else "") + log)
+        if h.bad_state and h.bad_since is not None and now - h.bad_since >= self.host_timeout:
+            return f"its state.json has been unreadable for {duration_text(now - h.bad_since)}: {h.bad_state}"
+        if h.beat_moved is not None and now - h.beat_moved >= self.host_timeout:
+            return (f"stalled: its host run's heartbeat stopped {duration_text(now - h.beat_moved)} ago "
+                    f"(--host-timeout {self.host_timeout:g} s; the process is stopped or stuck)")
+        return None
 
     def _given_up_by_the_fleet(self, h: HostFollow, lost_for: float) -> bool:
         """Frozen or dead rather than cut off from us: the coordinator dropped it too, and every
@@ -283,7 +355,14 @@ class Follower:
         others = [o for o in self.hosts.values() if o is not h]
         if not others or not all(o.finished or o.gave_up for o in others):
             return False
-        return any(h.name in ((o.state or {}).get("barrier") or {}).get("dropped", {}) for o in others)
+        for o in others:
+            barrier = (o.state or {}).get("barrier") or {}
+            if h.name in (barrier.get("dropped") or {}):
+                return True
+            coordinator = ((o.state or {}).get("clock") or {}).get("coordinator")
+            if coordinator == h.name and ((o.state or {}).get("alone_phases") or barrier.get("alone")):
+                return True  # the coordinator its hosts went on without
+        return False
 
     def _connect(self, name: str) -> None:
         c = self.fleet[name]
@@ -305,7 +384,10 @@ class Follower:
             offsets[hostrun.METRICS] = have
         if not h.facts:
             offsets[hostrun.FACTS] = 0
-        for key in (h.state or {}).get("agents", {}):
+        keys = list((h.state or {}).get("agents", {}))
+        h.polls += 1
+        turn = h.polls % len(keys) if keys else 0  # each agent first in turn: a poll's budget is shared fairly
+        for key in keys[turn:] + keys[:turn]:
             if key not in h.recorded:
                 offsets[f"{key}.stderr"] = h.stderr[key].offset if key in h.stderr else 0
                 if h.results.get(key) is None and key not in h.refused:
@@ -317,25 +399,60 @@ class Follower:
         data = unpack(hostrun.exec_with_stdin(self.fleet[h.name], command, b"", self.host_timeout, limit=limit),
                       limit, f"{h.name}'s run files")
         files = hostrun.parse_poll(data)
+        now = time.monotonic()
+        if h.first_poll is None:
+            h.first_poll = now
+        h.missing = files is None
         if files is None:
-            h.missing = True
             return
         if not self.write:
-            h.state = json.loads(files[hostrun.STATE][1]) if hostrun.STATE in files else None
+            if hostrun.STATE in files:
+                self._take_state(h, files[hostrun.STATE][1], now)
             h.dead = files.get(hostrun.ALIVE, (0, b"1"))[1].strip() == b"0"
             return
-        self._take(h, files, asked={p[:-len(".json")] for p in offsets if p.endswith(".json")})
+        later = {p for p, (start, _) in files.items() if p.endswith(".json") and start > 0}  # over the poll's budget
+        self._take(h, files, asked={p[:-len(".json")] for p in offsets if p.endswith(".json") and p not in later},
+                   now=now)
 
-    def _take(self, h: HostFollow, files: Mapping[str, tuple[int, bytes]], asked: set[str] | None = None) -> None:
+    def _take_state(self, h: HostFollow, data: bytes, now: float) -> bool:
+        """A state.json as read; False (the last good one kept) when it is refused: read again
+        next poll, and given up only if it stays so for host_timeout (:meth:`_not_running`)."""
+        try:
+            checked: HostState = check_state(data, h.name)
+        except WireError as exc:
+            if h.bad_state is None:
+                h.bad_since = now
+            h.bad_state = str(exc)
+            return False
+        h.bad_state = h.bad_since = None
+        h.state = checked.data
+        if checked.updated_at != h.beat or h.beat_moved is None:
+            h.beat, h.beat_moved = checked.updated_at, now
+        for note in checked.notes:
+            self._say_once(h, note, f"warning: {note}")
+        if checked.alone:
+            self._say_once(h, "alone", f"{h.name} went on without the barrier coordinator ({checked.alone}): "
+                                       "its phases start when it is ready, not with the others'")
+        return True
+
+    def _say_once(self, h: HostFollow, key: str, text: str) -> None:
+        if key not in h.said:
+            h.said.add(key)
+            self.echo(printable(text))
+
+    def _take(self, h: HostFollow, files: Mapping[str, tuple[int, bytes]], asked: set[str] | None = None,
+              now: float | None = None) -> None:
         """One poll's files. An agent is recorded once it has ended and its result file was
         asked for (so "no result" is a fact, not a file not yet asked about); ``asked`` None:
         every agent's was."""
-        if hostrun.STATE in files:
-            h.state = json.loads(files[hostrun.STATE][1])
+        if hostrun.STATE in files and self._take_state(h, files[hostrun.STATE][1],
+                                                       time.monotonic() if now is None else now):
             write_json(self.run_dir.host_dir(h.name) / "hostrun.json", h.state)
             clock = (h.state or {}).get("clock") or {}
             if self.view is not None and isinstance(clock.get("offset_s"), (int, float)):
                 self.view.offsets[h.name] = -float(clock["offset_s"])  # how far its clock is ahead
+        if hostrun.LOG in files:
+            h.log_tail = printable(files[hostrun.LOG][1].decode(errors="replace").strip()[-400:])
         if hostrun.FACTS in files:
             try:
                 self.run_dir.write_host_facts(h.name, json.loads(files[hostrun.FACTS][1]))
@@ -349,7 +466,7 @@ class Follower:
         agents = (h.state or {}).get("agents", {})
         for key, agent in agents.items():
             self._take_stderr(h, key, agent, files.get(f"{key}.stderr"))
-            if f"{key}.json" in files:
+            if f"{key}.json" in files and files[f"{key}.json"][0] == 0:  # else: there, sent next time
                 self._take_result(h, key, files[f"{key}.json"][1])
         if hostrun.ALIVE in files:
             h.dead = files[hostrun.ALIVE][1].strip() == b"0"
@@ -358,7 +475,7 @@ class Follower:
             known = asked is None or key in asked or h.results.get(key) is not None
             if key not in h.recorded and known and (agent.get("state") in hostrun.AGENT_ENDED or ended):
                 self._record(h, key, agent)
-        h.finished = ended and all(k in h.recorded for k in agents)
+        h.finished = ended and h.state is not None and all(k in h.recorded for k in agents)
         self._announce(launched_phase(h.state or {}))  # after this poll's records: they end the phase shown
 
     def _take_result(self, h: HostFollow, key: str, data: bytes) -> None:
@@ -459,7 +576,9 @@ class Follower:
         h.recorded.add(key)
         view = self.view
         if view is not None and self.stream:
-            failed = "failure" in record and agent.get("state") not in ("stopped", "pending")
+            # stopped by us: not a failure; never started: one, unless the run was stopped
+            failed = "failure" in record and agent.get("state") != "stopped" and not (
+                agent.get("state") == "pending" and h.status in ("stopped", "abandoned"))
             error = record["failure"]["error"] if failed else None
             self._to_view(agent, lambda: view.agent_state((str(agent["benchmark"]), int(agent["agent_num"])),
                                                           "failed" if failed else "done", error))
@@ -472,9 +591,10 @@ class Follower:
                 return dict(job) if isinstance(job, Mapping) else None
         return None
 
-    def _record_lost(self, h: HostFollow) -> None:
-        """A failure record for each of its agents we have no record of (a later collect that
-        reaches the host replaces it with what the agent wrote there)."""
+    def _record_lost(self, h: HostFollow, error: str | None = None) -> None:
+        """A failure record for each of its planned agents we have no record of (a later collect
+        that reaches the host replaces it with what the agent wrote there): every planned agent
+        ends done, failed or lost, with the reason."""
         for agent in self.expected.get(h.name, ()):
             key = f"{agent['dir']}/agent-{agent['agent_num']}"
             if key in h.recorded:
@@ -482,7 +602,9 @@ class Follower:
             lines = _kept_stderr(h, key)
             failure: Failure = {"agent_num": int(agent["agent_num"]), "host": h.name,
                                 "stderr_tail": tail("\n".join(lines)),
-                                "error": f"lost the connection to {h.name} ({h.gave_up}); its result stays on the host"}
+                                "error": error or (
+                                    f"lost the connection to {h.name} ({h.gave_up}); its result stays on the host"
+                                    if h.unreachable else f"gave up on {h.name}: {h.gave_up}")}
             record: AgentRecord = {"benchmark": str(agent["benchmark"]), "host": h.name, "failure": failure,
                                    "result": None}
             self.run_dir.write_agent(record["benchmark"], int(agent["agent_num"]), record, lines)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.agent import hostrun
 from bench.agent.hostrun import PlanError, agent_state, lease_expired, load_plan, new_state
+from bench.wire import hostrun as wire
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -60,7 +60,7 @@ def plan(tmp_path: Path, phases: list[list[dict]], **extra) -> dict:
     agent = tmp_path / "fake-agent"
     agent.write_text(FAKE_AGENT.format(python=sys.executable))
     agent.chmod(agent.stat().st_mode | stat.S_IXUSR)
-    return {"schema": hostrun.PLAN_SCHEMA, "run_id": "r1", "host": "h1", "agent_pex": str(agent), "pex_root": "pexes",
+    return {"schema": wire.PLAN_SCHEMA, "run_id": "r1", "host": "h1", "agent_pex": str(agent), "pex_root": "pexes",
             "lease_s": 600, "host_timeout_s": 5, "agent_timeout_s": 60, "start_lead_s": 1.0,
             "phases": [{"benchmarks": sorted({j["benchmark"] for j in jobs}),
                         "jobs": [{"dir": j["benchmark"], "job": j} for j in jobs]} for jobs in phases],
@@ -84,7 +84,7 @@ def state(run_dir: Path) -> dict:
     return json.loads((run_dir / "_run" / "state.json").read_text())
 
 
-def wait_for(run_dir: Path, statuses=hostrun.TERMINAL, timeout: float = 30.0) -> dict:
+def wait_for(run_dir: Path, statuses=wire.TERMINAL, timeout: float = 30.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

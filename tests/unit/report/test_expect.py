@@ -98,3 +98,14 @@ def test_fail_on_catches_significant_throughput_drops_and_p99_rises_beyond_the_l
     for bad in ("five", "-1%", "%"):
         with pytest.raises(expect.ExpectError, match="is not a percentage"):
             expect.parse_percent(bad)
+
+
+def test_a_benchmark_some_of_whose_agents_failed_fails_every_expectation():
+    """What it measured is not what was asked for (a lost host's agents are missing from it)."""
+    half = {"name": "half", "agents": 2, "agents_ok": 1, "ops": 100, "errors": 0, "ops_per_s": 50.0,
+            "latency_us": {"count": 100, "p99": 1000, "max": 1000}}
+    verdicts = expect.check(half, expect.parse_all(["errors == 0", "ops/s >= 10"]))
+    assert [(v.passed, v.measured_text) for v in verdicts] == [(False, "errors = 0, but 1 of 2 agents failed"),
+                                                               (False, "ops/s = 50, but 1 of 2 agents failed")]
+    whole = {**half, "agents_ok": 2}
+    assert [v.passed for v in expect.check(whole, expect.parse_all(["errors == 0"]))] == [True]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.spawn import spec
+from bench.wire import hostrun as wire
 from fabfile.runs import hostrun
 from fabfile.stages.follow import agent_record, backoff
 
@@ -103,8 +104,8 @@ def test_the_poll_script_sends_state_and_new_bytes_and_renews_the_lease(tmp_path
 
 
 def test_a_poll_takes_a_stderr_flood_s_last_bytes_and_the_next_part_of_anything_else(tmp_path, monkeypatch):
-    monkeypatch.setattr(hostrun, "POLL_STDERR_BYTES", 10)
-    monkeypatch.setattr(hostrun, "POLL_FILE_BYTES", 6)
+    monkeypatch.setattr(wire, "POLL_STDERR_BYTES", 10)
+    monkeypatch.setattr(wire, "POLL_FILE_BYTES", 6)
     base = tmp_path / ".fleetbench" / "runs" / "r1"
     (base / "_run").mkdir(parents=True)
     (base / "_host").mkdir()
@@ -117,7 +118,7 @@ def test_a_poll_takes_a_stderr_flood_s_last_bytes_and_the_next_part_of_anything_
     assert files is not None
     assert files["set/agent-0.stderr"] == (1000, b"last line\n")  # where they begin: 997 bytes skipped
     assert files[hostrun.METRICS] == (2, b"234567")  # the rest comes with the next poll
-    assert hostrun.poll_bytes(list(offsets)) >= 10 + 6 + 6
+    assert hostrun.poll_bytes(list(offsets)) == hostrun.poll_bytes([f"b/agent-{n}.stderr" for n in range(1000)])
 
 
 def test_plans_carry_jobs_as_their_agents_get_them(spawn):
@@ -134,7 +135,7 @@ def test_poll_framing_survives_newlines_and_the_frame_marker_inside_a_file():
     body = b"@@fleetbench x 0 3\nline\n"
     data = hostrun.FRAME + f"a/b.stderr 5 {len(body)}\n".encode() + body + b"\n"
     assert hostrun.parse_poll(data) == {"a/b.stderr": (5, body)}
-    with pytest.raises(ValueError, match="unexpected poll output"):
+    with pytest.raises(wire.WireError, match="expected b'@@fleetbench '"):
         hostrun.parse_poll(b"garbage")
 
 

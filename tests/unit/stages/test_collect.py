@@ -56,3 +56,21 @@ def test_a_run_whose_controller_died_is_collected_as_partial(tmp_path: Path) -> 
     merged = collect.run(tmp_path / "runs", "r1", "simple", False, echo=lambda _: None)
     assert merged["status"] == "partial" and merged["bench_status"] == "running"
     assert merged["finished_at"] is None
+
+
+def test_a_planned_benchmark_no_agent_of_which_reported_is_in_run_json_as_failed(tmp_path: Path) -> None:
+    """Its only host vanished without a word: the benchmark is not silently absent."""
+    (tmp_path / "spawn.toml").write_text(SPAWN + SPAWN[SPAWN.index("[[benchmark]]"):].replace('"set"', '"get"', 1))
+    spawn = spec.load(tmp_path / "spawn.toml")
+    run_dir = RunDir(tmp_path / "runs", "r1")
+    run_dir.start(spawn.source_text, spec.to_dict(spawn), {"nodes": []},
+                  {"run_id": "r1", "name": spawn.name, "started_at": T0, "status": "partial", "argv": []})
+    for n in (0, 1):
+        run_dir.write_agent("set", n, {"result": agent_result("set", n, 2, spread(100, 60), run_id="r1")}, [])
+    run_dir.update_meta(finished_at=T0 + 5)
+    merged = collect.run(tmp_path / "runs", None, "simple", False, echo=lambda _: None)
+    assert merged["status"] == "partial"
+    names = [(b["name"], b["agents"], b["agents_ok"]) for b in merged["benchmarks"]]
+    assert names == [("set", 2, 2), ("get", 2, 0)]
+    errors = [f["error"] for f in merged["benchmarks"][1]["failures"]]
+    assert errors == ["no record of this agent: no host reported it"] * 2

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.wire import hist, progress
+from bench.wire import hostrun as wire
 from fabfile import terminal
 from fabfile.runs import hostrun
 from fabfile.runs.live import LiveView, Planned
@@ -31,9 +32,15 @@ def follower(tmp_path: Path, echoed: list[str], shown: io.StringIO | None = None
                     planned=[[Planned("set", 1, duration_s=5.0)]], view=view)
 
 
+def host_state(status: str, agents: dict, **extra) -> bytes:
+    """A host run's state.json (bench.wire.hostrun's STATE_SCHEMA)."""
+    return json.dumps({"schema": wire.STATE_SCHEMA, "status": status, "pid": 42, "started_at": 1.0,
+                       "updated_at": extra.pop("updated_at", 2.0), "phase": 0, "agents": agents, **extra}).encode()
+
+
 def state(status: str, agent: dict, barrier: dict | None = None) -> bytes:
-    return json.dumps({"status": status, "agents": {"set/agent-0": {"benchmark": "set", "agent_num": 0, **agent}},
-                       "barrier": barrier}).encode()
+    return host_state(status, {"set/agent-0": {"benchmark": "set", "agent_num": 0, "phase": 0, **agent}},
+                      barrier=barrier)
 
 
 def _second(at: int, values: list[int]) -> str:
@@ -108,7 +115,7 @@ def test_a_host_run_that_died_ends_its_agents_as_failed(tmp_path):
 def test_a_lost_hosts_agents_get_failure_records(tmp_path):
     f = follower(tmp_path, [])
     h = f.hosts["a1"]
-    h.gave_up = "no answer for 10 min"
+    h.gave_up, h.unreachable = "no answer for 10 min", True
     f._record_lost(h)
     record = json.loads(f.run_dir.agent_path("set", 0).read_text())
     assert record["result"] is None and "lost the connection to a1" in record["failure"]["error"]
@@ -156,18 +163,15 @@ def test_the_view_moves_on_once_every_agent_of_the_phase_before_is_recorded(tmp_
                  renew=True, reconnect_for=60, host_timeout=5, phases=[["set"], ["get"]],
                  planned=[[Planned("set", 2, duration_s=1.0)], [Planned("get", 1, duration_s=1.0)]], view=view)
 
-    def host_state(agents: dict) -> bytes:
-        return json.dumps({"status": "running", "agents": agents}).encode()
-
     a1_set = {"benchmark": "set", "agent_num": 0, "phase": 0}
     a1_get = {"benchmark": "get", "agent_num": 0, "phase": 1}
     a2_set = {"benchmark": "set", "agent_num": 1, "phase": 0}
-    f._take(f.hosts["a1"], {hostrun.STATE: (0, host_state({"set/agent-0": {**a1_set, "state": "running"},
+    f._take(f.hosts["a1"], {hostrun.STATE: (0, host_state("running", {"set/agent-0": {**a1_set, "state": "running"},
                                                             "get/agent-0": {**a1_get, "state": "pending"}}))})
-    f._take(f.hosts["a2"], {hostrun.STATE: (0, host_state({"set/agent-1": {**a2_set, "state": "running"}}))})
+    f._take(f.hosts["a2"], {hostrun.STATE: (0, host_state("running", {"set/agent-1": {**a2_set, "state": "running"}}))})
     assert echoed == ["benchmark set ..."]
     done = {"state": "done", "exit_code": 0}
-    f._take(f.hosts["a1"], {hostrun.STATE: (0, host_state({"set/agent-0": {**a1_set, **done},
+    f._take(f.hosts["a1"], {hostrun.STATE: (0, host_state("running", {"set/agent-0": {**a1_set, **done},
                                                             "get/agent-0": {**a1_get, "state": "running"}})),
                             "set/agent-0.json": (0, b'{"ops": 1}'), "get/agent-0.stderr": (0, b"get line\n")})
     assert echoed == ["benchmark set ..."]  # a2's set agent is not recorded yet
@@ -177,7 +181,7 @@ def test_the_view_moves_on_once_every_agent_of_the_phase_before_is_recorded(tmp_
         f._record_lost(f.hosts["a2"])
         f._announce(None)
     else:
-        f._take(f.hosts["a2"], {hostrun.STATE: (0, host_state({"set/agent-1": {**a2_set, **done}})),
+        f._take(f.hosts["a2"], {hostrun.STATE: (0, host_state("running", {"set/agent-1": {**a2_set, **done}})),
                                 "set/agent-1.json": (0, b'{"ops": 1}')})
     assert echoed == ["benchmark set ...", "benchmark get ..."]
     text = shown.getvalue()
