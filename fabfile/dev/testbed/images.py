@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .plan import HOSTNAME_RE, HostPlan
+from .plan import HostPlan, parse_host_values
 from .system import TOOL_ENV, TestbedError
 
 CACHE_ENV = "FLEETBENCH_IMAGE_CACHE"
@@ -91,25 +91,8 @@ class ImageSpec:
 
 def parse_image_overrides(values: Iterable[str] | str) -> dict[str, str]:
     """``["tb3=debian11", "*=minimal", "tb4=/srv/rootfs.tar.gz"]`` -> ``{"tb3": "debian11", ...}``."""
-    if isinstance(values, str):
-        values = [values]
-    out: dict[str, str] = {}
-    for raw in values:
-        value = raw.strip() if isinstance(raw, str) else raw
-        if not isinstance(value, str) or "=" not in value:
-            raise TestbedError(f"bad --image {raw!r}: expected HOST=IMAGE, e.g. tb3=debian11 or '*=minimal'")
-        name, _, image = (s.strip() for s in value.partition("="))
-        if not name:
-            raise TestbedError(f"bad --image {raw!r}: no host name before '='")
-        if not image:
-            raise TestbedError(f"bad --image {raw!r}: no image after '=' (a recipe: {', '.join(RECIPES)};"
-                               " or the path of a root filesystem)")
-        if name != "*" and not HOSTNAME_RE.match(name):
-            raise TestbedError(f"bad --image {raw!r}: {name!r} is not a testbed host name (like tb3) or '*'")
-        if name in out:
-            raise TestbedError(f"--image for {name!r} given twice ({out[name]!r} and {image!r})")
-        out[name] = image
-    return out
+    return parse_host_values(values, "--image", "HOST=IMAGE, e.g. tb3=debian11 or '*=minimal'",
+                             f"no image after '=' (a recipe: {', '.join(RECIPES)}; or the path of a root filesystem)")
 
 
 def image_spec(value: str, who: str) -> ImageSpec:

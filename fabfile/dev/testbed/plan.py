@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .system import TestbedError
@@ -63,6 +63,30 @@ class HostPlan:
 
 _PREFIX_RE = re.compile(r"^[a-z]([a-z0-9]*[a-z])?$")
 HOSTNAME_RE = re.compile(r"^(?P<prefix>[a-z]([a-z0-9]*[a-z])?)(?P<index>[1-9][0-9]*)$")
+
+
+def parse_host_values(values: Iterable[str] | str, what: str, form: str, missing: str) -> dict[str, str]:
+    """``["tb3=X", "*=Y"]`` -> ``{"tb3": "X", "*": "Y"}``, for the per-host options of ``up``
+    (``what``: the option, as its errors name it; ``form``: its HOST=VALUE form with an example;
+    ``missing``: what an empty value lacks). ``*`` stands for every host without its own entry."""
+    if isinstance(values, str):
+        values = [values]
+    out: dict[str, str] = {}
+    for raw in values:
+        value = raw.strip() if isinstance(raw, str) else raw
+        if not isinstance(value, str) or "=" not in value:
+            raise TestbedError(f"bad {what} {raw!r}: expected {form}")
+        name, _, given = (part.strip() for part in value.partition("="))
+        if not name:
+            raise TestbedError(f"bad {what} {raw!r}: no host name before '='")
+        if not given:
+            raise TestbedError(f"bad {what} {raw!r}: {missing}")
+        if name != "*" and not HOSTNAME_RE.match(name):
+            raise TestbedError(f"bad {what} {raw!r}: {name!r} is not a testbed host name (like tb3) or '*'")
+        if name in out:
+            raise TestbedError(f"{what} for {name!r} given twice ({out[name]!r} and {given!r})")
+        out[name] = given
+    return out
 
 
 def validate_prefix(prefix: str) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .layout import Layout
-from .plan import HIDDEN_ON_HOSTS, HOSTNAME_RE, HostPlan
+from .plan import HIDDEN_ON_HOSTS, HostPlan, parse_host_values
 from .system import TOOL_ENV, TestbedError, write_atomic
 
 DEFAULT_PYTHON = "/usr/bin/python3"
@@ -54,27 +54,9 @@ def parse_python_overrides(values: Iterable[str]) -> dict[str, str]:
     ``*`` sets the interpreter of every host without its own entry. Paths are returned as
     given, with ``~`` expanded; whether a host exists and the path runs is checked by ``up``.
     """
-    if isinstance(values, str):
-        values = [values]
-    out: dict[str, str] = {}
-    for raw in values:
-        value = raw.strip() if isinstance(raw, str) else raw
-        if not isinstance(value, str) or "=" not in value:
-            raise TestbedError(f"bad python override {raw!r}: expected HOST=PATH, e.g. tb3=/usr/bin/python3.9")
-        name, _, path = value.partition("=")
-        name, path = name.strip(), path.strip()
-        if not name:
-            raise TestbedError(f"bad python override {raw!r}: no host name before '='")
-        if not path:
-            raise TestbedError(f"bad python override {raw!r}: no interpreter path after '='")
-        if name != "*" and not HOSTNAME_RE.match(name):
-            raise TestbedError(
-                f"bad python override {raw!r}: {name!r} is not a testbed host name (like tb3) or '*'"
-            )
-        if name in out:
-            raise TestbedError(f"python override for {name!r} given twice ({out[name]!r} and {path!r})")
-        out[name] = os.path.expanduser(path)
-    return out
+    given = parse_host_values(values, "python override", "HOST=PATH, e.g. tb3=/usr/bin/python3.9",
+                              "no interpreter path after '='")
+    return {name: os.path.expanduser(path) for name, path in given.items()}
 
 
 def wrapper_text(spec: PythonSpec, run_path: str, lib_path: str | None, mount: str | None = None) -> str:
