@@ -341,4 +341,4 @@ def is_interactive(out: TextIO) -> bool:
 def _ms(us: Any) -> str:
     if not isinstance(us, (int, float)):
         return "-"
-    return f"{us / 1000:.3g} ms" if us < 1_000_000 else f"{us / 1e6:.3g} s"
+    return f"{us / 1000:.3g} ms" if us < 999_500 else f"{us / 1e6:.3g} s"  # not "1e+03 ms"

@@ -6,7 +6,7 @@ import io
 from types import SimpleNamespace
 
 from bench.wire import hist
-from fabfile.runs.live import LiveView, Planned, planned
+from fabfile.runs.live import LiveView, Planned, _ms, planned
 
 T0 = 1_700_000_000
 
@@ -164,3 +164,7 @@ def test_a_window_is_the_exact_merge_not_an_average_of_seconds():
     # 3 slow of 600: the merged p99 is 0.1 ms; the worst second's (3 of 200) is 900 ms
     assert "200 ops/s, p50 0.1 ms, p99 0.1 ms over the last 3 s, worst second p99 900 ms" in line, line
     assert "late" not in line  # closed loop: no late counts, none claimed
+
+
+def test_durations_just_under_a_second_read_as_seconds():
+    assert (_ms(999_400), _ms(999_700), _ms(1_500_000), _ms(None)) == ("999 ms", "1 s", "1.5 s", "-")
