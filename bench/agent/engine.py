@@ -9,7 +9,10 @@ up with redis-benchmark.
 Closed loop: a worker fires again as soon as its batch completes; latency is from send.
 Open loop (``rate``): batches are due every ``pipeline / rate`` seconds whatever happens; a
 due batch goes to a free worker or waits in a backlog, and its latency is measured from when
-it was *due* (coordinated-omission corrected), its service time from when it was sent.
+it was *due* (coordinated-omission corrected), its service time from when it was sent. A batch
+sent late is late for one of two reasons, which the recorder counts apart: it waited in the
+backlog (every worker had a request outstanding: the server was holding them), or a worker was
+free and the loop itself woke late (the agent's CPU or event loop was the limit).
 """
 
 from __future__ import annotations
@@ -52,14 +55,15 @@ class Phase:
 
 
 class Batch:
-    __slots__ = ("worker", "subs", "intended", "sent", "measured", "ok", "failed", "messages")
+    __slots__ = ("worker", "subs", "intended", "sent", "measured", "waited", "ok", "failed", "messages")
 
-    def __init__(self, worker: Worker, intended: float, sent: float, measured: bool) -> None:
+    def __init__(self, worker: Worker, intended: float, sent: float, measured: bool, waited: bool = False) -> None:
         self.worker = worker
         self.subs = 0  # sub-batches still awaiting replies
         self.intended = intended
         self.sent = sent
         self.measured = measured
+        self.waited = waited  # open loop: it fell due with every worker busy and waited in the backlog
         self.ok = 0
         self.failed = 0
         self.messages: list[bytes] | None = None
@@ -336,9 +340,9 @@ class Engine:
         else:
             self._maybe_finish()
 
-    def _fire(self, w: Worker, intended: float, now: float, n: int, measured: bool) -> None:
+    def _fire(self, w: Worker, intended: float, now: float, n: int, measured: bool, waited: bool = False) -> None:
         ops = self.next_ops(n)
-        b = Batch(w, intended, now, measured)
+        b = Batch(w, intended, now, measured, waited)
         self.inflight += 1
         self._send(w, b, ops)
 
@@ -445,18 +449,18 @@ class Engine:
                 self.first_error = b.messages[0].decode("utf-8", "replace")
         rec = self.rec
         if b.measured and rec is not None:
-            rec.record(now, b.intended, b.sent, b.ok, b.failed, b.messages)
+            rec.record(now, b.intended, b.sent, b.ok, b.failed, b.messages, b.waited)
         if self.issuing:
             if self.phase.rate is None:
                 self._fire_closed(b.worker)
             elif self.backlog:
                 due, n, measured = self.backlog.popleft()
-                self._fire(b.worker, due, now, n, measured)
+                self._fire(b.worker, due, now, n, measured, waited=True)
             else:
                 self.free.append(b.worker)
         elif self.backlog:
             due, n, measured = self.backlog.popleft()
-            self._fire(b.worker, due, now, n, measured)
+            self._fire(b.worker, due, now, n, measured, waited=True)
         else:
             self.free.append(b.worker)
         if self.inflight == 0 and not self.issuing and not self.backlog:

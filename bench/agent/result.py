@@ -43,6 +43,8 @@ def build(job: AgentJob, rec: Recorder, *, fatal: str | None = None, interrupted
     }
     if job.rate is not None:
         out["late_ops"] = rec.late_ops
+        out["late_busy_ops"] = rec.late_busy_ops
+        out["late_loop_ops"] = rec.late_loop_ops
     if fatal is not None:
         out["fatal"] = fatal
     if interrupted:

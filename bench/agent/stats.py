@@ -55,6 +55,11 @@ class Recorder:
         self.ops = 0
         self.errors = 0
         self.late_ops = 0
+        # Why the late ones were late: they fell due while every connection had a request
+        # outstanding and waited for one (the server held them all), or a connection was free and
+        # the event loop itself woke or sent late (the agent's CPU or loop was the limit).
+        self.late_busy_ops = 0
+        self.late_loop_ops = 0
         self.error_samples: list[str] = []
         self.latency = hist.recorder()  # from intended start (closed loop: from send)
         self.service = hist.recorder() if open_loop else None  # from actual send
@@ -66,6 +71,7 @@ class Recorder:
         self._svc: dict[int, int] = {}
         self._sec_ops = 0
         self._sec_errors = 0
+        self._sec_late = 0
 
     def begin(self, perf_now: float, epoch_now: float) -> None:
         self.start = perf_now
@@ -76,7 +82,9 @@ class Recorder:
         self.began = True
 
     def record(self, done: float, intended: float, sent: float, ok: int, failed: int,
-               messages: list[bytes] | None) -> None:
+               messages: list[bytes] | None, waited: bool = False) -> None:
+        """A batch of ``ok`` + ``failed`` ops that completed at ``done``; ``waited``: it fell due
+        while every connection was busy and waited for one to free up (open loop)."""
         sec = math.floor(done + self._to_epoch)
         if sec > self._sec:
             self._roll(sec)
@@ -93,6 +101,11 @@ class Recorder:
                 svc[us] = svc.get(us, 0) + ok
         if self.open_loop and sent - intended > LATE_S:
             self.late_ops += ok + failed
+            self._sec_late += ok + failed
+            if waited:
+                self.late_busy_ops += ok + failed
+            else:
+                self.late_loop_ops += ok + failed
         if failed:
             self.errors += failed
             self._sec_errors += failed
@@ -118,6 +131,8 @@ class Recorder:
         p50, p99 = percentiles(self._lat, self._sec_ops, [50.0, 99.0])
         point: TimeseriesPoint = {"t": self._sec - self._first_sec, "at": self._sec, "ops": self._sec_ops,
                                   "errors": self._sec_errors, "p50": p50, "p99": p99}
+        if self.open_loop:
+            point["late"] = self._sec_late
         if self._lat:
             second = hist.recorder()
             second.record_counts(self._lat, hist.HIGHEST)  # values clamped into the histogram's range
@@ -127,10 +142,14 @@ class Recorder:
             self.service.record_counts(self._svc, hist.HIGHEST)
         self._close(point)
         for empty in range(self._sec + 1, new_sec):
-            self._close({"t": empty - self._first_sec, "at": empty, "ops": 0, "errors": 0, "p50": 0, "p99": 0})
+            gap: TimeseriesPoint = {"t": empty - self._first_sec, "at": empty, "ops": 0, "errors": 0, "p50": 0,
+                                    "p99": 0}
+            if self.open_loop:
+                gap["late"] = 0
+            self._close(gap)
         self._sec = new_sec
         self._lat, self._svc = {}, {}
-        self._sec_ops = self._sec_errors = 0
+        self._sec_ops = self._sec_errors = self._sec_late = 0
 
     def finish(self) -> None:
         """Close the last second; call once, after the last ``record``."""

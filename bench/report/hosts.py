@@ -237,8 +237,8 @@ def warnings(run: Mapping[str, Any]) -> list[str]:
     """Where the load generator may have been the bottleneck, one line each.
 
     * an agent host whose cpu averaged above AGENT_CPU_LIMIT_PCT during a benchmark;
-    * an open-loop benchmark with more than LATE_FRACTION of its ops sent late (the agents
-      could not keep the rate: the corrected latency includes that wait).
+    * an open-loop benchmark with more than LATE_FRACTION of its ops sent late (the corrected
+      latency includes that wait), saying which side was the limit (:func:`late_cause`).
     """
     lines: list[str] = []
     hosts = run.get("hosts") or {}
@@ -254,6 +254,20 @@ def warnings(run: Mapping[str, Any]) -> list[str]:
                                  f"(max {cpu['max']:.0f}%): the load generator may be the bottleneck")
             late, ops = int(part.get("late_ops") or 0), int(part.get("ops") or 0) + int(part.get("errors") or 0)
             if late and ops and late / ops > LATE_FRACTION:
-                lines.append(f"{label}: {late:,} of {ops:,} ops ({100 * late / ops:.1f}%) were sent late: the "
-                             "agents could not keep the rate (latency counts the wait; service time does not)")
+                lines.append(f"{label}: {late:,} of {ops:,} ops ({100 * late / ops:.1f}%) were sent late: "
+                             f"{late_cause(part)} (latency counts the wait; service time does not)")
     return lines
+
+
+def late_cause(entry: Mapping[str, Any]) -> str:
+    """Which side kept an open-loop benchmark's ops from going out on time, from the agents' own
+    split of its late ops (``late_busy_ops``: no connection free; ``late_loop_ops``: one was)."""
+    busy, loop = entry.get("late_busy_ops"), entry.get("late_loop_ops")
+    if not isinstance(busy, int) or not isinstance(loop, int) or busy + loop == 0:
+        return ("the agents could not keep the rate, or the server held every connection "
+                "(these agents do not say which)")
+    if busy >= loop:
+        return (f"every connection was busy waiting on the server ({busy:,} waited for one): the server was "
+                "the limit, not the agents; more connections would measure its queue")
+    return (f"the agents' CPU or event loop was the limit ({loop:,} were due while a connection was free "
+            "and went out late): the load generator could not keep the rate")

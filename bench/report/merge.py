@@ -27,7 +27,8 @@ Format history (``schema_version`` of run.json):
   roles, facts and metrics summaries per host, and each host's ``addresses``: ``ssh`` where the
   controller reached it, ``private`` where the other hosts did, ``learned_from``) and each
   entry's ``started_at`` / ``finished_at`` (epoch seconds of its measured phase, from the
-  agents' own clocks). ``deployment.addresses`` holds the same per host.
+  agents' own clocks). ``deployment.addresses`` holds the same per host. Each entry's
+  ``late_busy_ops`` and ``late_loop_ops`` (``late_ops`` by cause), when its agents report them.
 
 :func:`load_run` upgrades older versions step by step (``_UPGRADES``) and refuses newer ones.
 """
@@ -56,6 +57,8 @@ REPEAT_MARK = "#"
 STATUSES = ("ok", "partial", "failed")
 MAX_ERROR_SAMPLES = 10
 RUN_KEYS = ("run_id", "name", "started_at", "finished_at", "spawn", "deployment")
+# late_ops split by cause (bench.wire.result): waited for a busy connection, or the agent's loop was late
+LATE_CAUSES = ("late_busy_ops", "late_loop_ops")
 _LABEL = re.compile(r"(?P<name>.+)" + re.escape(REPEAT_MARK) + r"(?P<k>[1-9][0-9]*)\Z")
 
 
@@ -104,6 +107,8 @@ def merge_benchmark(
     The entry::
 
         {"name", "workload", "agents", "agents_ok", "ops", "errors", "late_ops",
+         "late_busy_ops", "late_loop_ops",   # late_ops by cause; only when every open-loop
+                               # agent says it (bench.wire.result)
          "seconds",            # the longest agent's elapsed_s
          "ops_per_s",          # ops / seconds
          "started_at", "finished_at",   # epoch seconds: first agent start, last agent end
@@ -140,6 +145,8 @@ def merge_benchmark(
     samples: list[str] = []
     partial: list[Failure] = []
     ops = errors = late_ops = 0
+    late_causes = {key: 0 for key in LATE_CAUSES}
+    causes_known = any("late_ops" in r for r in results)
     seconds = 0.0
     for result in results:
         who = _who(name, result)
@@ -154,6 +161,10 @@ def merge_benchmark(
         ops += r_ops
         errors += r_errors
         late_ops += _count(result, "late_ops", who, default=0)
+        for key in LATE_CAUSES:  # an agent from before the split: the cause is not known
+            if "late_ops" in result and key not in result:
+                causes_known = False
+            late_causes[key] += _count(result, key, who, default=0)
         seconds = max(seconds, elapsed)
         status = _agent_status(result)
         rows.append(_agent_row(result, own, r_ops, r_errors, elapsed, status))
@@ -173,6 +184,7 @@ def merge_benchmark(
         "ops": ops,
         "errors": errors,
         "late_ops": late_ops,
+        **(late_causes if causes_known else {}),
         "seconds": seconds,
         "ops_per_s": _rate(ops, seconds),
         **_measured_window(results),
@@ -245,6 +257,8 @@ def merge_repeats(name: str, entries: Sequence[Mapping[str, Any]]) -> dict[str, 
         "ops": ops,
         "errors": total("errors"),
         "late_ops": total("late_ops"),
+        **({key: total(key) for key in LATE_CAUSES} if all(key in e for _, e in numbered for key in LATE_CAUSES)
+           else {}),
         "seconds": seconds,
         "ops_per_s": _rate(ops, seconds),
         "ops_per_s_repeats": {

@@ -44,16 +44,19 @@ class Second:
         self.agents = 0
         self.ops = 0
         self.errors = 0
+        self.late: int | None = None  # ops sent late (open loop); None: no record said
         self.histogram = hist.new()
 
     def add(self, record: Mapping[str, Any], who: str = "a record") -> None:
-        ops, errors = record.get("ops", 0), record.get("errors", 0)
-        for key, value in (("ops", ops), ("errors", errors)):
+        ops, errors, late = record.get("ops", 0), record.get("errors", 0), record.get("late", 0)
+        for key, value in (("ops", ops), ("errors", errors), ("late", late)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise SecondsError(f"{who}: second {self.at}: {key} {value!r} is not a count")
         self.agents += 1
         self.ops += ops
         self.errors += errors
+        if "late" in record:
+            self.late = (self.late or 0) + late
         text = record.get("hist")
         if text is None:
             return
@@ -115,3 +118,40 @@ def merge(name: str, results: Sequence[Mapping[str, Any]],
         point = seconds[at].summary()
         merged.append({"t": round(at - start, 6), **point, "exact": True})
     return merged
+
+
+def window(first: int, last: int, seconds: Mapping[int, Second]) -> dict[str, Any]:
+    """Seconds ``first`` .. ``last`` (inclusive) of one benchmark as one: the exact merge of their
+    histograms (a stall's slow ops count as much as they would in the run's own histogram), and
+    the worst second beside it.
+
+    ``seconds``: merged seconds by ``at``; a second missing from it had no ops. Returns
+    ``first``, ``last``, ``seconds`` (how many), ``ops``, ``ops_per_s`` (over all of them),
+    ``errors``, ``late`` (None when no record said), ``p50`` ``p90`` ``p99`` ``p99.9`` ``max``
+    (microseconds), and ``worst_at`` / ``worst_p99``: the second with the highest p99 (None
+    when no second had ops).
+    """
+    merged = Second(first)
+    count = max(0, last - first + 1)
+    worst_at: int | None = None
+    worst_p99 = 0
+    late: int | None = None
+    for at in range(first, last + 1):
+        second = seconds.get(at)
+        if second is None:
+            continue
+        merged.ops += second.ops
+        merged.errors += second.errors
+        if second.late is not None:
+            late = (late or 0) + second.late
+        if second.histogram.get_total_count():
+            merged.histogram.add(second.histogram)
+            p99 = hist.percentiles(second.histogram, (99.0,))[99.0]
+            if worst_at is None or p99 > worst_p99:
+                worst_at, worst_p99 = at, p99
+    out = merged.summary()
+    del out["at"], out["agents"], out["mean"]
+    out.update({"first": first, "last": last, "seconds": count, "late": late,
+                "ops_per_s": merged.ops / count if count else 0.0,
+                "worst_at": worst_at, "worst_p99": worst_p99 if worst_at is not None else None})
+    return out

@@ -84,7 +84,8 @@ POLL_LOG_BYTES = 4 << 10
 FRAME = b"@@fleetbench "
 MISSING = b"@@fleetbench-missing"
 ALIVE = "_alive"  # a pseudo file in a poll's answer: 1 while the host run's process lives
-_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*\Z")
+# "#": a repetition's label ("fast#2", bench.report.merge.repetition_label) names its directory
+_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+#-]*(/[A-Za-z0-9_][A-Za-z0-9_.+#-]*)*\Z")
 _MAX_HEADER = 4096
 
 

@@ -7,7 +7,9 @@ into one record::
 
 ``at`` is the wall-clock second the record covers (``[at, at + 1)`` on the agent's host clock),
 ``t`` the same second counted from the first one of the agent's measured window, ``hist`` the
-latency histogram of that second's ops (absent when it had none). The same records end up in
+latency histogram of that second's ops (absent when it had none), and in open loop ``late`` the
+number of that second's ops sent late (absent from older agents: not known, rather than 0). The
+same records end up in
 the result's ``timeseries``, so the controller can merge them exactly, per second, across agents.
 
 They leave the agent two ways, so that a controller attached to the agent and one following a

@@ -19,7 +19,12 @@ Format history (``schema`` of a result, ``RESULT_SCHEMA``):
   read): a timeseries point's ``at`` (the host's wall-clock second it covers; ``t`` then counts
   from the agent's first such second) and ``hist`` (that second's encoded histogram, absent for
   a second without ops), the per-second records of ``bench.wire.progress``; with them the merge
-  adds the same second of every agent exactly (``bench.report.seconds``).
+  adds the same second of every agent exactly (``bench.report.seconds``). Later still, in open
+  loop: a point's ``late`` (ops of that second sent late), and the result's ``late_busy_ops``
+  and ``late_loop_ops``, which split ``late_ops`` by cause: busy, the op fell due while every
+  connection had a request outstanding and waited for one (the server was the limit); loop, a
+  connection was free and the agent's event loop woke late (its CPU or loop was the limit).
+  Readers treat a result without them as "cause not known".
 
 A failure record (no version: it never leaves the controller's run store) is agent_num, host,
 error and stderr_tail; the merge adds ``partial`` for an agent whose result has fatal or
@@ -52,6 +57,7 @@ class _PointRequired(TypedDict):
 class TimeseriesPoint(_PointRequired, total=False):
     at: int  # the wall-clock second it covers, [at, at + 1) epoch seconds on the agent's host
     hist: str  # that second's encoded histogram (absent when it had no ops)
+    late: int  # open loop: ops of that second sent late (absent from older agents)
 
 
 class _ResultRequired(TypedDict):
@@ -77,6 +83,8 @@ class _ResultRequired(TypedDict):
 
 class AgentResult(_ResultRequired, total=False):
     late_ops: int  # open loop only
+    late_busy_ops: int  # open loop: of late_ops, those that waited because every connection was busy
+    late_loop_ops: int  # open loop: of late_ops, those late although a connection was free
     fatal: str  # why the agent stopped early; what it measured is still here
     interrupted: bool  # stopped by a signal
 

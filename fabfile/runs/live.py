@@ -10,13 +10,17 @@ as the follower of a run on the hosts does (fabfile.stages.follow, from each age
 as its host writes it). Agents are named ``(benchmark, agent_num)``.
 
 Per benchmark it shows: how far it is (measured seconds of its duration, or ops done of its
-total), agents running/done/failed, the ops/s of the last complete second, that second's p50 and
-p99 over all agents (the exact merge of their histograms, bench.report.seconds), and errors. A
-second is complete once every agent still running has reported it (an agent more than
-LAG_S behind the newest second is not waited for).
+total), agents running/done/failed, and the figures of every complete second since the line
+before (a window of about LOG_EVERY_S): ops/s over them, p50 and p99 of the exact merge of their
+histograms over all agents (bench.report.seconds.window), errors, late ops (open loop), and the
+worst second's p99 beside them. A window, not one second: a server that stalls for 1 s in every
+5 s shows in the window's p99 and its worst second, where a single second picked every 10 s
+would miss it. A second is complete once every agent still running has reported it (an agent
+more than LAG_S behind the newest second is not waited for).
 
-On a terminal the view is redrawn in place every second (rich's Live); in a log (no TTY, or
-CI) it prints one line per benchmark every LOG_EVERY_S and a last one when the phase ends.
+On a terminal the view is redrawn in place every second (rich's Live), with the last complete
+second's figures beside the last window's (a window closes every LOG_EVERY_S); in a log (no
+TTY, or CI) it prints one line per benchmark every LOG_EVERY_S and a last one when the phase ends.
 An agent's own log lines are printed only with ``verbose``, or, when that agent fails, its
 last lines with the error.
 """
@@ -37,14 +41,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from bench.report.seconds import Second, SecondsError, aligned
+from bench.report.seconds import Second, SecondsError, aligned, window
 from fabfile.terminal import printable
 
 LOG_EVERY_S = 10.0
 REDRAW_S = 1.0
 LAG_S = 2  # seconds an agent may trail the newest second before the view stops waiting for it
 TAIL_LINES = 20  # an agent's last log lines kept, to show when it fails
-KEEP_SECONDS = 8  # merged seconds kept per benchmark (older ones have been shown)
+KEEP_SECONDS = 8  # merged seconds kept per benchmark once a window has shown them
 
 Agent = tuple[str, int]  # (benchmark, agent_num)
 
@@ -88,6 +92,8 @@ class _Bench:
     ops: int = 0
     errors: int = 0
     shown: dict[str, Any] | None = None  # the last complete second's summary
+    window: dict[str, Any] | None = None  # the last window shown (bench.report.seconds.window)
+    logged_to: int | None = None  # the last second a window has shown
 
 
 class LiveView:
@@ -179,13 +185,16 @@ class LiveView:
             self._print("\n".join(lines))
 
     def tick(self) -> None:
-        """Redraw (terminal), or print the log lines when LOG_EVERY_S has passed."""
+        """Redraw (terminal), and when LOG_EVERY_S has passed close a window (printing the log
+        lines when not on a terminal)."""
         now = self.clock()
+        if now - self._last_log >= self.log_every_s:
+            self._last_log = now
+            text = self._close_windows()
+            if self._live is None:
+                self._print(text)
         if self._live is not None:
             self._live.update(self._table(), refresh=True)
-        elif now - self._last_log >= self.log_every_s:
-            self._last_log = now
-            self._print("\n".join(self.lines()))
 
     def end_phase(self) -> None:
         with self._lock:
@@ -197,32 +206,54 @@ class LiveView:
         if self._ticker is not None:
             self._ticker.join(timeout=5)
             self._ticker = None
+        text = self._close_windows()
         if self._live is not None:
             self._live.update(self._table(), refresh=True)
             self._live.stop()
             self._live = None
         else:
-            self._print("\n".join(self.lines()))
+            self._print(text)
 
     # -- what it shows ------------------------------------------------------------------------
 
     def lines(self) -> list[str]:
-        """One line per benchmark: the log form of the view."""
+        """One line per benchmark: the log form of the view, over the seconds since the last line
+        (as the next line would show them, without closing that window)."""
         with self._lock:
-            return [f"[live] {b.plan.name}: {self._progress(b)}; agents {self._counts(b)}; {self._figures(b)}"
-                    for b in self._benches.values()]
+            return [self._line(b, self._pending(b)) for b in self._benches.values()]
+
+    def _close_windows(self) -> str:
+        """The log lines, each benchmark's window then closed: the next starts after it."""
+        with self._lock:
+            for b in self._benches.values():
+                w = self._pending(b)
+                if w is not b.window and w is not None:
+                    b.window, b.logged_to = w, w["last"]
+            return "\n".join(self._line(b, b.window) for b in self._benches.values())
+
+    def _line(self, b: _Bench, w: Mapping[str, Any] | None) -> str:
+        return f"[live] {b.plan.name}: {self._progress(b)}; agents {self._counts(b)}; {self._figures(b, w)}"
+
+    def _pending(self, b: _Bench) -> dict[str, Any] | None:
+        """The complete seconds since the last window, merged; the last window if none is new."""
+        first = b.first_at if b.logged_to is None else b.logged_to + 1
+        if b.shown is None or first is None or b.shown["at"] < first:
+            return b.window
+        return window(first, b.shown["at"], b.seconds)
 
     def _table(self) -> Table:
         table = Table(title=f"fleetbench live, {self.clock() - self._started:.0f} s", title_justify="left")
-        for column in ("benchmark", "progress", "agents run/done/failed", "ops/s", "p50", "p99", "errors"):
+        # the last second, then the last window's p99 and its worst second's (as in the log lines)
+        for column in ("benchmark", "progress", "agents run/done/failed", "ops/s", "p50", "p99",
+                       f"p99 / worst s, last {self.log_every_s:g} s", "errors"):
             table.add_column(column, justify="left" if column in ("benchmark", "progress") else "right")
         with self._lock:
             for b in self._benches.values():
-                s = b.shown or {}
+                s, w = b.shown or {}, b.window
                 running, done, failed = self._count_states(b)
                 table.add_row(b.plan.name, self._progress(b), f"{running}/{done}/{failed}",
-                              f"{s['ops']:,}" if s else "-", _ms(s.get("p50")) if s else "-",
-                              _ms(s.get("p99")) if s else "-", f"{b.errors:,}")
+                              f"{s['ops']:,}" if s else "-", _ms(s.get("p50")), _ms(s.get("p99")),
+                              f"{_ms(w['p99'])} / {_ms(w['worst_p99'])}" if w else "-", f"{b.errors:,}")
         return table
 
     def _progress(self, b: _Bench) -> str:
@@ -249,12 +280,13 @@ class LiveView:
         running, done, failed = self._count_states(b)
         return f"{running} running, {done} done, {failed} failed"
 
-    def _figures(self, b: _Bench) -> str:
-        s = b.shown
-        if s is None:
+    def _figures(self, b: _Bench, w: Mapping[str, Any] | None) -> str:
+        if w is None:
             return f"no complete second yet, {b.errors:,} errors"
-        return (f"{s['ops']:,} ops/s, p50 {_ms(s['p50'])}, p99 {_ms(s['p99'])}, "
-                f"{s['errors']:,} errors in that second ({b.errors:,} in all)")
+        late = f", {w['late']:,} late" if w["late"] is not None else ""
+        return (f"{w['ops_per_s']:,.0f} ops/s, p50 {_ms(w['p50'])}, p99 {_ms(w['p99'])} over the last "
+                f"{w['seconds']} s, worst second p99 {_ms(w['worst_p99'])}; {w['errors']:,} errors{late} "
+                f"in them ({b.errors:,} errors in all)")
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -271,7 +303,9 @@ class LiveView:
         complete = min(waiting) if waiting else b.newest_at
         if complete in b.seconds and (b.shown is None or complete >= b.shown["at"]):
             b.shown = b.seconds[complete].summary()
-        for old in [at for at in b.seconds if at < complete - KEEP_SECONDS]:
+        if b.logged_to is None:
+            return  # no window has shown any second yet: keep them all for the first
+        for old in [at for at in b.seconds if at < complete - KEEP_SECONDS and at <= b.logged_to]:
             del b.seconds[old]
 
     def _run_ticker(self, every_s: float) -> None:
@@ -307,4 +341,4 @@ def is_interactive(out: TextIO) -> bool:
 def _ms(us: Any) -> str:
     if not isinstance(us, (int, float)):
         return "-"
-    return f"{us / 1000:.3g} ms" if us < 1_000_000 else f"{us / 1e6:.3g} s"
+    return f"{us / 1000:.3g} ms" if us < 999_500 else f"{us / 1e6:.3g} s"  # not "1e+03 ms"

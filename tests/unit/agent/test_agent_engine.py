@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import pytest
 
@@ -32,6 +33,7 @@ class FakeNode:
         self.migrating: dict[int, Address] = {}  # slot -> target, keys absent here get ASK
         self.importing: set[int] = set()
         self.silent = False  # swallow everything (a stalled server)
+        self.delay_s = 0.0  # hold every reply this long (a slow server)
 
     def execute(self, cmd: list[bytes], asking: bool) -> bytes:
         verb = cmd[0].upper()
@@ -76,6 +78,9 @@ class FakeTransport:
             replies.append(self.node.execute(cmd, asking))
             asking = cmd[0].upper() == b"ASKING"
         out = b"".join(replies)
+        if self.node.delay_s:
+            self.loop.call_later(self.node.delay_s, self._deliver, out)
+            return
         while out:  # deliver in random-sized chunks, as TCP may
             cut = self.rng.randint(1, max(1, len(out)))
             self.loop.call_soon(self._deliver, out[:cut])
@@ -220,6 +225,28 @@ def test_open_loop_follows_the_schedule(fake):
     assert rec.ops == 500  # 125 batches of 4 due in [0, 0.25)
     assert hist.decode(rec.histograms()["service_us"]).get_total_count() == 500
     assert 0.24 < rec.elapsed() < 0.3
+
+
+def test_late_ops_that_waited_for_a_busy_connection_blame_the_server(fake):
+    node, router = single(fake)
+    node.delay_s = 0.03  # each reply 30 ms: 2 connections serve ~67 batches/s of the 500 due
+    rec = Recorder(open_loop=True)
+    run(router, Phase(set_ops(), 1, duration_s=0.2, rate=500.0, recorder=rec), connections=2)
+    assert rec.late_ops > 20 and rec.late_busy_ops + rec.late_loop_ops == rec.late_ops
+    assert rec.late_busy_ops > 0.9 * rec.late_ops  # nearly all waited for a connection
+
+
+def test_late_ops_due_while_a_connection_was_free_blame_the_agents_loop(fake):
+    _, router = single(fake)
+    rec = Recorder(open_loop=True)
+
+    def block_the_loop(eng: Engine) -> None:  # the agent's CPU busy elsewhere for 100 ms
+        eng.loop.call_later(0.05, time.sleep, 0.1)
+
+    run(router, Phase(set_ops(), 1, duration_s=0.3, rate=1000.0, recorder=rec), connections=300,
+        during=block_the_loop)
+    assert rec.late_loop_ops >= 50  # ~100 fell due during the block, with connections to spare
+    assert rec.late_busy_ops == 0 and rec.late_ops == rec.late_loop_ops
 
 
 def test_open_loop_iterations(fake):

@@ -82,3 +82,24 @@ def test_seconds_are_wall_clock_seconds_each_with_its_own_histogram():
     assert [h.get_total_count() for h in per_second] == [3, 2, 1]
     assert abs(per_second[0].get_max_value() - 10_000) <= 10 and abs(per_second[1].get_max_value() - 20_000) <= 20
     assert hist.decode(rec.histograms()["latency_us"]).get_total_count() == 6 == rec.ops
+
+
+def test_late_ops_are_split_by_cause_and_counted_per_second():
+    rec = Recorder(open_loop=True)
+    rec.begin(0.0, 1_700_000_000.0)
+    rec.record(0.010, 0.0, 0.005, ok=2, failed=0, messages=None, waited=True)  # waited for a connection
+    rec.record(0.020, 0.012, 0.018, ok=1, failed=1, messages=[b"ERR"])  # a connection was free; sent late
+    rec.record(0.030, 0.025, 0.0252, ok=3, failed=0, messages=None, waited=True)  # waited, but on time
+    rec.record(1.5, 1.0, 1.4, ok=4, failed=0, messages=None, waited=True)  # the next second
+    rec.finish()
+    assert (rec.late_ops, rec.late_busy_ops, rec.late_loop_ops) == (8, 6, 2)
+    assert [(p["at"] - 1_700_000_000, p["late"]) for p in rec.series] == [(0, 4), (1, 4)]
+
+
+def test_closed_loop_seconds_say_nothing_of_late_ops():
+    rec = Recorder(open_loop=False)
+    rec.begin(0.0, 0.0)
+    rec.record(0.5, 0.0, 0.0, ok=1, failed=0, messages=None)
+    rec.record(2.5, 2.0, 2.0, ok=1, failed=0, messages=None)  # second 1 is empty
+    rec.finish()
+    assert all("late" not in p for p in rec.series) and len(rec.series) == 3

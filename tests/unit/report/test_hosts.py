@@ -130,6 +130,27 @@ def test_late_ops_in_an_open_loop_run_are_a_warning_beyond_one_percent():
     assert hosts.warnings(run_with_agent_cpu(idle=50.0, late_ops=0, service=[50] * 50)) == []
     (line,) = hosts.warnings(run_with_agent_cpu(idle=50.0, late_ops=5, service=[50] * 50))
     assert line.startswith("set: 5 of 50 ops (10.0%) were sent late")
+    assert "(these agents do not say which)" in line  # agents from before the split by cause
+
+
+def _late_run(busy: int, loop: int) -> dict:
+    run = run_with_agent_cpu(idle=50.0, late_ops=busy + loop, service=[50] * 50)
+    run["benchmarks"][0].update(late_busy_ops=busy, late_loop_ops=loop)
+    return run
+
+
+def test_late_ops_that_waited_for_a_connection_blame_the_server_not_the_agents():
+    (line,) = hosts.warnings(_late_run(busy=9, loop=1))
+    assert line == ("set: 10 of 50 ops (20.0%) were sent late: every connection was busy waiting on the server "
+                    "(9 waited for one): the server was the limit, not the agents; more connections would "
+                    "measure its queue (latency counts the wait; service time does not)")
+
+
+def test_late_ops_due_while_a_connection_was_free_blame_the_agents():
+    (line,) = hosts.warnings(_late_run(busy=1, loop=9))
+    assert line == ("set: 10 of 50 ops (20.0%) were sent late: the agents' CPU or event loop was the limit "
+                    "(9 were due while a connection was free and went out late): the load generator could not "
+                    "keep the rate (latency counts the wait; service time does not)")
 
 
 # ----- tables -----

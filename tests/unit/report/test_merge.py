@@ -374,3 +374,25 @@ def test_load_run_upgrades_step_by_step(monkeypatch: pytest.MonkeyPatch) -> None
     })
     upgraded = result.load_run({"schema_version": 1, "benchmarks": []})
     assert upgraded == {"schema_version": 3, "benchmarks": [], "added_in_2": True, "added_in_3": True}
+
+
+def test_late_ops_by_cause_are_summed_when_every_agent_says_them() -> None:
+    told = [agent_result("set", n, 2, [100] * 10, late_ops=5, late_busy_ops=4, late_loop_ops=1) for n in (0, 1)]
+    entry = result.merge_benchmark("set", told, [])
+    assert (entry["late_ops"], entry["late_busy_ops"], entry["late_loop_ops"]) == (10, 8, 2)
+    older = [told[0], agent_result("set", 1, 2, [100] * 10, late_ops=5)]  # an agent from before the split
+    entry = result.merge_benchmark("set", older, [])
+    assert entry["late_ops"] == 10 and "late_busy_ops" not in entry and "late_loop_ops" not in entry
+    closed = result.merge_benchmark("set", [agent_result("set", 0, 1, [100])], [])
+    assert "late_busy_ops" not in closed  # closed loop: nothing is ever late
+    with pytest.raises(ResultError, match="late_busy_ops -1 is not a count"):
+        result.merge_benchmark("set", [agent_result("set", 0, 1, [1], late_ops=0, late_busy_ops=-1,
+                                                    late_loop_ops=0)], [])
+
+
+def test_repetitions_fold_late_ops_by_cause() -> None:
+    entries = [result.merge_benchmark(f"set#{k}", [agent_result(f"set#{k}", 0, 1, [100] * 10, late_ops=3,
+                                                                late_busy_ops=k, late_loop_ops=3 - k)], [])
+               for k in (1, 2)]
+    folded = result.merge_repeats("set", entries)
+    assert (folded["late_ops"], folded["late_busy_ops"], folded["late_loop_ops"]) == (6, 3, 3)

@@ -89,3 +89,47 @@ def _second(t: int, values: list[int]) -> dict:
     for v in values:
         h.record_value(v)
     return {"t": t, "at": int(EPOCH) + t, "ops": len(values), "errors": 0, "hist": hist.encode(h)}
+
+
+def _merged_second(at: int, values: list[int], late: int | None = None, errors: int = 0) -> seconds.Second:
+    h = hist.new()
+    for v in values:
+        h.record_value(v)
+    out = seconds.Second(at)
+    record = {"ops": len(values), "errors": errors, "hist": hist.encode(h)}
+    if late is not None:
+        record["late"] = late
+    out.add(record)
+    return out
+
+
+def test_a_window_merges_its_seconds_exactly_and_names_the_worst():
+    rng = random.Random(7)
+    per_second = {at: [int(rng.lognormvariate(7, 1)) + 1 for _ in range(rng.randint(50, 400))] for at in range(10)}
+    per_second[6] = []  # a stall: nothing completed in it
+    per_second[7] += [900_000] * 30  # ... the next second completes what it held
+    merged = {at: _merged_second(at, values, late=at) for at, values in per_second.items() if values}
+    w = seconds.window(0, 9, merged)
+    every = hist.new()
+    for values in per_second.values():
+        for v in values:
+            every.record_value(v)
+    assert {k: w[k] for k in ("p50", "p90", "p99", "p99.9", "max")} == {
+        "p50": every.get_value_at_percentile(50), "p90": every.get_value_at_percentile(90),
+        "p99": every.get_value_at_percentile(99), "p99.9": every.get_value_at_percentile(99.9),
+        "max": every.get_max_value()}
+    assert w["ops"] == sum(len(v) for v in per_second.values()) and w["ops_per_s"] == w["ops"] / 10
+    assert (w["first"], w["last"], w["seconds"], w["late"]) == (0, 9, 10, sum(range(10)) - 6)
+    assert w["worst_at"] == 7 and w["worst_p99"] >= 800_000  # the stall shows, a second after it
+
+
+def test_a_window_without_late_counts_or_ops_says_so():
+    w = seconds.window(3, 4, {3: _merged_second(3, [100] * 10)})  # closed loop: no "late" in its records
+    assert (w["late"], w["ops"], w["ops_per_s"], w["worst_at"]) == (None, 10, 5.0, 3)
+    empty = seconds.window(5, 6, {})
+    assert (empty["ops"], empty["worst_at"], empty["worst_p99"], empty["p99"]) == (0, None, None, 0)
+
+
+def test_a_torn_late_count_is_refused():
+    with pytest.raises(seconds.SecondsError, match="late -1 is not a count"):
+        seconds.Second(5).add({"ops": 1, "errors": 0, "late": -1}, "agent 0")

@@ -6,7 +6,7 @@ import io
 from types import SimpleNamespace
 
 from bench.wire import hist
-from fabfile.runs.live import LiveView, Planned, planned
+from fabfile.runs.live import LiveView, Planned, _ms, planned
 
 T0 = 1_700_000_000
 
@@ -19,11 +19,14 @@ class Clock:
         return self.now
 
 
-def _record(at: int, values: list[int], errors: int = 0) -> dict:
+def _record(at: int, values: list[int], errors: int = 0, late: int | None = None) -> dict:
     h = hist.new()
     for v in values:
         h.record_value(v)
-    return {"at": at, "t": at - T0, "ops": len(values), "errors": errors, "hist": hist.encode(h)}
+    record = {"at": at, "t": at - T0, "ops": len(values), "errors": errors, "hist": hist.encode(h)}
+    if late is not None:
+        record["late"] = late
+    return record
 
 
 def _view(**kw) -> tuple[LiveView, io.StringIO, Clock]:
@@ -55,14 +58,17 @@ def test_log_lines_every_10_s_show_the_last_second_every_agent_completed_merged_
     lines = out.getvalue().splitlines()
     assert lines == [
         "[live] set: 1 s of 30 s, 29 s left; agents 2 running, 0 done, 0 failed; "
-        "100 ops/s, p50 0.1 ms, p99 0.1 ms, 0 errors in that second (0 in all)",
+        "100 ops/s, p50 0.1 ms, p99 0.1 ms over the last 1 s, worst second p99 0.1 ms; "
+        "0 errors in them (0 errors in all)",
         "[live] get: 402 of 1,000 ops (10 s); agents 1 running, 0 done, 0 failed; "
-        "400 ops/s, p50 0.3 ms, p99 0.3 ms, 2 errors in that second (2 in all)"]
+        "400 ops/s, p50 0.3 ms, p99 0.3 ms over the last 1 s, worst second p99 0.3 ms; "
+        "2 errors in them (2 errors in all)"]
     view.feed(("set", 1), "h5", _record(T0 + 1, [7000] * 90))  # now T0+1 is complete: 100 ops
     clock.now += 10.0
     view.tick()
     set_line = out.getvalue().splitlines()[2]
-    assert "2 s of 30 s, 28 s left" in set_line and "100 ops/s, p50 7 ms, p99 7 ms" in set_line
+    assert "2 s of 30 s, 28 s left" in set_line  # the next line covers the seconds after the last one's
+    assert "100 ops/s, p50 7 ms, p99 7 ms over the last 1 s" in set_line
     assert "measuring 30 s" not in out.getvalue()  # per-agent lines only with --verbose
 
 
@@ -112,3 +118,53 @@ def test_clock_offsets_put_hosts_seconds_together():
     view.feed(("set", 0), "h4", _record(T0, [100]))
     view.feed(("set", 1), "h5", _record(T0 + 1, [100] * 3))  # h5's clock runs 1 s ahead: the same second
     assert "4 ops/s" in view.lines()[0]
+
+
+def test_a_line_merges_every_second_since_the_last_one_so_a_stall_shows():
+    """A server that stalls for 1 s in every 5 s at 200 ops/s (field notes, "Latency truth"): the
+    second after each stall completes the stalled ops, 0 to 1 s late. One second picked every
+    10 s misses it; the merge of all ten seconds (and its worst second) does not."""
+    view, out, clock = _view()
+    view.start_phase([Planned("set", 2, duration_s=30.0)])
+    for at in range(T0, T0 + 11):  # T0+10 is not complete: agent 1 has not sent it
+        stalled = (at - T0) % 5 == 1
+        for agent in (0, 1):  # the stall's second: nothing completes; the next one completes it all
+            quick = [] if stalled else [2000] * 80
+            slow = [i * 50_000 for i in range(1, 21)] if (at - T0) % 5 == 2 else []  # 50 ms .. 1 s
+            if at < T0 + 10 or agent == 0:
+                view.feed(("set", agent), f"h{4 + agent}", _record(at, quick + slow, late=len(slow)))
+    clock.now += 10.0
+    view.tick()
+    (line,) = out.getvalue().splitlines()
+    # 10 seconds: 2 stalled (no ops), 8 with 160 quick ones, 2 of which also complete 40 slow ones:
+    # 1,360 ops, the 1,347th (p99) is the 67th of the 80 slow; the worst second's is its 38th of 40
+    assert ("136 ops/s, p50 2 ms, p99 850 ms over the last 10 s, "
+            "worst second p99 950 ms; 0 errors, 80 late in them") in line, line
+    # the last second alone says nothing is wrong
+    assert view._benches["set"].shown["p99"] == 2000
+
+    for agent in (0, 1):  # the next window starts after the last: T0+10 (agent 1) and T0+11
+        if agent == 1:
+            view.feed(("set", 1), "h5", _record(T0 + 10, [2000] * 80, late=0))
+        view.feed(("set", agent), f"h{4 + agent}", _record(T0 + 11, [3000] * 100, late=0))
+    clock.now += 10.0
+    view.tick()
+    second = out.getvalue().splitlines()[1]
+    assert "180 ops/s, p50 3 ms, p99 3 ms over the last 2 s, worst second p99 3 ms; 0 errors, 0 late" in second
+
+
+def test_a_window_is_the_exact_merge_not_an_average_of_seconds():
+    view, out, clock = _view()
+    view.feed(("set", 0), "h4", _record(T0, [100] * 97 + [900_000] * 3))
+    view.feed(("set", 1), "h5", _record(T0, [100] * 100))
+    for at in (T0 + 1, T0 + 2):
+        view.feed(("set", 0), "h4", _record(at, [100] * 100))
+        view.feed(("set", 1), "h5", _record(at, [100] * 100))
+    line = view.lines()[0]
+    # 3 slow of 600: the merged p99 is 0.1 ms; the worst second's (3 of 200) is 900 ms
+    assert "200 ops/s, p50 0.1 ms, p99 0.1 ms over the last 3 s, worst second p99 900 ms" in line, line
+    assert "late" not in line  # closed loop: no late counts, none claimed
+
+
+def test_durations_just_under_a_second_read_as_seconds():
+    assert (_ms(999_400), _ms(999_700), _ms(1_500_000), _ms(None)) == ("999 ms", "1 s", "1.5 s", "-")

@@ -90,6 +90,14 @@ def good_state(**extra) -> dict:
                                                    "state": "running"}}, **extra}
 
 
+def test_a_repetitions_agents_are_taken():  # their directory is the label: "fast#2"
+    state = good_state(agents={"fast#2/agent-1": {"benchmark": "fast#2", "agent_num": 1, "phase": 1,
+                                                  "state": "running"}})
+    assert wire.check_state(json.dumps(state).encode(), "h1").status == "running"
+    data = frame("fast#2/agent-1.stderr", 0, b"x") + frame(wire.ALIVE, 0, b"1")
+    assert wire.parse_poll(data) == {"fast#2/agent-1.stderr": (0, b"x"), wire.ALIVE: (0, b"1")}
+
+
 def test_a_good_state_is_taken_and_typed():
     state = wire.check_state(json.dumps(good_state(clock={"offset_s": 0.25})).encode(), "h1")
     assert state.status == "running" and state.updated_at == 2.0 and state.clock_offset == 0.25
