@@ -112,7 +112,9 @@ def build(s: Session) -> dict[str, Artifact]:
     by_fingerprint: dict[str, str] = {}
     for name in fleet.names:
         by_fingerprint.setdefault(fleet.interpreters[name].fingerprint, name)
-    probed = fleet.each(lambda name: builder.probe_platform(fleet[name], fleet.interpreters[name]),
+    # The bundled python's platform was generated on the controller: no probing on its hosts.
+    probed = fleet.each(lambda name: s.bundled_platform(name) or builder.probe_platform(fleet[name],
+                                                                                        fleet.interpreters[name]),
                         by_fingerprint.values(), what="probe interpreter")
     platform_of = {name: probed[by_fingerprint[fleet.interpreters[name].fingerprint]] for name in fleet.names}
     versions = sorted({i.version for i in fleet.interpreters.values()})
