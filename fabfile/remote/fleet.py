@@ -160,7 +160,7 @@ class Fleet:
         if self._opened:
             return self
 
-        def check(name: str) -> Interpreter:
+        def check(name: str) -> Interpreter | None:
             open_checked(self.connections[name], self.settings)
             return self._preflight(name)
 
@@ -181,7 +181,7 @@ class Fleet:
 
         def probe(name: str) -> Interpreter:
             python = self.bundled_pythons[name]
-            self.connections[name].fleetbench_path = python.rsplit("/", 1)[0]  # type: ignore[attr-defined]
+            self.connections[name].fleetbench_path = python.rsplit("/", 1)[0]
             info = self._preflight(name, python)
             assert info is not None
             return info

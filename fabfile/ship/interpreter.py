@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fabfile.errors import FleetbenchError
-from fabfile.ship import interpreter_host, interpreter_pins as pins
+from fabfile.ship import interpreter_host
+from fabfile.ship import interpreter_pins as pins
 from fabfile.ship.push import sha256_file
 
 #: Bump when the way a bundle is made changes (its inputs are the pins and this).
@@ -207,7 +208,8 @@ def unpack_deb(deb: Path, into: Path) -> None:
         raise InterpreterError(f"{deb}: no data.tar member")
     with tarfile.open(fileobj=io.BytesIO(members[name])) as tar:
         # Absolute symlinks point into the controller's own system (sitecustomize.py -> /etc/...): left out.
-        safe = [m for m in tar.getmembers() if m.isfile() or m.isdir() or (m.issym() and not m.linkname.startswith("/"))]
+        safe = [m for m in tar.getmembers()
+                if m.isfile() or m.isdir() or (m.issym() and not m.linkname.startswith("/"))]
         tar.extractall(into, members=safe, filter="data")
 
 

@@ -42,7 +42,8 @@ for base in CANDIDATES; do
   p=$base/.probe-$$
   printf '#!/bin/sh\nexit 0\n' > "$p" && chmod 700 "$p" && "$p" 2>/dev/null; ok=$?; rm -f "$p"
   if [ $ok -ne 0 ]; then
-    tried="$tried;$base (mount $(df -P "$base" 2>/dev/null | awk 'NR==2 {print $6}'): cannot execute there)"; continue
+    m=$(df -P "$base" 2>/dev/null | awk 'NR==2 {print $6}')
+    tried="$tried;$base (mount ${m:-unknown}): cannot execute there"; continue
   fi
   t=$base/.$id.part-$$
   rm -rf "$t" && mkdir "$t" || exit 1

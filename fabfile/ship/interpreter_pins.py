@@ -33,7 +33,8 @@ def _deb(package: str, mirror: str, pool_path: str, sha256: str) -> Deb:
 #: list from the arm64 pool, not yet pinned).
 DEBS: dict[str, tuple[Deb, ...]] = {
     "x86_64": (
-        _deb("python3.11-minimal", SECURITY, "pool/updates/main/p/python3.11/python3.11-minimal_3.11.2-6+deb12u9_amd64.deb",
+        _deb("python3.11-minimal", SECURITY,
+             "pool/updates/main/p/python3.11/python3.11-minimal_3.11.2-6+deb12u9_amd64.deb",
              "b5f855ab922dfcd5d1a3223b2118c3dae13ffc7751b0cd5dc24740386323a33a"),
         _deb("libpython3.11-minimal", SECURITY,
              "pool/updates/main/p/python3.11/libpython3.11-minimal_3.11.2-6+deb12u9_amd64.deb",
