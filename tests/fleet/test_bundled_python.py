@@ -90,6 +90,7 @@ def test_a_host_without_python3_and_one_with_python36_run_agents_and_a_gunicorn_
         assert "/.fleetbench/python/" in exe and exe.endswith("/bin/python3.11"), exe
 
         again = fleet.inv("deploy", "--spawn", spawn).stdout
+        print(again)
         assert "bundled python on 2 host(s): pushed to 0, 2 had it" in again, again
         assert "pushed 0 file(s)" in again and "building the bundled python" not in again, again
         assert "nothing to restart" in again, again
