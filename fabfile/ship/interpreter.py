@@ -121,7 +121,7 @@ def build(machine: str, cache_dir: Path | None = None, echo: Callable[[str], Non
     cache = cache_dir or default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     record = cache / f"{recipe_key(machine)}.json"
-    runs_here = platform.machine() == machine and sys.platform == "linux"
+    runs_here = can_run(machine)
     if record.is_file():
         bundle = Bundle.from_dict(json.loads(record.read_text()))
         # A bundle built before its platform could be described here is described now (rebuilt).
@@ -138,8 +138,7 @@ def build(machine: str, cache_dir: Path | None = None, echo: Callable[[str], Non
         tree = work / "tree"
         assemble(extracted, tree, machine)
         patch(tree, machine)
-        if runs_here:
-            precompile(tree, machine)
+        precompile(tree, machine)
         offset, length = placeholder_offset(tree / "bin" / f"python{pins.PYTHON_VERSION}")
         manifest = {"machine": machine, "version": pins.PYTHON_FULL_VERSION, "loader": pins.LOADERS[machine],
                     "python": f"python{pins.PYTHON_VERSION}", "offset": offset, "length": length}
@@ -286,15 +285,34 @@ def _set_loader(binary: Path, offset: int, length: int, loader: str) -> None:
         fh.write(raw + b"\0" * (length - len(raw)))
 
 
+def can_run(machine: str) -> bool:
+    """Whether this controller can run a ``machine`` binary: its own machine, or one qemu-user runs
+    for it (binfmt_misc), as on a controller that hosts an emulated test fleet."""
+    if sys.platform != "linux":
+        return False
+    if platform.machine() == machine:
+        return True
+    try:
+        return Path(f"/proc/sys/fs/binfmt_misc/qemu-{machine}").read_text().startswith("enabled")
+    except OSError:
+        return False
+
+
 def precompile(tree: Path, machine: str) -> None:
     """Byte-compile the standard library (hash-checked .pyc: the tar's zero mtimes do not matter),
-    so hosts do not compile it on every first import. Needs the bundle to run here."""
+    so hosts do not compile it on every first import: with the bundle itself on a controller of its
+    machine, else with this controller's Python when it is a 3.11 too (.pyc files are the same on
+    every machine), else not at all (hosts then compile what they import, in place)."""
     binary = tree / "bin" / f"python{pins.PYTHON_VERSION}"
+    native = platform.machine() == machine and sys.platform == "linux"
+    if not native and f"{sys.version_info[0]}.{sys.version_info[1]}" != pins.PYTHON_VERSION:
+        return
     offset, length = placeholder_offset(binary)
     _set_loader(binary, offset, length, str(tree / "lib" / pins.LOADERS[machine]))
     try:
-        proc = subprocess.run([str(binary), "-m", "compileall", "-q", "-j", "0", "--invalidation-mode",
-                               "unchecked-hash", str(tree / "lib" / f"python{pins.PYTHON_VERSION}")],
+        compiler = str(binary) if native else sys.executable
+        proc = subprocess.run([compiler, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+                               str(tree / "lib" / f"python{pins.PYTHON_VERSION}")],
                               capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
         if proc.returncode != 0:
             raise InterpreterError(f"the bundled python cannot compile its own library:\n{proc.stdout[-1500:]}"
