@@ -27,6 +27,8 @@ MIN_PYTHON = (3, 9)
 #: Free space a host needs under ~/.fleetbench: two pexes (~16 MB each) and their extracted
 #: venvs (~35 MB each), with room for logs and results.
 MIN_FREE_MB = 150
+#: And on a host that gets the bundled python: its archive (~15 MB) and its unpacked tree (~45 MB).
+BUNDLED_FREE_MB = 64
 
 # Runs on the host's python3: what pex needs to know to pick wheels, and what we report; and
 # the host's private address (fabfile.remote.addresses; argv[1]: an override to check there).
@@ -201,7 +203,7 @@ class Fleet:
             machine, _, why = lines[0][len(BUNDLED) + 1:].partition(" ")
             self.needs_bundled[name] = machine
             self.choices[name] = f"the bundled python ({why}; fleetbench needs python3 >= {_min()})"
-            _check_free_space(name, path=lines[1], df_line=lines[-1])
+            _check_free_space(name, path=lines[1], df_line=lines[-1], need_mb=MIN_FREE_MB + BUNDLED_FREE_MB)
             return None
         probed = json.loads(lines[0])
         self.addresses[name] = addresses.learn(name, c.host, probed.pop("addresses", None), override)
@@ -235,11 +237,11 @@ class BundledPython(Protocol):
         ...
 
 
-def _check_free_space(name: str, path: str, df_line: str) -> None:
+def _check_free_space(name: str, path: str, df_line: str, need_mb: int = MIN_FREE_MB) -> None:
     """A full disk fails pushes and pex extraction in obscure ways: say so up front."""
     fields = df_line.split()
     free_mb = int(fields[3]) // 1024
-    if free_mb < MIN_FREE_MB:
+    if free_mb < need_mb:
         raise RemoteError(name, _FREE_SPACE, f"only {free_mb} MB free in {path} (filesystem {fields[0]}, mounted "
-                                             f"on {fields[-1]}); fleetbench needs {MIN_FREE_MB} MB there")
+                                             f"on {fields[-1]}); fleetbench needs {need_mb} MB there")
 

@@ -1,7 +1,8 @@
 """Hosts without a usable Python get the bundled one: a host with no python3 at all (the
 ``minimal`` image) runs a gunicorn server pex from PyPI and an agent, a host whose python3 is 3.6
 runs an agent, ordinary hosts run their own python3; ``ok``, every agent merged, and a second
-deploy pushes nothing."""
+deploy pushes nothing. With ``--bundled-python`` an arm64 host (Debian 12 under qemu-user) and
+an ordinary one run the bundle built for their machines."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def fleet(tmp_path_factory, testbed_images):
     testbed = Testbed(path / ".testbed", prefix=prefix, subnet=int(os.environ.get("FLEETBENCH_TEST_SUBNET2", "249")))
     pythons = {f"{prefix}2": python36}
     try:
-        hosts = [h.name for h in testbed.up(4, pythons, images={f"{prefix}1": "minimal"})]
+        images = {f"{prefix}1": "minimal", f"{prefix}5": "debian12-arm64"}
+        hosts = [h.name for h in testbed.up(5, pythons, images=images)]
         yield Project(path, hosts, pythons)
     finally:
         testbed.down()
@@ -78,7 +80,7 @@ def test_a_host_without_python3_and_one_with_python36_run_agents_and_a_gunicorn_
         (bench,) = run["benchmarks"]
         assert (bench["agents"], bench["agents_ok"], bench["errors"]) == (4, 4, 0), bench
         assert bench["ops"] > 0
-        assert sorted(a["host"] for a in bench["agent_results"]) == sorted(h), bench["agent_results"]
+        assert sorted(a["host"] for a in bench["agent_results"]) == sorted(h[:4]), bench["agent_results"]
         for host in h[:2]:  # the bundled interpreter ran the agent there
             facts = run["hosts"][host]["facts"]
             assert facts["python"]["version"] == "3.11.2", facts
@@ -94,5 +96,32 @@ def test_a_host_without_python3_and_one_with_python36_run_agents_and_a_gunicorn_
         assert "bundled python on 2 host(s): pushed to 0, 2 had it" in again, again
         assert "pushed 0 file(s)" in again and "building the bundled python" not in again, again
         assert "nothing to restart" in again, again
+    finally:
+        fleet.inv("down", "--spawn", spawn)
+
+
+FORCED = SPAWN.replace('servers = ["$h1"]', 'servers = ["$h3"]').replace(
+    'agents = ["$h1", "$h2", "$h3", "$h4"]', 'agents = ["$h3", "$h5"]').replace("agents = 4", "agents = 2")
+
+
+def test_bundled_python_forced_on_an_arm64_host_and_an_ordinary_one(fleet):
+    h = fleet.hosts
+    spawn = str(fleet.write_spawn("forced.toml", FORCED))
+    out = fleet.inv("deploy", "--spawn", spawn, "--bundled-python", "bench", "--spawn", spawn, "collect",
+                    "--spawn", spawn, timeout=1200).stdout
+    try:
+        print(out)
+        for host in (h[2], h[4]):
+            assert f"{host}: runs the bundled python (--bundled-python;" in out, out
+        assert "bundled python on 2 host(s)" in out, out
+        run = json.loads((fleet.path / "runs" / "latest" / "run.json").read_text())
+        assert run["status"] == "ok", out
+        (bench,) = run["benchmarks"]
+        assert (bench["agents"], bench["agents_ok"], bench["errors"]) == (2, 2, 0), bench
+        for host, machine in ((h[2], "x86_64"), (h[4], "aarch64")):
+            facts = run["hosts"][host]["facts"]
+            assert facts["machine"] == machine and facts["python"]["version"] == "3.11.2", facts
+            real = fleet.ssh(host, f"readlink -f {facts['python']['executable']}").stdout.strip()
+            assert "/.fleetbench/python/" in real, real
     finally:
         fleet.inv("down", "--spawn", spawn)
