@@ -202,7 +202,8 @@ class Fleet:
         if lines[0].startswith(BUNDLED + " "):
             machine, _, why = lines[0][len(BUNDLED) + 1:].partition(" ")
             self.needs_bundled[name] = machine
-            self.choices[name] = f"the bundled python ({why}; fleetbench needs python3 >= {_min()})"
+            needs = "" if forced else f"; fleetbench needs python3 >= {_min()}"
+            self.choices[name] = f"the bundled python ({why}{needs})"
             _check_free_space(name, path=lines[1], df_line=lines[-1], need_mb=MIN_FREE_MB + BUNDLED_FREE_MB)
             return None
         probed = json.loads(lines[0])

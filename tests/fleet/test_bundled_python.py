@@ -112,7 +112,7 @@ def test_bundled_python_forced_on_an_arm64_host_and_an_ordinary_one(fleet):
     try:
         print(out)
         for host in (h[2], h[4]):
-            assert f"{host}: runs the bundled python (--bundled-python;" in out, out
+            assert f"{host}: runs the bundled python (--bundled-python)" in out, out
         assert "bundled python on 2 host(s)" in out, out
         run = json.loads((fleet.path / "runs" / "latest" / "run.json").read_text())
         assert run["status"] == "ok", out

@@ -72,7 +72,7 @@ def test_bundled_python_forced_on_a_host_with_a_good_python3(local_host):
     fleet = _fleet_of(local_host)
     fleet.bundled = SimpleNamespace(forced=True)
     assert fleet._preflight("local") is None
-    assert "--bundled-python" in fleet.choices["local"]
+    assert fleet.choices["local"] == "the bundled python (--bundled-python)"
 
 
 def test_the_own_python3_is_said_with_its_version(local_host):
