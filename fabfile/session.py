@@ -91,15 +91,17 @@ class Session:
             self._spawn = load_spawn(self.spawn_path, servers=servers, agents=agents)  # SpecError before any SSH
         return self._spawn
 
-    def fleet(self, hosts: Sequence[str] | None = None) -> Fleet:
-        """The open fleet of every host in the spawn file (or ``hosts``), connected once."""
+    def fleet(self, hosts: Sequence[str] | None = None, python: bool = True) -> Fleet:
+        """The open fleet of every host in the spawn file (or ``hosts``), connected once.
+        ``python=False``: hosts that would need the bundled python do not get it (stopping and
+        removing need no Python, and a ``down`` must not push one to then delete it)."""
         if self._fleet is None:
             names = hosts or [*self.spawn.hosts.servers, *self.spawn.hosts.agents]
             # the spawn file's overrides of where hosts reach each other (``down`` needs none)
             overrides = {} if hosts else self.spawn.hosts.private_addresses
             started = time.monotonic()
             self._installer = BundledInstaller(self.bundled_python, self.echo, pex3_tool=self._pex3_tool)
-            self._fleet = Fleet(names, self.settings, overrides, bundled=self._installer).open()
+            self._fleet = Fleet(names, self.settings, overrides, bundled=self._installer).open(python=python)
             self.echo(f"connected to {len(self._fleet.names)} hosts in {time.monotonic() - started:.1f}s")
             private = [f"{n}={a.private}" for n, a in self._fleet.addresses.items() if a.private != a.ssh]
             if private:  # behind a NAT (a cloud's public addresses), or reached at another interface

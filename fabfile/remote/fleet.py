@@ -156,9 +156,11 @@ class Fleet:
 
         return self.each(one, what=what)
 
-    def open(self) -> Fleet:
+    def open(self, python: bool = True) -> Fleet:
         """Connect to every host and check it can run us; names every bad host at once
-        (unreachable, refused, host key, no python3, no room), before anything starts anywhere."""
+        (unreachable, refused, host key, no room), before anything starts anywhere. Hosts
+        without a usable python3 get the bundled one (unless ``python`` is False: for what
+        runs no Python there; they then have no entry in ``interpreters``)."""
         if self._opened:
             return self
 
@@ -168,7 +170,7 @@ class Fleet:
 
         checked = self.each(check, what="preflight")
         self.interpreters.update({name: info for name, info in checked.items() if info is not None})
-        if self.needs_bundled:
+        if self.needs_bundled and python:
             self._use_bundled()
         self._opened = True
         return self

@@ -14,7 +14,7 @@ def run(s: Session, keep_files: bool = False, force: bool = False) -> None:
     Another controller's deployment is left alone (the deploy lock; ``force`` as for deploy)."""
     deployment = s.deployment()
     hosts = list(deployment.hosts) if deployment and deployment.hosts else None
-    fleet = s.fleet(hosts)
+    fleet = s.fleet(hosts, python=False)  # no bundled python pushed only to be removed
     lock.take(fleet, "down", force=force, echo=s.echo)
 
     def clean(name: str) -> list[int]:

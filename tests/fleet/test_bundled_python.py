@@ -96,6 +96,11 @@ def test_a_host_without_python3_and_one_with_python36_run_agents_and_a_gunicorn_
         assert "bundled python on 2 host(s): pushed to 0, 2 had it" in again, again
         assert "pushed 0 file(s)" in again and "building the bundled python" not in again, again
         assert "nothing to restart" in again, again
+
+        fleet.inv("down", "--spawn", spawn)
+        twice = fleet.inv("down", "--spawn", spawn).stdout  # ~/.fleetbench is gone: no python is brought back
+        assert "bundled python on" not in twice and "runs the bundled python" not in twice, twice
+        assert fleet.ssh(h[0], "test -e ~/.fleetbench", check=False).returncode != 0
     finally:
         fleet.inv("down", "--spawn", spawn)
 
