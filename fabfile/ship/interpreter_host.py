@@ -68,6 +68,11 @@ echo "noexec$tried"
 SCRIPT = _SCRIPT.replace("CANDIDATES", " ".join(CANDIDATES))
 NOEXEC = "noexec"
 
+#: Removes the bundled python from the candidates outside ~/.fleetbench (a ``down`` removes that
+#: whole directory), each only if it is ours.
+REMOVE_ELSEWHERE = ("for d in " + " ".join(CANDIDATES[1:]) + '; do [ -n "$d" ] && [ -d "$d" ] && [ -O "$d" ]'
+                    ' && rm -rf "$d"; done; true')
+
 
 @dataclass(frozen=True)
 class Placement:

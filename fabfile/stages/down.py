@@ -6,6 +6,7 @@ from fabfile.remote import lock, reaper
 from fabfile.remote.shell import REMOTE_DIR, cmd
 from fabfile.remote.shell import run as run_remote
 from fabfile.session import Session
+from fabfile.ship.interpreter_host import REMOVE_ELSEWHERE
 
 
 def run(s: Session, keep_files: bool = False, force: bool = False) -> None:
@@ -20,7 +21,7 @@ def run(s: Session, keep_files: bool = False, force: bool = False) -> None:
     def clean(name: str) -> list[int]:
         pids = reaper.reap(fleet[name])
         if not keep_files:
-            run_remote(fleet[name], cmd("rm", "-rf", REMOTE_DIR))
+            run_remote(fleet[name], f"{REMOVE_ELSEWHERE}; {cmd('rm', '-rf', REMOTE_DIR)}")  # + the bundled python
         return pids
 
     stopped = fleet.each(clean, what="down")

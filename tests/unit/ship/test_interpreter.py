@@ -188,3 +188,15 @@ def test_noexec_mounts_are_probed_for_real(tmp_path):
                                                        "/dev/shm/fleetbench-python-0"]
     assert all("cannot execute there" in t for t in placed.tried), placed.tried
     assert f"(mount {home})" in placed.tried[0]
+
+
+def test_down_removes_a_bundled_python_unpacked_outside_the_home(tmp_path):
+    runtime = tmp_path / "run-user"
+    (runtime / "fleetbench-python" / "abc" / "bin").mkdir(parents=True)
+    env = {"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(runtime), "PATH": os.environ["PATH"]}
+    # The machine's own /var/tmp and /dev/shm are left alone: the same command, pointed elsewhere.
+    command = interpreter_host.REMOVE_ELSEWHERE.replace("/var/tmp/", f"{tmp_path}/var-tmp/").replace(
+        "/dev/shm/", f"{tmp_path}/shm/")
+    assert command != interpreter_host.REMOVE_ELSEWHERE
+    subprocess.run(["sh", "-c", command], env=env, check=True)
+    assert not (runtime / "fleetbench-python").exists() and runtime.is_dir()
