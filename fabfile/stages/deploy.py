@@ -24,6 +24,7 @@ from fabfile.servers.nodes import Node
 from fabfile.session import Session
 from fabfile.ship import redis_source, relay, server_build
 from fabfile.ship.build import Artifact, Builder
+from fabfile.ship.interpreter_host import REMOVE_ELSEWHERE
 from fabfile.ship.platforms import Unbuildable
 from fabfile.ship.push import ProgressPrinter
 from fabfile.terminal import hide
@@ -48,7 +49,7 @@ def _leave_nothing(s: Session, fleet: Fleet) -> None:
     lock, the pushed files) removed on every host it reached."""
     def clean(name: str) -> None:
         reaper.reap(fleet[name])
-        run_remote(fleet[name], cmd("rm", "-rf", REMOTE_DIR))
+        run_remote(fleet[name], f"{REMOVE_ELSEWHERE}; {cmd('rm', '-rf', REMOTE_DIR)}")  # + the bundled python
 
     try:
         fleet.each(clean, what="clean up after the failed deploy")
