@@ -27,6 +27,8 @@ HELP = {
     "ssh_config": "an ssh_config file to read first (the testbed's is read when it is up)",
     "accept_new_host_keys": "accept and remember unknown host keys (a changed key is always refused)",
 }
+BUNDLED_HELP = {"bundled_python": "run the bundled CPython 3.11 on every host, not only where python3 is missing "
+                                   "or older than 3.9"}
 HOSTS_HELP = {
     "servers": "server hosts, comma-separated: replace the spawn file's [hosts] (with --agents)",
     "agents": "agent hosts, comma-separated: replace the spawn file's [hosts] (with --servers)",
@@ -34,8 +36,9 @@ HOSTS_HELP = {
 
 
 def _session(spawn: str, ssh_config: str | None, accept_new_host_keys: bool, *, validate: bool = False,
-             servers: str | None = None, agents: str | None = None) -> Session:
+             servers: str | None = None, agents: str | None = None, bundled_python: bool = False) -> Session:
     s = session(spawn or SPAWN, ssh_config, accept_new_host_keys, cli_hosts.split(servers), cli_hosts.split(agents))
+    s.bundled_python = s.bundled_python or bool(bundled_python)
     if validate:
         _ = s.spawn  # parses and validates the spawn file: a bad one fails here, before any SSH
     return s
@@ -51,12 +54,13 @@ def check(c, spawn=SPAWN, servers=None, agents=None):
           f"{len(parsed.benchmarks)} benchmarks)")
 
 
-@task(help={**HELP, **HOSTS_HELP})
-def build(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, servers=None, agents=None):
+@task(help={**HELP, **HOSTS_HELP, **BUNDLED_HELP})
+def build(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, servers=None, agents=None,
+          bundled_python=False):
     """Build server.pex and agent.pex (and the server's own files) for what the hosts really have."""
     with clean_errors("build"):
         artifacts = stages.deploy.build(_session(spawn, ssh_config, accept_new_host_keys, servers=servers,
-                                                 agents=agents))
+                                                 agents=agents, bundled_python=bundled_python))
     for art in artifacts.values():
         print(f"{art.name}: {art.path} sha256 {art.sha256}")
 
@@ -64,13 +68,14 @@ def build(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, servers=N
 FORCE_HELP = {"force": "take over the hosts' deploy lock when its holder is gone (process ended, or stale)"}
 
 
-@task(help={**HELP, **HOSTS_HELP, **FORCE_HELP,
+@task(help={**HELP, **HOSTS_HELP, **FORCE_HELP, **BUNDLED_HELP,
             "direct_push": "send every host its own copy from here (no host-to-host relay)"})
 def deploy(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, direct_push=False, servers=None,
-           agents=None, force=False):
+           agents=None, force=False, bundled_python=False):
     """Build, push (via cat) and start the servers. Does nothing when nothing changed."""
     with clean_errors("deploy"):
-        stages.deploy.run(_session(spawn, ssh_config, accept_new_host_keys, servers=servers, agents=agents),
+        stages.deploy.run(_session(spawn, ssh_config, accept_new_host_keys, servers=servers, agents=agents,
+                                   bundled_python=bundled_python),
                           direct_push=direct_push, force=force)
 
 
@@ -217,17 +222,18 @@ def down(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_files
                         force=force)
 
 
-@task(help={**HELP, **HOSTS_HELP, **BENCH_HELP, **FORCE_HELP,
+@task(help={**HELP, **HOSTS_HELP, **BENCH_HELP, **FORCE_HELP, **BUNDLED_HELP,
             "keep_up": "leave the servers running afterwards (also after Ctrl-C)",
             "allow_partial": "exit 0 when agents failed",
             "detach": "deploy, start the run and return at once; `inv attach` follows, collects and takes it down"})
 def spawn(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_up=False, allow_partial=False,
           agent_timeout=900.0, host_timeout=30.0, servers=None, agents=None, force=False, verbose=False,
-          reconnect_for=600.0, lease=None, detach=False):
+          reconnect_for=600.0, lease=None, detach=False, bundled_python=False):
     """deploy, bench, collect, down. Exit 1: agents failed; 3: an expectation failed.
     With --detach: deploy, start the run and return; `inv attach` follows, collects and takes it down."""
     with clean_errors("spawn"):
-        s = _session(spawn, ssh_config, accept_new_host_keys, validate=True, servers=servers, agents=agents)
+        s = _session(spawn, ssh_config, accept_new_host_keys, validate=True, servers=servers, agents=agents,
+                     bundled_python=bundled_python)
     options = _run_options(agent_timeout, host_timeout, reconnect_for, lease, detach, spawn_detached=not keep_up,
                            verbose=verbose)
     leave_up = keep_up

@@ -19,6 +19,7 @@ from fabfile import deployment as state_file
 from fabfile.deployment import Deployment
 from fabfile.remote.fleet import Fleet
 from fabfile.remote.ssh import SshSettings
+from fabfile.ship.bundled import BundledInstaller
 from fabfile.terminal import hide, say
 
 Echo = Callable[[str], None]
@@ -70,6 +71,18 @@ class Session:
         self.host_lists = (servers, agents)  # --servers/--agents: replace the spawn file's [hosts]
         self._spawn: spec.Spawn | None = None
         self._fleet: Fleet | None = None
+        self.bundled_python = False  # --bundled-python: every host runs the bundled python
+        self._installer: BundledInstaller | None = None
+
+    def _pex3_tool(self) -> Path:
+        from fabfile.ship.build import Builder  # the pex tooling is only loaded when a bundle is built
+
+        return Builder(self.workspace.cache_dir, echo=self.echo).pex3_tool().path
+
+    def bundled_platform(self, host: str) -> Path | None:
+        """The pex complete platform of ``host``'s bundled python (None: it runs its own python3)."""
+        machine = self.fleet().needs_bundled.get(host)
+        return self._installer.platform_file(machine) if machine and self._installer else None
 
     @property
     def spawn(self) -> spec.Spawn:
@@ -78,14 +91,17 @@ class Session:
             self._spawn = load_spawn(self.spawn_path, servers=servers, agents=agents)  # SpecError before any SSH
         return self._spawn
 
-    def fleet(self, hosts: Sequence[str] | None = None) -> Fleet:
-        """The open fleet of every host in the spawn file (or ``hosts``), connected once."""
+    def fleet(self, hosts: Sequence[str] | None = None, python: bool = True) -> Fleet:
+        """The open fleet of every host in the spawn file (or ``hosts``), connected once.
+        ``python=False``: hosts that would need the bundled python do not get it (stopping and
+        removing need no Python, and a ``down`` must not push one to then delete it)."""
         if self._fleet is None:
             names = hosts or [*self.spawn.hosts.servers, *self.spawn.hosts.agents]
             # the spawn file's overrides of where hosts reach each other (``down`` needs none)
             overrides = {} if hosts else self.spawn.hosts.private_addresses
             started = time.monotonic()
-            self._fleet = Fleet(names, self.settings, overrides).open()
+            self._installer = BundledInstaller(self.bundled_python, self.echo, pex3_tool=self._pex3_tool)
+            self._fleet = Fleet(names, self.settings, overrides, bundled=self._installer).open(python=python)
             self.echo(f"connected to {len(self._fleet.names)} hosts in {time.monotonic() - started:.1f}s")
             private = [f"{n}={a.private}" for n, a in self._fleet.addresses.items() if a.private != a.ssh]
             if private:  # behind a NAT (a cloud's public addresses), or reached at another interface

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 from fabric import Connection
 
@@ -27,6 +27,8 @@ MIN_PYTHON = (3, 9)
 #: Free space a host needs under ~/.fleetbench: two pexes (~16 MB each) and their extracted
 #: venvs (~35 MB each), with room for logs and results.
 MIN_FREE_MB = 150
+#: And on a host that gets the bundled python: its archive (~15 MB) and its unpacked tree (~45 MB).
+BUNDLED_FREE_MB = 64
 
 # Runs on the host's python3: what pex needs to know to pick wheels, and what we report; and
 # the host's private address (fabfile.remote.addresses; argv[1]: an override to check there).
@@ -40,19 +42,31 @@ _PROBE = (
     " 'hostname': platform.node(), 'system': platform.system(), 'addresses': _a}))\n"
     f"sys.exit(3 if sys.version_info[:2] < {MIN_PYTHON!r} else 3 if _a.get('override', ['', ''])[1] else 0)"
 )
-_NO_PYTHON = "fleetbench: no python3"
+#: The preflight's first line when the host will run the bundled python: then its machine and why.
+BUNDLED = "fleetbench: bundled"
+_VERSION = ("import sys; print(sys.version.split()[0]); "
+            f"sys.exit(0 if sys.version_info[:2] >= {MIN_PYTHON!r} else 3)")
 _FREE_SPACE = f"cd {cmd(REMOTE_DIR)} && pwd -P && df -Pk ."
 
 
-def _preflight_command(private_address: str | None = None) -> str:
+def _preflight_command(private_address: str | None = None, python: str = "python3", force_bundled: bool = False) -> str:
     """The whole preflight in one round trip, in the order that creates nothing on a host that
-    fails an earlier check: python3 at all, the probe (exit 3: too old, or the private address
-    given is not the host's), the private directory, then where it lives and how much room it has."""
-    probe = cmd("python3", "-c", _PROBE, *([private_address] if private_address else []))
+    fails an earlier check: which python (the host's own python3 when it is new enough, else the
+    bundled one: the first line says so, with the host's machine and the reason), the probe
+    (exit 3: the private address given is not the host's), the private directory, then where it
+    lives and how much room it has. ``python``: the interpreter to probe (the bundled one, once
+    installed)."""
+    probe = cmd(python, "-c", _PROBE, *([private_address] if private_address else []))
+    bundled = f'echo {cmd(BUNDLED)} "$(uname -m)"'
+    choose = (
+        f"if {'true' if force_bundled else 'false'}; then {bundled} --bundled-python\n"
+        f"elif ! command -v python3 >/dev/null 2>&1; then {bundled} no python3 on the PATH\n"
+        f"elif ! v=$({cmd('python3', '-c', _VERSION)} 2>&1); then {bundled} python3 is \"$v\"\n"
+        f"else {probe}; rc=$?; [ $rc -eq 3 ] && exit 0; [ $rc -eq 0 ] || exit $rc; fi\n"
+    ) if python == "python3" else f"{probe}; rc=$?; [ $rc -eq 3 ] && exit 0; [ $rc -eq 0 ] || exit $rc\n"
     return (
-        f"command -v python3 >/dev/null 2>&1 || {{ echo {cmd(_NO_PYTHON)}; exit 0; }}\n"
-        f'{probe}; rc=$?; [ $rc -eq 3 ] && exit 0; [ $rc -eq 0 ] || exit $rc\n'
-        f"{private_dir_command('bin', 'pex', 'nodes', 'runs')} || exit 1\n"
+        choose
+        + f"{private_dir_command('bin', 'pex', 'nodes', 'runs')} || exit 1\n"
         f"{_FREE_SPACE}"
     )
 
@@ -91,8 +105,9 @@ class Fleet:
     ``hosts.private_addresses``), checked on the host by the preflight."""
 
     def __init__(self, destinations: Iterable[str], settings: SshSettings,
-                 private_addresses: Mapping[str, str] | None = None):
+                 private_addresses: Mapping[str, str] | None = None, bundled: BundledPython | None = None):
         self.settings = settings
+        self.bundled = bundled
         self.private_overrides = dict(private_addresses or {})
         self.names: list[str] = list(dict.fromkeys(destinations))
         config = fleet_config(load_ssh_config(settings.config_files))  # parsed and built once per fleet
@@ -101,6 +116,11 @@ class Fleet:
         }
         self.interpreters: dict[str, Interpreter] = {}
         self.addresses: dict[str, addresses.HostAddresses] = {}  # learned by the preflight
+        #: Per host, which python it runs and why (said by the preflight before anything is pushed).
+        self.choices: dict[str, str] = {}
+        #: Hosts that run the bundled python: their machine (``uname -m``), then where it is.
+        self.needs_bundled: dict[str, str] = {}
+        self.bundled_pythons: dict[str, str] = {}
         self._opened = False
 
     def __getitem__(self, name: str) -> Connection:
@@ -136,34 +156,66 @@ class Fleet:
 
         return self.each(one, what=what)
 
-    def open(self) -> Fleet:
+    def open(self, python: bool = True) -> Fleet:
         """Connect to every host and check it can run us; names every bad host at once
-        (unreachable, refused, host key, no python3, no room), before anything starts anywhere."""
+        (unreachable, refused, host key, no room), before anything starts anywhere. Hosts
+        without a usable python3 get the bundled one (unless ``python`` is False: for what
+        runs no Python there; they then have no entry in ``interpreters``)."""
         if self._opened:
             return self
 
-        def check(name: str) -> Interpreter:
+        def check(name: str) -> Interpreter | None:
             open_checked(self.connections[name], self.settings)
             return self._preflight(name)
 
-        self.interpreters.update(self.each(check, what="preflight"))
+        checked = self.each(check, what="preflight")
+        self.interpreters.update({name: info for name, info in checked.items() if info is not None})
+        if self.needs_bundled and python:
+            self._use_bundled()
         self._opened = True
         return self
 
-    def _preflight(self, name: str) -> Interpreter:
-        """One round trip: python3 present and new enough, the private directory, free space."""
+    def _use_bundled(self) -> None:
+        """Say which hosts get the bundled python, install it there, then probe it as any python3."""
+        if self.bundled is None:
+            raise FleetError("preflight", {name: RemoteError(name, "python3 --version", why) for name, why
+                                           in self.choices.items() if name in self.needs_bundled})
+        self.bundled.announce(self.choices)
+        self.bundled_pythons.update(self.bundled.install(self, dict(self.needs_bundled)))
+
+        def probe(name: str) -> Interpreter:
+            python = self.bundled_pythons[name]
+            self.connections[name].fleetbench_path = python.rsplit("/", 1)[0]
+            info = self._preflight(name, python)
+            assert info is not None
+            return info
+
+        self.interpreters.update(self.each(probe, list(self.needs_bundled), what="preflight (bundled python)"))
+
+    def _preflight(self, name: str, python: str = "python3") -> Interpreter | None:
+        """One round trip: which python (None: the bundled one, recorded in needs_bundled), the
+        private directory, free space."""
         c = self.connections[name]
         override = self.private_overrides.get(name)
-        lines = run(c, _preflight_command(override)).splitlines()
-        if not lines or lines[0] == _NO_PYTHON:
-            raise RemoteError(name, "command -v python3", "no python3 on the login's PATH; fleetbench needs "
-                              f"python3 >= {'.'.join(map(str, MIN_PYTHON))} on every host")
+        forced = bool(self.bundled and self.bundled.forced)
+        lines = run(c, _preflight_command(override, python, forced)).splitlines()
+        if not lines:
+            raise RemoteError(name, "preflight", "the host said nothing")
+        if lines[0].startswith(BUNDLED + " "):
+            machine, _, why = lines[0][len(BUNDLED) + 1:].partition(" ")
+            self.needs_bundled[name] = machine
+            needs = "" if forced else f"; fleetbench needs python3 >= {_min()}"
+            self.choices[name] = f"the bundled python ({why}{needs})"
+            _check_free_space(name, path=lines[1], df_line=lines[-1], need_mb=MIN_FREE_MB + BUNDLED_FREE_MB)
+            return None
         probed = json.loads(lines[0])
         self.addresses[name] = addresses.learn(name, c.host, probed.pop("addresses", None), override)
         info = Interpreter(**probed)
         if tuple(int(x) for x in info.version.split(".")[:2]) < MIN_PYTHON:
             raise RemoteError(name, "python3 --version", f"python3 is {info.version} ({info.executable}); "
-                              f"fleetbench needs >= {'.'.join(map(str, MIN_PYTHON))}")
+                              f"fleetbench needs >= {_min()}")
+        if python == "python3":
+            self.choices[name] = f"its own python3 {info.version} ({info.executable}): >= {_min()}"
         _check_free_space(name, path=lines[1], df_line=lines[-1])
         return info
 
@@ -172,11 +224,27 @@ class Fleet:
             c.close()
 
 
-def _check_free_space(name: str, path: str, df_line: str) -> None:
+def _min() -> str:
+    return ".".join(map(str, MIN_PYTHON))
+
+
+class BundledPython(Protocol):
+    """What installs the bundled python on the hosts that need it (fabfile.ship.bundled)."""
+
+    forced: bool  # --bundled-python: every host runs it
+
+    def announce(self, choices: Mapping[str, str]) -> None: ...
+
+    def install(self, fleet: Fleet, machines: Mapping[str, str]) -> dict[str, str]:
+        """``{host: absolute path of its bundled python}`` for ``{host: machine}``."""
+        ...
+
+
+def _check_free_space(name: str, path: str, df_line: str, need_mb: int = MIN_FREE_MB) -> None:
     """A full disk fails pushes and pex extraction in obscure ways: say so up front."""
     fields = df_line.split()
     free_mb = int(fields[3]) // 1024
-    if free_mb < MIN_FREE_MB:
+    if free_mb < need_mb:
         raise RemoteError(name, _FREE_SPACE, f"only {free_mb} MB free in {path} (filesystem {fields[0]}, mounted "
-                                             f"on {fields[-1]}); fleetbench needs {MIN_FREE_MB} MB there")
+                                             f"on {fields[-1]}); fleetbench needs {need_mb} MB there")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shlex
 import socket
 import threading
 import time
@@ -274,6 +275,9 @@ class FleetConnection(Connection):
     __setattr__ = object.__setattr__
     fleetbench_name: str = ""
     fleetbench_known_hosts: Sequence[Path] = ()
+    #: The bundled python's bin directory on this host ("" when it runs its own python3):
+    #: every command sees it first on its PATH, so ``python3`` and the pexes' shebangs find it.
+    fleetbench_path: str = ""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -285,6 +289,7 @@ class FleetConnection(Connection):
         controller CPU than the command's round trip (three I/O threads, a config merge and a
         watcher loop per command): half of what a fleet's preflight and status cost us."""
         quiet = kwargs.get("hide") is True and kwargs.get("warn") is True and kwargs.get("in_stream") is False
+        command = with_path(self, command)
         if not quiet or set(kwargs) - {"hide", "warn", "in_stream", "timeout"} or self.command_prefixes \
                 or self.command_cwds:
             return super().run(command, **kwargs)
@@ -312,6 +317,12 @@ class FleetConnection(Connection):
 
 #: Longest wait between looks at a quiet channel: a safety net, output, EOF and close wake the reader.
 _POLL_S = 0.5
+
+
+def with_path(c: Connection, command: str) -> str:
+    """``command`` with the host's bundled python first on its PATH, when it has one."""
+    bin_dir = getattr(c, "fleetbench_path", "")
+    return f"PATH={shlex.quote(bin_dir)}:\"$PATH\"; export PATH; {command}" if bin_dir else command
 
 
 def exec_quietly(c: Connection, command: str, timeout: float | None = None) -> Result:

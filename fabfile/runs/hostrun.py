@@ -50,6 +50,7 @@ from bench.wire.hostrun import (
 )
 from bench.wire.job import AgentJob
 from fabfile.remote.shell import BIN_DIR, PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, tail
+from fabfile.remote.ssh import with_path
 from fabfile.remote.streams import HostDataError, mib
 from fabfile.runs.store import dir_name
 from fabfile.servers.kinds import PID_FILE
@@ -257,7 +258,7 @@ def exec_with_stdin(c: Connection, command: str, data: bytes, timeout: float, li
     out = bytearray()
     err = bytearray()
     try:
-        channel.exec_command(command)
+        channel.exec_command(with_path(c, command))  # the host's bundled python, if any
         channel.sendall(data)
         channel.shutdown_write()
         while True:

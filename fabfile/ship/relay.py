@@ -41,6 +41,7 @@ from fabric import Connection
 
 from fabfile.remote import pool
 from fabfile.remote.shell import cmd, label, tail
+from fabfile.remote.ssh import with_path
 from fabfile.ship.push import CHUNK, PART, Progress, push, remote_digests
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class SshHop:
     def __init__(self, c: Connection):
         self.name = label(c)
         self.channel = c.transport.open_session()
-        self.channel.exec_command(HOP_COMMAND)
+        self.channel.exec_command(with_path(c, HOP_COMMAND))  # the host's bundled python, if any
         self._buffer = b""
 
     def send(self, data: bytes) -> None:

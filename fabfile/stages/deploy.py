@@ -24,6 +24,7 @@ from fabfile.servers.nodes import Node
 from fabfile.session import Session
 from fabfile.ship import redis_source, relay, server_build
 from fabfile.ship.build import Artifact, Builder
+from fabfile.ship.interpreter_host import REMOVE_ELSEWHERE
 from fabfile.ship.platforms import Unbuildable
 from fabfile.ship.push import ProgressPrinter
 from fabfile.terminal import hide
@@ -48,7 +49,7 @@ def _leave_nothing(s: Session, fleet: Fleet) -> None:
     lock, the pushed files) removed on every host it reached."""
     def clean(name: str) -> None:
         reaper.reap(fleet[name])
-        run_remote(fleet[name], cmd("rm", "-rf", REMOTE_DIR))
+        run_remote(fleet[name], f"{REMOVE_ELSEWHERE}; {cmd('rm', '-rf', REMOTE_DIR)}")  # + the bundled python
 
     try:
         fleet.each(clean, what="clean up after the failed deploy")
@@ -112,7 +113,9 @@ def build(s: Session) -> dict[str, Artifact]:
     by_fingerprint: dict[str, str] = {}
     for name in fleet.names:
         by_fingerprint.setdefault(fleet.interpreters[name].fingerprint, name)
-    probed = fleet.each(lambda name: builder.probe_platform(fleet[name], fleet.interpreters[name]),
+    # The bundled python's platform was generated on the controller: no probing on its hosts.
+    probed = fleet.each(lambda name: s.bundled_platform(name) or builder.probe_platform(fleet[name],
+                                                                                        fleet.interpreters[name]),
                         by_fingerprint.values(), what="probe interpreter")
     platform_of = {name: probed[by_fingerprint[fleet.interpreters[name].fingerprint]] for name in fleet.names}
     versions = sorted({i.version for i in fleet.interpreters.values()})

@@ -13,6 +13,7 @@ from fabfile.remote.fleet import Fleet, FleetError
 from fabfile.remote.shell import REMOTE_DIR, cmd
 from fabfile.remote.shell import run as run_remote
 from fabfile.session import Session
+from fabfile.ship.interpreter_host import REMOVE_ELSEWHERE
 
 
 def hosts_of(s: Session) -> list[str]:
@@ -36,7 +37,7 @@ def run(s: Session, keep_files: bool = False, force: bool = False) -> None:
         lock.take_host(fleet, name, mine, force=force, echo=s.echo)
         pids = reaper.reap(fleet[name])
         if not keep_files:
-            run_remote(fleet[name], cmd("rm", "-rf", REMOTE_DIR))
+            run_remote(fleet[name], f"{REMOVE_ELSEWHERE}; {cmd('rm', '-rf', REMOTE_DIR)}")  # + the bundled python
         return pids
 
     try:

@@ -174,7 +174,7 @@ iterations = 10
                 + "\n".join(our_processes(project, host)) for host in (h[0], h[3])]
 
     before = snapshot()
-    # h5: a disk with 2 MB free where fleetbench keeps its files; h6: no python3 at all.
+    # h5: a disk with 2 MB free where fleetbench keeps its files; h6: no python3 at all (not a failure).
     in_host_mounts(project, h[4],
                    "mkdir -p /root/.fleetbench && mount -t tmpfs -o size=2m,mode=700 tmpfs /root/.fleetbench")
     in_host_mounts(project, h[5], NO_PYTHON)
@@ -186,11 +186,13 @@ iterations = 10
     assert proc.returncode == 1, proc.stdout
     err = proc.stderr
     assert "Traceback" not in err
-    assert "4 host(s) failed" in err, err
+    assert "3 host(s) failed" in err, err
     assert f"no-such-user@{h[1]}: login refused" in err
     assert f"{unreachable}: cannot reach" in err
     assert f"{h[4]}: " in err and re.search(r"only \d MB free in /root/\.fleetbench ", err), err
-    assert f"{h[5]}: " in err and "no python3" in err
+    # A host without python3 is no failure (it gets the bundled python), and with bad hosts in the
+    # fleet nothing is pushed to it either (the snapshot below covers the good hosts).
+    assert f"{h[5]}:" not in err and "bundled python on" not in proc.stdout
     assert f"{h[0]}:" not in err  # the good host is not blamed
     assert "connected to" not in proc.stdout  # nothing went further than the preflight
     assert snapshot() == before  # no file pushed, nothing started or stopped on the good hosts

@@ -209,6 +209,7 @@ class FakeFleet:
     def __init__(self, interpreters: dict[str, Interpreter]) -> None:
         self.names = list(interpreters)
         self.interpreters = interpreters
+        self.needs_bundled: dict[str, str] = {}  # every host runs its own python3
 
     def __getitem__(self, name: str) -> str:
         return name
