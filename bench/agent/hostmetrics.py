@@ -20,7 +20,8 @@ controller still finds every finished interval on disk. It runs until SIGTERM/SI
 and its descendants (``tree`` processes in all: gunicorn's workers are the server too); its
 ``cpu_pct`` is % of one core (a busy multi-threaded server exceeds 100) and is null on the
 first sample after the sampler adopted it. A section whose /proc file is unreadable is null.
-The first line comes one interval after start: rates need two reads.
+The first line comes one interval after start: rates need two reads. A stop signal writes one
+last sample, for the time since the one before (when that is at least half an interval).
 
 Cheap by design (stdlib only, no subprocesses): every /proc file is opened once and re-read
 from offset 0 each interval (seq_file regenerates it), and a watched pid's ``stat`` and ``statm`` stay
@@ -609,6 +610,17 @@ def main(argv: list[str]) -> int:
             os.close(fd)
 
 
+def _write_sample(fd: int, sample: dict[str, object] | None) -> bool:
+    if sample is None:
+        return True
+    try:
+        _write_all(fd, (json.dumps(sample, separators=(",", ":")) + "\n").encode("utf-8"))
+    except OSError as exc:
+        print(f"metrics: cannot write a sample: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def _run(sampler: Sampler, fd: int, interval: float, duration: float | None) -> int:
     # Stop signals are blocked and collected by sigtimedwait, which doubles as the sleep: no
     # handler can interrupt a half-written line, and a stop is seen at once.
@@ -623,14 +635,16 @@ def _run(sampler: Sampler, fd: int, interval: float, duration: float | None) -> 
             if end is not None and due > end + 1e-6:
                 return 0
             if signal.sigtimedwait(STOP_SIGNALS, max(0.0, due - time.monotonic())) is not None:
-                return 0
-            sample = sampler.sample()
-            if sample is not None:
-                try:
-                    _write_all(fd, (json.dumps(sample, separators=(",", ":")) + "\n").encode("utf-8"))
-                except OSError as exc:
-                    print(f"metrics: cannot write a sample: {exc}", file=sys.stderr)
+                # The time since the last sample, as one more (its dt says how long) unless that
+                # is under half an interval (rates over a sliver are noise): on a loaded host the
+                # stop can come before a due sample was taken, and the run's end must be recorded.
+                last = sampler.sample()
+                covered = last["dt"] if last is not None else 0.0
+                if isinstance(covered, float) and covered >= interval / 2 and not _write_sample(fd, last):
                     return 1
+                return 0
+            if not _write_sample(fd, sampler.sample()):
+                return 1
             # After a stall (suspended VM, SIGSTOP), skip the missed ticks rather than burst.
             tick = max(tick + 1, int((time.monotonic() - start) / interval) + 1)
     finally:

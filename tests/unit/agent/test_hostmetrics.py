@@ -411,6 +411,29 @@ def test_main_appends_and_stops_cleanly_on_sigterm(tmp_path):
     assert all("cpu" in line for line in lines[1:])
 
 
+def test_a_stop_between_samples_records_the_time_since_the_last_one(tmp_path):
+    """On a loaded host the stop can come before a due sample is taken: the time since the last
+    sample is written as one more (its dt), so the samples reach the stop, within half an interval."""
+    out = tmp_path / "metrics.ndjson"
+    p = subprocess.Popen([sys.executable, "-m", "bench.agent.hostmetrics", "--interval", "2", "--out", str(out)],
+                         cwd=str(REPO), stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not out.exists() or not out.read_text():
+            assert time.monotonic() < deadline, "no first sample"
+            time.sleep(0.02)
+        time.sleep(1.5)  # three quarters of the way to the next sample
+        stopped_at = time.time()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0, p.stderr.read()
+    finally:
+        p.kill()
+        p.wait()
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[-1]["t"] >= stopped_at - 1.0, (stopped_at, lines)
+    assert all("cpu" in line and line["dt"] >= 1.0 for line in lines)  # no sliver of a sample
+
+
 def test_main_rejects_bad_arguments(tmp_path):
     assert hm.main(["--interval", "0", "--out", str(tmp_path / "x")]) == 2
     assert hm.main(["--duration", "0", "--out", str(tmp_path / "x")]) == 2
