@@ -116,6 +116,7 @@ class LiveView:
         self._live: Live | None = None
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
+        self._ended = False  # the phase has ended: its last, cut-short second is shown too
 
     # -- what the drivers call ----------------------------------------------------------------
 
@@ -125,6 +126,7 @@ class LiveView:
             self._agents = {(b.plan.name, n): _AgentState() for b in self._benches.values()
                             for n in range(b.plan.agents)}
             self._started = self._last_log = self.clock()
+            self._ended = False
         if self.tty:
             console = Console(file=self.out, force_terminal=True)
             self._live = Live(self._table(), console=console, auto_refresh=False, transient=False,
@@ -198,6 +200,7 @@ class LiveView:
 
     def end_phase(self) -> None:
         with self._lock:
+            self._ended = True
             for b in self._benches.values():  # the last second is cut short by the window's end:
                 last_full = b.seconds.get((b.newest_at or 0) - 1)  # show the one before it
                 if last_full is not None:
@@ -235,11 +238,14 @@ class LiveView:
         return f"[live] {b.plan.name}: {self._progress(b)}; agents {self._counts(b)}; {self._figures(b, w)}"
 
     def _pending(self, b: _Bench) -> dict[str, Any] | None:
-        """The complete seconds since the last window, merged; the last window if none is new."""
+        """The complete seconds since the last window, merged; the last window if none is new.
+        Once the phase has ended, through its last second too: cut short by the end, it still
+        holds ops (all of them, for a benchmark shorter than a second) the last line must show."""
         first = b.first_at if b.logged_to is None else b.logged_to + 1
-        if b.shown is None or first is None or b.shown["at"] < first:
+        last = b.newest_at if self._ended else (b.shown["at"] if b.shown is not None else None)
+        if last is None or first is None or last < first:
             return b.window
-        return window(first, b.shown["at"], b.seconds)
+        return window(first, last, b.seconds)
 
     def _table(self) -> Table:
         table = Table(title=f"fleetbench live, {self.clock() - self._started:.0f} s", title_justify="left")

@@ -168,3 +168,18 @@ def test_a_window_is_the_exact_merge_not_an_average_of_seconds():
 
 def test_durations_just_under_a_second_read_as_seconds():
     assert (_ms(999_400), _ms(999_700), _ms(1_500_000), _ms(None)) == ("999 ms", "1 s", "1.5 s", "-")
+
+
+def test_the_last_line_of_a_phase_shows_its_last_cut_short_second_too():
+    """A counted benchmark shorter than a second spans two wall-clock seconds, most of its ops in
+    the second one (cut short by its end): the phase's last line shows every op since the line
+    before, not only the first sliver."""
+    out, clock = io.StringIO(), Clock()
+    view = LiveView(out, tty=False, clock=clock, redraw_s=None)
+    view.start_phase([Planned("set", 1, iterations=1000)])
+    view.feed(("set", 0), "h4", _record(T0, [100] * 40))
+    view.feed(("set", 0), "h4", _record(T0 + 1, [100] * 960))
+    view.agent_state(("set", 0), "done")
+    view.end_phase()
+    (line,) = out.getvalue().splitlines()
+    assert "1,000 of 1,000 ops" in line and "500 ops/s" in line and "over the last 2 s" in line, line
