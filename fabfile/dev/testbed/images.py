@@ -240,12 +240,10 @@ def ensure_recipe(recipe: Recipe, cache: Path, log: Log | None = None) -> Image:
                 raise TestbedError(f"image recipe {recipe.name}: expected python {recipe.python} in the built"
                                    f" tree, found {python or 'none'}")
             seconds = time.monotonic() - t0
-            (work / "image.json").write_text(json.dumps({
+            _publish(work, entry, {
                 "recipe": recipe.name, "key": key, "suite": recipe.suite, "arch": recipe.arch,
                 "packages": list(recipe.packages), "mirror": recipe.mirror, "python": python,
-                "build_seconds": round(seconds, 1), "built_at": time.time()}, indent=1) + "\n")
-            _remove_tree(entry)
-            os.replace(work, entry)
+                "build_seconds": round(seconds, 1), "built_at": time.time()})
         except BaseException:
             _remove_tree(work)
             raise
@@ -366,16 +364,22 @@ def ensure_tarball(path: str, cache: Path, log: Log | None = None) -> Image:
             check_sshd(str(work / "rootfs"), path)
             python = python_in(str(work / "rootfs"))
             seconds = time.monotonic() - t0
-            (work / "image.json").write_text(json.dumps({"tarball": path, "key": key, "python": python,
-                                                         "build_seconds": round(seconds, 1)}) + "\n")
-            _remove_tree(entry)
-            os.replace(work, entry)
+            _publish(work, entry, {"tarball": path, "key": key, "python": python,
+                                   "build_seconds": round(seconds, 1)})
         except BaseException:
             _remove_tree(work)
             raise
         if log:
             log(f"unpacked image {label} in {seconds:.0f}s -> {entry}")
         return Image(path, key, str(entry / "rootfs"), True, seconds, python)
+
+
+def _publish(work: Path, entry: Path, record: dict[str, Any]) -> None:
+    """A built tree becomes the cache entry: its record (image.json, the stamp ``entry_done``
+    reads) written last inside it, then the whole directory renamed into place."""
+    (work / "image.json").write_text(json.dumps(record, indent=1) + "\n")
+    _remove_tree(entry)
+    os.replace(work, entry)
 
 
 def _remove_tree(path: Path) -> None:
