@@ -15,18 +15,17 @@ from pathlib import Path
 
 from bench.spawn import secrets, spec
 from fabfile.deployment import Deployment
-from fabfile.remote import lock, reaper
+from fabfile.remote import lock
 from fabfile.remote.fleet import Fleet, FleetError
-from fabfile.remote.shell import REMOTE_DIR, cmd
-from fabfile.remote.shell import run as run_remote
+from fabfile.remote.shell import REMOTE_DIR
 from fabfile.servers import kinds as servers
 from fabfile.servers.nodes import Node
 from fabfile.session import Session
 from fabfile.ship import redis_source, relay, server_build
 from fabfile.ship.build import Artifact, Builder
-from fabfile.ship.interpreter_host import REMOVE_ELSEWHERE
 from fabfile.ship.platforms import Unbuildable
 from fabfile.ship.push import ProgressPrinter
+from fabfile.stages import down
 from fabfile.terminal import hide
 
 
@@ -47,12 +46,8 @@ def run(s: Session, direct_push: bool = False, force: bool = False) -> Deploymen
 def _leave_nothing(s: Session, fleet: Fleet) -> None:
     """After a failed first deploy: every process of ours reaped and ~/.fleetbench (the deploy
     lock, the pushed files) removed on every host it reached."""
-    def clean(name: str) -> None:
-        reaper.reap(fleet[name])
-        run_remote(fleet[name], f"{REMOVE_ELSEWHERE}; {cmd('rm', '-rf', REMOTE_DIR)}")  # + the bundled python
-
     try:
-        fleet.each(clean, what="clean up after the failed deploy")
+        fleet.each(lambda name: down.clear_host(fleet[name]), what="clean up after the failed deploy")
     except FleetError as exc:
         s.echo(f"warning: the failed deploy could not clean every host: {exc}")
     else:

@@ -8,6 +8,8 @@ then down fails, and keeps the deployment record so that running it again retrie
 
 from __future__ import annotations
 
+from fabric import Connection
+
 from fabfile.remote import lock, reaper
 from fabfile.remote.fleet import Fleet, FleetError
 from fabfile.remote.shell import REMOTE_DIR, cmd
@@ -35,10 +37,7 @@ def run(s: Session, keep_files: bool = False, force: bool = False) -> None:
 
     def clean(name: str) -> list[int]:
         lock.take_host(fleet, name, mine, force=force, echo=s.echo)
-        pids = reaper.reap(fleet[name])
-        if not keep_files:
-            run_remote(fleet[name], f"{REMOVE_ELSEWHERE}; {cmd('rm', '-rf', REMOTE_DIR)}")  # + the bundled python
-        return pids
+        return clear_host(fleet[name], keep_files)
 
     try:
         stopped = fleet.connect(clean, what="down")
@@ -55,3 +54,12 @@ def run(s: Session, keep_files: bool = False, force: bool = False) -> None:
         raise FleetError(f"down could not clean every host (the deployment record is kept: `inv down` again "
                          f"retries; cleaned: {', '.join(stopped) or 'none'})", failed.failures, stopped)
     s.forget_deployment()
+
+
+def clear_host(c: Connection, keep_files: bool = False) -> list[int]:
+    """Every process of ours on the host reaped (their pids), and unless ``keep_files`` every file
+    of ours removed: ~/.fleetbench (the deploy lock with it) and a bundled python kept elsewhere."""
+    pids = reaper.reap(c)
+    if not keep_files:
+        run_remote(c, f"{REMOVE_ELSEWHERE}; {cmd('rm', '-rf', REMOTE_DIR)}")
+    return pids
