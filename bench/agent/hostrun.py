@@ -202,6 +202,7 @@ class HostRun:
         os.utime(os.path.join(self.control, "lease"))
         self.save()
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+        status = "failed"  # unless the run gets to say otherwise
         try:
             self._observe()
             self._join_barrier()
@@ -212,23 +213,26 @@ class HostRun:
                 self._phase(k)
             if not self.halted() and self.participant is not None:
                 self.participant.arrive(2 * len(phases), self.halted)  # the end: every host finishes together
-            self.state["status"] = self.ending or "done"
+            status = self.ending or "done"
         except Exception as exc:  # still a state a controller can read, with the cause
-            self.state["status"], self.state["error"] = "failed", f"{type(exc).__name__}: {exc}"
+            status, self.state["error"] = "failed", f"{type(exc).__name__}: {exc}"
             self.log(f"failed: {self.state['error']}")
             self._stop_children()
         finally:
+            # The end state is published by the last save only: a host that says done, stopped
+            # or abandoned has no process of the run left (the sampler and coordinator end first).
             if self.participant is not None:
                 self.participant.leave()
-            self._finish_sampler()
+            self._finish_sampler(linger=status == "done")
             if self.coordinator is not None:
                 time.sleep(LINGER_S)  # the other hosts get the end before the coordinator goes
                 self.save()
                 self.coordinator.close()
             self._beating.set()
+            self.state["status"] = status
             self.save()
-            self.log(f"{self.state['status']}")
-        return 0 if self.state["status"] == "done" else 1
+            self.log(status)
+        return 0 if status == "done" else 1
 
     def _on_term(self, signum: int, frame: object) -> None:
         if self.ending is None:
@@ -409,10 +413,10 @@ class HostRun:
                 break
             time.sleep(0.1)
 
-    def _finish_sampler(self) -> None:
+    def _finish_sampler(self, linger: bool) -> None:
         if self.sampler is None:
             return
-        if self.state["status"] == "done":
+        if linger:
             time.sleep(LINGER_S)
         if self.sampler.poll() is None:
             self.sampler.terminate()
