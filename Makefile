@@ -67,4 +67,4 @@ clean:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy --python-version 3.9 bench/agent bench/wire bench/__init__.py fabfile/ship/hop.py
+	$(VENV)/bin/mypy --python-version 3.9 bench/agent bench/wire bench/__init__.py

@@ -256,7 +256,7 @@ def spawn(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, keep_up=F
 # -- the testbed: a local fleet of real sshd hosts in network namespaces ---------------------
 
 def _testbed(user=None, bastion=False, nat=False, stock_sshd=False):
-    from fabfile.dev.testbed import Testbed  # needs root and iproute2; only loaded when asked for
+    from devtools.testbed import Testbed  # needs root and iproute2; only loaded when asked for
 
     return Testbed(workspace().testbed_dir, user=user, bastion=bastion, nat=nat,
                    sshd_limits="stock" if stock_sshd else "relaxed")
@@ -277,7 +277,7 @@ def _testbed(user=None, bastion=False, nat=False, stock_sshd=False):
 def testbed_up(c, hosts=5, python=None, uplink=None, user=None, bastion=False, nat=False, stock_sshd=False,
                image=None):
     """Bring up a local fleet of real OpenSSH hosts (needs root)."""
-    from fabfile.dev.testbed import TestbedError, parse_image_overrides, parse_python_overrides
+    from devtools.testbed import TestbedError, parse_image_overrides, parse_python_overrides
 
     try:
         up = _testbed(user, bastion, nat, stock_sshd).up(int(hosts), parse_python_overrides(python or []), uplink,
@@ -328,8 +328,8 @@ def perf(c, json=False, keep=False, only=None, hosts=128, prefix=None, subnet=No
     import json as json_module
     import os
 
-    from fabfile.dev import perf as suite
-    from fabfile.dev.testbed import TestbedError
+    from devtools import perf as suite
+    from devtools.testbed import TestbedError
 
     if os.geteuid() != 0:
         raise Exit("perf failed: the perf testbed needs root (network namespaces)", code=1)

@@ -12,7 +12,7 @@ Each expectation is ``METRIC OP NUMBER[UNIT]``:
   ``error%`` (failed ops in percent of all ops; a trailing ``%`` on the number is allowed);
 * OP one of ``<`` ``<=`` ``>`` ``>=`` ``==`` ``!=``.
 
-:func:`parse` refuses anything else with an :class:`ExpectError` naming the culprit;
+bench.spawn.expectations parses them (an :class:`ExpectError` names a malformed one);
 :func:`check` gives each expectation's verdict with the measured value. A benchmark that measured
 nothing (every agent failed) fails every expectation: nothing was shown to hold.
 
@@ -23,34 +23,13 @@ whose p99 rose, significantly (bench.report.compare's Mann-Whitney test) and by 
 from __future__ import annotations
 
 import math
-import operator
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tabulate import tabulate
 
-LATENCY = ("p50", "p90", "p99", "p99.9", "max", "mean")
-COUNTS = ("ops/s", "errors", "error%")
-UNITS = {"us": 1.0, "ms": 1_000.0, "s": 1_000_000.0}  # in microseconds
-OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt}
-_FORM = re.compile(r"\s*(?P<metric>[a-z0-9/%.]+)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<number>[0-9]+(?:\.[0-9]+)?)"
-                   r"\s*(?P<unit>[a-z%]*)\s*\Z")
-
-
-class ExpectError(ValueError):
-    """A malformed expectation; the message names it and says what is allowed."""
-
-
-@dataclass(frozen=True)
-class Expectation:
-    text: str  # as written
-    metric: str  # one of LATENCY or COUNTS
-    op: str
-    threshold: float  # as written, in ``unit`` for a latency
-    unit: str  # "us" | "ms" | "s" for a latency, "" otherwise
+from bench.spawn.expectations import LATENCY, OPERATORS, UNITS, Expectation, ExpectError
 
 
 @dataclass(frozen=True)
@@ -81,41 +60,6 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         return {"expect": self.expectation.text, "passed": self.passed, "measured": self.measured,
                 "measured_text": self.measured_text}
-
-
-def parse(text: object) -> Expectation:
-    if not isinstance(text, str):
-        raise ExpectError(f"{text!r} is not a string like \"p99 < 5ms\"")
-    match = _FORM.match(text)
-    if match is None:
-        raise ExpectError(f"{text!r} is not METRIC OP NUMBER[UNIT] (e.g. \"p99 < 5ms\", \"ops/s > 100000\", "
-                          f"\"errors == 0\"); operators: {' '.join(sorted(OPERATORS))}")
-    metric, op, number, unit = match.group("metric", "op", "number", "unit")
-    value = float(number)
-    if metric in LATENCY:
-        if unit not in UNITS:
-            raise ExpectError(f"{text!r}: a latency needs a unit, one of {', '.join(UNITS)} (e.g. \"{metric} < 5ms\")")
-        return Expectation(text, metric, op, value, unit)
-    if metric not in COUNTS:
-        raise ExpectError(f"{text!r}: unknown metric {metric!r}; one of {', '.join(LATENCY + COUNTS)}")
-    if unit and not (metric == "error%" and unit == "%"):
-        raise ExpectError(f"{text!r}: {metric} takes a plain number, not {unit!r}")
-    if metric == "errors" and not value.is_integer():
-        raise ExpectError(f"{text!r}: errors is a whole number")
-    return Expectation(text, metric, op, value, "")
-
-
-def parse_all(texts: object) -> tuple[Expectation, ...]:
-    """A list of expectations; an ExpectError names the first bad one by its index."""
-    if not isinstance(texts, (list, tuple)):
-        raise ExpectError(f"{texts!r} is not a list of expectations like [\"p99 < 5ms\"]")
-    out = []
-    for i, text in enumerate(texts):
-        try:
-            out.append(parse(text))
-        except ExpectError as exc:
-            raise ExpectError(f"[{i}]: {exc}") from None
-    return tuple(out)
 
 
 def measured(entry: Mapping[str, Any], e: Expectation) -> float | None:

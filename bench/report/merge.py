@@ -12,7 +12,7 @@ averaged. Results whose key metadata disagree (benchmark, workload, run id, agen
 histogram settings) are refused with :class:`ResultError`.
 
 Repetitions: a benchmark with ``repeat = N > 1`` runs N times; repetition k (1-based) is
-labelled ``name#k`` (:func:`repetition_label`) in its jobs, its agents' results and its
+labelled ``name#k`` (bench.wire.labels.repetition_label) in its jobs, its agents' results and its
 merged entry. :func:`build_run` folds the entries ``name#1`` .. ``name#N`` into one entry
 ``name`` (see :func:`merge_repeats`) holding the combined figures and the repetitions under
 ``"repeats"``.
@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
 import statistics
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -50,37 +49,19 @@ from hdrh.histogram import HdrHistogram
 from bench.errors import FleetbenchError
 from bench.report import seconds as per_second
 from bench.wire import hist
+from bench.wire.labels import split_label
 from bench.wire.result import RESULT_SCHEMA, AgentResult, Failure, TimeseriesPoint
 
 SCHEMA_VERSION = 1
-REPEAT_MARK = "#"
 STATUSES = ("ok", "partial", "failed")
 MAX_ERROR_SAMPLES = 10
 RUN_KEYS = ("run_id", "name", "started_at", "finished_at", "spawn", "deployment")
 # late_ops split by cause (bench.wire.result): waited for a busy connection, or the agent's loop was late
 LATE_CAUSES = ("late_busy_ops", "late_loop_ops")
-_LABEL = re.compile(r"(?P<name>.+)" + re.escape(REPEAT_MARK) + r"(?P<k>[1-9][0-9]*)\Z")
 
 
 class ResultError(FleetbenchError, ValueError):
     """Agent results that cannot be merged, or a run.json that cannot be loaded."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Repetition labels
-
-
-def repetition_label(name: str, repetition: int) -> str:
-    """The label of repetition ``repetition`` (1-based) of benchmark ``name``: ``name#k``."""
-    return f"{name}{REPEAT_MARK}{repetition}"
-
-
-def split_label(label: str) -> tuple[str, int | None]:
-    """``"import#2"`` -> ``("import", 2)``; a plain name -> ``(name, None)``."""
-    match = _LABEL.match(label)
-    if match is None:
-        return label, None
-    return match.group("name"), int(match.group("k"))
 
 
 # ---------------------------------------------------------------------------------------------

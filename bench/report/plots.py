@@ -32,8 +32,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.report import hosts as host_metrics
-from bench.report.merge import split_label
 from bench.wire import hist
+from bench.wire.labels import split_label
 
 SIZE = (11, 5.5)
 DPI = 100

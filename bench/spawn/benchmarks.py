@@ -9,8 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from bench.report import expect
-from bench.spawn import secrets
+from bench.spawn import expectations, secrets
 from bench.spawn.checks import BAD, MISSING, Problems, Table, as_float, describe, is_int, not_one_of
 from bench.spawn.schema import BENCHMARK_KEYS, Benchmark
 from bench.wire.catalogue import CATALOGUE, Param, Workload, check_params
@@ -92,7 +91,7 @@ def _benchmark(t: Table, server_kind: str | None) -> Benchmark | None:
 
 
 def _expectations(t: Table) -> Any:
-    """``expect``: a list of bench.report.expect expectations, each one checked and named."""
+    """``expect``: a list of bench.spawn.expectations, each one checked and named."""
     value = t.raw("expect")
     if value is MISSING:
         return ()
@@ -101,8 +100,8 @@ def _expectations(t: Table) -> Any:
     ok = True
     for i, text in enumerate(value):
         try:
-            expect.parse(text)
-        except expect.ExpectError as exc:
+            expectations.parse(text)
+        except expectations.ExpectError as exc:
             t.problems.add(f"{t.at('expect')}[{i}]", str(exc))
             ok = False
     return tuple(value) if ok else BAD

@@ -7,7 +7,7 @@ share a ``parallel`` tag form one phase, placed where the first of them appears 
 A benchmark with ``repeat = N > 1`` runs N times in a row, as N phases; the spec guarantees
 that benchmarks sharing a tag have the same ``repeat``, so a tagged group runs N times
 together. Each repetition is the same Benchmark with its ``name`` replaced by the label
-``name#k`` (k = 1..N, :func:`bench.report.merge.repetition_label`); with ``repeat = 1`` the name is
+``name#k`` (k = 1..N, :func:`bench.wire.labels.repetition_label`); with ``repeat = 1`` the name is
 kept as it is. Agent jobs, agent results and merged entries all carry that label, and
 :func:`bench.report.merge.build_run` folds the repetitions back into one benchmark.
 """
@@ -19,9 +19,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TypeVar
 
-from bench.report.merge import repetition_label
 from bench.spawn.schema import Benchmark, Spawn
 from bench.wire.job import AgentJob, split_evenly
+from bench.wire.labels import repetition_label
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """The host-run contract, defined once for both ends of SSH.
 
-The controller (fabfile.runs.hostrun, fabfile.stages.follow) hands each host a plan and then
+The controller (fabfile.runs.hostrun, fabfile.runs.follow) hands each host a plan and then
 only reads what the host run (bench.agent.hostrun) writes into its run directory; this module
 is what both sides agree on: the run directory's layout, the plan, the state file, the poll's
 framing, the byte limits, and the checks of everything that comes back from a host.
@@ -84,7 +84,7 @@ POLL_LOG_BYTES = 4 << 10
 FRAME = b"@@fleetbench "
 MISSING = b"@@fleetbench-missing"
 ALIVE = "_alive"  # a pseudo file in a poll's answer: 1 while the host run's process lives
-# "#": a repetition's label ("fast#2", bench.report.merge.repetition_label) names its directory
+# "#": a repetition's label ("fast#2", bench.wire.labels.repetition_label) names its directory
 _PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+#-]*(/[A-Za-z0-9_][A-Za-z0-9_.+#-]*)*\Z")
 _MAX_HEADER = 4096
 

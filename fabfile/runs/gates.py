@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.report import expect, junit, openmetrics
 from bench.report import hosts as host_metrics
+from bench.spawn import expectations
 from fabfile.runs.store import RunDir
 
 #: `inv collect` / `inv spawn` / `inv compare --fail-on`: an expectation (or the regression gate)
@@ -19,9 +20,9 @@ from fabfile.runs.store import RunDir
 EXIT_EXPECTATIONS = 3
 
 
-def wanted(benchmarks: Iterable[Any]) -> dict[str, tuple[expect.Expectation, ...]]:
+def wanted(benchmarks: Iterable[Any]) -> dict[str, tuple[expectations.Expectation, ...]]:
     """Each spawn-file benchmark's parsed ``expect`` (already checked by the spawn schema)."""
-    return {b.name: expect.parse_all(list(b.expect)) for b in benchmarks if getattr(b, "expect", ())}
+    return {b.name: expectations.parse_all(list(b.expect)) for b in benchmarks if getattr(b, "expect", ())}
 
 
 def judge(run: dict[str, Any], benchmarks: Iterable[Any], echo: Callable[[str], None]) -> list[expect.Verdict]:

@@ -6,7 +6,7 @@ It is fed, not polled: whatever brings agents' output back calls
 * :meth:`LiveView.agent_line` with each of its log lines,
 * :meth:`LiveView.agent_state` when it ends (``"done"`` or ``"failed"``, with the error),
 
-as the follower of a run on the hosts does (fabfile.stages.follow, from each agent's stderr file
+as the follower of a run on the hosts does (fabfile.runs.follow, from each agent's stderr file
 as its host writes it). Agents are named ``(benchmark, agent_num)``.
 
 Per benchmark it shows: how far it is (measured seconds of its duration, or ops done of its

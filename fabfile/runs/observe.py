@@ -3,7 +3,7 @@
 Each host's run (bench.agent.hostrun) takes its ``facts`` once (cpu, memory, kernel, OS, python,
 the sha256 of every pex in ~/.fleetbench/bin) and runs a ``metrics`` sampler for the whole run
 (one JSON line per second, watching the pid in each of its server nodes' ``server.pid``), in
-``~/.fleetbench/runs/<run-id>/_host/``. The follower (fabfile.stages.follow) appends the new
+``~/.fleetbench/runs/<run-id>/_host/``. The follower (fabfile.runs.follow) appends the new
 metrics lines to ``runs/<run-id>/hosts/<host>/metrics.ndjson`` as they come (up to
 METRICS_KEEP_BYTES per host), and at the end keeps each server node's logs as
 ``hosts/<host>/logs/<port>-server.log.gz`` (the server's own log file) and ``<port>-start.log.gz``

@@ -5,7 +5,7 @@ slowest uplink decides (a laptop on café wifi pushing to 16 hosts sends 16 copi
 controller streams the file once, over SSH, into the first host of a chain; every host
 writes what arrives to a temporary file *and* forwards it to the next host while it is
 still arriving, so the whole chain finishes about when the first host does. Each hop is a
-small stdlib-only Python program (``fabfile/ship/hop.py``) run with the host's python3.
+small stdlib-only Python program (``bench/agent/hop.py``) run with the host's python3.
 
 How hosts reach each other, and why that way (see also hop.py's docstring):
 
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from fabric import Connection
 
+import bench.agent
 from fabfile.remote import pool
 from fabfile.remote.shell import cmd, label, tail
 from fabfile.remote.ssh import with_path
@@ -47,7 +48,8 @@ from fabfile.ship.push import CHUNK, PART, Progress, push, remote_digests
 if TYPE_CHECKING:
     from fabfile.remote.fleet import Fleet
 
-HOP_SOURCE = Path(__file__).with_name("hop.py").read_text()
+# Run on the hosts by their own python3, so it lives with what else runs there (bench.agent).
+HOP_SOURCE = (Path(bench.agent.__file__).parent / "hop.py").read_text()
 HOP_COMMAND = cmd("python3", "-c", HOP_SOURCE)
 
 #: Below this many hosts a relay saves nothing worth its setup: push directly.

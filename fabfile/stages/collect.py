@@ -24,7 +24,7 @@ from bench.report.screen import screen
 from bench.spawn import plan, spec
 from bench.wire.hostrun import finite_offset
 from bench.wire.result import Failure
-from fabfile.runs import gates, hostrun, observe
+from fabfile.runs import gates, hostrun, observe, recorded
 from fabfile.runs.store import RunDir, dir_name, resolve
 from fabfile.session import Echo, Session, say
 
@@ -118,15 +118,13 @@ def _host_of(record: Mapping[str, Any]) -> str | None:
 def fetch(s: Session, run_ref: str | None = None) -> None:
     """Fetch from the hosts what they finished of a run that lives there (one pass; a host that
     does not answer keeps its results for a later collect)."""
-    from fabfile.stages import bench
-
     run_dir = resolve(s.workspace.runs_dir, run_ref)
     meta = run_dir.meta()
     if not meta.get("host_run") or meta.get("fetched"):
         return
-    bench.hide_secrets(s, run_dir)
-    fleet = bench.run_fleet(s, run_dir)
-    f = bench.follower(fleet, run_dir, s.echo, renew=False, reconnect_for=0.0, stream=False)
+    recorded.hide_secrets(s, run_dir)
+    fleet = recorded.run_fleet(s, run_dir)
+    f = recorded.follower(fleet, run_dir, s.echo, renew=False, reconnect_for=0.0, stream=False)
     try:
         f.fetch_once()
     finally:
@@ -144,7 +142,7 @@ def fetch(s: Session, run_ref: str | None = None) -> None:
                                                  **{h: v for h, v in statuses.items() if v is not None}}}
     ended = all(status in hostrun.TERMINAL for status in statuses.values())
     if meta.get("status") == "running" and ended:  # its controller died: the hosts know how it ended
-        changes.update(status=bench.bench_status(statuses, []), finished_at=time.time())
+        changes.update(status=recorded.bench_status(statuses, []), finished_at=time.time())
     changes["fetched"] = ended and not unreachable
     run_dir.update_meta(**changes)
-    bench.record_skews(run_dir)
+    recorded.record_skews(run_dir)

@@ -94,7 +94,7 @@ def topology_project(tmp_path_factory, name: str, hosts: int = 3, pythons: dict[
     """A scratch project with a small testbed of its own topology (``user=``, ``bastion=``, ``nat=``,
     ``sshd_limits=``) and interpreters (``pythons``: host name -> python3 it runs)."""
     _need_testbed()
-    from fabfile.dev.testbed import Testbed
+    from devtools.testbed import Testbed
 
     path = tmp_path_factory.mktemp(name)
     testbed = Testbed(path / ".testbed", prefix=os.environ.get("FLEETBENCH_TEST_PREFIX2", "fw"),
@@ -108,7 +108,7 @@ def topology_project(tmp_path_factory, name: str, hosts: int = 3, pythons: dict[
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Project:
     _need_testbed()
-    from fabfile.dev.testbed import Testbed
+    from devtools.testbed import Testbed
 
     path = tmp_path_factory.mktemp("project")
     prefix = os.environ.get("FLEETBENCH_TEST_PREFIX", "ft")
@@ -129,7 +129,7 @@ _image_builds: Future | None = None
 
 
 def _start_image_builds() -> Future:
-    from fabfile.dev.testbed.images import RECIPES, ImageSpec, ensure_images
+    from devtools.testbed.images import RECIPES, ImageSpec, ensure_images
 
     pool = ThreadPoolExecutor(max_workers=1)
     future = pool.submit(ensure_images, {name: ImageSpec(name, r) for name, r in RECIPES.items()})

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from fabfile.dev.testbed import Testbed
+from devtools.testbed import Testbed
 
 from .conftest import Project, _need_testbed, _pyenv
 

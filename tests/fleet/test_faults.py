@@ -113,7 +113,7 @@ def spawn_file(project, name: str, duration: str = "3s", first: bool = False) ->
 
 
 def _testbed(project):
-    from fabfile.dev.testbed import Testbed
+    from devtools.testbed import Testbed
 
     return Testbed(project.path / ".testbed", prefix=os.environ.get("FLEETBENCH_TEST_PREFIX", "ft"),
                    subnet=int(os.environ.get("FLEETBENCH_TEST_SUBNET", "251")))

@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 
-from fabfile.dev.testbed import Testbed
+from devtools.testbed import Testbed
 from fabfile.ship.server_build import Platform
 
 from .conftest import Project, _need_testbed

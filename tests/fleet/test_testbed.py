@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile.dev.testbed import Testbed, TestbedError, parse_python_overrides
+from devtools.testbed import Testbed, TestbedError, parse_python_overrides
 
 pytestmark = [
     pytest.mark.fleet,

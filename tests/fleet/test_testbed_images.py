@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fabfile.dev.testbed import Testbed, TestbedError
-from fabfile.dev.testbed.images import Recipe, cache_dir, ensure_recipe
+from devtools.testbed import Testbed, TestbedError
+from devtools.testbed.images import Recipe, cache_dir, ensure_recipe
 
 from .conftest import REPO
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.report import merge as result
-from bench.wire import hist
+from bench.wire import hist, labels
 from bench.wire.result import RESULT_SCHEMA
 
 T0 = 1_790_000_000.0  # an epoch second to hang runs on
@@ -61,7 +61,7 @@ def make_run(run_id: str, benchmarks: Sequence[tuple[str, Sequence[int]]], *, re
     clock = T0
     for bench_name, values in benchmarks:
         for k in range(1, repeat + 1):
-            label = result.repetition_label(bench_name, k) if repeat > 1 else bench_name
+            label = labels.repetition_label(bench_name, k) if repeat > 1 else bench_name
             factor = (scale or {}).get(bench_name, 1.0)
             jitter = 1 + 0.01 * ((k * 7) % 5 - 2)  # -2% .. +2%
             n = int(len(values) / factor * jitter)

@@ -17,7 +17,7 @@ import pytest
 
 from bench.spawn import spec
 from bench.wire import hist
-from fabfile.dev import perf, perf_fleet, perf_peers
+from devtools import perf, perf_fleet, perf_peers
 
 
 def test_the_deploy_spawn_is_a_valid_cluster_of_three_plus_agents() -> None:
@@ -58,7 +58,7 @@ def test_report_and_table_name_every_figure_its_goal_and_what_is_missing() -> No
     assert text[4].endswith("not measured: ResultError: boom")
 
 
-# -- the peers: wrappers and parsers (fabfile.dev.perf_peers) -------------------------------------
+# -- the peers: wrappers and parsers (devtools.perf_peers) -------------------------------------
 
 REDIS_BENCHMARK_7_CSV = (
     '"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms",'
@@ -159,7 +159,7 @@ def test_the_cpu_figure_is_the_worse_pipeline_and_keeps_both() -> None:
     assert figure.met is (max(p1, p16) <= 1.5)
 
 
-# -- the controller and the 128-host spawn (fabfile.dev.perf_fleet) -------------------------------
+# -- the controller and the 128-host spawn (devtools.perf_fleet) -------------------------------
 
 def test_the_spawn_files_are_valid_and_shaped_as_the_issue_says() -> None:
     hosts = [f"pf{i}" for i in range(1, 129)]

@@ -18,6 +18,7 @@ from runfactory import T0 as RUN_T0
 from runfactory import make_run, sample, spread
 
 from bench.report import expect, junit, openmetrics, seconds
+from bench.spawn import expectations
 from bench.wire import hist
 
 T0 = 1_700_000_000
@@ -40,7 +41,7 @@ def _run() -> dict:
              "latency_us": {"count": 8, "p99": 1000, "max": 1000},
              "timeseries": seconds.merge("set", agents)}
     run = {"run_id": "20261201-demo", "name": "demo", "benchmarks": [entry]}
-    expect.apply(run, {entry["name"]: expect.parse_all(["p99 < 5ms", "errors == 0"])})
+    expect.apply(run, {entry["name"]: expectations.parse_all(["p99 < 5ms", "errors == 0"])})
     return run
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from bench.report import expect
 from bench.report.compare import Comparison
+from bench.spawn import expectations
 
 ENTRY = {"name": "set", "agents": 2, "agents_ok": 2, "ops": 99_000, "errors": 1_000, "ops_per_s": 49_500.0,
          "latency_us": {"count": 99_000, "min": 80, "mean": 812.6, "p50": 700, "p90": 1_500, "p99": 4_990,
@@ -23,7 +24,7 @@ ENTRY = {"name": "set", "agents": 2, "agents_ok": 2, "ops": 99_000, "errors": 1_
     ("error% < 2", "error%", "<", 2.0, ""),
 ])
 def test_parses_every_metric_operator_and_unit(text, metric, op, threshold, unit):
-    e = expect.parse(text)
+    e = expectations.parse(text)
     assert (e.text, e.metric, e.op, e.threshold, e.unit) == (text, metric, op, threshold, unit)
 
 
@@ -40,20 +41,20 @@ def test_parses_every_metric_operator_and_unit(text, metric, op, threshold, unit
     (5, r"5 is not a string"),
 ])
 def test_refuses_malformed_expectations_naming_them(text, why):
-    with pytest.raises(expect.ExpectError, match=why):
-        expect.parse(text)
+    with pytest.raises(expectations.ExpectError, match=why):
+        expectations.parse(text)
 
 
 def test_parse_all_names_the_index_of_the_bad_one():
-    assert len(expect.parse_all(["p99 < 5ms", "errors == 0"])) == 2
-    with pytest.raises(expect.ExpectError, match=r"^\[1\]: 'p99 < 5': "):
-        expect.parse_all(["errors == 0", "p99 < 5", "nope"])
-    with pytest.raises(expect.ExpectError, match="not a list"):
-        expect.parse_all("p99 < 5ms")
+    assert len(expectations.parse_all(["p99 < 5ms", "errors == 0"])) == 2
+    with pytest.raises(expectations.ExpectError, match=r"^\[1\]: 'p99 < 5': "):
+        expectations.parse_all(["errors == 0", "p99 < 5", "nope"])
+    with pytest.raises(expectations.ExpectError, match="not a list"):
+        expectations.parse_all("p99 < 5ms")
 
 
 def test_check_gives_each_verdict_with_the_measured_value_in_its_own_unit():
-    verdicts = expect.check(ENTRY, expect.parse_all([
+    verdicts = expect.check(ENTRY, expectations.parse_all([
         "p99 < 5ms", "p99 < 4990us", "p99 <= 4990us", "p99.9 < 0.009s", "max > 100ms", "mean < 1ms",
         "ops/s > 100000", "ops/s >= 49500", "errors == 0", "errors < 1001", "error% < 1", "error% <= 1%"]))
     assert [(v.passed, v.measured_text) for v in verdicts] == [
@@ -66,7 +67,7 @@ def test_check_gives_each_verdict_with_the_measured_value_in_its_own_unit():
 
 def test_apply_keeps_the_verdicts_in_the_run_and_renders_them():
     run = {"benchmarks": [dict(ENTRY), {**ENTRY, "name": "other"}]}
-    verdicts = expect.apply(run, {"set": expect.parse_all(["p99 < 5ms", "ops/s > 100000"])})
+    verdicts = expect.apply(run, {"set": expectations.parse_all(["p99 < 5ms", "ops/s > 100000"])})
     assert [v.passed for v in verdicts] == [True, False]
     assert [v["expect"] for v in run["benchmarks"][0]["expectations"]] == ["p99 < 5ms", "ops/s > 100000"]
     assert "expectations" not in run["benchmarks"][1]
@@ -80,7 +81,7 @@ def test_apply_keeps_the_verdicts_in_the_run_and_renders_them():
 def test_a_benchmark_that_measured_nothing_fails_every_expectation():
     nothing = {"name": "dead", "agents": 2, "agents_ok": 0, "ops": 0, "errors": 0, "ops_per_s": 0.0,
                "latency_us": {"count": 0, "p99": 0, "max": 0}}
-    verdicts = expect.check(nothing, expect.parse_all(["p99 < 5ms", "errors == 0", "ops/s >= 0"]))
+    verdicts = expect.check(nothing, expectations.parse_all(["p99 < 5ms", "errors == 0", "ops/s >= 0"]))
     assert [(v.passed, v.measured_text) for v in verdicts] == [(False, "not measured")] * 3
 
 
@@ -104,8 +105,8 @@ def test_a_benchmark_some_of_whose_agents_failed_fails_every_expectation():
     """What it measured is not what was asked for (a lost host's agents are missing from it)."""
     half = {"name": "half", "agents": 2, "agents_ok": 1, "ops": 100, "errors": 0, "ops_per_s": 50.0,
             "latency_us": {"count": 100, "p99": 1000, "max": 1000}}
-    verdicts = expect.check(half, expect.parse_all(["errors == 0", "ops/s >= 10"]))
+    verdicts = expect.check(half, expectations.parse_all(["errors == 0", "ops/s >= 10"]))
     assert [(v.passed, v.measured_text) for v in verdicts] == [(False, "errors = 0, but 1 of 2 agents failed"),
                                                                (False, "ops/s = 50, but 1 of 2 agents failed")]
     whole = {**half, "agents_ok": 2}
-    assert [v.passed for v in expect.check(whole, expect.parse_all(["errors == 0"]))] == [True]
+    assert [v.passed for v in expect.check(whole, expectations.parse_all(["errors == 0"]))] == [True]

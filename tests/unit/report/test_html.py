@@ -7,13 +7,14 @@ import re
 from runfactory import make_run, spread
 
 from bench.report import expect, html
+from bench.spawn import expectations
 
 PNG = b"\x89PNG\r\n\x1a\nnot really"
 
 
 def test_every_benchmark_has_its_row_card_and_spectrum_and_expectations_show():
     run = make_run("r1", [("set <&>", spread(100, 60)), ("get", spread(50, 60))])
-    expect.apply(run, {"get": expect.parse_all(["p99 < 1s", "ops/s > 1000000000"])})
+    expect.apply(run, {"get": expectations.parse_all(["p99 < 1s", "ops/s > 1000000000"])})
     pictures = {"throughput.png": PNG, "latency.png": PNG, "spectrum-set.png": PNG, "spectrum-get.png": PNG}
     page = html.page(run, pictures, notes=["set: agent 1 on h5: lost"], file_stem=lambda n: n.split()[0])
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bench.report import merge as result
 from bench.report.merge import ResultError
-from bench.wire import hist
+from bench.wire import hist, labels
 from bench.wire.result import RESULT_SCHEMA
 
 META = {"run_id": "20261124-160000-ab12", "name": "bitmaps", "started_at": "2026-11-24T16:00:00Z",
@@ -53,11 +53,11 @@ def random_values(seed: int, n: int) -> list[int]:
 
 
 def test_labels() -> None:
-    assert result.repetition_label("import", 2) == "import#2"
-    assert result.split_label("import#2") == ("import", 2)
-    assert result.split_label("import") == ("import", None)
-    assert result.split_label("a#0") == ("a#0", None)
-    assert result.split_label("#3") == ("#3", None)
+    assert labels.repetition_label("import", 2) == "import#2"
+    assert labels.split_label("import#2") == ("import", 2)
+    assert labels.split_label("import") == ("import", None)
+    assert labels.split_label("a#0") == ("a#0", None)
+    assert labels.split_label("#3") == ("#3", None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +261,7 @@ def test_planned_agents_must_agree() -> None:
 def repeated(name: str, per_rep: list[list[list[int]]]) -> list[dict[str, Any]]:
     entries = []
     for k, per_agent in enumerate(per_rep, start=1):
-        label = result.repetition_label(name, k)
+        label = labels.repetition_label(name, k)
         results = [agent_result(label, i, len(per_agent), values, elapsed=2.0 * k)
                    for i, values in enumerate(per_agent)]
         entries.append(result.merge_benchmark(label, results, []))

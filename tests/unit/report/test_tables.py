@@ -16,7 +16,7 @@ import pytest
 
 from bench.report import merge as result
 from bench.report import tables
-from bench.wire import hist
+from bench.wire import hist, labels
 from bench.wire.result import RESULT_SCHEMA
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
@@ -54,7 +54,7 @@ def sample_run() -> dict[str, Any]:
              "stderr_tail": "Traceback ..."}]),
     ]
     for k in (1, 2):
-        label = result.repetition_label("writes", k)
+        label = labels.repetition_label("writes", k)
         entries.append(result.merge_benchmark(label, [
             agent_result(label, i, 2, spread(150 * k + 7 * i, 40_000 + 5000 * k), 10.0) for i in range(2)], []))
     entries.append(result.merge_benchmark("cold", [], [

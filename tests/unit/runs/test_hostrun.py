@@ -13,7 +13,7 @@ import pytest
 from bench.spawn import spec
 from bench.wire import hostrun as wire
 from fabfile.runs import hostrun
-from fabfile.stages.follow import agent_record, backoff
+from fabfile.runs.follow import agent_record, backoff
 
 SPAWN = """
 name = "t"

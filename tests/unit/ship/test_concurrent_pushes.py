@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile.ship import hop
+from bench.agent import hop
 from fabfile.ship.push import PART, push_command
 from fabfile.ship.relay import HOP_SOURCE
 

@@ -10,7 +10,7 @@ from bench.report import merge
 from bench.wire import hist
 from bench.wire.job import AgentJob
 from bench.wire.result import RESULT_SCHEMA, AgentRecord, AgentResult, Failure, Histograms, TimeseriesPoint
-from fabfile.stages.follow import agent_record
+from fabfile.runs.follow import agent_record
 
 JOB = AgentJob.from_dict({"run_id": "r", "benchmark": "b", "workload": "set", "agent_num": 1, "agents": 2,
                           "server_kind": "redis", "targets": ["127.0.0.1:1"], "duration_s": 1.0, "rate": 50.0})

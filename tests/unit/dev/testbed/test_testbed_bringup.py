@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from fabfile.dev.testbed import Testbed, TestbedError
+from devtools.testbed import Testbed, TestbedError
 
 # ---- up's argument checks (before anything is touched) ----------------------------------------
 

@@ -9,9 +9,9 @@ import tarfile
 
 import pytest
 
-from fabfile.dev.testbed import Testbed, TestbedError, plan_hosts
-from fabfile.dev.testbed import images as img
-from fabfile.dev.testbed.imagehost import drop_in_text, image_host_script, includes_drop_ins, sshd_argv
+from devtools.testbed import Testbed, TestbedError, plan_hosts
+from devtools.testbed import images as img
+from devtools.testbed.imagehost import drop_in_text, image_host_script, includes_drop_ins, sshd_argv
 
 # ---- parsing --image ---------------------------------------------------------------------------
 

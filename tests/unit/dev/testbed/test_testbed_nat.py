@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
-from fabfile.dev.testbed import plan, sshd
-from fabfile.dev.testbed.layout import SSHD_LIMITS, Layout
-from fabfile.dev.testbed.system import TestbedError
+from devtools.testbed import plan, sshd
+from devtools.testbed.layout import SSHD_LIMITS, Layout
+from devtools.testbed.system import TestbedError
 
 
 def test_hosts_are_public_in_the_benchmarking_range_one_24_per_subnet():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fabfile.dev.testbed import plan as tbm
-from fabfile.dev.testbed.plan import network_for, parse_rate, plan_hosts, tbf_args, validate_prefix
-from fabfile.dev.testbed.system import TestbedError
+from devtools.testbed import plan as tbm
+from devtools.testbed.plan import network_for, parse_rate, plan_hosts, tbf_args, validate_prefix
+from devtools.testbed.system import TestbedError
 
 # ---- names and addresses ----------------------------------------------------------------------
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from fabfile.dev.testbed import pythons as tbm
-from fabfile.dev.testbed.pythons import PythonSpec, parse_python_overrides
-from fabfile.dev.testbed.system import TestbedError
+from devtools.testbed import pythons as tbm
+from devtools.testbed.pythons import PythonSpec, parse_python_overrides
+from devtools.testbed.system import TestbedError
 
 # ---- python overrides -------------------------------------------------------------------------
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from fabfile.dev.testbed import plan
-from fabfile.dev.testbed import sshd as tbm
-from fabfile.dev.testbed.sshd import known_hosts_text, ssh_config_text
-from fabfile.dev.testbed.system import TestbedError
+from devtools.testbed import plan
+from devtools.testbed import sshd as tbm
+from devtools.testbed.sshd import known_hosts_text, ssh_config_text
+from devtools.testbed.system import TestbedError
 
 # ---- client files -----------------------------------------------------------------------------
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from fabfile.dev.testbed import plan, sshd, users
-from fabfile.dev.testbed.layout import Layout
-from fabfile.dev.testbed.system import TestbedError
+from devtools.testbed import plan, sshd, users
+from devtools.testbed.layout import Layout
+from devtools.testbed.system import TestbedError
 
 PASSWD = "root:x:0:0:root:/root:/bin/bash\nalice:x:2000:2000::/home/alice:/bin/sh\nbench:x:1000:1000::/x:/bin/sh\n"
 GROUP = "root:x:0:\nalice:x:2000:\nstaff:x:2001:\n"

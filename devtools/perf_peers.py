@@ -23,7 +23,7 @@ from fabric import Connection
 from bench.spawn import plan, spec
 from bench.wire import hist
 from bench.wire.job import AgentJob
-from fabfile.dev.perf_figures import Figure, PerfError, best
+from devtools.perf_figures import Figure, PerfError, best
 from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, cmd, run
 from fabfile.servers.nodes import Node
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fabfile.dev.testbed import Testbed
+from devtools.testbed import Testbed
 from fabfile.remote import reaper
 from fabfile.remote.fleet import Fleet
 from fabfile.remote.ssh import SshSettings

@@ -33,7 +33,7 @@ def ssh_config_text(hosts: Sequence[tuple[str, str]], *, key_path: str, known_ho
     """ssh_config with a ``Host`` block per ``(alias, address)``: strict host key checking
     against the testbed's own known_hosts, only the testbed's key offered; ``proxy_jump``
     names the jump host of the aliases reached through one."""
-    lines = ["# fleetbench testbed: written by fabfile/dev/testbed; `ssh -F THIS_FILE <host>`", ""]
+    lines = ["# fleetbench testbed: written by devtools/testbed; `ssh -F THIS_FILE <host>`", ""]
     for alias, address in hosts:
         jump = (proxy_jump or {}).get(alias)
         lines += [

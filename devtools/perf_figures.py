@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fabfile.dev.testbed import Testbed
+    from devtools.testbed import Testbed
 
 #: figure -> (comparison, goal)
 GOALS: dict[str, tuple[str, float]] = {

@@ -38,7 +38,7 @@ merge_1000_s                         seconds to merge 1,000 agent results into a
                                      run and render its table (absolute)
 ===================================  ==============================================  =======
 
-CPU per op (see fabfile.dev.perf_peers) is each process's own CPU, read by a wrapper from
+CPU per op (see devtools.perf_peers) is each process's own CPU, read by a wrapper from
 ``getrusage`` when it exits; the agent's fixed cost (a Python starting, imports, connects,
 its result) is that of a minimal run of the same job, subtracted.
 """
@@ -64,8 +64,8 @@ from bench.report import merge as result
 from bench.report import tables
 from bench.wire import hist
 from bench.wire.result import RESULT_SCHEMA, AgentResult
-from fabfile.dev import perf_peers
-from fabfile.dev.perf_figures import (
+from devtools import perf_peers
+from devtools.perf_figures import (
     CONTROLLER_FIGURES,
     FIGURES,
     GOALS,
@@ -78,8 +78,8 @@ from fabfile.dev.perf_figures import (
     table,
     timed,
 )
-from fabfile.dev.perf_fleet import SpawnRun, available_mb, controller_cpu_s, hosts_memory_mb, run_measured, spawn_file
-from fabfile.dev.perf_peers import (
+from devtools.perf_fleet import SpawnRun, available_mb, controller_cpu_s, hosts_memory_mb, run_measured, spawn_file
+from devtools.perf_peers import (
     AGENT_PORT,
     AGENT_SECONDS,
     CONNECTIONS,
@@ -93,7 +93,7 @@ from fabfile.dev.perf_peers import (
     set_job,
     throughput_figure,
 )
-from fabfile.dev.testbed import Testbed
+from devtools.testbed import Testbed
 from fabfile.remote import reaper
 from fabfile.remote.fleet import Fleet
 from fabfile.remote.shell import REMOTE_DIR, cmd, private_dir_command, run

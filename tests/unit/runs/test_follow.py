@@ -1,4 +1,4 @@
-"""fabfile.stages.follow without a fleet: what one poll's files do to the local run directory,
+"""fabfile.runs.follow without a fleet: what one poll's files do to the local run directory,
 and when a host counts as finished, dead or given up by the fleet."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import pytest
 
 from bench.wire import hist, progress
 from bench.wire import hostrun as wire
+from bench.wire.hostrun import MAX_RESULT_BYTES, STDERR_KEEP_BYTES
 from fabfile import terminal
 from fabfile.runs import hostrun
+from fabfile.runs.follow import Follower, HostFollow, launched_phase
 from fabfile.runs.live import LiveView, Planned
 from fabfile.runs.store import RunDir
-from fabfile.stages.agents import MAX_RESULT_BYTES, STDERR_KEEP_BYTES
-from fabfile.stages.follow import Follower, HostFollow, launched_phase
 
 PUBLIC_JOB = {"benchmark": "set", "agent_num": 0, "auth": None, "params": {"token": {"env": "TOKEN"}}}
 

@@ -1,4 +1,4 @@
-"""Manual use: ``python -m fabfile.dev.testbed up|status|down`` (the invoke tasks wrap the same API)."""
+"""Manual use: ``python -m devtools.testbed up|status|down`` (the invoke tasks wrap the same API)."""
 
 from __future__ import annotations
 

@@ -11,11 +11,10 @@ import threading
 from collections.abc import Callable, Iterator
 
 from bench.wire import hostrun as wire
-from fabfile.runs import hostrun
-from fabfile.stages import follow
-from fabfile.stages.bench import bench_status
-from fabfile.stages.follow import Follower
-from tests.unit.stages.test_follow import follower, host_state, state
+from fabfile.runs import follow, hostrun
+from fabfile.runs.follow import Follower
+from fabfile.runs.recorded import bench_status
+from tests.unit.runs.test_follow import follower, host_state, state
 
 
 def frame(path: str, body: bytes, start: int = 0) -> bytes:
