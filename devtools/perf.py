@@ -1,17 +1,20 @@
 """``inv perf``: fleetbench's own benchmark suite, on a testbed of its own.
 
-Every figure but three is a ratio of two things measured side by side in the same run, on
-the same testbed and machine, so that a shared or slow machine moves both sides together.
-Each side is the best of a few repetitions (the least noisy estimate on a busy machine).
-What scales with hosts is measured as the controller's own CPU time, never wall time: the
-testbed's hosts share the controller's cores, so a wall time measures this machine.
+Every figure but four (one of them informational) is a ratio of two things measured side by
+side in the same run, on the same testbed and machine, so that a shared or slow machine moves
+both sides together. Each side is the best of a few repetitions (the least noisy estimate on
+a busy machine). What scales with hosts is measured as the controller's own CPU time, never
+wall time: the testbed's hosts share the controller's cores, so a wall time measures this
+machine.
 
 ===================================  ==============================================  =======
 figure                               what is divided by what                         goal
 ===================================  ==============================================  =======
-controller_cpu_ms_per_host           the controller's CPU (user + system, all its    <= 3
+controller_cpu_per_host_vs_openssh   the controller's CPU (user + system, all its    <= 1.0
                                      threads) for connect + preflight + a status
-                                     over 32 hosts, / 32, in ms
+                                     over 32 hosts / OpenSSH's: one ``ssh`` per
+                                     host (its defaults) running the same commands
+controller_cpu_ms_per_host           that CPU of ours / 32, in ms                    (info)
 controller_per_host_128_vs_8         that per-host CPU at 128 hosts / at 8 hosts     <= 1.25
 spawn_128_hosts_ok                   1 when ``inv spawn`` on 128 hosts (3 servers,   >= 1
                                      125 agents, 3 s open loop at a low rate) ends
@@ -55,7 +58,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -78,7 +81,21 @@ from devtools.perf_figures import (
     table,
     timed,
 )
-from devtools.perf_fleet import SpawnRun, available_mb, controller_cpu_s, hosts_memory_mb, run_measured, spawn_file
+from devtools.perf_fleet import (
+    OURS_ALGORITHMS,
+    PER_HOST_FLEET,
+    SpawnRun,
+    available_mb,
+    controller_cpu_figures,
+    controller_cpu_s,
+    fleet_negotiated,
+    hosts_memory_mb,
+    openssh_cpu_s,
+    openssh_negotiated,
+    openssh_start_cpu_s,
+    run_measured,
+    spawn_file,
+)
 from devtools.perf_peers import (
     AGENT_PORT,
     AGENT_SECONDS,
@@ -220,7 +237,7 @@ class Suite:
                 return None
             got = [f for f in (out if isinstance(out, list) else [out]) if f.key in keys]
             for f in got:
-                self.echo(f"perf: {f.key} = {f.value:.3f} ({'met' if f.met else 'NOT met'}): {f.detail}")
+                self.echo(f"perf: {f.key} = {f.value:.3f} ({f.verdict}): {f.detail}")
             figures.extend(got)
             return out
 
@@ -229,8 +246,9 @@ class Suite:
             if wanted - {"merge_1000_s"}:
                 self._step(f"testbed: {self.count} hosts ({self.testbed.prefix}, 10.213.{self.testbed.subnet}.0/24)",
                            self._testbed_up)
-            measure(CONTROLLER_FIGURES, f"controller CPU per host at {CONTROLLER_SIZES} hosts",
-                    self.controller_figures)
+            sizes = controller_sizes(wanted)
+            measure(CONTROLLER_FIGURES, f"controller CPU per host at {sizes} hosts, OpenSSH's at {PER_HOST_FLEET}",
+                    functools.partial(self.controller_figures, sizes))
             measure(["push_vs_openssh"], "push vs OpenSSH", self.push_figure)
             # The agents and spawns run the deployment's pexes: they need a deploy, measured or not.
             deployed = measure(["noop_deploy_ratio", *PEER_FIGURES, *SPAWN_FIGURES], "inv deploy twice, 8 hosts",
@@ -277,27 +295,36 @@ class Suite:
             path.write_bytes(os.urandom(size))
         return path
 
-    # -- controller_cpu_ms_per_host, controller_per_host_128_vs_8 -----------------------------------
+    # -- controller_cpu_per_host_vs_openssh, controller_cpu_ms_per_host, controller_per_host_128_vs_8 ----
 
-    def controller_figures(self, reps: int = 3) -> list[Figure]:
+    def controller_figures(self, sizes: Sequence[int] = CONTROLLER_SIZES, reps: int = 3) -> list[Figure]:
         """What a fresh ``inv`` call costs us per host: connect, preflight, status, at each
-        size in CONTROLLER_SIZES, interleaved (a busy spell on the machine hits every size)."""
-        if self.count < max(CONTROLLER_SIZES):
-            raise PerfError(f"needs {max(CONTROLLER_SIZES)} testbed hosts (--hosts), not {self.count}")
-        controller_cpu_s(self.names[:1], self.settings)  # imports and first-use caches: not per host
-        samples: dict[int, list[float]] = {n: [] for n in CONTROLLER_SIZES}
+        size in ``sizes``; and OpenSSH's client doing the same on PER_HOST_FLEET hosts (with its
+        defaults, then with our algorithms), all interleaved: a busy spell hits every side."""
+        if self.count < max(sizes):
+            raise PerfError(f"needs {max(sizes)} testbed hosts (--hosts), not {self.count}")
+        config = self.testbed.ssh_config_path
+        hosts = self.names[:PER_HOST_FLEET]
+        # Imports, first-use caches, the ssh binary and its libraries in the page cache: not per host.
+        controller_cpu_s(self.names[:1], self.settings)
+        openssh_cpu_s(self.names[:1], config)
+        ours: dict[int, list[float]] = {n: [] for n in sizes}
+        theirs: list[float] = []
+        theirs_ours_algorithms: list[float] = []
+        started: list[float] = []  # for the record: what an ssh costs before it connects
         for _ in range(reps):
-            for n in CONTROLLER_SIZES:
-                samples[n].append(controller_cpu_s(self.names[:n], self.settings) / n * 1000)
-        per_host = {n: best(v) for n, v in samples.items()}
-        raw = {"ms_per_host": {str(n): v for n, v in samples.items()}, "best_ms_per_host": per_host,
-               "command": "inv perf --only controller_cpu_ms_per_host,controller_per_host_128_vs_8"}
-        sizes = ", ".join(f"{n}: {v:.2f}" for n, v in per_host.items())
-        return [Figure("controller_cpu_ms_per_host", per_host[32],
-                       f"our CPU for connect + preflight + status over 32 hosts: {per_host[32] * 32:.0f} ms / 32 "
-                       f"(ms per host at {sizes})", raw),
-                Figure("controller_per_host_128_vs_8", per_host[128] / per_host[8],
-                       f"per-host CPU at 128 hosts {per_host[128]:.2f} ms / at 8 hosts {per_host[8]:.2f} ms", raw)]
+            for n in sizes:
+                ours[n].append(controller_cpu_s(self.names[:n], self.settings) / n * 1000)
+                if n == PER_HOST_FLEET:
+                    theirs.append(openssh_cpu_s(hosts, config) / len(hosts) * 1000)
+                    theirs_ours_algorithms.append(openssh_cpu_s(hosts, config, *OURS_ALGORITHMS) / len(hosts) * 1000)
+                    started.append(openssh_start_cpu_s(hosts, config) / len(hosts) * 1000)
+        negotiated = {"ours": fleet_negotiated(hosts[0], self.settings),
+                      "openssh": openssh_negotiated(config, hosts[0]),
+                      "openssh_ours_algorithms": openssh_negotiated(config, hosts[0], *OURS_ALGORITHMS)}
+        figures = ",".join(k for k in CONTROLLER_FIGURES if k != "controller_per_host_128_vs_8" or 8 in sizes)
+        command = f"inv perf --only {figures}" + ("" if 128 in sizes else f" --hosts {PER_HOST_FLEET}")
+        return controller_cpu_figures(ours, theirs, theirs_ours_algorithms, started, negotiated, command)
 
     # -- push_vs_openssh ----------------------------------------------------------------------------
 
@@ -514,6 +541,11 @@ class Suite:
                       f"({FANOUT_BYTES / 1e6:.0f} MB, uplink {UPLINK})",
                       {"one_s": one, "many_s": many, "bytes": FANOUT_BYTES, "uplink": UPLINK,
                        "messages": [m for m in messages if not m.startswith("  ")]})
+
+
+def controller_sizes(wanted: Iterable[str]) -> tuple[int, ...]:
+    """The fleet sizes the controller's figures need: all three for the 128-vs-8 ratio, else 32."""
+    return CONTROLLER_SIZES if "controller_per_host_128_vs_8" in wanted else (PER_HOST_FLEET,)
 
 
 def deploy_spawn(hosts: Sequence[str]) -> str:

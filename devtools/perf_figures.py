@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from devtools.testbed import Testbed
 
-#: figure -> (comparison, goal)
-GOALS: dict[str, tuple[str, float]] = {
-    "controller_cpu_ms_per_host": ("<=", 3.0),
+#: figure -> (comparison, goal); None: informational, shown beside the figure it explains.
+GOALS: dict[str, tuple[str, float] | None] = {
+    "controller_cpu_per_host_vs_openssh": ("<=", 1.0),
+    "controller_cpu_ms_per_host": None,
     "controller_per_host_128_vs_8": ("<=", 1.25),
     "spawn_128_hosts_ok": (">=", 1.0),
     "controller_rss_mb_per_host": ("<=", 1.0),
@@ -28,7 +29,8 @@ GOALS: dict[str, tuple[str, float]] = {
     "merge_1000_s": ("<", 1.0),
 }
 FIGURES = tuple(GOALS)
-CONTROLLER_FIGURES = ("controller_cpu_ms_per_host", "controller_per_host_128_vs_8")
+CONTROLLER_FIGURES = ("controller_cpu_per_host_vs_openssh", "controller_cpu_ms_per_host",
+                      "controller_per_host_128_vs_8")
 SPAWN_FIGURES = ("spawn_128_hosts_ok", "controller_rss_mb_per_host")
 PEER_FIGURES = ("agent_vs_redis_benchmark_p1", "agent_vs_redis_benchmark_p16", "agent_cpu_per_op_vs_redis_benchmark",
                 "http_agent_cpu_per_req_vs_wrk", "latency_p50_vs_redis_benchmark_c1")
@@ -46,9 +48,23 @@ class Figure:
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def met(self) -> bool:
-        op, goal = GOALS[self.key]
-        return {"<=": self.value <= goal, ">=": self.value >= goal, "<": self.value < goal}[op]
+    def met(self) -> bool | None:
+        """Whether the figure meets its goal; None for an informational figure (it has none)."""
+        goal = GOALS[self.key]
+        if goal is None:
+            return None
+        op, bound = goal
+        return {"<=": self.value <= bound, ">=": self.value >= bound, "<": self.value < bound}[op]
+
+    @property
+    def verdict(self) -> str:
+        return {True: "met", False: "NOT met", None: "informational"}[self.met]
+
+
+def goal_text(key: str) -> str:
+    """``"<= 1"``, or ``"-"`` for an informational figure."""
+    goal = GOALS[key]
+    return "-" if goal is None else f"{goal[0]} {goal[1]:g}"
 
 
 def best(samples: Sequence[float], *, high: bool = False) -> float:
@@ -68,7 +84,7 @@ def report(figures: Sequence[Figure], testbed: Testbed, count: int, errors: Mapp
     """One JSON object: every figure at the top level, then goals, how each was measured,
     and why any figure is missing."""
     out: dict[str, Any] = {f.key: round(f.value, 4) for f in figures}
-    out["goals"] = {f.key: f"{GOALS[f.key][0]} {GOALS[f.key][1]:g}" for f in figures}
+    out["goals"] = {f.key: goal_text(f.key) for f in figures}
     out["met"] = {f.key: f.met for f in figures}
     out["details"] = {f.key: {"measured": f.detail, **{k: v for k, v in f.raw.items() if not k.endswith("_output")}}
                       for f in figures}
@@ -79,9 +95,9 @@ def report(figures: Sequence[Figure], testbed: Testbed, count: int, errors: Mapp
 
 
 def table(figures: Sequence[Figure], errors: Mapping[str, str]) -> str:
-    rows = [(f.key, f"{f.value:.3f}", f"{GOALS[f.key][0]} {GOALS[f.key][1]:g}", "yes" if f.met else "NO", f.detail)
+    rows = [(f.key, f"{f.value:.3f}", goal_text(f.key), {True: "yes", False: "NO", None: "info"}[f.met], f.detail)
             for f in figures]
-    rows += [(key, "-", f"{GOALS[key][0]} {GOALS[key][1]:g}", "-", f"not measured: {why.splitlines()[0]}")
+    rows += [(key, "-", goal_text(key), "-", f"not measured: {why.splitlines()[0]}")
              for key, why in errors.items()]
     head = ("figure", "value", "goal", "met", "measured")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]

@@ -49,7 +49,7 @@ _VERSION = ("import sys; print(sys.version.split()[0]); "
 _FREE_SPACE = f"cd {cmd(REMOTE_DIR)} && pwd -P && df -Pk ."
 
 
-def _preflight_command(private_address: str | None = None, python: str = "python3", force_bundled: bool = False) -> str:
+def preflight_command(private_address: str | None = None, python: str = "python3", force_bundled: bool = False) -> str:
     """The whole preflight in one round trip, in the order that creates nothing on a host that
     fails an earlier check: which python (the host's own python3 when it is new enough, else the
     bundled one: the first line says so, with the host's machine and the reason), the probe
@@ -198,7 +198,7 @@ class Fleet:
         c = self.connections[name]
         override = self.private_overrides.get(name)
         forced = bool(self.bundled and self.bundled.forced)
-        lines = run(c, _preflight_command(override, python, forced)).splitlines()
+        lines = run(c, preflight_command(override, python, forced)).splitlines()
         if not lines:
             raise RemoteError(name, "preflight", "the host said nothing")
         if lines[0].startswith(BUNDLED + " "):
