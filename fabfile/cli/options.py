@@ -18,6 +18,7 @@ from typing import Any
 
 from invoke.exceptions import Exit
 
+from bench.report.tables import FORMATS
 from bench.spawn import cli_hosts
 
 SPAWN = "spawn.toml"
@@ -142,3 +143,10 @@ def refuse_mismatch(chain: Sequence[tuple[str, ChainOptions]]) -> None:
     why = mismatch(chain)
     if why is not None:
         raise Exit(f"{' '.join(name for name, _ in chain)} refused: {why}", code=1)
+
+
+def check_format(task_name: str, fmt: str) -> None:
+    """Exit 1 on an unknown --format, before the task does anything (``collect`` would otherwise
+    fetch and merge the run, then fail to print it)."""
+    if fmt not in FORMATS:
+        raise Exit(f"{task_name} failed: --format {fmt!r}: one of {', '.join(FORMATS)}", code=1)

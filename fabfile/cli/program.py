@@ -38,11 +38,14 @@ CORE_FLAGS = {
 class ChainExecutor(Executor):
     """Invoke's executor, which first resolves every task's shared options exactly as the task
     will (its flags over the config, with the collection's and the environment's levels loaded)
-    and refuses the chain, before anything runs, when two tasks would differ."""
+    and refuses the chain, before anything runs, when two tasks would differ (or one was given
+    an unknown --format)."""
 
     def execute(self, *tasks: Any) -> dict:
         chain = []
         for call in self.normalize(tasks):
+            if isinstance(call.kwargs.get("format"), str):
+                options.check_format(call.called_as or call.task.name, call.kwargs["format"])
             if options.takes_shared(call.task):
                 self.config.load_collection(self.collection.configuration(call.called_as))
                 self.config.load_shell_env()

@@ -78,7 +78,7 @@ def build(c, spawn=None, ssh_config=None, accept_new_host_keys=False, servers=No
     """Build server.pex and agent.pex (and the server's own files) for what the hosts really have."""
     shared = _shared(c, spawn, servers, agents, ssh_config, accept_new_host_keys)
     with clean_errors("build"):
-        artifacts = stages.deploy.build(_session(c, shared, bundled_python=bundled_python))
+        artifacts = stages.deploy.build(_session(c, shared, validate=True, bundled_python=bundled_python))
     for art in artifacts.values():
         print(f"{art.name}: {art.path} sha256 {art.sha256}")
 
@@ -93,7 +93,8 @@ def deploy(c, spawn=None, ssh_config=None, accept_new_host_keys=False, direct_pu
     """Build, push (via cat) and start the servers. Does nothing when nothing changed."""
     shared = _shared(c, spawn, servers, agents, ssh_config, accept_new_host_keys)
     with clean_errors("deploy"):
-        stages.deploy.run(_session(c, shared, bundled_python=bundled_python), direct_push=direct_push, force=force)
+        stages.deploy.run(_session(c, shared, validate=True, bundled_python=bundled_python), direct_push=direct_push,
+                          force=force)
 
 
 BENCH_HELP = {
@@ -139,6 +140,7 @@ def collect(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None
     """Fetch from the hosts what they finished of the run (if it lives there and we lack some),
     then merge its agent results and host metrics into run.json and export/, print the tables
     and each expectation with its measured value. Exit 1: agents failed; 3: an expectation failed."""
+    options.check_format("collect", format)
     shared = _shared(c, spawn, servers, agents, ssh_config, accept_new_host_keys)
     with clean_errors("collect"):
         s = _session(c, shared)
@@ -171,6 +173,7 @@ def attach(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None,
            agents=None):
     """Follow a run live until it ends, then collect it (after a detached `spawn`, also take it down).
     Exit 1: agents failed; 3: an expectation failed."""
+    options.check_format("attach", format)
     s = _session(c, _shared(c, spawn, servers, agents, ssh_config, accept_new_host_keys))
     with clean_errors("attach"):
         run_dir = stages.bench.attach(s, run, float(reconnect_for), verbose=verbose,
@@ -190,6 +193,7 @@ def attach(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None,
                       "for change-point tools such as Apache Otava) or json"})
 def runs(c, format="simple"):
     """List the runs under runs/: id, date, name, benchmarks, status (csv: their headline figures)."""
+    options.check_format("runs", format)
     with clean_errors("runs"):
         say(reports.runs_table(_runs_dir(c), format))
 
@@ -197,6 +201,7 @@ def runs(c, format="simple"):
 @task(help={**REPORT_HELP, "html": "also write runs/<run-id>/report.html: tables and pictures in one file"})
 def report(c, run=None, format="simple", detail=False, html=False):
     """Print a collected run's tables again (no SSH)."""
+    options.check_format("report", format)
     with clean_errors("report"):
         say(reports.report(_runs_dir(c), run, format, detail))
         if html:
@@ -209,6 +214,7 @@ def report(c, run=None, format="simple", detail=False, html=False):
                        "(e.g. 5%)"})
 def compare(c, a, b, format="simple", fail_on=None):
     """Per benchmark, B's throughput and latency against A's: the change, or ~ when within the noise."""
+    options.check_format("compare", format)
     with clean_errors("compare"):
         table, regressions = reports.compare(_runs_dir(c), a, b, format, fail_on)
         say(table)

@@ -1,0 +1,325 @@
+"""The command line without a fleet: ``fleetbench`` (and ``inv`` in the checkout) parsed and run
+for real, with the four stages replaced by a recorder. What each stage is handed (the spawn file,
+the hosts, the ssh settings, the runs directory, the format), the exit status each outcome earns,
+and the chains refused before any stage runs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from invoke import Program
+
+from fabfile import stages
+from fabfile.cli.program import make_program
+from fabfile.session import Session, forget_sessions
+
+REPO = Path(__file__).resolve().parents[3]
+SPAWN = (REPO / "spawn.toml").read_text()
+INVENTORY_SPAWN = REPO / "tests" / "data" / "spawn" / "good" / "inventory.toml"
+
+
+@dataclass
+class FakeRunDir:
+    run_id: str
+    detached: bool = False
+
+    def meta(self) -> dict[str, Any]:
+        return {"host_run": {"spawn_detached": self.detached}}
+
+
+@dataclass
+class Stages:
+    """Stands in for fabfile.stages: records each call with what it was handed."""
+
+    merged: dict[str, Any] = field(default_factory=lambda: {"run_id": "r1", "status": "ok", "benchmarks": []})
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def _record(self, name: str, s: Session | None = None, **details: Any) -> None:
+        if s is not None:
+            details.update(spawn=str(s.spawn_path), hosts=s.host_lists, ssh_files=s.settings.config_files,
+                           accept=s.settings.accept_new_host_keys, runs_dir=s.workspace.runs_dir,
+                           bundled=s.bundled_python)
+        self.calls.append((name, details))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def of(self, name: str) -> dict[str, Any]:
+        return next(details for called, details in self.calls if called == name)
+
+    def deploy(self, s: Session, direct_push: bool = False, force: bool = False) -> None:
+        self._record("deploy", s, direct_push=direct_push, force=force)
+
+    def build(self, s: Session) -> dict:
+        self._record("build", s)
+        return {}
+
+    def bench(self, s: Session, run_options: Any) -> FakeRunDir:
+        self._record("bench", s, options=run_options)
+        return FakeRunDir("r1")
+
+    def attach(self, s: Session, run: str | None, reconnect_for: float, verbose: bool = False,
+               host_timeout: float | None = None) -> FakeRunDir:
+        self._record("attach", s, run=run)
+        return FakeRunDir(run or "r1", detached=True)
+
+    def fetch(self, s: Session, run: str | None = None) -> None:
+        self._record("fetch", s, run=run)
+
+    def collect(self, runs_dir: Path, run: str | None = None, fmt: str = "simple", detail: bool = False,
+                echo: Any = None) -> dict[str, Any]:
+        self._record("collect", runs_dir=runs_dir, run=run, format=fmt, detail=detail)
+        return self.merged
+
+    def down(self, s: Session, keep_files: bool = False, force: bool = False) -> None:
+        self._record("down", s, keep_files=keep_files, force=force)
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path: Path) -> Stages:
+    recorder = Stages()
+    for module, name, replacement in [
+        (stages.deploy, "run", recorder.deploy), (stages.deploy, "build", recorder.build),
+        (stages.bench, "run", recorder.bench), (stages.bench, "attach", recorder.attach),
+        (stages.collect, "fetch", recorder.fetch), (stages.collect, "run", recorder.collect),
+        (stages.down, "run", recorder.down),
+    ]:
+        monkeypatch.setattr(module, name, replacement)
+    for key in [k for k in os.environ if k.startswith("INVOKE_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.fleetbench.yaml of the developer's
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "spawn.toml").write_text(SPAWN)
+    (project / "other.toml").write_text(SPAWN.replace('name = "default"', 'name = "other"'))
+    monkeypatch.chdir(project)
+    yield recorder
+    forget_sessions()
+
+
+def fleetbench(capsys, *argv: str) -> tuple[int, str, str]:
+    """``fleetbench ARGV`` in this process: its exit status, stdout and stderr."""
+    code = 0
+    try:
+        make_program().run(["fleetbench", *argv])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def inv(capsys, *argv: str) -> tuple[int, str, str]:
+    """``inv --search-root REPO ARGV`` in this process, as the checkout's users run it."""
+    code = 0
+    try:
+        Program(binary_names=["invoke", "inv"]).run(["inv", "--search-root", str(REPO), *argv])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- the shared options: given once, for every task -------------------------------------------
+
+def test_options_before_the_task_names_reach_every_stage_of_the_chain(fake: Stages, capsys) -> None:
+    code, _, err = fleetbench(capsys, "--spawn", "other.toml", "--servers", "s1, s2", "--agents", "a1",
+                              "--ssh-config", "lab_config", "deploy", "bench", "collect")
+    assert code == 0, err
+    assert fake.names() == ["deploy", "bench", "fetch", "collect"]
+    for stage in ("deploy", "bench", "fetch"):
+        got = fake.of(stage)
+        assert got["spawn"] == "other.toml"
+        assert got["hosts"] == (["s1", "s2"], ["a1"])
+        assert got["ssh_files"][0] == Path("lab_config")
+
+
+def test_each_task_flag_still_works_for_a_single_task(fake: Stages, capsys) -> None:
+    code, _, err = fleetbench(capsys, "deploy", "--spawn", "other.toml", "--servers", "x1,x2,x3", "--agents", "y1",
+                              "--force", "--direct-push", "--bundled-python")
+    assert code == 0, err
+    got = fake.of("deploy")
+    assert (got["spawn"], got["hosts"], got["force"], got["direct_push"], got["bundled"]) == \
+        ("other.toml", (["x1", "x2", "x3"], ["y1"]), True, True, True)
+
+
+def test_the_project_file_then_the_environment_then_the_core_flags(fake: Stages, capsys, monkeypatch) -> None:
+    Path("fleetbench.yaml").write_text("fleetbench:\n  spawn: other.toml\n  servers: f1,f2\n  agents: f3\n")
+    assert fleetbench(capsys, "deploy")[0] == 0
+    assert (fake.of("deploy")["spawn"], fake.of("deploy")["hosts"]) == ("other.toml", (["f1", "f2"], ["f3"]))
+    fake.calls.clear()
+    forget_sessions()
+    monkeypatch.setenv("INVOKE_FLEETBENCH_SPAWN", "spawn.toml")
+    assert fleetbench(capsys, "deploy")[0] == 0
+    assert (fake.of("deploy")["spawn"], fake.of("deploy")["hosts"]) == ("spawn.toml", (["f1", "f2"], ["f3"]))
+    fake.calls.clear()
+    forget_sessions()
+    assert fleetbench(capsys, "--spawn", "other.toml", "--agents", "c1", "deploy")[0] == 0
+    assert (fake.of("deploy")["spawn"], fake.of("deploy")["hosts"]) == ("other.toml", (["f1", "f2"], ["c1"]))
+
+
+def test_the_checkouts_inv_reads_the_environment_too(fake: Stages, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("INVOKE_FLEETBENCH_SPAWN", "other.toml")
+    code, out, err = inv(capsys, "check")
+    assert code == 0, err
+    assert out.startswith("other.toml: ok (3 server hosts, 2 agent hosts, 3 benchmarks)")
+
+
+def test_check_takes_the_ssh_options_of_every_task(fake: Stages, capsys) -> None:
+    code, out, err = inv(capsys, "check", "--ssh-config", "lab_config", "--accept-new-host-keys",
+                         "--servers", "a,b,c", "--agents", "d")
+    assert code == 0, err
+    assert out.startswith("spawn.toml: ok (3 server hosts, 1 agent hosts, 3 benchmarks)")
+
+
+# -- chains refused before anything runs --------------------------------------------------------
+
+@pytest.mark.parametrize("run", [fleetbench, inv], ids=["fleetbench", "inv"])
+def test_a_chain_on_two_spawn_files_is_refused_before_any_stage(fake: Stages, capsys, run) -> None:
+    code, _, err = run(capsys, "bench", "collect", "--spawn", "other.toml")
+    assert code == 1
+    assert fake.calls == []
+    assert err.startswith("bench collect refused: bench would take --spawn spawn.toml and collect other.toml")
+
+
+def test_a_chain_on_two_fleets_is_refused_naming_both(fake: Stages, capsys) -> None:
+    code, _, err = fleetbench(capsys, "--servers", "a,b,c", "--agents", "d", "deploy", "bench", "--agents", "e")
+    assert code == 1 and fake.calls == []
+    assert "deploy would take --agents d and bench e" in err
+
+
+def test_a_core_flag_repeated_on_a_task_with_the_same_value_is_no_conflict(fake: Stages, capsys) -> None:
+    code, _, err = fleetbench(capsys, "--spawn", "other.toml", "deploy", "bench", "--spawn", "./other.toml")
+    assert code == 0, err
+    assert fake.names() == ["deploy", "bench"]
+
+
+def test_tasks_that_read_no_spawn_file_join_any_chain(fake: Stages, capsys) -> None:
+    code, out, err = fleetbench(capsys, "--spawn", "other.toml", "--runs-dir", "elsewhere", "collect", "runs")
+    assert code == 0, err
+    assert fake.of("collect")["runs_dir"] == Path.cwd() / "elsewhere"
+    assert f"no runs yet under {Path.cwd() / 'elsewhere'}/" in out
+
+
+# -- formats ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["simple", "github", "csv", "json"])
+def test_collect_hands_its_format_and_detail_to_the_stage(fake: Stages, capsys, fmt: str) -> None:
+    code, _, err = fleetbench(capsys, "collect", "--format", fmt, "--detail", "--run", "r7")
+    assert code == 0, err
+    assert fake.of("fetch")["run"] == "r7"
+    assert {k: fake.of("collect")[k] for k in ("format", "detail", "run")} == {"format": fmt, "detail": True,
+                                                                               "run": "r7"}
+
+
+@pytest.mark.parametrize("task", ["collect", "report", "runs", "attach"])
+def test_an_unknown_format_exits_1_before_anything_runs(fake: Stages, capsys, task: str) -> None:
+    code, _, err = fleetbench(capsys, "deploy", task, "--format", "xml")
+    assert code == 1 and fake.calls == []
+    assert err.strip() == f"{task} failed: --format 'xml': one of simple, github, csv, json"
+
+
+def test_compare_refuses_an_unknown_format(fake: Stages, capsys) -> None:
+    code, _, err = fleetbench(capsys, "compare", "a", "b", "--format", "yaml")
+    assert code == 1 and "compare failed: --format 'yaml'" in err
+
+
+def test_runs_lists_as_csv_under_the_runs_dir(fake: Stages, capsys, tmp_path: Path) -> None:
+    code, out, err = fleetbench(capsys, "--runs-dir", str(tmp_path / "store"), "runs", "--format", "csv")
+    assert code == 0, err
+    assert out.splitlines() == ["time,run,name,status"]  # no runs yet: the header change-point tools read
+
+
+# -- exit statuses ------------------------------------------------------------------------------
+
+FAILED_EXPECTATION = {"run_id": "r1", "status": "ok",
+                      "benchmarks": [{"name": "set", "expectations": [{"expect": "p99 < 1ms", "passed": False}]}]}
+
+
+@pytest.mark.parametrize(("merged", "flags", "code", "message"), [
+    ({"run_id": "r1", "status": "ok", "benchmarks": []}, [], 0, ""),
+    ({"run_id": "r1", "status": "partial", "benchmarks": []}, [], 1, "run r1 is partial: see the failures above"),
+    ({"run_id": "r1", "status": "partial", "benchmarks": []}, ["--allow-partial"], 0, ""),
+    (FAILED_EXPECTATION, [], 3, "run r1: 1 expectation(s) failed"),
+    ({**FAILED_EXPECTATION, "status": "failed"}, ["--allow-partial"], 3, "run r1: 1 expectation(s) failed"),
+], ids=["ok", "agents-failed", "allowed", "expectation", "allowed-but-expectation"])
+@pytest.mark.parametrize("task", ["collect", "spawn"])
+def test_exit_status_of_a_run(fake: Stages, capsys, merged, flags, code, message, task) -> None:
+    fake.merged = merged
+    got, _, err = fleetbench(capsys, task, *flags)
+    assert got == code, err
+    assert err.strip() == message
+    if task == "spawn":  # the servers are taken down whatever the verdict
+        assert fake.names() == ["deploy", "bench", "fetch", "collect", "down"]
+
+
+def test_spawn_with_keep_up_leaves_the_servers_and_detach_returns_at_once(fake: Stages, capsys) -> None:
+    assert fleetbench(capsys, "spawn", "--keep-up")[0] == 0
+    assert "down" not in fake.names()
+    fake.calls.clear()
+    assert fleetbench(capsys, "spawn", "--detach", "--lease", "60")[0] == 0
+    assert fake.names() == ["deploy", "bench"]
+    run_options = fake.of("bench")["options"]
+    assert (run_options.detach, run_options.lease, run_options.spawn_detached) == (True, 60.0, True)
+
+
+def test_attach_after_a_detached_spawn_takes_the_servers_down(fake: Stages, capsys) -> None:
+    code, _, err = fleetbench(capsys, "attach", "--run", "r9")
+    assert code == 0, err
+    assert fake.names() == ["attach", "fetch", "collect", "down"]
+
+
+def test_a_stage_failure_is_one_line_and_exit_1(fake: Stages, capsys, monkeypatch) -> None:
+    from fabfile.errors import PipelineError
+
+    def no_deployment(s, run_options):
+        raise PipelineError("nothing is deployed: run `inv deploy` first")
+
+    monkeypatch.setattr(stages.bench, "run", no_deployment)
+    code, out, err = fleetbench(capsys, "bench")
+    assert code == 1
+    assert err.strip() == "bench failed: nothing is deployed: run `inv deploy` first"
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("task", ["check", "build", "deploy", "bench", "spawn"])
+def test_a_bad_spawn_file_exits_1_before_any_stage(fake: Stages, capsys, task: str) -> None:
+    Path("bad.toml").write_text(SPAWN.replace("iterations = 200000", "iterations = -1", 1))
+    code, _, err = fleetbench(capsys, "--spawn", "bad.toml", task)
+    assert code == 1
+    assert err.startswith(f"{task} failed: ") and "benchmark[0].iterations" in err, err
+    assert fake.calls == []
+
+
+def test_a_missing_spawn_file_is_named(fake: Stages, capsys) -> None:
+    code, _, err = fleetbench(capsys, "check", "--spawn", "nope.toml")
+    assert (code, err.strip()) == (1, "check failed: nope.toml: cannot read: No such file or directory")
+
+
+def test_one_host_list_with_an_inventory_spawn_file_is_named_by_its_option(fake: Stages, capsys) -> None:
+    code, _, err = fleetbench(capsys, "check", "--spawn", str(INVENTORY_SPAWN), "--servers", "a")
+    assert code == 1
+    assert "--servers: the spawn file's hosts come from inventory; give --agents as well" in err
+
+
+def test_an_empty_host_in_a_list_is_named_by_its_option(fake: Stages, capsys) -> None:
+    code, _, err = fleetbench(capsys, "check", "--servers", "a,,b", "--agents", "c")
+    assert code == 1 and "--servers[1]" in err, err
+
+
+# -- the developer tools are the checkout's -------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["testbed.up", "demo", "perf"])
+def test_the_installed_command_says_where_the_developer_tools_are(fake: Stages, capsys, name: str) -> None:
+    code, _, err = fleetbench(capsys, name)
+    assert code == 1
+    assert err.startswith(f"{name} is a developer tool of fleetbench's source checkout")
+    assert f"inv {name}" in err
+
+
+def test_an_unknown_task_is_still_invokes_own_error(fake: Stages, capsys) -> None:
+    code, _, err = fleetbench(capsys, "nonsense")
+    assert code == 1 and "No idea what 'nonsense' is!" in err
