@@ -26,8 +26,11 @@ RUNS = "runs"
 #: The config tree every task reads its defaults from (``ns.configure({"fleetbench": ...})``).
 DEFAULTS: dict[str, Any] = {"spawn": SPAWN, "servers": None, "agents": None, "ssh_config": None,
                             "accept_new_host_keys": False, "runs_dir": RUNS}
-#: The task parameters that make a task take part in a chain's check.
-SHARED = ("spawn", "servers", "agents", "ssh_config", "accept_new_host_keys")
+#: The task parameters that make a task take part in a chain's check: every task that reads the
+#: spawn file takes these. Those acting on a recorded run (collect, status, attach) take the run's
+#: own hosts, and no --servers/--agents.
+SHARED = ("spawn", "ssh_config", "accept_new_host_keys")
+HOST_LISTS = ("servers", "agents")
 #: How each compared option is named to a user (the flag, and the config key).
 NAMES = {"spawn": ("--spawn", "spawn"), "servers": ("--servers", "servers"), "agents": ("--agents", "agents"),
          "ssh_config": ("--ssh-config", "ssh_config")}
@@ -42,6 +45,7 @@ class ChainOptions:
     agents: tuple[str, ...] | None
     ssh_config: str | None
     accept_new_host_keys: bool
+    taken: frozenset[str] = frozenset(NAMES)  # the compared options this task takes
 
     def host_lists(self) -> tuple[list[str] | None, list[str] | None]:
         """--servers and --agents as the spawn loader takes them (None: the file's own)."""
@@ -52,9 +56,10 @@ class ChainOptions:
         """What must agree across a chain: the spawn file and ssh_config as the paths they resolve
         to, the host lists as given. (A host key accepted by one task is then known to all: that
         flag may differ.)"""
-        return {"spawn": str(Path(self.spawn).expanduser().resolve()), "servers": self.servers,
-                "agents": self.agents,
-                "ssh_config": str(Path(self.ssh_config).expanduser().resolve()) if self.ssh_config else None}
+        values = {"spawn": str(Path(self.spawn).expanduser().resolve()), "servers": self.servers,
+                  "agents": self.agents,
+                  "ssh_config": str(Path(self.ssh_config).expanduser().resolve()) if self.ssh_config else None}
+        return {key: value for key, value in values.items() if key in self.taken}
 
 
 def settings(config: Any) -> Mapping[str, Any]:
@@ -78,7 +83,8 @@ def _hosts(value: Any, where: str) -> tuple[str, ...] | None:
 
 
 def resolve(config: Any, given: Mapping[str, Any]) -> ChainOptions:
-    """A task's options: its own flags (``given``, None when not given) over the config's."""
+    """A task's options: its own flags (``given``, None when not given) over the config's. A task
+    without --servers/--agents (``given`` lacks them) has the config's, not compared in a chain."""
     tree = settings(config)
 
     def pick(key: str) -> Any:
@@ -91,7 +97,7 @@ def resolve(config: Any, given: Mapping[str, Any]) -> ChainOptions:
     accept = bool(given.get("accept_new_host_keys")) or _flag(tree["accept_new_host_keys"])
     return ChainOptions(spawn=str(pick("spawn")), servers=hosts("servers"), agents=hosts("agents"),
                         ssh_config=str(pick("ssh_config")) if pick("ssh_config") else None,
-                        accept_new_host_keys=accept)
+                        accept_new_host_keys=accept, taken=frozenset(NAMES) & set(given))
 
 
 def _flag(value: Any) -> bool:
@@ -121,16 +127,18 @@ def _shown(key: str, value: object) -> str:
 
 
 def mismatch(chain: Sequence[tuple[str, ChainOptions]]) -> str | None:
-    """Why the tasks of ``chain`` (name, options) cannot run together, or None when they agree."""
-    if not chain:
-        return None
-    first_name, first = chain[0]
-    reference = first.compared()
-    for name, opts in chain[1:]:
+    """Why the tasks of ``chain`` (name, options) cannot run together, or None when they agree:
+    each option is compared with the first task's that takes it."""
+    first: dict[str, tuple[str, ChainOptions, object]] = {}
+    for name, opts in chain:
         for key, value in opts.compared().items():
-            if value != reference[key]:
+            if key not in first:
+                first[key] = (name, opts, value)
+                continue
+            first_name, first_opts, reference = first[key]
+            if value != reference:
                 flag, config_key = NAMES[key]
-                return (f"{first_name} would take {flag} {_shown(key, getattr(first, key))} and {name} "
+                return (f"{first_name} would take {flag} {_shown(key, getattr(first_opts, key))} and {name} "
                         f"{_shown(key, getattr(opts, key))}: a chain runs on one spawn file and one fleet. "
                         f"Give {flag} once for every task: before the task names "
                         f"(fleetbench {flag} ... {first_name} {name}), as fleetbench.{config_key} in fleetbench.yaml "

@@ -34,16 +34,15 @@ SHARED_HELP = {
 }
 BUNDLED_HELP = {"bundled_python": "run the bundled CPython 3.11 on every host, not only where python3 is missing "
                                    "or older than 3.9"}
-# A run's own hosts are recorded with it: for these tasks the options name the session a chain shares.
-RUN_HOSTS_HELP = {**SHARED_HELP, "spawn": "the chain's spawn file; the run's own spawn file and hosts are used",
-                  "servers": "as for the chain (the run's own hosts are used)",
-                  "agents": "as for the chain (the run's own hosts are used)"}
+# A run keeps its spawn file and hosts: a task acting on one takes no --servers/--agents, and its
+# --spawn only says which file the chain runs on.
+RUN_HOSTS_HELP = {"spawn": "the chain's spawn file (the run's own spawn file and hosts are used)",
+                  "ssh_config": SHARED_HELP["ssh_config"], "accept_new_host_keys": SHARED_HELP["accept_new_host_keys"]}
 
 
-def _shared(c: Any, spawn: str | None, servers: str | None, agents: str | None, ssh_config: str | None,
-            accept_new_host_keys: bool) -> options.ChainOptions:
-    return options.resolve(c.config, {"spawn": spawn, "servers": servers, "agents": agents,
-                                      "ssh_config": ssh_config, "accept_new_host_keys": accept_new_host_keys})
+def _shared(c: Any, **given: Any) -> options.ChainOptions:
+    """The task's shared options (``given``: the ones it takes, as its flags gave them)."""
+    return options.resolve(c.config, given)
 
 
 def _runs_dir(c: Any) -> Path:
@@ -63,7 +62,8 @@ def _session(c: Any, shared: options.ChainOptions, *, validate: bool = False, bu
 @task(help=SHARED_HELP)
 def check(c, spawn=None, servers=None, agents=None, ssh_config=None, accept_new_host_keys=False):
     """Validate a spawn file without touching any host (nor building anything)."""
-    shared = _shared(c, spawn, servers, agents, ssh_config, accept_new_host_keys)
+    shared = _shared(c, spawn=spawn, servers=servers, agents=agents, ssh_config=ssh_config,
+                     accept_new_host_keys=accept_new_host_keys)
     with clean_errors("check"):
         # also: every { env = ... } secret's variable is set
         servers_given, agents_given = shared.host_lists()
@@ -76,7 +76,8 @@ def check(c, spawn=None, servers=None, agents=None, ssh_config=None, accept_new_
 def build(c, spawn=None, ssh_config=None, accept_new_host_keys=False, servers=None, agents=None,
           bundled_python=False):
     """Build server.pex and agent.pex (and the server's own files) for what the hosts really have."""
-    shared = _shared(c, spawn, servers, agents, ssh_config, accept_new_host_keys)
+    shared = _shared(c, spawn=spawn, servers=servers, agents=agents, ssh_config=ssh_config,
+                     accept_new_host_keys=accept_new_host_keys)
     with clean_errors("build"):
         artifacts = stages.deploy.build(_session(c, shared, validate=True, bundled_python=bundled_python))
     for art in artifacts.values():
@@ -91,7 +92,8 @@ FORCE_HELP = {"force": "take over the hosts' deploy lock when its holder is gone
 def deploy(c, spawn=None, ssh_config=None, accept_new_host_keys=False, direct_push=False, servers=None,
            agents=None, force=False, bundled_python=False):
     """Build, push (via cat) and start the servers. Does nothing when nothing changed."""
-    shared = _shared(c, spawn, servers, agents, ssh_config, accept_new_host_keys)
+    shared = _shared(c, spawn=spawn, servers=servers, agents=agents, ssh_config=ssh_config,
+                     accept_new_host_keys=accept_new_host_keys)
     with clean_errors("deploy"):
         stages.deploy.run(_session(c, shared, validate=True, bundled_python=bundled_python), direct_push=direct_push,
                           force=force)
@@ -123,7 +125,8 @@ def bench(c, spawn=None, ssh_config=None, accept_new_host_keys=False, agent_time
     A lost link is retried (--reconnect-for), lost hosts are recorded (`collect` fetches them
     later; it decides the exit status); Ctrl-C stops the run everywhere, keeps what was measured,
     leaves the servers."""
-    shared = _shared(c, spawn, servers, agents, ssh_config, accept_new_host_keys)
+    shared = _shared(c, spawn=spawn, servers=servers, agents=agents, ssh_config=ssh_config,
+                     accept_new_host_keys=accept_new_host_keys)
     with clean_errors("bench"):
         stages.bench.run(_session(c, shared, validate=True),
                          _run_options(agent_timeout, host_timeout, reconnect_for, lease, detach, verbose=verbose))
@@ -136,12 +139,12 @@ REPORT_HELP = {"run": "run id or directory (default: runs/latest)", "format": FO
 
 @task(help={**RUN_HOSTS_HELP, **REPORT_HELP, "allow_partial": "exit 0 even when some agents failed"})
 def collect(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None, format="simple",
-            allow_partial=False, detail=False, servers=None, agents=None):
+            allow_partial=False, detail=False):
     """Fetch from the hosts what they finished of the run (if it lives there and we lack some),
     then merge its agent results and host metrics into run.json and export/, print the tables
     and each expectation with its measured value. Exit 1: agents failed; 3: an expectation failed."""
     options.check_format("collect", format)
-    shared = _shared(c, spawn, servers, agents, ssh_config, accept_new_host_keys)
+    shared = _shared(c, spawn=spawn, ssh_config=ssh_config, accept_new_host_keys=accept_new_host_keys)
     with clean_errors("collect"):
         s = _session(c, shared)
         stages.collect.fetch(s, run)
@@ -158,9 +161,9 @@ def _exit_for(merged: dict, allow_partial: bool) -> None:
 
 
 @task(help={**RUN_HOSTS_HELP, "run": REPORT_HELP["run"]})
-def status(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None, servers=None, agents=None):
+def status(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None):
     """Each host's state of a run that lives on the hosts: its phase and agents (read-only)."""
-    shared = _shared(c, spawn, servers, agents, ssh_config, accept_new_host_keys)
+    shared = _shared(c, spawn=spawn, ssh_config=ssh_config, accept_new_host_keys=accept_new_host_keys)
     with clean_errors("status"):
         print(stages.bench.status(_session(c, shared), run))
 
@@ -169,12 +172,11 @@ def status(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None,
             "verbose": BENCH_HELP["verbose"], "host_timeout": BENCH_HELP["host_timeout"] + "; default: the run's own",
             "allow_partial": "exit 0 even when some agents failed"})
 def attach(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None, reconnect_for=600.0,
-           format="simple", allow_partial=False, detail=False, verbose=False, host_timeout=None, servers=None,
-           agents=None):
+           format="simple", allow_partial=False, detail=False, verbose=False, host_timeout=None):
     """Follow a run live until it ends, then collect it (after a detached `spawn`, also take it down).
     Exit 1: agents failed; 3: an expectation failed."""
     options.check_format("attach", format)
-    s = _session(c, _shared(c, spawn, servers, agents, ssh_config, accept_new_host_keys))
+    s = _session(c, _shared(c, spawn=spawn, ssh_config=ssh_config, accept_new_host_keys=accept_new_host_keys))
     with clean_errors("attach"):
         run_dir = stages.bench.attach(s, run, float(reconnect_for), verbose=verbose,
                                       host_timeout=float(host_timeout) if host_timeout is not None else None)
@@ -238,7 +240,8 @@ def down(c, spawn=None, ssh_config=None, accept_new_host_keys=False, keep_files=
          agents=None):
     """Stop every server and agent of ours on every host it can reach, and remove the remote files.
     Exit 1 when a host could not be cleaned (each named, with why; the others are cleaned)."""
-    shared = _shared(c, spawn, servers, agents, ssh_config, accept_new_host_keys)
+    shared = _shared(c, spawn=spawn, servers=servers, agents=agents, ssh_config=ssh_config,
+                     accept_new_host_keys=accept_new_host_keys)
     with clean_errors("down"):
         stages.down.run(_session(c, shared), keep_files, force=force)
 
@@ -252,7 +255,8 @@ def spawn(c, spawn=None, ssh_config=None, accept_new_host_keys=False, keep_up=Fa
           reconnect_for=600.0, lease=None, detach=False, bundled_python=False):
     """deploy, bench, collect, down. Exit 1: agents failed; 3: an expectation failed.
     With --detach: deploy, start the run and return; `attach` follows, collects and takes it down."""
-    shared = _shared(c, spawn, servers, agents, ssh_config, accept_new_host_keys)
+    shared = _shared(c, spawn=spawn, servers=servers, agents=agents, ssh_config=ssh_config,
+                     accept_new_host_keys=accept_new_host_keys)
     with clean_errors("spawn"):
         s = _session(c, shared, validate=True, bundled_python=bundled_python)
     run_options = _run_options(agent_timeout, host_timeout, reconnect_for, lease, detach, spawn_detached=not keep_up,

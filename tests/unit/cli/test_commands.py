@@ -191,6 +191,14 @@ def test_a_chain_on_two_fleets_is_refused_naming_both(fake: Stages, capsys) -> N
     assert "deploy would take --agents d and bench e" in err
 
 
+def test_collect_after_tasks_given_their_hosts_is_no_conflict(fake: Stages, capsys) -> None:
+    hosts = ["--servers", "s1,s2,s3", "--agents", "a1"]
+    code, _, err = inv(capsys, "deploy", *hosts, "bench", *hosts, "collect", "--format", "json")
+    assert code == 0, err
+    assert fake.names() == ["deploy", "bench", "fetch", "collect"]
+    assert fake.of("fetch")["hosts"] == (None, None)  # the run's own hosts
+
+
 def test_a_core_flag_repeated_on_a_task_with_the_same_value_is_no_conflict(fake: Stages, capsys) -> None:
     code, _, err = fleetbench(capsys, "--spawn", "other.toml", "deploy", "bench", "--spawn", "./other.toml")
     assert code == 0, err
