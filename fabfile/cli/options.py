@@ -31,9 +31,8 @@ DEFAULTS: dict[str, Any] = {"spawn": SPAWN, "servers": None, "agents": None, "ss
 #: own hosts, and no --servers/--agents.
 SHARED = ("spawn", "ssh_config", "accept_new_host_keys")
 HOST_LISTS = ("servers", "agents")
-#: How each compared option is named to a user (the flag, and the config key).
-NAMES = {"spawn": ("--spawn", "spawn"), "servers": ("--servers", "servers"), "agents": ("--agents", "agents"),
-         "ssh_config": ("--ssh-config", "ssh_config")}
+#: The options compared across a chain, by config key (fleetbench.<key>), and their flags.
+FLAGS = {"spawn": "--spawn", "servers": "--servers", "agents": "--agents", "ssh_config": "--ssh-config"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class ChainOptions:
     agents: tuple[str, ...] | None
     ssh_config: str | None
     accept_new_host_keys: bool
-    taken: frozenset[str] = frozenset(NAMES)  # the compared options this task takes
+    taken: frozenset[str] = frozenset(FLAGS)  # the compared options this task takes
 
     def host_lists(self) -> tuple[list[str] | None, list[str] | None]:
         """--servers and --agents as the spawn loader takes them (None: the file's own)."""
@@ -97,7 +96,7 @@ def resolve(config: Any, given: Mapping[str, Any]) -> ChainOptions:
     accept = bool(given.get("accept_new_host_keys")) or _flag(tree["accept_new_host_keys"])
     return ChainOptions(spawn=str(pick("spawn")), servers=hosts("servers"), agents=hosts("agents"),
                         ssh_config=str(pick("ssh_config")) if pick("ssh_config") else None,
-                        accept_new_host_keys=accept, taken=frozenset(NAMES) & set(given))
+                        accept_new_host_keys=accept, taken=frozenset(FLAGS) & set(given))
 
 
 def _flag(value: Any) -> bool:
@@ -120,7 +119,7 @@ def takes_shared(task: Callable[..., Any]) -> bool:
 
 def _shown(key: str, value: object) -> str:
     if value is None:
-        return "the spawn file's [hosts]" if key in ("servers", "agents") else "none"
+        return "the spawn file's [hosts]" if key in HOST_LISTS else "none"
     if isinstance(value, tuple):
         return ",".join(value)
     return str(value)
@@ -137,12 +136,12 @@ def mismatch(chain: Sequence[tuple[str, ChainOptions]]) -> str | None:
                 continue
             first_name, first_opts, reference = first[key]
             if value != reference:
-                flag, config_key = NAMES[key]
+                flag = FLAGS[key]
                 return (f"{first_name} would take {flag} {_shown(key, getattr(first_opts, key))} and {name} "
                         f"{_shown(key, getattr(opts, key))}: a chain runs on one spawn file and one fleet. "
                         f"Give {flag} once for every task: before the task names "
-                        f"(fleetbench {flag} ... {first_name} {name}), as fleetbench.{config_key} in fleetbench.yaml "
-                        f"or invoke.yaml, or in INVOKE_FLEETBENCH_{config_key.upper()}")
+                        f"(fleetbench {flag} ... {first_name} {name}), as fleetbench.{key} in fleetbench.yaml "
+                        f"or invoke.yaml, or in INVOKE_FLEETBENCH_{key.upper()}")
     return None
 
 
