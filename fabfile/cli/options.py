@@ -27,10 +27,12 @@ RUNS = "runs"
 DEFAULTS: dict[str, Any] = {"spawn": SPAWN, "servers": None, "agents": None, "ssh_config": None,
                             "accept_new_host_keys": False, "runs_dir": RUNS}
 #: The task parameters that make a task take part in a chain's check: every task that reads the
-#: spawn file takes these. Those acting on a recorded run (collect, status, attach) take the run's
-#: own hosts, and no --servers/--agents.
+#: spawn file takes these, and --servers/--agents.
 SHARED = ("spawn", "ssh_config", "accept_new_host_keys")
 HOST_LISTS = ("servers", "agents")
+#: Tasks acting on a recorded run: they use the run's own hosts, so their --servers/--agents only
+#: take part in a chain's check when given (``deploy --servers a bench --servers a collect`` agrees).
+RECORDED_RUN_TASKS = frozenset({"collect", "status", "attach"})
 #: The options compared across a chain, by config key (fleetbench.<key>), and their flags.
 FLAGS = {"spawn": "--spawn", "servers": "--servers", "agents": "--agents", "ssh_config": "--ssh-config"}
 
@@ -81,9 +83,10 @@ def _hosts(value: Any, where: str) -> tuple[str, ...] | None:
     raise Exit(f"{where}: a comma-separated string or a list of host names, not {value!r}", code=1)
 
 
-def resolve(config: Any, given: Mapping[str, Any]) -> ChainOptions:
-    """A task's options: its own flags (``given``, None when not given) over the config's. A task
-    without --servers/--agents (``given`` lacks them) has the config's, not compared in a chain."""
+def resolve(config: Any, given: Mapping[str, Any], recorded_run: bool = False) -> ChainOptions:
+    """A task's options: its own flags (``given``, None when not given) over the config's. Compared
+    in a chain: the options the task takes (the keys of ``given``), but for a task acting on a
+    recorded run (``recorded_run``), its host lists only when its own flags give them."""
     tree = settings(config)
 
     def pick(key: str) -> Any:
@@ -96,7 +99,8 @@ def resolve(config: Any, given: Mapping[str, Any]) -> ChainOptions:
     accept = bool(given.get("accept_new_host_keys")) or _flag(tree["accept_new_host_keys"])
     return ChainOptions(spawn=str(pick("spawn")), servers=hosts("servers"), agents=hosts("agents"),
                         ssh_config=str(pick("ssh_config")) if pick("ssh_config") else None,
-                        accept_new_host_keys=accept, taken=frozenset(FLAGS) & set(given))
+                        accept_new_host_keys=accept, taken=frozenset(key for key in FLAGS if key in given and not (
+                            recorded_run and key in HOST_LISTS and given[key] is None)))
 
 
 def _flag(value: Any) -> bool:

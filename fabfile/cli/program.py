@@ -49,7 +49,9 @@ class ChainExecutor(Executor):
             if options.takes_shared(call.task):
                 self.config.load_collection(self.collection.configuration(call.called_as))
                 self.config.load_shell_env()
-                chain.append((call.called_as or call.task.name, options.resolve(self.config, call.kwargs)))
+                name = call.called_as or call.task.name
+                resolved = options.resolve(self.config, call.kwargs, call.task.name in options.RECORDED_RUN_TASKS)
+                chain.append((name, resolved))
         options.refuse_mismatch(chain)
         return super().execute(*tasks)
 

@@ -34,15 +34,16 @@ SHARED_HELP = {
 }
 BUNDLED_HELP = {"bundled_python": "run the bundled CPython 3.11 on every host, not only where python3 is missing "
                                    "or older than 3.9"}
-# A run keeps its spawn file and hosts: a task acting on one takes no --servers/--agents, and its
-# --spawn only says which file the chain runs on.
-RUN_HOSTS_HELP = {"spawn": "the chain's spawn file (the run's own spawn file and hosts are used)",
-                  "ssh_config": SHARED_HELP["ssh_config"], "accept_new_host_keys": SHARED_HELP["accept_new_host_keys"]}
+# A run keeps its spawn file and hosts: for a task acting on one, --spawn, --servers and --agents
+# only say what the chain runs on (options.RECORDED_RUN_TASKS).
+RUN_HOSTS_HELP = {**SHARED_HELP, "spawn": "the chain's spawn file (the run's own spawn file and hosts are used)",
+                  "servers": "the chain's server hosts, if given (the run's own hosts are used)",
+                  "agents": "the chain's agent hosts, if given (the run's own hosts are used)"}
 
 
-def _shared(c: Any, **given: Any) -> options.ChainOptions:
+def _shared(c: Any, recorded_run: bool = False, **given: Any) -> options.ChainOptions:
     """The task's shared options (``given``: the ones it takes, as its flags gave them)."""
-    return options.resolve(c.config, given)
+    return options.resolve(c.config, given, recorded_run)
 
 
 def _runs_dir(c: Any) -> Path:
@@ -139,12 +140,13 @@ REPORT_HELP = {"run": "run id or directory (default: runs/latest)", "format": FO
 
 @task(help={**RUN_HOSTS_HELP, **REPORT_HELP, "allow_partial": "exit 0 even when some agents failed"})
 def collect(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None, format="simple",
-            allow_partial=False, detail=False):
+            allow_partial=False, detail=False, servers=None, agents=None):
     """Fetch from the hosts what they finished of the run (if it lives there and we lack some),
     then merge its agent results and host metrics into run.json and export/, print the tables
     and each expectation with its measured value. Exit 1: agents failed; 3: an expectation failed."""
     options.check_format("collect", format)
-    shared = _shared(c, spawn=spawn, ssh_config=ssh_config, accept_new_host_keys=accept_new_host_keys)
+    shared = _shared(c, recorded_run=True, spawn=spawn, servers=servers, agents=agents, ssh_config=ssh_config,
+                     accept_new_host_keys=accept_new_host_keys)
     with clean_errors("collect"):
         s = _session(c, shared)
         stages.collect.fetch(s, run)
@@ -161,9 +163,10 @@ def _exit_for(merged: dict, allow_partial: bool) -> None:
 
 
 @task(help={**RUN_HOSTS_HELP, "run": REPORT_HELP["run"]})
-def status(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None):
+def status(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None, servers=None, agents=None):
     """Each host's state of a run that lives on the hosts: its phase and agents (read-only)."""
-    shared = _shared(c, spawn=spawn, ssh_config=ssh_config, accept_new_host_keys=accept_new_host_keys)
+    shared = _shared(c, recorded_run=True, spawn=spawn, servers=servers, agents=agents, ssh_config=ssh_config,
+                     accept_new_host_keys=accept_new_host_keys)
     with clean_errors("status"):
         print(stages.bench.status(_session(c, shared), run))
 
@@ -172,11 +175,14 @@ def status(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None)
             "verbose": BENCH_HELP["verbose"], "host_timeout": BENCH_HELP["host_timeout"] + "; default: the run's own",
             "allow_partial": "exit 0 even when some agents failed"})
 def attach(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None, reconnect_for=600.0,
-           format="simple", allow_partial=False, detail=False, verbose=False, host_timeout=None):
+           format="simple", allow_partial=False, detail=False, verbose=False, host_timeout=None, servers=None,
+           agents=None):
     """Follow a run live until it ends, then collect it (after a detached `spawn`, also take it down).
     Exit 1: agents failed; 3: an expectation failed."""
     options.check_format("attach", format)
-    s = _session(c, _shared(c, spawn=spawn, ssh_config=ssh_config, accept_new_host_keys=accept_new_host_keys))
+    shared = _shared(c, recorded_run=True, spawn=spawn, servers=servers, agents=agents, ssh_config=ssh_config,
+                     accept_new_host_keys=accept_new_host_keys)
+    s = _session(c, shared)
     with clean_errors("attach"):
         run_dir = stages.bench.attach(s, run, float(reconnect_for), verbose=verbose,
                                       host_timeout=float(host_timeout) if host_timeout is not None else None)

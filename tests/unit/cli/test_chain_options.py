@@ -95,15 +95,17 @@ def test_different_hosts_or_ssh_configs_are_refused(key: str, flag: str, value: 
     assert why.startswith(f"deploy would take {flag} {shown} and bench {other}"), why
 
 
-def test_a_task_acting_on_a_recorded_run_compares_no_host_lists() -> None:
-    collect_given = {"spawn": None, "ssh_config": None, "accept_new_host_keys": False}  # collect takes no --servers
+def test_a_task_acting_on_a_recorded_run_compares_its_host_lists_only_when_given() -> None:
     deployed = options.resolve(configured(), {**NOT_GIVEN, "servers": "a,b", "agents": "c"})
-    collecting = options.resolve(configured(), collect_given)
+    collecting = options.resolve(configured(), NOT_GIVEN, recorded_run=True)
     assert set(collecting.compared()) == {"spawn", "ssh_config"}
     assert options.mismatch([("deploy", deployed), ("bench", deployed), ("collect", collecting)]) is None
-    other_file = options.resolve(configured(), {**collect_given, "spawn": "other.toml"})
+    other_file = options.resolve(configured(), {**NOT_GIVEN, "spawn": "other.toml"}, recorded_run=True)
     why = options.mismatch([("collect", collecting), ("bench", deployed), ("status", other_file)])
     assert why is not None and why.startswith("collect would take --spawn spawn.toml and status other.toml")
+    given_hosts = options.resolve(configured(), {**NOT_GIVEN, "servers": "x"}, recorded_run=True)
+    why = options.mismatch([("bench", options.resolve(configured(), NOT_GIVEN)), ("collect", given_hosts)])
+    assert why is not None and why.startswith("bench would take --servers the spawn file's [hosts] and collect x")
 
 
 def test_a_host_key_accepted_by_one_task_does_not_split_the_chain() -> None:

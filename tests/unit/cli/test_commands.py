@@ -199,6 +199,13 @@ def test_collect_after_tasks_given_their_hosts_is_no_conflict(fake: Stages, caps
     assert fake.of("fetch")["hosts"] == (None, None)  # the run's own hosts
 
 
+def test_hosts_given_to_collect_alone_are_refused_not_unknown(fake: Stages, capsys) -> None:
+    code, _, err = inv(capsys, "bench", "collect", "--spawn", "spawn.toml", "--servers", "s1,s2,s3")
+    assert code == 1 and fake.calls == []
+    assert err.startswith("bench collect refused: bench would take --servers the spawn file's [hosts] and collect "
+                          "s1,s2,s3"), err
+
+
 def test_a_core_flag_repeated_on_a_task_with_the_same_value_is_no_conflict(fake: Stages, capsys) -> None:
     code, _, err = fleetbench(capsys, "--spawn", "other.toml", "deploy", "bench", "--spawn", "./other.toml")
     assert code == 0, err
