@@ -6,8 +6,9 @@
     fab -S .testbed/ssh_config -H tb1,tb2 stop
 
 The modules beside this one are the side-effect half of fleetbench (SSH, builds, processes);
-``tasks.py`` composes them for ``inv``. Here, each task first makes Fabric's connection check
-host keys (Fabric itself accepts any key).
+``cli/`` composes them into the tasks of ``fleetbench`` (and of ``inv``, through the checkout's
+``tasks.py``). Here, each task first makes Fabric's connection check host keys (Fabric itself
+accepts any key).
 """
 
 from __future__ import annotations

@@ -27,9 +27,10 @@ Echo = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Workspace:
-    """Where the controller keeps things, relative to the project directory."""
+    """Where the controller keeps things, relative to the project directory (the working one)."""
 
     root: Path
+    runs: Path | None = None  # --runs-dir (fleetbench.runs_dir): relative to root, or absolute
 
     @property
     def cache_dir(self) -> Path:
@@ -41,7 +42,7 @@ class Workspace:
 
     @property
     def runs_dir(self) -> Path:
-        return self.root / "runs"
+        return self.root / (self.runs or "runs")
 
     @property
     def testbed_dir(self) -> Path:
@@ -136,8 +137,8 @@ class Session:
 _sessions: dict[tuple[object, ...], Session] = {}
 
 
-def workspace() -> Workspace:
-    return Workspace(Path.cwd())
+def workspace(runs_dir: str | Path | None = None) -> Workspace:
+    return Workspace(Path.cwd(), Path(runs_dir).expanduser() if runs_dir else None)
 
 
 def ssh_settings(ws: Workspace, ssh_config: str | None, accept_new_host_keys: bool) -> SshSettings:
@@ -150,13 +151,14 @@ def ssh_settings(ws: Workspace, ssh_config: str | None, accept_new_host_keys: bo
 
 
 def session(spawn: str, ssh_config: str | None = None, accept_new_host_keys: bool = False,
-            servers: list[str] | None = None, agents: list[str] | None = None) -> Session:
+            servers: list[str] | None = None, agents: list[str] | None = None,
+            runs_dir: str | Path | None = None) -> Session:
     """One Session per (spawn file, ssh settings, hosts) for the whole ``inv`` call, so that the
     tasks of ``inv deploy bench collect`` share their connections instead of reconnecting."""
-    ws = workspace()
+    ws = workspace(runs_dir)
     settings = ssh_settings(ws, ssh_config, accept_new_host_keys)
     hosts = (tuple(servers) if servers is not None else None, tuple(agents) if agents is not None else None)
-    key = (str(ws.root), str(Path(spawn).resolve()), settings, hosts)
+    key = (ws, str(Path(spawn).resolve()), settings, hosts)
     if key not in _sessions:
         _sessions[key] = Session(ws, Path(spawn), settings, servers=servers, agents=agents)
     return _sessions[key]
