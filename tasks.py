@@ -13,6 +13,7 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from bench.report import expect
+from bench.report.document import RunDoc
 from bench.spawn import cli_hosts
 from fabfile import stages
 from fabfile.errors import clean_errors
@@ -134,7 +135,7 @@ def collect(c, spawn=SPAWN, ssh_config=None, accept_new_host_keys=False, run=Non
     _exit_for(merged, allow_partial)
 
 
-def _exit_for(merged: dict, allow_partial: bool) -> None:
+def _exit_for(merged: RunDoc, allow_partial: bool) -> None:
     code = gates.exit_code(merged, allow_partial)
     if code == 1:
         raise Exit(f"run {merged['run_id']} is {merged['status']}: see the failures above", code=1)
