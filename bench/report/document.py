@@ -12,8 +12,8 @@ The controller runs on Python 3.11+, so ``NotRequired`` is used here; the agent'
 ``bench.wire`` keep the older required/optional base classes for Python 3.9.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: NotRequired must be seen when the classes are made,
+# or their __required_keys__ would list every key (tests/unit/report/test_run_document.py reads them).
 from typing import Any, NotRequired, TypedDict
 
 from bench.wire.result import Failure
@@ -109,7 +109,7 @@ class BenchmarkEntry(TypedDict):
     agent_results: list[AgentRow]
     repeat: NotRequired[int]  # folded: how many repetitions
     ops_per_s_repeats: NotRequired[RepeatSpread]  # folded: the noise estimate
-    repeats: NotRequired[list[BenchmarkEntry]]  # folded: each repetition's own entry, with repetition
+    repeats: NotRequired[list["BenchmarkEntry"]]  # folded: each repetition's own entry, with repetition
     repetition: NotRequired[int]  # in repeats: k of name#k
     expectations: NotRequired[list[KeptVerdict]]  # set by collect when the spawn file says expect
 

@@ -34,6 +34,7 @@ Format history (``schema_version`` of run.json):
 
 :func:`load_run` upgrades older versions step by step (``_UPGRADES``) and refuses newer ones.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,7 +48,7 @@ from hdrh.histogram import HdrHistogram
 
 from bench.report import seconds as per_second
 from bench.report.document import AgentRow, BenchmarkEntry, LatencySummary, MergedSecond, RepeatSpread, RunDoc
-from bench.report.results import (
+from bench.report.results import (  # ResultError is caught as merge.ResultError too
     LATE_CAUSES,
     AgentFigures,
     Merged,
@@ -63,9 +64,6 @@ from bench.report.results import (
 from bench.wire import hist
 from bench.wire.labels import split_label
 from bench.wire.result import AgentResult, Failure, TimeseriesPoint
-
-__all__ = ["LATE_CAUSES", "MAX_ERROR_SAMPLES", "RUN_KEYS", "SCHEMA_VERSION", "STATUSES", "ResultError",
-           "build_run", "group_repeats", "load_run", "merge_benchmark", "merge_repeats", "run_status"]
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "partial", "failed")
@@ -211,6 +209,7 @@ def _partial(result: AgentResult, figures: AgentFigures) -> Failure:
 
 
 def _agent_row(result: AgentResult, figures: AgentFigures) -> AgentRow:
+    """The agent's line in agent_results: its figures, and count and latencies from its own histogram."""
     own = figures.latency
     p = hist.percentiles(own, (50.0, 99.0))
     return {"agent_num": result["agent_num"], "host": result.get("host"), "status": figures.status,
@@ -268,15 +267,17 @@ def _merge_by_t(name: str, by_t: Mapping[float, Sequence[TimeseriesPoint]]) -> l
     merged: list[MergedSecond] = []
     for at in sorted(by_t):
         points = by_t[at]
+        ops = sum(int(p.get("ops") or 0) for p in points)
+        errors = sum(int(p.get("errors") or 0) for p in points)
         exact = all(isinstance(p.get("hist"), str) for p in points)
         p50, p99 = _exact_p50_p99(name, at, points) if exact else _approximate_p50_p99(points)
-        merged.append({"t": at, "agents": len(points), "ops": sum(int(p.get("ops") or 0) for p in points),
-                       "errors": sum(int(p.get("errors") or 0) for p in points), "p50": p50, "p99": p99,
+        merged.append({"t": at, "agents": len(points), "ops": ops, "errors": errors, "p50": p50, "p99": p99,
                        "exact": exact})
     return merged
 
 
 def _exact_p50_p99(name: str, at: float, points: Sequence[TimeseriesPoint]) -> tuple[int, int]:
+    """p50 and p99 of the points' histograms added up (every point carries one)."""
     second = Merged()
     for p in points:
         second.add(decode(p.get("hist"), f"benchmark {name!r}: timeseries t={at}"))
@@ -285,6 +286,7 @@ def _exact_p50_p99(name: str, at: float, points: Sequence[TimeseriesPoint]) -> t
 
 
 def _approximate_p50_p99(points: Sequence[TimeseriesPoint]) -> tuple[Any, Any]:
+    """The ops-weighted median of the agents' p50s, and the largest p99 (an upper bound)."""
     p99 = max((p.get("p99") or 0 for p in points), default=0)
     p50 = _weighted_median([(p.get("p50") or 0, int(p.get("ops") or 0)) for p in points])
     return p50, p99

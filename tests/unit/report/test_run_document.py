@@ -13,8 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.report import document, hosts
 from bench.report import merge as result
 from bench.wire import labels
+from bench.wire.result import Failure
 from tests.unit import runfactory as rf
 
 FIXTURE = Path(__file__).parents[2] / "data" / "runs" / "run-v1.json"
@@ -87,3 +89,40 @@ def test_a_loaded_run_folds_again_to_itself() -> None:
     folded = next(b for b in run["benchmarks"] if b["name"] == "rep")
     repeats = [{k: v for k, v in rep.items() if k != "repetition"} for rep in folded["repeats"]]
     assert written(result.merge_repeats("rep", repeats)) == written(folded)
+
+
+def declared(kind: Any, data: Any, *, open_ended: bool = False) -> None:
+    """``data`` has every required key of the TypedDict ``kind`` and (unless ``open_ended``) no other."""
+    keys = set(data)
+    assert kind.__required_keys__ <= keys, f"{kind.__name__} lacks {sorted(kind.__required_keys__ - keys)}"
+    if not open_ended:
+        unknown = keys - kind.__required_keys__ - kind.__optional_keys__
+        assert not unknown, f"{kind.__name__} does not declare {sorted(unknown)}"
+
+
+def test_the_typed_document_declares_every_key_run_json_holds() -> None:
+    run = result.load_run(FIXTURE)
+    declared(document.RunDoc, run, open_ended=True)  # meta.json's other keys ride along
+    parts = [p for entry in run["benchmarks"] for p in (entry, *entry.get("repeats", ()))]
+    assert len(parts) == 8 and any("repeats" in p for p in parts) and any("repetition" in p for p in parts)
+    for part in parts:
+        declared(document.BenchmarkEntry, part)
+        for row in part["agent_results"]:
+            declared(document.AgentRow, row)
+        for failure in part["failures"]:
+            declared(Failure, failure)
+        for point in part.get("timeseries", ()):
+            declared(document.MergedSecond, point)
+        if "ops_per_s_repeats" in part:
+            declared(document.RepeatSpread, part["ops_per_s_repeats"])
+    assert {p["exact"] for part in parts for p in part.get("timeseries", ())} == {True, False}
+
+
+def test_the_typed_document_declares_every_key_of_a_host() -> None:
+    samples = {"a1": [rf.sample(rf.T0 + s) for s in range(5)]}
+    section = hosts.host_section({"a1": ["agent"], "s1": ["server"]}, {"a1": {"cores": 2}, "s1": None}, samples,
+                                 {"open": (rf.T0, rf.T0 + 3)}, {"a1": {"ssh": "a1", "private": "10.0.0.1",
+                                                                       "learned_from": "route"}})
+    assert set(section) == {"a1", "s1"} and "addresses" in section["a1"]
+    for host in section.values():
+        declared(document.HostEntry, host)
