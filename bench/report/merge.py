@@ -16,14 +16,14 @@ histogram settings) are refused with :class:`ResultError`.
 Repetitions: a benchmark with ``repeat = N > 1`` runs N times; repetition k (1-based) is
 labelled ``name#k`` (bench.wire.labels.repetition_label) in its jobs, its agents' results and its
 merged entry. :func:`build_run` folds the entries ``name#1`` .. ``name#N`` into one entry
-``name`` (see :func:`merge_repeats`) holding the combined figures and the repetitions under
-``"repeats"``.
+``name`` (``bench.report.repeats.merge_repeats``, also importable from here) holding the
+combined figures and the repetitions under ``"repeats"``.
 
 Format history (``schema_version`` of run.json):
 
 * 1 -- the first version: run metadata (run_id, name, status, started_at, finished_at,
   spawn, deployment, anything else the controller passes) and ``benchmarks``, one merged
-  entry per benchmark as described in :func:`merge_benchmark` and :func:`merge_repeats`.
+  entry per benchmark (``bench.report.document.BenchmarkEntry``: :func:`merge_benchmark`, merge_repeats).
   Added later within version 1, as optional keys that older readers ignore and newer readers
   treat as absent when missing (so no version bump): ``hosts`` (``bench.report.hosts.host_section``:
   roles, facts and metrics summaries per host, and each host's ``addresses``: ``ssh`` where the
@@ -39,19 +39,16 @@ from __future__ import annotations
 
 import copy
 import json
-import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, cast
 
-from hdrh.histogram import HdrHistogram
-
+from bench.report import combine
 from bench.report import seconds as per_second
-from bench.report.document import AgentRow, BenchmarkEntry, LatencySummary, MergedSecond, RepeatSpread, RunDoc
+from bench.report.document import AgentRow, BenchmarkEntry, MergedSecond, RunDoc
+from bench.report.repeats import merge_repeats
 from bench.report.results import (  # ResultError is caught as merge.ResultError too
-    LATE_CAUSES,
     AgentFigures,
-    Merged,
     ResultError,
     agent_num_key,
     agent_who,
@@ -67,29 +64,7 @@ from bench.wire.result import AgentResult, Failure, TimeseriesPoint
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "partial", "failed")
-MAX_ERROR_SAMPLES = 10
 RUN_KEYS = ("run_id", "name", "started_at", "finished_at", "spawn", "deployment")
-
-
-# Parts of an entry, spread into it in run.json's key order (optional ones may be empty).
-class _LateCauses(TypedDict, total=False):
-    late_busy_ops: int
-    late_loop_ops: int
-
-
-class _Window(TypedDict):
-    started_at: float | None
-    finished_at: float | None
-
-
-class _Latency(TypedDict):
-    latency_us: LatencySummary
-    histogram: str
-
-
-class _Service(TypedDict, total=False):
-    service_us: LatencySummary
-    service_histogram: str
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,7 +92,7 @@ def merge_benchmark(
     An agent counts in ``agents_ok`` when its result has neither ``fatal`` nor
     ``interrupted``; a partial result's data is merged all the same, and it is also listed in
     ``failures`` with ``"partial": true`` (so ``agents - agents_ok == len(failures)``).
-    ``seconds`` is the longest agent's elapsed_s, ``error_samples`` up to MAX_ERROR_SAMPLES
+    ``seconds`` is the longest agent's elapsed_s, ``error_samples`` up to combine.MAX_ERROR_SAMPLES
     distinct samples over all agents, ``agent_results`` one row per result, by agent_num, with
     count and latencies from its own histogram. ``timeseries``: see :func:`_merge_timeseries`.
     """
@@ -137,19 +112,19 @@ def merge_benchmark(
         "late_ops": sum(f.late_ops for f in figures),
         **_late_ops_by_cause(figures),
         "seconds": seconds,
-        "ops_per_s": _rate(ops, seconds),
+        "ops_per_s": combine.rate(ops, seconds),
         **_measured_window(results),
-        **_latency([f.latency for f in figures]),
-        **_service([f.service for f in figures if f.service is not None]),
+        **combine.latency([f.latency for f in figures]),
+        **combine.service([f.service for f in figures if f.service is not None]),
         "timeseries": _merge_timeseries(name, results, clock_offsets),
-        "error_samples": _error_samples(result.get("error_samples") or () for result in results),
+        "error_samples": combine.error_samples(result.get("error_samples") or () for result in results),
         "failures": sorted(failed, key=agent_num_key) + [_partial(r, f) for r, f in zip(results, figures, strict=True)
                                                          if f.status != "ok"],
         "agent_results": [_agent_row(r, f) for r, f in zip(results, figures, strict=True)],
     }
 
 
-def _late_ops_by_cause(figures: Sequence[AgentFigures]) -> _LateCauses:
+def _late_ops_by_cause(figures: Sequence[AgentFigures]) -> combine.LateCauses:
     """late_ops by cause, summed, when every agent that reports late_ops splits it (an agent from
     before the split does not: then the cause is not known and the entry does not say it)."""
     late = [f for f in figures if f.says_late]
@@ -159,46 +134,12 @@ def _late_ops_by_cause(figures: Sequence[AgentFigures]) -> _LateCauses:
             "late_loop_ops": sum(f.late_causes["late_loop_ops"] for f in figures)}
 
 
-def _measured_window(results: Sequence[AgentResult]) -> _Window:
+def _measured_window(results: Sequence[AgentResult]) -> combine.Window:
     """started_at / finished_at of the agents' measured phases, where they give epoch numbers."""
-    spans: list[_Window] = [
+    spans: list[combine.Window] = [
         {"started_at": float(r["started_at"]), "finished_at": float(r["started_at"]) + float(r["elapsed_s"])}
         for r in results if is_number(r.get("started_at")) and is_number(r.get("elapsed_s"))]
-    return _span(spans)
-
-
-def _span(entries: Sequence[_Window]) -> _Window:
-    """The first start and the last end of ``entries`` (None where none gives a number)."""
-    starts = [float(start) for e in entries if is_number(start := e.get("started_at"))]
-    ends = [float(end) for e in entries if is_number(end := e.get("finished_at"))]
-    return {"started_at": round(min(starts), 6) if starts else None,
-            "finished_at": round(max(ends), 6) if ends else None}
-
-
-def _latency(histograms: Iterable[HdrHistogram]) -> _Latency:
-    """The exact merge of latency histograms (counts added), summarised and encoded."""
-    merged = Merged()
-    for h in histograms:
-        merged.add(h)
-    return {"latency_us": hist.summary(merged.histogram), "histogram": hist.encode(merged.histogram)}
-
-
-def _service(histograms: Sequence[HdrHistogram]) -> _Service:
-    """The exact merge of service-time histograms; nothing when no agent reported service time."""
-    if not histograms:
-        return {}
-    merged = _latency(histograms)
-    return {"service_us": merged["latency_us"], "service_histogram": merged["histogram"]}
-
-
-def _error_samples(per_agent: Iterable[Iterable[Any]]) -> list[str]:
-    """Up to MAX_ERROR_SAMPLES distinct error samples, in the order the agents (or repetitions) give them."""
-    samples: list[str] = []
-    for given in per_agent:
-        for sample in given:
-            if len(samples) < MAX_ERROR_SAMPLES and str(sample) not in samples:
-                samples.append(str(sample))
-    return samples
+    return combine.span(spans)
 
 
 def _partial(result: AgentResult, figures: AgentFigures) -> Failure:
@@ -214,12 +155,8 @@ def _agent_row(result: AgentResult, figures: AgentFigures) -> AgentRow:
     p = hist.percentiles(own, (50.0, 99.0))
     return {"agent_num": result["agent_num"], "host": result.get("host"), "status": figures.status,
             "ops": figures.ops, "errors": figures.errors, "elapsed_s": figures.elapsed,
-            "ops_per_s": _rate(figures.ops, figures.elapsed), "count": own.get_total_count(), "p50": p[50.0],
+            "ops_per_s": combine.rate(figures.ops, figures.elapsed), "count": own.get_total_count(), "p50": p[50.0],
             "p99": p[99.0], "max": own.get_max_value()}
-
-
-def _rate(ops: int, seconds: float) -> float:
-    return round(ops / seconds, 3) if seconds > 0 else 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +215,7 @@ def _merge_by_t(name: str, by_t: Mapping[float, Sequence[TimeseriesPoint]]) -> l
 
 def _exact_p50_p99(name: str, at: float, points: Sequence[TimeseriesPoint]) -> tuple[int, int]:
     """p50 and p99 of the points' histograms added up (every point carries one)."""
-    second = Merged()
+    second = combine.Merged()
     for p in points:
         second.add(decode(p.get("hist"), f"benchmark {name!r}: timeseries t={at}"))
     q = hist.percentiles(second.histogram, (50.0, 99.0))
@@ -306,106 +243,6 @@ def _weighted_median(pairs: list[tuple[Any, int]]) -> Any:
         if running * 2 >= total:
             return value
     return pairs[-1][0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Folding repetitions
-
-# The counts summed over repetitions (late_busy_ops and late_loop_ops only when every one says them).
-_Count = Literal["agents", "agents_ok", "ops", "errors", "late_ops", "late_busy_ops", "late_loop_ops"]
-
-
-def merge_repeats(name: str, entries: Sequence[BenchmarkEntry]) -> BenchmarkEntry:
-    """Fold the entries of repetitions ``name#1`` .. ``name#N`` into one entry ``name``.
-
-    Counts (agents, agents_ok, ops, errors, late_ops) and ``seconds`` are summed over the
-    repetitions, ``ops_per_s`` is ops / seconds, latency comes from the exact merge of the
-    repetitions' histograms, ``failures`` and ``agent_results`` are concatenated with a
-    ``"repetition"`` field added. ``ops_per_s_repeats`` holds min, mean, max and sample stdev
-    of the repetitions' own ops_per_s (the noise estimate). ``"repeat"`` is the number of
-    repetitions, and ``"repeats"`` holds the repetitions' own entries (each with
-    ``"repetition"``), where their timeseries live; the folded entry has no timeseries.
-    """
-    numbered = _numbered_repetitions(name, entries)
-    reps = [entry for _, entry in numbered]
-    workload = _one_workload(name, reps)
-    latencies, services = _histograms_of(reps)
-    latency, service = _latency(latencies), _service(services)
-    ops, seconds = _sum(reps, "ops"), sum(e.get("seconds", 0) for e in reps)
-    return {
-        "name": name,
-        "workload": workload,
-        "repeat": len(numbered),
-        "agents": _sum(reps, "agents"),
-        "agents_ok": _sum(reps, "agents_ok"),
-        "ops": ops,
-        "errors": _sum(reps, "errors"),
-        "late_ops": _sum(reps, "late_ops"),
-        **_folded_late_causes(reps),
-        "seconds": seconds,
-        "ops_per_s": _rate(ops, seconds),
-        "ops_per_s_repeats": _spread([float(e.get("ops_per_s", 0.0)) for e in reps]),
-        **_span(reps),
-        **latency,
-        **service,
-        "error_samples": _error_samples(e.get("error_samples", ()) for e in reps),
-        "failures": [{**f, "repetition": k} for k, e in numbered for f in e.get("failures", ())],
-        "agent_results": [{**r, "repetition": k} for k, e in numbered for r in e.get("agent_results", ())],
-        "repeats": [{**e, "repetition": k} for k, e in numbered],
-    }
-
-
-def _numbered_repetitions(name: str, entries: Sequence[BenchmarkEntry]) -> list[tuple[int, BenchmarkEntry]]:
-    """``(k, entry)`` of each repetition ``name#k``, by k; refused when one is not name's or k repeats."""
-    if not entries:
-        raise ResultError(f"benchmark {name!r}: no repetitions to fold")
-    numbered = []
-    for entry in entries:
-        base, k = split_label(str(entry.get("name", "")))
-        if base != name or k is None:
-            raise ResultError(f"benchmark {name!r}: {entry.get('name')!r} is not a repetition of it")
-        numbered.append((k, entry))
-    numbered.sort(key=lambda pair: pair[0])
-    ks = [k for k, _ in numbered]
-    if len(set(ks)) != len(ks):
-        raise ResultError(f"benchmark {name!r}: repetition listed twice in {ks}")
-    return numbered
-
-
-def _one_workload(name: str, reps: Sequence[BenchmarkEntry]) -> str | None:
-    """The workload every repetition ran (None when none says); refused when they differ."""
-    workloads = {str(e["workload"]) for e in reps if e.get("workload") is not None}
-    if len(workloads) > 1:
-        raise ResultError(f"benchmark {name!r}: repetitions ran different workloads {sorted(workloads)}")
-    return workloads.pop() if workloads else None
-
-
-def _histograms_of(reps: Sequence[BenchmarkEntry]) -> tuple[list[HdrHistogram], list[HdrHistogram]]:
-    """Each repetition's latency histogram and, where it has one, its service-time histogram, decoded."""
-    latencies, services = [], []
-    for e in reps:
-        where = f"benchmark {e.get('name')!r}"
-        latencies.append(decode(e.get("histogram"), f"{where}: histogram"))
-        if e.get("service_histogram") is not None:
-            services.append(decode(e.get("service_histogram"), f"{where}: service_histogram"))
-    return latencies, services
-
-
-def _sum(reps: Sequence[BenchmarkEntry], key: _Count) -> int:
-    return sum(e.get(key, 0) for e in reps)
-
-
-def _folded_late_causes(reps: Sequence[BenchmarkEntry]) -> _LateCauses:
-    """late_ops by cause over the repetitions, when every repetition says it."""
-    if not all(key in e for e in reps for key in LATE_CAUSES):
-        return {}
-    return {"late_busy_ops": _sum(reps, "late_busy_ops"), "late_loop_ops": _sum(reps, "late_loop_ops")}
-
-
-def _spread(rates: Sequence[float]) -> RepeatSpread:
-    """min, mean, max and sample stdev (0.0 for one) of the repetitions' ops_per_s."""
-    return {"min": round(min(rates), 3), "mean": round(statistics.fmean(rates), 3), "max": round(max(rates), 3),
-            "stdev": round(statistics.stdev(rates), 3) if len(rates) > 1 else 0.0}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -176,23 +176,6 @@ def is_number(value: Any) -> TypeGuard[float]:
 # Histograms
 
 
-class Merged:
-    """A histogram that others are added to; empty ones are skipped.
-
-    (HdrHistogram.add of an empty histogram sets the sum's min to 0, so skipping them is
-    needed for a correct min, not only a saving.)
-    """
-
-    def __init__(self) -> None:
-        self.histogram = hist.new()
-        self.count_added = 0
-
-    def add(self, other: HdrHistogram) -> None:
-        self.count_added += 1
-        if other.get_total_count():
-            self.histogram.add(other)
-
-
 def decode(text: Any, what: str) -> HdrHistogram:
     """An encoded histogram, refused unless it has bench.wire.hist's settings (only those add exactly)."""
     if not isinstance(text, str):
