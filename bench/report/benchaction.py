@@ -18,17 +18,17 @@ is left out; a run that measured nothing gives ``[]``, which the action refuses.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from bench.report import headline
+from bench.report.document import BenchmarkEntry, RunDoc
 
 BIGGER, SMALLER = "customBiggerIsBetter", "customSmallerIsBetter"
 UNITS = {"ops/s": "ops/s", "us": "ms", "ops": "ops"}  # a figure's unit -> the unit the charts show
 _NAMES = {headline.THROUGHPUT.key: "throughput"}
 
 
-def entries(run: Mapping[str, Any], tool: str) -> list[dict[str, Any]]:
+def entries(run: RunDoc, tool: str) -> list[dict[str, Any]]:
     """The list for one tool (BIGGER or SMALLER)."""
     if tool not in (BIGGER, SMALLER):
         raise ValueError(f"tool {tool!r} is not {BIGGER} or {SMALLER}")
@@ -51,16 +51,16 @@ def entries(run: Mapping[str, Any], tool: str) -> list[dict[str, Any]]:
     return out
 
 
-def render(run: Mapping[str, Any], tool: str) -> str:
+def render(run: RunDoc, tool: str) -> str:
     return json.dumps(entries(run, tool), indent=2, ensure_ascii=False) + "\n"
 
 
-def files(run: Mapping[str, Any]) -> dict[str, str]:
+def files(run: RunDoc) -> dict[str, str]:
     return {"github-action-benchmark.bigger.json": render(run, BIGGER),
             "github-action-benchmark.smaller.json": render(run, SMALLER)}
 
 
-def _extra(run: Mapping[str, Any], entry: Mapping[str, Any]) -> str:
+def _extra(run: RunDoc, entry: BenchmarkEntry) -> str:
     lines = [f"run {run.get('run_id', '')}",
              f"{entry.get('agents_ok', 0)}/{entry.get('agents', 0)} agents, {entry.get('ops', 0)} ops, "
              f"{entry.get('errors', 0)} errors in {float(entry.get('seconds') or 0.0):.1f} s"]

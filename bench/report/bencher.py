@@ -15,10 +15,9 @@ that measured nothing is left out. The figures are bench.report.headline's.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
 
 from bench.report import headline
+from bench.report.document import RunDoc
 
 UNITS = {"ops/s": "ops/s", "us": "ns", "ops": "ops"}  # a figure's unit -> Bencher's
 
@@ -29,7 +28,7 @@ def measure_name(figure: headline.Figure) -> str:
     return f"latency-{figure.key}" if figure.unit == "us" else figure.key
 
 
-def metrics(run: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+def metrics(run: RunDoc) -> dict[str, dict[str, dict[str, float]]]:
     out: dict[str, dict[str, dict[str, float]]] = {}
     for entry in run.get("benchmarks", ()):
         measures: dict[str, dict[str, float]] = {}
@@ -48,5 +47,5 @@ def metrics(run: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
-def render(run: Mapping[str, Any]) -> str:
+def render(run: RunDoc) -> str:
     return json.dumps(metrics(run), indent=2, ensure_ascii=False) + "\n"

@@ -30,11 +30,13 @@ import io
 import json
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from tabulate import tabulate
+
+from bench.report.document import RunDoc
 
 ALPHA = 0.05
 EXACT_MAX_SAMPLES = 60  # exact permutation p-values up to this many samples in all
@@ -150,7 +152,7 @@ def _normal_p(ranks: Sequence[float], n1: int, n2: int, r1: float) -> float:
 # Samples from runs
 
 
-def samples(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[float]]]:
+def samples(runs: Sequence[RunDoc]) -> dict[str, dict[str, list[float]]]:
     """``{benchmark: {metric: [one value per repetition, over every run]}}``, in run order."""
     out: dict[str, dict[str, list[float]]] = {}
     for run in runs:
@@ -167,7 +169,7 @@ def samples(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[float
     return out
 
 
-def compare(base_runs: Sequence[Mapping[str, Any]], new_runs: Sequence[Mapping[str, Any]],
+def compare(base_runs: Sequence[RunDoc], new_runs: Sequence[RunDoc],
             alpha: float = ALPHA) -> list[Comparison]:
     """Every benchmark of either side (A's order, then B's new ones), every metric."""
     if not base_runs or not new_runs:

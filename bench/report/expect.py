@@ -29,6 +29,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from bench.report.document import BenchmarkEntry, KeptVerdict, RunDoc
 from bench.spawn.expectations import LATENCY, OPERATORS, UNITS, Expectation, ExpectError
 
 
@@ -57,12 +58,12 @@ class Verdict:
             return f"errors = {int(self.measured)}"
         return f"ops/s = {self.measured:,.0f}"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> KeptVerdict:
         return {"expect": self.expectation.text, "passed": self.passed, "measured": self.measured,
                 "measured_text": self.measured_text}
 
 
-def measured(entry: Mapping[str, Any], e: Expectation) -> float | None:
+def measured(entry: BenchmarkEntry, e: Expectation) -> float | None:
     """The entry's value of ``e.metric`` in ``e``'s unit, or None when it measured nothing."""
     latency = entry.get("latency_us") or {}
     ops, errors = int(entry.get("ops") or 0), int(entry.get("errors") or 0)
@@ -79,7 +80,7 @@ def measured(entry: Mapping[str, Any], e: Expectation) -> float | None:
     return 100.0 * errors / (ops + errors) if ops + errors else 0.0
 
 
-def check(entry: Mapping[str, Any], expectations: Sequence[Expectation]) -> list[Verdict]:
+def check(entry: BenchmarkEntry, expectations: Sequence[Expectation]) -> list[Verdict]:
     """Each expectation's verdict. A benchmark that some of its agents failed (lost hosts
     included) fails them all: what it measured is not what was asked for."""
     name = str(entry.get("name"))
@@ -94,7 +95,7 @@ def check(entry: Mapping[str, Any], expectations: Sequence[Expectation]) -> list
     return verdicts
 
 
-def apply(run: dict[str, Any], wanted: Mapping[str, Sequence[Expectation]]) -> list[Verdict]:
+def apply(run: RunDoc, wanted: Mapping[str, Sequence[Expectation]]) -> list[Verdict]:
     """Check each benchmark of ``run`` against its expectations (``wanted``, by benchmark name)
     and keep the verdicts in its entry, as ``"expectations"`` (see :meth:`Verdict.to_dict`)."""
     verdicts: list[Verdict] = []
@@ -107,13 +108,13 @@ def apply(run: dict[str, Any], wanted: Mapping[str, Sequence[Expectation]]) -> l
     return verdicts
 
 
-def failed(run: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+def failed(run: RunDoc) -> list[tuple[str, KeptVerdict]]:
     """(benchmark, verdict) of every failed expectation kept in ``run``."""
     return [(str(e.get("name")), v) for e in run.get("benchmarks", ()) for v in e.get("expectations") or ()
             if not v.get("passed")]
 
 
-def render(run: Mapping[str, Any]) -> str:
+def render(run: RunDoc) -> str:
     """The expectations kept in ``run``, one row each; "" when it has none."""
     rows = [[e.get("name"), v.get("expect"), v.get("measured_text"), "ok" if v.get("passed") else "FAILED"]
             for e in run.get("benchmarks", ()) for v in e.get("expectations") or ()]

@@ -23,22 +23,24 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import Literal
 
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
 from bench.report import benchaction, bencher, influx, tables
+from bench.report.document import BenchmarkEntry, RunDoc
 from bench.wire import hist
 
 MAX_UNIT_RATIO = 1.0  # the interval max column in the values' own unit (hdrh rounds it down)
 
 
-def hdr_log(entry: Mapping[str, Any], key: str = "histogram", run_id: str = "") -> str:
+def hdr_log(entry: BenchmarkEntry, key: Literal["histogram", "service_histogram"] = "histogram",
+            run_id: str = "") -> str:
     """The HdrHistogram log of one merged benchmark entry (``key``: histogram | service_histogram)."""
     parts = [p for p in (entry.get("repeats") or (entry,)) if p.get(key)]
-    starts = [float(p["started_at"]) for p in parts if isinstance(p.get("started_at"), (int, float))]
+    starts = [float(start) for p in parts if isinstance(start := p.get("started_at"), (int, float))]
     base = min(starts) if starts else 0.0
     out = io.StringIO()
     writer = HistogramLogWriter(out)
@@ -65,7 +67,7 @@ def hdr_log(entry: Mapping[str, Any], key: str = "histogram", run_id: str = "") 
     return out.getvalue()
 
 
-def exports(run: Mapping[str, Any], file_stem: Callable[[str], str] = lambda name: name) -> dict[str, str]:
+def exports(run: RunDoc, file_stem: Callable[[str], str] = lambda name: name) -> dict[str, str]:
     """Every export file of a run: ``{file name: text}``; ``file_stem`` makes a benchmark name
     safe as a file name (the controller passes the run store's)."""
     files: dict[str, str] = {}

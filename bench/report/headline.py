@@ -1,7 +1,7 @@
 """The headline figures of a benchmark: what the CI and dashboard exports carry.
 
 A :class:`Figure` reads one number from a merged benchmark entry of run.json
-(bench.report.merge), in its base unit, or None when the entry measured nothing (no op
+(bench.report.document.BenchmarkEntry), in its base unit, or None when the entry measured nothing (no op
 completed). github-action-benchmark's two files, the Bencher Metric Format and ``inv runs
 --format csv`` all take their figures from :data:`FIGURES` (and the csv also :data:`ERRORS`), so
 a figure added here reaches every one of them, in the file of its direction.
@@ -13,13 +13,14 @@ throughput over their summed time, latency from their merged histogram) and its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench.report.document import BenchmarkEntry
 from bench.wire import hist
 
-Entry = Mapping[str, Any]
+Entry = BenchmarkEntry
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from bench.report.document import BenchmarkEntry, HostEntry, RunDoc
+
 LOOPBACK = ("lo",)
 AGENT_CPU_LIMIT_PCT = 90.0  # agent host busier than this (mean over a benchmark): it may be the limit
 LATE_FRACTION = 0.01  # open loop: more than this share of ops sent late means the rate was not kept
@@ -183,7 +185,7 @@ def _mean_max(values: Sequence[float]) -> dict[str, float | None]:
 # run.json's hosts section
 
 
-def benchmark_windows(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Window]:
+def benchmark_windows(benchmarks: Iterable[BenchmarkEntry]) -> dict[str, Window]:
     """``{label: (started_at, finished_at)}`` of every benchmark (and repetition) that has them."""
     out: dict[str, Window] = {}
     for entry in benchmarks:
@@ -194,10 +196,10 @@ def benchmark_windows(benchmarks: Iterable[Mapping[str, Any]]) -> dict[str, Wind
     return out
 
 
-def host_section(roles: Mapping[str, Sequence[str]], facts: Mapping[str, Mapping[str, Any] | None],
+def host_section(roles: Mapping[str, Sequence[str]], facts: Mapping[str, dict[str, Any] | None],
                  metrics: Mapping[str, Sequence[Mapping[str, Any]]],
                  windows: Mapping[str, Window],
-                 addresses: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+                 addresses: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, HostEntry]:
     """run.json's ``hosts``: one object per host, in ``roles`` order, then any other host seen.
 
     ``{"roles": ["server", "agent"], "facts": {...} | None, "metrics": summarise(all) | None,
@@ -208,11 +210,11 @@ def host_section(roles: Mapping[str, Sequence[str]], facts: Mapping[str, Mapping
     """
     addresses = addresses or {}
     names = list(dict.fromkeys([*roles, *facts, *metrics]))
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, HostEntry] = {}
     for name in names:
         samples = list(metrics.get(name) or ())
-        entry: dict[str, Any] = {"roles": list(roles.get(name, ())), "facts": facts.get(name),
-                                 "metrics": summarise(samples) if samples else None, "benchmarks": {}}
+        entry: HostEntry = {"roles": list(roles.get(name, ())), "facts": facts.get(name),
+                            "metrics": summarise(samples) if samples else None, "benchmarks": {}}
         if isinstance(addresses.get(name), Mapping):
             entry["addresses"] = dict(addresses[name])
         if samples:
@@ -233,7 +235,7 @@ def roles_of(spawn: Mapping[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def warnings(run: Mapping[str, Any]) -> list[str]:
+def warnings(run: RunDoc) -> list[str]:
     """Where the load generator may have been the bottleneck, one line each.
 
     * an agent host whose cpu averaged above AGENT_CPU_LIMIT_PCT during a benchmark;
@@ -259,7 +261,7 @@ def warnings(run: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def late_cause(entry: Mapping[str, Any]) -> str:
+def late_cause(entry: BenchmarkEntry) -> str:
     """Which side kept an open-loop benchmark's ops from going out on time, from the agents' own
     split of its late ops (``late_busy_ops``: no connection free; ``late_loop_ops``: one was)."""
     busy, loop = entry.get("late_busy_ops"), entry.get("late_loop_ops")

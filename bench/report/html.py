@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bench.report import tables
+from bench.report.document import BenchmarkEntry, RunDoc
 
 TIME_SERIES = ("throughput.png", "latency.png", "hosts.png")
 
@@ -32,7 +33,7 @@ _CSS = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1250px;
         "ul.notes li{margin:.2em 0}")
 
 
-def page(run: Mapping[str, Any], pictures: Mapping[str, bytes], *, notes: Sequence[str] = (),
+def page(run: RunDoc, pictures: Mapping[str, bytes], *, notes: Sequence[str] = (),
          file_stem: Callable[[str], str] = lambda name: name) -> str:
     """The page of ``run``; ``pictures`` by file name (bench.report.plots.write_all's names),
     ``notes`` the failure and warning lines."""
@@ -60,7 +61,7 @@ def page(run: Mapping[str, Any], pictures: Mapping[str, bytes], *, notes: Sequen
             + "\n".join(parts) + "\n</body></html>\n")
 
 
-def _expectations(run: Mapping[str, Any]) -> list[str]:
+def _expectations(run: RunDoc) -> list[str]:
     esc = html.escape
     rows = [(str(e.get("name")), v) for e in run.get("benchmarks", ()) for v in e.get("expectations") or ()]
     if not rows:
@@ -76,7 +77,7 @@ def _expectations(run: Mapping[str, Any]) -> list[str]:
             "<table><tr><th>benchmark</th><th>expect</th><th>measured</th><th>verdict</th></tr>" + cells + "</table>"]
 
 
-def _card(entry: Mapping[str, Any], spectrum: bytes | None) -> str:
+def _card(entry: BenchmarkEntry, spectrum: bytes | None) -> str:
     esc = html.escape
     name = str(entry["name"])
     lat = entry.get("latency_us") or {}
@@ -101,7 +102,7 @@ def _figure(png: bytes, caption: str, benchmark: str | None = None) -> str:
             f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 
-def _names(run: Mapping[str, Any]) -> list[str]:
+def _names(run: RunDoc) -> list[str]:
     """The first cell of each benchmark table row, in order (repetitions have their own rows)."""
     return [str(row[0]) for row in tables.benchmark_rows(run)[1]]
 

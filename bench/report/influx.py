@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.report import timeline
+from bench.report.document import RunDoc
 from bench.wire import hist
 
 MEASUREMENT = "fleetbench"
@@ -33,7 +34,7 @@ LATENCY_FIELDS = tuple((hist.percentile_key(p), hist.percentile_key(p).replace("
 _SPECIAL = " ,="
 
 
-def render(run: Mapping[str, Any]) -> str:
+def render(run: RunDoc) -> str:
     run_id = str(run.get("run_id", ""))
     lines = []
     for name, part in timeline.parts(run):
@@ -42,8 +43,8 @@ def render(run: Mapping[str, Any]) -> str:
             fields = [(key, f"{_int(point.get(key))}i") for key in ("agents", "ops", "errors")
                       if point.get(key) is not None]
             if point.get("ops"):
-                fields += [(field, _float(point[key])) for key, field in LATENCY_FIELDS
-                           if isinstance(point.get(key), (int, float))]
+                fields += [(field, _float(value)) for key, field in LATENCY_FIELDS
+                           if isinstance(value := point.get(key), (int, float))]
             body = ",".join(f"{escape_key(k)}={v}" for k, v in fields)
             lines.append(f"{escape_measurement(MEASUREMENT)}{tags} {body} {_nanoseconds(t)}")
     return "".join(line + "\n" for line in lines)

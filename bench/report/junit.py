@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
-from typing import Any
+
+from bench.report.document import RunDoc
 
 
-def render(run: Mapping[str, Any]) -> str:
+def render(run: RunDoc) -> str:
     run_id, name = str(run.get("run_id", "")), str(run.get("name", ""))
     root = ET.Element("testsuites", name=f"fleetbench {name}")
     total = failed = 0

@@ -28,6 +28,7 @@ from typing import Any
 
 from bench.report import hosts as host_metrics
 from bench.report import timeline
+from bench.report.document import RunDoc
 from bench.wire import hist
 
 QUANTILES = ((50.0, "0.5"), (90.0, "0.9"), (99.0, "0.99"), (99.9, "0.999"))
@@ -67,7 +68,7 @@ class _Family:
         return out
 
 
-def render(run: Mapping[str, Any], host_samples: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> str:
+def render(run: RunDoc, host_samples: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> str:
     """The OpenMetrics text of ``run`` (run.json) and its hosts' metric samples (by host)."""
     run_id = str(run.get("run_id", ""))
     ops = _Family("fleetbench_ops_per_second", "operations completed in the second, all agents")
@@ -92,7 +93,7 @@ def render(run: Mapping[str, Any], host_samples: Mapping[str, Sequence[Mapping[s
     return "\n".join([*lines, "# EOF"]) + "\n"
 
 
-def _host_families(run: Mapping[str, Any], run_id: str,
+def _host_families(run: RunDoc, run_id: str,
                    samples: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[_Family]:
     cpu = _Family("fleetbench_host_cpu_busy_percent", "host cpu busy, % of all its cores")
     rx = _Family("fleetbench_host_network_receive_bytes_per_second", "bytes/s received, non-loopback interfaces")

@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.report import hosts as host_metrics
+from bench.report.document import BenchmarkEntry, MergedSecond, RunDoc
 from bench.wire import hist
 from bench.wire.labels import split_label
 
@@ -45,8 +46,8 @@ MIN_PARTIAL_S = 0.25
 Samples = Mapping[str, Sequence[Mapping[str, Any]]]
 
 
-def write_all(run: Mapping[str, Any], metrics: Samples, out_dir: Path, *,
-              others: Sequence[Mapping[str, Any]] = (),
+def write_all(run: RunDoc, metrics: Samples, out_dir: Path, *,
+              others: Sequence[RunDoc] = (),
               file_stem: Callable[[str], str] = lambda name: name) -> list[Path]:
     """Every picture of ``run`` (and of ``others`` beside it in the spectra); the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -65,18 +66,18 @@ def write_all(run: Mapping[str, Any], metrics: Samples, out_dir: Path, *,
 # Over time
 
 
-def run_start(run: Mapping[str, Any]) -> float:
+def run_start(run: RunDoc) -> float:
     """The epoch second the plots' time axis starts at: the first measured phase's start."""
-    starts = [float(p["started_at"]) for _, p in _parts(run) if isinstance(p.get("started_at"), (int, float))]
+    starts = [float(start) for _, p in _parts(run) if isinstance(start := p.get("started_at"), (int, float))]
     return min(starts) if starts else 0.0
 
 
-def _parts(run: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+def _parts(run: RunDoc) -> list[tuple[str, BenchmarkEntry]]:
     """(benchmark name, entry) for every measured part: each repetition of a repeated one."""
     return [(str(e["name"]), p) for e in run.get("benchmarks", ()) for p in (e.get("repeats") or (e,))]
 
 
-def _placed(run: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any], float]]:
+def _placed(run: RunDoc) -> list[tuple[str, BenchmarkEntry, float]]:
     """(name, part, offset in seconds on the run's clock); parts without a start follow each other."""
     t0 = run_start(run)
     out, cursor = [], 0.0
@@ -88,12 +89,12 @@ def _placed(run: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any], float]
     return out
 
 
-def _color_of(run: Mapping[str, Any]) -> dict[str, str]:
+def _color_of(run: RunDoc) -> dict[str, str]:
     names = list(dict.fromkeys(str(e["name"]) for e in run.get("benchmarks", ())))
     return {name: COLORS[i % len(COLORS)] for i, name in enumerate(names)}
 
 
-def seconds_of(part: Mapping[str, Any]) -> list[tuple[float, float, Mapping[str, Any]]]:
+def seconds_of(part: BenchmarkEntry) -> list[tuple[float, float, MergedSecond]]:
     """(start, end, point) of each second of a part's timeseries, relative to its start."""
     total = float(part.get("seconds") or 0.0)
     out = []
@@ -114,7 +115,7 @@ def _steps(offset: float, spans: Sequence[tuple[float, float, Any]], values: Seq
     return xs, [*values, values[-1]]
 
 
-def throughput(run: Mapping[str, Any], path: Path) -> Path:
+def throughput(run: RunDoc, path: Path) -> Path:
     fig, ax = _figure()
     colors = _color_of(run)
     labelled: set[str] = set()
@@ -134,7 +135,7 @@ def throughput(run: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
-def latency(run: Mapping[str, Any], path: Path) -> Path:
+def latency(run: RunDoc, path: Path) -> Path:
     fig, ax = _figure()
     colors = _color_of(run)
     labelled: set[str] = set()
@@ -155,7 +156,7 @@ def latency(run: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
-def hosts(run: Mapping[str, Any], metrics: Samples, path: Path) -> Path:
+def hosts(run: RunDoc, metrics: Samples, path: Path) -> Path:
     fig = Figure(figsize=(SIZE[0], 8.5), dpi=DPI)
     FigureCanvasAgg(fig)
     cpu_ax, proc_ax, net_ax = fig.subplots(3, 1, sharex=True)
@@ -202,7 +203,7 @@ def _server_cpu(sample: Mapping[str, Any]) -> float | None:
     return sum(values) if values else None
 
 
-def _shade_benchmarks(ax: Any, run: Mapping[str, Any]) -> None:
+def _shade_benchmarks(ax: Any, run: RunDoc) -> None:
     colors = _color_of(run)
     top = ax.get_subplotspec().is_first_row()
     for name, part, offset in _placed(run):
@@ -233,7 +234,7 @@ def spectrum_points(encoded: str) -> tuple[list[float], list[float]]:
     return xs, [values[p] / 1000 for p in ps]
 
 
-def spectrum(runs: Sequence[Mapping[str, Any]], name: str, path: Path) -> Path:
+def spectrum(runs: Sequence[RunDoc], name: str, path: Path) -> Path:
     fig, ax = _figure()
     top = 10.0
     for i, run in enumerate(runs):
@@ -306,9 +307,9 @@ def _finish(fig: Figure, ax: Any, title: str, path: Path) -> None:
     fig.savefig(path)
 
 
-def _title(run: Mapping[str, Any]) -> str:
+def _title(run: RunDoc) -> str:
     return f"run {run.get('name', '')} ({run.get('run_id', '')})"
 
 
-def _run_label(run: Mapping[str, Any]) -> str:
+def _run_label(run: RunDoc) -> str:
     return str(run.get("run_id", "?"))

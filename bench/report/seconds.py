@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
+from bench.report.document import MergedSecond
 from bench.wire import hist
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
@@ -87,7 +88,7 @@ def has_histograms(results: Sequence[Mapping[str, Any]]) -> bool:
 
 
 def merge(name: str, results: Sequence[Mapping[str, Any]],
-          offsets: Mapping[int, float] | None = None) -> list[dict[str, Any]]:
+          offsets: Mapping[int, float] | None = None) -> list[MergedSecond]:
     """The benchmark's seconds, merged across ``results`` (agent results with per-second records).
 
     Each point: ``t`` (seconds from the benchmark's measured start, the earliest agent's
@@ -113,10 +114,10 @@ def merge(name: str, results: Sequence[Mapping[str, Any]],
             key = aligned(at, offset)
             seconds.setdefault(key, Second(key)).add(point, who)
     start = min(starts) if starts else (min(seconds) if seconds else 0.0)
-    merged = []
+    merged: list[MergedSecond] = []
     for at in sorted(seconds):
-        point = seconds[at].summary()
-        merged.append({"t": round(at - start, 6), **point, "exact": True})
+        point = seconds[at].summary()  # every key of a MergedSecond but t and exact
+        merged.append(cast(MergedSecond, {"t": round(at - start, 6), **point, "exact": True}))
     return merged
 
 

@@ -1,4 +1,4 @@
-"""Tables of a run (a run.json dict, see bench.report.merge) for the terminal, Markdown, CSV or JSON.
+"""Tables of a run (run.json, typed in bench.report.document) for the terminal, Markdown, CSV or JSON.
 
 Rows hold plain values (ints, floats rounded to their displayed precision, None when there is
 nothing to show); only the text formats add thousands separators and fixed decimals.
@@ -18,13 +18,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from tabulate import tabulate
 
 from bench.report import hosts as host_metrics
 from bench.report import server_nodes
+from bench.report.document import BenchmarkEntry, RunDoc
 
 FORMATS = ("simple", "github", "csv", "json")
 
@@ -60,7 +61,7 @@ AGENT_HEADERS = tuple(c[0] for c in _AGENT_COLUMNS)
 Rows = list[list[Any]]
 
 
-def benchmark_rows(run: Mapping[str, Any]) -> tuple[list[str], Rows]:
+def benchmark_rows(run: RunDoc) -> tuple[list[str], Rows]:
     """One row per benchmark (and per repetition of a repeated one); open-loop columns if any."""
     open_loop = _open_loop(run)
     rows = [_benchmark_row(entry) + (_open_loop_cells(entry) if open_loop else []) for entry in _entries(run)]
@@ -68,7 +69,7 @@ def benchmark_rows(run: Mapping[str, Any]) -> tuple[list[str], Rows]:
     return [c[0] for c in columns], rows
 
 
-def host_rows(run: Mapping[str, Any]) -> tuple[list[str], Rows]:
+def host_rows(run: RunDoc) -> tuple[list[str], Rows]:
     """One row per host of run.json's ``hosts`` (bench.report.hosts): its whole run, MB = 10^6 bytes.
 
     ``server cpu %`` is the server processes' mean cpu in % of one core (summed over the
@@ -88,7 +89,7 @@ def host_rows(run: Mapping[str, Any]) -> tuple[list[str], Rows]:
     return list(HOST_HEADERS), rows
 
 
-def agent_rows(run: Mapping[str, Any]) -> tuple[list[str], Rows]:
+def agent_rows(run: RunDoc) -> tuple[list[str], Rows]:
     """One row per agent: those with a result (status ok, fatal or interrupted), then failed ones."""
     rows: Rows = []
     for entry in run.get("benchmarks", ()):
@@ -105,7 +106,7 @@ def agent_rows(run: Mapping[str, Any]) -> tuple[list[str], Rows]:
     return list(AGENT_HEADERS), rows
 
 
-def failure_lines(run: Mapping[str, Any]) -> list[str]:
+def failure_lines(run: RunDoc) -> list[str]:
     """``"<benchmark>: agent <n> on <host>: <error>"`` for every agent that failed or stopped early."""
     lines = []
     for entry in run.get("benchmarks", ()):
@@ -116,7 +117,7 @@ def failure_lines(run: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def render(run: Mapping[str, Any], fmt: str = "simple", *, detail: bool = False) -> str:
+def render(run: RunDoc, fmt: str = "simple", *, detail: bool = False) -> str:
     """The benchmark table (or with ``detail`` the agent table) of a run, without a final newline.
 
     ``simple`` and ``github`` are followed by the failure lines, if any; ``csv`` and ``json``
@@ -135,7 +136,7 @@ def render(run: Mapping[str, Any], fmt: str = "simple", *, detail: bool = False)
     return text
 
 
-def fact_rows(run: Mapping[str, Any]) -> tuple[list[str], Rows]:
+def fact_rows(run: RunDoc) -> tuple[list[str], Rows]:
     """One row per host that reported facts (bench.agent.hostfacts); pex: its sha256 prefix."""
     rows: Rows = []
     for name, info in (run.get("hosts") or {}).items():
@@ -152,7 +153,7 @@ def fact_rows(run: Mapping[str, Any]) -> tuple[list[str], Rows]:
     return list(FACT_HEADERS), rows
 
 
-def html_tables(run: Mapping[str, Any], *, detail: bool = True) -> dict[str, str]:
+def html_tables(run: RunDoc, *, detail: bool = True) -> dict[str, str]:
     """The tables as HTML fragments (escaped), by title: for ``inv report --html``."""
     out = {"benchmarks": _table(*benchmark_rows(run), _benchmark_columns(run), "html")}
     if run.get("hosts"):
@@ -165,14 +166,14 @@ def html_tables(run: Mapping[str, Any], *, detail: bool = True) -> dict[str, str
     return out
 
 
-def render_hosts(run: Mapping[str, Any], fmt: str = "simple") -> str:
+def render_hosts(run: RunDoc, fmt: str = "simple") -> str:
     """The host table alone (empty rows when the run has no host metrics)."""
     _check_format(fmt)
     headers, rows = host_rows(run)
     return _table(headers, rows, _HOST_COLUMNS, fmt)
 
 
-def report(run: Mapping[str, Any], fmt: str = "simple", *, detail: bool = False) -> str:
+def report(run: RunDoc, fmt: str = "simple", *, detail: bool = False) -> str:
     """Everything ``inv collect`` / ``inv report`` print, in one format.
 
     simple/github: the benchmark table (and failures), the host table when the run has host
@@ -235,15 +236,15 @@ def _table(headers: list[str], rows: Rows, columns: tuple[tuple[str, str, str], 
     )
 
 
-def _open_loop(run: Mapping[str, Any]) -> bool:
+def _open_loop(run: RunDoc) -> bool:
     return any(entry.get("service_us") for entry in _entries(run))
 
 
-def _benchmark_columns(run: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
+def _benchmark_columns(run: RunDoc) -> tuple[tuple[str, str, str], ...]:
     return _BENCHMARK_COLUMNS + (_OPEN_LOOP_COLUMNS if _open_loop(run) else ())
 
 
-def _open_loop_cells(entry: Mapping[str, Any]) -> list[Any]:
+def _open_loop_cells(entry: BenchmarkEntry) -> list[Any]:
     service = entry.get("service_us") or {}
     count = service.get("count", 0)
     if not service:
@@ -259,13 +260,13 @@ def _mb(value: Any, digits: int) -> float | None:
     return None if value is None else round(float(value) / 1e6, digits)
 
 
-def _entries(run: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+def _entries(run: RunDoc) -> Iterator[BenchmarkEntry]:
     for entry in run.get("benchmarks", ()):
         yield entry
         yield from entry.get("repeats", ())
 
 
-def _benchmark_row(entry: Mapping[str, Any]) -> list[Any]:
+def _benchmark_row(entry: BenchmarkEntry) -> list[Any]:
     agents, ok = entry["agents"], entry["agents_ok"]
     latency = entry.get("latency_us") or {}
     count = latency.get("count", 0)
@@ -280,7 +281,7 @@ def _benchmark_row(entry: Mapping[str, Any]) -> list[Any]:
     ]
 
 
-def _ms(microseconds: Any, count: int) -> float | None:
+def _ms(microseconds: Any, count: float) -> float | None:
     return microseconds / 1000 if count else None
 
 

@@ -8,16 +8,17 @@ benchmark's start, and are placed at its ``started_at`` plus ``t``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
+
+from bench.report.document import BenchmarkEntry, MergedSecond, RunDoc
 
 
-def parts(run: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+def parts(run: RunDoc) -> list[tuple[str, BenchmarkEntry]]:
     """(benchmark name, entry holding seconds): each repetition of a repeated benchmark, else the entry."""
     return [(str(e["name"]), p) for e in run.get("benchmarks", ()) for p in (e.get("repeats") or (e,))]
 
 
-def seconds(part: Mapping[str, Any]) -> Iterator[tuple[float, Mapping[str, Any]]]:
+def seconds(part: BenchmarkEntry) -> Iterator[tuple[float, MergedSecond]]:
     """(epoch seconds of the second's start, point) of one entry's timeseries."""
     start = part.get("started_at")
     for point in part.get("timeseries") or ():

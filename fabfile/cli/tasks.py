@@ -17,6 +17,7 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from bench.report import expect
+from bench.report.document import RunDoc
 from fabfile import stages
 from fabfile.cli import options
 from fabfile.errors import clean_errors
@@ -154,7 +155,7 @@ def collect(c, spawn=None, ssh_config=None, accept_new_host_keys=False, run=None
     _exit_for(merged, allow_partial)
 
 
-def _exit_for(merged: dict, allow_partial: bool) -> None:
+def _exit_for(merged: RunDoc, allow_partial: bool) -> None:
     code = gates.exit_code(merged, allow_partial)
     if code == 1:
         raise Exit(f"run {merged['run_id']} is {merged['status']}: see the failures above", code=1)

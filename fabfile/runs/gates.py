@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.report import expect, junit, openmetrics
 from bench.report import hosts as host_metrics
+from bench.report.document import RunDoc
 from bench.spawn import expectations
 from fabfile.runs.store import RunDir
 
@@ -25,7 +26,7 @@ def wanted(benchmarks: Iterable[Any]) -> dict[str, tuple[expectations.Expectatio
     return {b.name: expectations.parse_all(list(b.expect)) for b in benchmarks if getattr(b, "expect", ())}
 
 
-def judge(run: dict[str, Any], benchmarks: Iterable[Any], echo: Callable[[str], None]) -> list[expect.Verdict]:
+def judge(run: RunDoc, benchmarks: Iterable[Any], echo: Callable[[str], None]) -> list[expect.Verdict]:
     """Check ``run`` against its benchmarks' expectations, keep the verdicts in it, print them."""
     verdicts = expect.apply(run, wanted(benchmarks))
     if verdicts:
@@ -35,7 +36,7 @@ def judge(run: dict[str, Any], benchmarks: Iterable[Any], echo: Callable[[str], 
     return verdicts
 
 
-def exports(run: dict[str, Any], run_dir: RunDir, echo: Callable[[str], None]) -> dict[str, str]:
+def exports(run: RunDoc, run_dir: RunDir, echo: Callable[[str], None]) -> dict[str, str]:
     """export/metrics.prom and export/junit.xml of a merged run."""
     samples: dict[str, list[dict[str, Any]]] = {}
     for host in run_dir.observed_hosts():
@@ -47,7 +48,7 @@ def exports(run: dict[str, Any], run_dir: RunDir, echo: Callable[[str], None]) -
     return {"metrics.prom": openmetrics.render(run, samples), "junit.xml": junit.render(run)}
 
 
-def exit_code(run: dict[str, Any], allow_partial: bool) -> int:
+def exit_code(run: RunDoc, allow_partial: bool) -> int:
     """0, 1 (agents failed, unless allowed) or EXIT_EXPECTATIONS (an expectation failed)."""
     if run.get("status") != "ok" and not allow_partial:
         return 1

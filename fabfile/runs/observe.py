@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bench.report import hosts as host_metrics
+from bench.report.document import HostEntry, RunDoc
 from fabfile.remote.shell import cmd
 from fabfile.remote.streams import gunzip
 from fabfile.runs.store import RunDir
@@ -72,7 +73,7 @@ def keep_log(run_dir: RunDir, host: str, name: str, data: bytes) -> None:
         run_dir.write_host_log(host, name, gzip.compress(kept))
 
 
-def host_section(run_dir: RunDir, run: Mapping[str, Any], warn: Echo = lambda _: None) -> dict[str, dict[str, Any]]:
+def host_section(run_dir: RunDir, run: RunDoc, warn: Echo = lambda _: None) -> dict[str, HostEntry]:
     """run.json's ``hosts`` from what the run directory holds (see bench.report.hosts.host_section).
     A host whose metrics cannot be read or summarised is said with ``warn`` and has none: the
     other hosts and the run are still collected."""

@@ -17,6 +17,7 @@ from bench.report import expect, history, tables
 from bench.report import hosts as host_metrics
 from bench.report import html as html_page
 from bench.report import merge as result
+from bench.report.document import RunDoc
 from fabfile.errors import PipelineError
 from fabfile.runs.store import RunDir, dir_name, list_runs, resolve
 
@@ -62,7 +63,7 @@ def _names(names: Sequence[str], limit: int = 4) -> str:
     return shown + (f" (+{len(names) - limit})" if len(names) > limit else "")
 
 
-def load(root: Path, ref: str | None) -> tuple[RunDir, dict[str, Any]]:
+def load(root: Path, ref: str | None) -> tuple[RunDir, RunDoc]:
     """A collected run: its directory and its run.json (upgraded to the current schema)."""
     run_dir = resolve(root, ref)
     path = run_dir.path / "run.json"
@@ -113,7 +114,7 @@ def _refs(side: str) -> list[str]:
     return refs
 
 
-def _side_label(runs: Sequence[dict[str, Any]]) -> str:
+def _side_label(runs: Sequence[RunDoc]) -> str:
     return ", ".join(f"{r.get('run_id')} ({r.get('name')})" for r in runs)
 
 

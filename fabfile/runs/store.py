@@ -29,7 +29,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -131,7 +131,7 @@ class RunDir:
             record = _read_record(path, int(num))
             yield str(record.get("benchmark") or path.parent.name), int(num), record
 
-    def write_run(self, run: dict[str, Any]) -> Path:
+    def write_run(self, run: Mapping[str, Any]) -> Path:
         path = self.path / "run.json"
         write_json(path, run)
         return path

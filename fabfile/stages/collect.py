@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.report import export, tables
 from bench.report import merge as result
+from bench.report.document import BenchmarkEntry, RunDoc
 from bench.report.screen import screen
 from bench.spawn import plan, spec
 from bench.wire.hostrun import finite_offset
@@ -30,7 +31,7 @@ from fabfile.session import Echo, Session, say
 
 
 def run(runs_dir: Path, run_ref: str | None = None, fmt: str = "simple", detail: bool = False,
-        echo: Echo = say) -> dict[str, Any]:
+        echo: Echo = say) -> RunDoc:
     """Merge the run ``run_ref`` (default: the latest), write it, print its tables; return it."""
     run_dir = resolve(runs_dir, run_ref)
     meta = run_dir.meta()
@@ -76,7 +77,7 @@ def _clock_offsets(meta: dict[str, Any], echo: Echo = say) -> dict[str, float]:
 
 
 def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any], run_id: str,
-                      clock_offsets: dict[str, float]) -> list[dict[str, Any]]:
+                      clock_offsets: dict[str, float]) -> list[BenchmarkEntry]:
     """One merged entry per benchmark that has records, in run order (then any unplanned).
 
     Every result is screened first (bench.report.screen): one that is malformed, too large or
