@@ -163,104 +163,135 @@ async def wait_until(start_at: float | None, warmup_s: float, log: Log) -> None:
 
 def run(job: AgentJob, out_path: str | None, start_file: str | None = None) -> int:
     """Run a checked job (params complete); print the result; return the exit code."""
-    log = make_logger(job)
-    plan = build_plan(job)  # InvalidJob propagates to the CLI: exit 2
-    loop, loop_name = new_loop()
-    asyncio.set_event_loop(loop)
-    seconds = SecondsOut(out_path, log)
-    rec = Recorder(open_loop=job.rate is not None, on_second=seconds.emit)
-    state = {"engine": None, "signal": 0, "fatal": None}  # type: dict
-    targets: list[cluster.Address] = [cluster.parse_address(t) for t in job.targets]
+    return AgentRun(job, out_path, start_file).run()
 
-    async def main() -> None:
-        if plan.dial is not None:  # the workload reaches its own nodes (HTTP, in-process calls)
-            router: cluster.Router = cluster.DirectRouter(plan.nodes)
-        elif job.server_kind == "redis-cluster":
-            ranges = await cluster.discover(targets, auth=job.auth)
-            router = cluster.Router([], ranges)
-            if router.covered < cluster.SLOTS:
-                log(f"warning: the cluster serves only {router.covered} of {cluster.SLOTS} slots")
-        else:
-            router = cluster.Router(targets[:1])
-        engine = Engine(loop, router, job.connections, log, dial=plan.dial, min_stall_s=plan.min_stall_s,
-                        auth=job.auth)
-        state["engine"] = engine
-        nodes = len(router.active_nodes())
-        raise_fd_limit(job.connections * nodes + 64, log)
-        await engine.connect()
-        log(f"{loop_name}: {job.connections} connections x {nodes} node(s) open; {plan.describe}")
-        if plan.prefill is not None and plan.prefill_ops > 0:
-            value_size = int(job.params.get("value_size", 64))
-            depth = max(1, min(64, PREFILL_BYTES_IN_FLIGHT // (value_size + 64)))
-            log(f"prefill: {plan.prefill_ops} ops, pipeline {depth} (not recorded)")
-            await engine.run(Phase(next_ops=plan.prefill, pipeline=depth, iterations=plan.prefill_ops,
-                                   label="prefill"))
-            if engine.failed_ops:
-                log(f"warning: prefill: {engine.failed_ops} of {engine.done_ops} ops failed "
-                    f"(first: {engine.first_error})")
+
+class AgentRun:
+    """One job's run on its own event loop: the steps in order (``_main``), a signal's stop
+    (``_on_signal``), and the result that is always written (``_report``)."""
+
+    def __init__(self, job: AgentJob, out_path: str | None, start_file: str | None) -> None:
+        self.job, self.out_path, self.start_file = job, out_path, start_file
+        self.log = make_logger(job)
+        self.plan = build_plan(job)  # InvalidJob propagates to the CLI: exit 2
+        self.targets = [cluster.parse_address(t) for t in job.targets]
+        self.loop, self.loop_name = new_loop()
+        asyncio.set_event_loop(self.loop)
+        self.seconds = SecondsOut(out_path, self.log)
+        self.rec = Recorder(open_loop=job.rate is not None, on_second=self.seconds.emit)
+        self.engine: Engine | None = None
+        self.signal = 0
+        self.fatal: str | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def run(self) -> int:
+        self.task = self.loop.create_task(self._main())
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(signum, self._on_signal, signum)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # an SSH session ending is not a reason to stop
+        try:
+            self.loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass
+        except (OSError, asyncio.TimeoutError) as exc:  # ConnectionError is an OSError
+            self.fatal = str(exc) or type(exc).__name__
+        except Exception as exc:  # a bug: still report what was measured, with the cause
+            traceback.print_exc(file=sys.stderr)
+            self.fatal = f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            if self.engine is not None:
+                self.engine.close()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self.loop.remove_signal_handler(signum)
+            self.loop.run_until_complete(asyncio.sleep(0))  # let transports close
+            self.loop.close()
+        return self._report()
+
+    async def _main(self) -> None:
+        engine = self.engine = await self._connect()
+        await self._prefill(engine)
         if engine.fatal is not None or engine.interrupted:
             return
-        start_at = await start_time(job, start_file, lambda: bool(state["signal"]))
-        if state["signal"]:
+        start_at = await start_time(self.job, self.start_file, lambda: bool(self.signal))
+        if self.signal:
             return
-        await wait_until(start_at, job.warmup_s, log)
+        await self._measure(engine, start_at)
+
+    async def _connect(self) -> Engine:
+        job = self.job
+        engine = Engine(self.loop, await self._router(), job.connections, self.log, dial=self.plan.dial,
+                        min_stall_s=self.plan.min_stall_s, auth=job.auth)
+        self.engine = engine  # a signal from here on stops it
+        nodes = len(engine.router.active_nodes())
+        raise_fd_limit(job.connections * nodes + 64, self.log)
+        await engine.connect()
+        self.log(f"{self.loop_name}: {job.connections} connections x {nodes} node(s) open; {self.plan.describe}")
+        return engine
+
+    async def _router(self) -> cluster.Router:
+        job = self.job
+        if self.plan.dial is not None:  # the workload reaches its own nodes (HTTP, in-process calls)
+            return cluster.DirectRouter(self.plan.nodes)
+        if job.server_kind != "redis-cluster":
+            return cluster.Router(self.targets[:1])
+        router = cluster.Router([], await cluster.discover(self.targets, auth=job.auth))
+        if router.covered < cluster.SLOTS:
+            self.log(f"warning: the cluster serves only {router.covered} of {cluster.SLOTS} slots")
+        return router
+
+    async def _prefill(self, engine: Engine) -> None:
+        plan = self.plan
+        if plan.prefill is None or plan.prefill_ops <= 0:
+            return
+        value_size = int(self.job.params.get("value_size", 64))
+        depth = max(1, min(64, PREFILL_BYTES_IN_FLIGHT // (value_size + 64)))
+        self.log(f"prefill: {plan.prefill_ops} ops, pipeline {depth} (not recorded)")
+        await engine.run(Phase(next_ops=plan.prefill, pipeline=depth, iterations=plan.prefill_ops, label="prefill"))
+        if engine.failed_ops:
+            self.log(f"warning: prefill: {engine.failed_ops} of {engine.done_ops} ops failed "
+                     f"(first: {engine.first_error})")
+
+    async def _measure(self, engine: Engine, start_at: float | None) -> None:
+        job = self.job
+        await wait_until(start_at, job.warmup_s, self.log)
         work = f"{job.iterations} ops" if job.iterations is not None else f"{job.duration_s:g} s"
         mode = f"open loop at {job.rate:g} ops/s" if job.rate is not None else "closed loop"
-        log(f"measuring {work} ({mode}, pipeline {job.pipeline}"
-            + (f", after {job.warmup_s:g} s warmup)" if job.warmup_s else ")"))
-        await engine.run(Phase(next_ops=plan.next_ops, pipeline=job.pipeline, iterations=job.iterations,
-                               duration_s=job.duration_s, warmup_s=job.warmup_s, rate=job.rate, recorder=rec))
+        self.log(f"measuring {work} ({mode}, pipeline {job.pipeline}"
+                 + (f", after {job.warmup_s:g} s warmup)" if job.warmup_s else ")"))
+        await engine.run(Phase(next_ops=self.plan.next_ops, pipeline=job.pipeline, iterations=job.iterations,
+                               duration_s=job.duration_s, warmup_s=job.warmup_s, rate=job.rate, recorder=self.rec))
 
-    task = loop.create_task(main())
-
-    def on_signal(signum: int) -> None:
-        if state["signal"]:
+    def _on_signal(self, signum: int) -> None:
+        if self.signal:
             return
-        state["signal"] = signum
-        log(f"got signal {signum}: stopping")
-        engine = state["engine"]
+        self.signal = signum
+        self.log(f"got signal {signum}: stopping")
+        engine = self.engine
         if engine is not None and engine.running:
             engine.stop()
         else:
-            task.cancel()
+            assert self.task is not None
+            self.task.cancel()
             if engine is not None:
                 engine.interrupted = True
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # an SSH session ending is not a reason to stop
-    try:
-        loop.run_until_complete(task)
-    except asyncio.CancelledError:
-        pass
-    except (OSError, asyncio.TimeoutError) as exc:  # ConnectionError is an OSError
-        state["fatal"] = str(exc) or type(exc).__name__
-    except Exception as exc:  # a bug: still report what was measured, with the cause
-        traceback.print_exc(file=sys.stderr)
-        state["fatal"] = f"internal error: {type(exc).__name__}: {exc}"
-    finally:
-        engine = state["engine"]
-        if engine is not None:
-            engine.close()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-        loop.run_until_complete(asyncio.sleep(0))  # let transports close
-        loop.close()
-    engine = state["engine"]
-    fatal = state["fatal"] or (engine.fatal if engine is not None else None)
-    interrupted = bool(state["signal"]) or (engine is not None and engine.interrupted)
-    rec.finish()
-    seconds.close()
-    result = build(job, rec, fatal=fatal, interrupted=interrupted, event_loop=loop_name)
-    elapsed = rec.elapsed()
-    rate = rec.ops / elapsed if elapsed > 0 else 0.0
-    wrote = emit(result, out_path)  # the result first: a closed stderr must not cost it
-    if fatal:
-        log(f"fatal: {fatal}")
-    log(f"done: {rec.ops} ops, {rec.errors} errors in {elapsed:.2f} s ({rate:,.0f} ops/s)"
-        + (" [interrupted]" if interrupted else ""))
-    if fatal or not wrote:
-        return EXIT_FATAL
-    if interrupted:
-        return 128 + int(state["signal"] or signal.SIGINT)
-    return EXIT_OK
+    def _report(self) -> int:
+        """The result, always (first: a closed stderr must not cost it), then the exit code."""
+        engine, rec = self.engine, self.rec
+        fatal = self.fatal or (engine.fatal if engine is not None else None)
+        interrupted = bool(self.signal) or (engine is not None and engine.interrupted)
+        rec.finish()
+        self.seconds.close()
+        result = build(self.job, rec, fatal=fatal, interrupted=interrupted, event_loop=self.loop_name)
+        elapsed = rec.elapsed()
+        rate = rec.ops / elapsed if elapsed > 0 else 0.0
+        wrote = emit(result, self.out_path)
+        if fatal:
+            self.log(f"fatal: {fatal}")
+        self.log(f"done: {rec.ops} ops, {rec.errors} errors in {elapsed:.2f} s ({rate:,.0f} ops/s)"
+                 + (" [interrupted]" if interrupted else ""))
+        if fatal or not wrote:
+            return EXIT_FATAL
+        if interrupted:
+            return 128 + int(self.signal or signal.SIGINT)
+        return EXIT_OK
