@@ -299,75 +299,90 @@ def main():
     os.umask(0o077)
     stdin = cast(io.BufferedReader, sys.stdin.buffer)
     setup = read_json_line(stdin)
-    kind = setup["source"]
-    timeout = float(setup.get("timeout") or 60)
-    size = int(setup["size"])
-    token = bytes.fromhex(setup["token"]) if kind == "peer" else None
-    server = listen(setup.get("bind")) if kind == "peer" else None
+    server = listen(setup.get("bind")) if setup["source"] == "peer" else None
     say({"ready": True, "port": server.getsockname()[1] if server else None})
-
-    nxt = read_json_line(stdin).get("next")
-    acceptor = None
-    if server is not None:
-        acceptor = Acceptor(server, token, float(setup["link_timeout"]), stdin.fileno())
-        acceptor.start()
-    upstream = downstream = None
     try:
-        if nxt:
-            downstream = connect_next(nxt[0], int(nxt[1]), bytes.fromhex(nxt[2]), float(setup["link_timeout"]))
-            downstream.settimeout(timeout)
-        if acceptor is not None:
-            upstream = acceptor.result()
+        upstream, downstream = link(setup, stdin, server)
     except HopError as exc:
         say({"linked": False, "error": str(exc)})
         return 4
     say({"linked": True})
-
-    sink = None
+    sink: Sink | None = None
     source: Callable[[int], bytes]
-    if kind == "file":
+    if setup["source"] == "file":  # a copy this host already has: sent on, nothing installed
         try:
-            fh = open(setup["path"], "rb")
+            source = open(setup["path"], "rb").read
         except OSError as exc:
             say({"ok": False, "error": "cannot read {}: {}".format(setup["path"], exc.strerror or exc)})
             return 3
-        source = fh.read
     else:
-        sink = Sink(own_temp(setup), setup["path"])
-        if kind == "stdin":
-            source = stdin.read1  # whatever has arrived, so the chain streams
-        elif upstream is None:  # the acceptor returned no connection and no error
-            raise HopError("the upstream hop never connected")
-        else:
-            upstream.settimeout(timeout)
-            source = upstream.recv
-
-    error: str | None
-    try:
-        got, sha, forward_error = pump(source, size, sink, downstream)
-    except OSError as exc:  # the upstream stalled or broke: ours is incomplete
-        got, sha, forward_error = -1, "", None
-        error = f"receiving failed: {exc.strerror or exc}"
-    else:
-        error = None
-        if got != size:
-            error = f"short transfer: {got} of {size} bytes arrived"
-        elif sha != setup["sha256"]:
-            error = "sha256 mismatch: expected {}, got {}".format(setup["sha256"], sha)
+        source, sink = receiving(setup, stdin, upstream)
+    got, error, forward_error = transfer(setup, source, sink, downstream)
     if upstream is not None:
         upstream.close()
     if sink is not None:
-        error = error or sink.error
-        if error:
-            sink.discard()
-        else:
-            try:
-                sink.install(setup.get("leftovers"))
-            except OSError as exc:
-                sink.discard()
-                error = "cannot install {}: {}".format(setup["path"], exc.strerror or exc)
+        error = install(setup, sink, error)
     say({"ok": error is None, "error": error, "bytes": got, "forward_error": forward_error})
     return 0 if error is None else 3
+
+
+def link(setup: dict, stdin: io.BufferedReader,
+         server: socket.socket | None) -> tuple[socket.socket | None, socket.socket | None]:
+    """Learn the next hop, then connect to it while our own upstream connects to ``server``:
+    (upstream, downstream), either None if there is none."""
+    timeout = float(setup.get("timeout") or 60)
+    nxt = read_json_line(stdin).get("next")
+    acceptor = None
+    if server is not None:
+        acceptor = Acceptor(server, bytes.fromhex(setup["token"]), float(setup["link_timeout"]), stdin.fileno())
+        acceptor.start()
+    downstream = None
+    if nxt:
+        downstream = connect_next(nxt[0], int(nxt[1]), bytes.fromhex(nxt[2]), float(setup["link_timeout"]))
+        downstream.settimeout(timeout)
+    return (acceptor.result() if acceptor is not None else None), downstream
+
+
+def receiving(setup: dict, stdin: io.BufferedReader,
+              upstream: socket.socket | None) -> tuple[Callable[[int], bytes], Sink]:
+    """Where the bytes come from (the controller on stdin, or the upstream hop), and the sink
+    that installs them."""
+    sink = Sink(own_temp(setup), setup["path"])
+    if setup["source"] == "stdin":
+        return stdin.read1, sink  # whatever has arrived, so the chain streams
+    if upstream is None:  # the acceptor returned no connection and no error
+        raise HopError("the upstream hop never connected")
+    upstream.settimeout(float(setup.get("timeout") or 60))
+    return upstream.recv, sink
+
+
+def transfer(setup: dict, source: Callable[[int], bytes], sink: Sink | None,
+             downstream: socket.socket | None) -> tuple[int, str | None, str | None]:
+    """Pump every byte to the sink and downstream: (bytes, our error, the forward's error)."""
+    size = int(setup["size"])
+    try:
+        got, sha, forward_error = pump(source, size, sink, downstream)
+    except OSError as exc:  # the upstream stalled or broke: ours is incomplete
+        return -1, f"receiving failed: {exc.strerror or exc}", None
+    if got != size:
+        return got, f"short transfer: {got} of {size} bytes arrived", forward_error
+    if sha != setup["sha256"]:
+        return got, "sha256 mismatch: expected {}, got {}".format(setup["sha256"], sha), forward_error
+    return got, None, forward_error
+
+
+def install(setup: dict, sink: Sink, error: str | None) -> str | None:
+    """Install the verified copy (atomic rename), or discard it; the error, if any."""
+    error = error or sink.error
+    if error:
+        sink.discard()
+        return error
+    try:
+        sink.install(setup.get("leftovers"))
+    except OSError as exc:
+        sink.discard()
+        return "cannot install {}: {}".format(setup["path"], exc.strerror or exc)
+    return None
 
 
 if __name__ == "__main__":
