@@ -13,6 +13,8 @@ servers and prints one result (bench.wire.result.AgentResult). Modules, from the
 - ``workloads``: the registry of workloads, each a stream of pre-encoded ops
 - ``engine``: the load loop (workers, pipelining, closed/open loop, warmup, redirects)
 - ``stats``: per-batch recording into per-second counts and histograms (``bench.wire.hdr``)
+- ``hostrun``, ``barrier``, ``hostmetrics`` (its /proc parsers: ``procfs``), ``hostfacts``: the run on a
+  host, its phases kept together across hosts, the host's metrics and facts
 - ``hop``: one relay hop (fabfile.ship.relay), run as a script by the host's own python3
   before any pex is there: stdlib only
 - ``result``, ``runner``, ``__main__``: result output, the run, the CLI (a job checks itself:

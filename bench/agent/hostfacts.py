@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from bench import __version__
-from bench.agent.hostmetrics import parse_diskstats, parse_meminfo, whole_disks
+from bench.agent.procfs import parse_diskstats, parse_meminfo, whole_disks
 
 FACTS_SCHEMA = "fleetbench.host-facts/1"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.agent import hostmetrics as hm
+from bench.agent import procfs
 
 PROC = Path(__file__).resolve().parents[2] / "data" / "proc"
 REPO = Path(__file__).resolve().parents[3]
@@ -31,14 +32,14 @@ def first_fields(text: str, prefix: str):
 
 
 def test_parse_proc_stat_fixture():
-    stat = hm.parse_proc_stat(fixture("stat.1"))
+    stat = procfs.parse_proc_stat(fixture("stat.1"))
     assert stat.cores == 2
     assert stat.cpu == tuple(first_fields(fixture("stat.1"), "cpu ")[:8])
 
 
 def test_cpu_percentages_fixture_deltas():
-    prev, cur = hm.parse_proc_stat(fixture("stat.1")), hm.parse_proc_stat(fixture("stat.2"))
-    pct = hm.cpu_percentages(prev, cur)
+    prev, cur = procfs.parse_proc_stat(fixture("stat.1")), procfs.parse_proc_stat(fixture("stat.2"))
+    pct = procfs.cpu_percentages(prev, cur)
     assert list(pct) == ["user", "system", "iowait", "steal", "idle"]
     assert all(0 <= v <= 100 for v in pct.values())
     assert sum(pct.values()) == pytest.approx(100, abs=0.05)
@@ -50,27 +51,28 @@ def test_cpu_percentages_fixture_deltas():
 
 
 def test_cpu_percentages_folds_nice_irq_softirq_and_ignores_guest():
-    prev = hm.parse_proc_stat("cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n")
+    prev = procfs.parse_proc_stat("cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n")
     #                       user nice system idle iowait irq softirq steal guest guest_nice
-    cur = hm.parse_proc_stat("cpu  10 10 10 40 10 5 5 10 7 3\ncpu0 0 0 0 0 0 0 0 0 0 0\n")
-    assert hm.cpu_percentages(prev, cur) == {"user": 20.0, "system": 20.0, "iowait": 10.0, "steal": 10.0, "idle": 40.0}
+    cur = procfs.parse_proc_stat("cpu  10 10 10 40 10 5 5 10 7 3\ncpu0 0 0 0 0 0 0 0 0 0 0\n")
+    assert procfs.cpu_percentages(prev, cur) == {"user": 20.0, "system": 20.0, "iowait": 10.0, "steal": 10.0,
+                                                 "idle": 40.0}
 
 
 def test_cpu_percentages_clamps_backwards_counters_and_no_tick_is_none():
-    prev = hm.ProcStat((100, 0, 100, 100, 50, 0, 0, 0), 1)
-    cur = hm.ProcStat((150, 0, 100, 150, 40, 0, 0, 0), 1)  # iowait stepped back by 10
-    assert hm.cpu_percentages(prev, cur) == {"user": 50.0, "system": 0.0, "iowait": 0.0, "steal": 0.0, "idle": 50.0}
-    assert hm.cpu_percentages(prev, prev) is None
+    prev = procfs.ProcStat((100, 0, 100, 100, 50, 0, 0, 0), 1)
+    cur = procfs.ProcStat((150, 0, 100, 150, 40, 0, 0, 0), 1)  # iowait stepped back by 10
+    assert procfs.cpu_percentages(prev, cur) == {"user": 50.0, "system": 0.0, "iowait": 0.0, "steal": 0.0, "idle": 50.0}
+    assert procfs.cpu_percentages(prev, prev) is None
 
 
 def test_parse_proc_stat_old_kernel_without_steal():
-    stat = hm.parse_proc_stat("cpu  1 2 3 4 5 6 7\ncpu0 1 2 3 4 5 6 7\ncpu1 0 0 0 0 0 0 0\nintr 1 2\n")
-    assert stat == hm.ProcStat((1, 2, 3, 4, 5, 6, 7, 0), 2)
+    stat = procfs.parse_proc_stat("cpu  1 2 3 4 5 6 7\ncpu0 1 2 3 4 5 6 7\ncpu1 0 0 0 0 0 0 0\nintr 1 2\n")
+    assert stat == procfs.ProcStat((1, 2, 3, 4, 5, 6, 7, 0), 2)
 
 
 def test_parse_proc_stat_rejects_garbage():
     with pytest.raises(ValueError):
-        hm.parse_proc_stat("intr 1 2 3\n")
+        procfs.parse_proc_stat("intr 1 2 3\n")
 
 
 # ----- meminfo, loadavg -----
@@ -78,9 +80,9 @@ def test_parse_proc_stat_rejects_garbage():
 
 def test_parse_meminfo_and_memory_fixture():
     text = fixture("meminfo")
-    info = hm.parse_meminfo(text)
+    info = procfs.parse_meminfo(text)
     assert info["MemTotal"] == first_fields(text, "MemTotal:")[0] * 1024
-    mem = hm.memory(info)
+    mem = procfs.memory(info)
     assert mem["total_bytes"] == info["MemTotal"]
     assert mem["available_bytes"] == info["MemAvailable"]
     assert mem["used_bytes"] == info["MemTotal"] - info["MemAvailable"]
@@ -88,12 +90,12 @@ def test_parse_meminfo_and_memory_fixture():
 
 
 def test_memory_without_memavailable_uses_free_buffers_cached():
-    info = hm.parse_meminfo("MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 20 kB\nCached: 300 kB\n")
-    assert hm.memory(info) == {"used_bytes": 580 * 1024, "available_bytes": 420 * 1024, "total_bytes": 1000 * 1024}
+    info = procfs.parse_meminfo("MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 20 kB\nCached: 300 kB\n")
+    assert procfs.memory(info) == {"used_bytes": 580 * 1024, "available_bytes": 420 * 1024, "total_bytes": 1000 * 1024}
 
 
 def test_parse_loadavg_fixture():
-    assert hm.parse_loadavg(fixture("loadavg")) == float(fixture("loadavg").split()[0])
+    assert procfs.parse_loadavg(fixture("loadavg")) == float(fixture("loadavg").split()[0])
 
 
 # ----- net -----
@@ -101,7 +103,7 @@ def test_parse_loadavg_fixture():
 
 def test_parse_net_dev_fixture():
     text = fixture("net_dev.1")
-    net = hm.parse_net_dev(text)
+    net = procfs.parse_net_dev(text)
     assert "lo" in net and "eth0" in net
     eth0 = next(ln for ln in text.split("\n") if ln.strip().startswith("eth0:")).split(":")[1].split()
     assert net["eth0"] == (int(eth0[0]), int(eth0[8]))
@@ -113,21 +115,21 @@ def test_parse_net_dev_glued_counters():
         "  eth0:4294967296 10 0 0 0 0 0 0 123 4 0 0 0 0 0 0\n"
         "veth-a.1: 5 1 0 0 0 0 0 0 6 1 0 0 0 0 0 0\n"
     )
-    assert hm.parse_net_dev(text) == {"eth0": (4294967296, 123), "veth-a.1": (5, 6)}
+    assert procfs.parse_net_dev(text) == {"eth0": (4294967296, 123), "veth-a.1": (5, 6)}
 
 
 def test_net_rates_per_second_new_iface_skipped_and_reset_is_zero():
     prev = {"lo": (1000, 1000), "eth0": (5000, 9000)}
     cur = {"lo": (1500, 1250), "eth0": (10, 9100), "veth0": (77, 77)}
-    assert hm.net_rates(prev, cur, 0.5) == {
+    assert procfs.net_rates(prev, cur, 0.5) == {
         "eth0": {"rx_Bps": 0.0, "tx_Bps": 200.0},
         "lo": {"rx_Bps": 1000.0, "tx_Bps": 500.0},
     }
 
 
 def test_net_rates_fixture_keeps_lo():
-    prev, cur = hm.parse_net_dev(fixture("net_dev.1")), hm.parse_net_dev(fixture("net_dev.2"))
-    rates = hm.net_rates(prev, cur, 1.0)
+    prev, cur = procfs.parse_net_dev(fixture("net_dev.1")), procfs.parse_net_dev(fixture("net_dev.2"))
+    rates = procfs.net_rates(prev, cur, 1.0)
     assert set(rates) == set(cur)
     assert "lo" in rates
     assert all(v["rx_Bps"] >= 0 and v["tx_Bps"] >= 0 for v in rates.values())
@@ -154,20 +156,20 @@ DISKSTATS = """\
 
 
 def test_parse_diskstats_fixture_and_old_partition_lines():
-    stats = hm.parse_diskstats(fixture("diskstats.1"))
+    stats = procfs.parse_diskstats(fixture("diskstats.1"))
     vda = next(ln for ln in fixture("diskstats.1").split("\n") if " vda " in ln).split()
     assert stats["vda"] == (int(vda[5]), int(vda[9]))
-    parsed = hm.parse_diskstats(DISKSTATS)
+    parsed = procfs.parse_diskstats(DISKSTATS)
     assert parsed["sda"] == (1000, 2000)
     assert parsed["cciss/c0d0"] == (8, 8)
     assert "hda1" not in parsed  # 2.6-era 7-field partition line carries no sector counts
 
 
 def test_whole_disks_by_name_without_sysfs():
-    names = hm.parse_diskstats(DISKSTATS)
-    assert hm.whole_disks(names, sys_block=None) == ["cciss/c0d0", "mmcblk0", "nvme0n1", "sda", "vda", "xvda"]
-    assert hm.is_partition("sda1", names) and hm.is_partition("nvme0n1p1", names)
-    assert not hm.is_partition("nvme0n1", names) and not hm.is_partition("sda", names)
+    names = procfs.parse_diskstats(DISKSTATS)
+    assert procfs.whole_disks(names, sys_block=None) == ["cciss/c0d0", "mmcblk0", "nvme0n1", "sda", "vda", "xvda"]
+    assert procfs.is_partition("sda1", names) and procfs.is_partition("nvme0n1p1", names)
+    assert not procfs.is_partition("nvme0n1", names) and not procfs.is_partition("sda", names)
 
 
 def test_whole_disks_with_sysfs(tmp_path):
@@ -177,27 +179,27 @@ def test_whole_disks_with_sysfs(tmp_path):
         (tmp_path / name / "device").mkdir()
     for name in ("loop0", "dm-0", "md0", "zram0"):
         (tmp_path / name).mkdir()
-    names = hm.parse_diskstats(DISKSTATS)
-    assert hm.whole_disks(names, sys_block=str(tmp_path)) == ["cciss/c0d0", "nvme0n1", "sda"]
+    names = procfs.parse_diskstats(DISKSTATS)
+    assert procfs.whole_disks(names, sys_block=str(tmp_path)) == ["cciss/c0d0", "nvme0n1", "sda"]
 
 
 def test_whole_disks_falls_back_to_names_when_sysfs_shows_no_devices(tmp_path):
     (tmp_path / "sda").mkdir()  # e.g. a container's sysfs without device links
-    names = hm.parse_diskstats(DISKSTATS)
-    assert hm.whole_disks(names, sys_block=str(tmp_path)) == hm.whole_disks(names, sys_block=None)
+    names = procfs.parse_diskstats(DISKSTATS)
+    assert procfs.whole_disks(names, sys_block=str(tmp_path)) == procfs.whole_disks(names, sys_block=None)
 
 
 def test_disk_rates_counts_whole_disks_only_in_bytes():
-    prev = hm.parse_diskstats(DISKSTATS)
+    prev = procfs.parse_diskstats(DISKSTATS)
     cur = {k: (r + 10, w + 20) for k, (r, w) in prev.items()}
     cur["sdb"] = (999, 999)  # appeared mid-interval: no rate yet
-    rates = hm.disk_rates(prev, cur, ["sda", "nvme0n1", "sdb"], 2.0)
+    rates = procfs.disk_rates(prev, cur, ["sda", "nvme0n1", "sdb"], 2.0)
     assert rates == {"read_Bps": 2 * 10 * 512 / 2.0, "write_Bps": 2 * 20 * 512 / 2.0}
 
 
 def test_disk_rates_fixture():
-    prev, cur = hm.parse_diskstats(fixture("diskstats.1")), hm.parse_diskstats(fixture("diskstats.2"))
-    rates = hm.disk_rates(prev, cur, ["vda"], 1.0)
+    prev, cur = procfs.parse_diskstats(fixture("diskstats.1")), procfs.parse_diskstats(fixture("diskstats.2"))
+    rates = procfs.disk_rates(prev, cur, ["vda"], 1.0)
     assert rates["read_Bps"] == (cur["vda"][0] - prev["vda"][0]) * 512
     assert rates["write_Bps"] == (cur["vda"][1] - prev["vda"][1]) * 512
 
@@ -206,37 +208,37 @@ def test_disk_rates_fixture():
 
 
 def test_parse_pid_stat_and_statm_fixtures():
-    stat = hm.parse_pid_stat(fixture("pid_stat"))
+    stat = procfs.parse_pid_stat(fixture("pid_stat"))
     fields = fixture("pid_stat").split()
-    assert stat == hm.PidStat(name="sleep", state="S", cpu_ticks=int(fields[13]) + int(fields[14]),
+    assert stat == procfs.PidStat(name="sleep", state="S", cpu_ticks=int(fields[13]) + int(fields[14]),
                               reaped_ticks=int(fields[15]) + int(fields[16]))
-    assert hm.parse_pid_statm(fixture("pid_statm")) == int(fixture("pid_statm").split()[1]) > 0
+    assert procfs.parse_pid_statm(fixture("pid_statm")) == int(fixture("pid_statm").split()[1]) > 0
 
 
 def test_parse_pid_stat_hostile_comm():
     text = "42 (my (evil) ) S x) R 1 42 42 0 -1 0 0 0 0 0 7 5 3 1 20 0 3 0 100 1000 77 0\n"
-    stat = hm.parse_pid_stat(text)
-    assert stat == hm.PidStat(name="my (evil) ) S x", state="R", cpu_ticks=12, reaped_ticks=4)
+    stat = procfs.parse_pid_stat(text)
+    assert stat == procfs.PidStat(name="my (evil) ) S x", state="R", cpu_ticks=12, reaped_ticks=4)
     assert stat.tree_ticks == 16
 
 
 def test_parse_children():
-    assert hm.parse_children("12 345 \n") == [12, 345]
-    assert hm.parse_children("") == []
+    assert procfs.parse_children("12 345 \n") == [12, 345]
+    assert procfs.parse_children("") == []
 
 
 @pytest.mark.parametrize(
     "text, pid", [("123\n", 123), ("  42 extra\n", 42), ("", None), ("abc", None), ("0", None), ("-5", None)]
 )
 def test_parse_pid_file(text, pid):
-    assert hm.parse_pid_file(text) == pid
+    assert procfs.parse_pid_file(text) == pid
 
 
 def test_parse_pids():
-    assert hm.parse_pids("1,2, 3,,") == [1, 2, 3]
-    assert hm.parse_pids("") == []
+    assert procfs.parse_pids("1,2, 3,,") == [1, 2, 3]
+    assert procfs.parse_pids("") == []
     with pytest.raises(ValueError):
-        hm.parse_pids("1,x")
+        procfs.parse_pids("1,x")
 
 
 # ----- the sampler on this machine -----
@@ -316,7 +318,7 @@ def test_a_watched_process_counts_its_whole_tree():
         assert entry["tree"] == 2  # the shell and its sleep
         cpu_seconds = entry["cpu_pct"] / 100 * sample["dt"]
         assert cpu_seconds >= 0.25, entry  # the exited child's 0.3 s, through the shell's reaped ticks
-        own_rss = hm.parse_pid_statm(Path(f"/proc/{shell.pid}/statm").read_text()) * hm.PAGE_BYTES
+        own_rss = procfs.parse_pid_statm(Path(f"/proc/{shell.pid}/statm").read_text()) * procfs.PAGE_BYTES
         assert entry["rss_bytes"] > own_rss  # the sleep's memory too
     finally:
         shell.kill()
@@ -325,7 +327,7 @@ def test_a_watched_process_counts_its_whole_tree():
 
 
 def _children_named(pid: int, name: str) -> bool:
-    children = hm.parse_children(Path(f"/proc/{pid}/task/{pid}/children").read_text())
+    children = procfs.parse_children(Path(f"/proc/{pid}/task/{pid}/children").read_text())
     return any(Path(f"/proc/{c}/comm").read_text().strip() == name for c in children)
 
 
@@ -342,7 +344,7 @@ def test_sampler_keeps_files_open_between_samples():
 
 
 def meminfo_total() -> int:
-    return hm.parse_meminfo(Path("/proc/meminfo").read_text())["MemTotal"]
+    return procfs.parse_meminfo(Path("/proc/meminfo").read_text())["MemTotal"]
 
 
 def test_main_smoke_on_this_machine(tmp_path):
