@@ -121,7 +121,7 @@ from fabfile.servers.nodes import Node
 from fabfile.ship import relay
 from fabfile.ship.push import push, sha256_file
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 __all__ = ["AGENT_PORT", "AGENT_SECONDS", "CONNECTIONS", "FIGURES", "GOALS", "KEYSPACE", "VALUE_SIZE", "Figure",
            "PerfError", "Suite", "Testbed", "agent_job", "cpu_per_op_figure", "http_job", "report", "set_job", "table"]
 

@@ -332,3 +332,8 @@ def test_every_figure_of_the_issue_has_a_goal_and_the_retired_one_is_gone() -> N
     assert perf.GOALS["http_agent_cpu_per_req_vs_wrk"] == ("<=", 2.0)
     assert perf.GOALS["latency_p50_vs_redis_benchmark_c1"] == ("<=", 1.2)
     assert perf.Figure("spawn_128_hosts_ok", 1.0, "").met and not perf.Figure("spawn_128_hosts_ok", 0.0, "").met
+
+
+def test_the_suite_runs_inv_in_this_checkout() -> None:
+    """The fleet figures start `inv` with --search-root REPO: it must be the checkout's root."""
+    assert (perf.REPO / "tasks.py").is_file() and (perf.REPO / "devtools" / "perf.py").is_file()
