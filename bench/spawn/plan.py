@@ -55,8 +55,13 @@ def agent_jobs(spawn: Spawn, benchmark: Benchmark, run_id: str, targets: Sequenc
     Iterations are split with :func:`bench.wire.job.split_evenly` (shares differ by at most one);
     a rate is divided equally (``rate / agents`` ops/s each). Duration, warmup, connections
     and pipeline are per agent as written. Every job gets its own copy of the params.
+
+    A capacity search's jobs are its steps' templates: each runs for the step time, at the
+    search's lowest rate until the host run gives each step its own (bench.agent.hostrun).
     """
     n = benchmark.agents
+    duration = benchmark.duration_s if benchmark.search is None else benchmark.search.step_s
+    rate = benchmark.rate if benchmark.search is None else benchmark.search.low
     return [
         AgentJob(
             run_id=run_id,
@@ -67,11 +72,11 @@ def agent_jobs(spawn: Spawn, benchmark: Benchmark, run_id: str, targets: Sequenc
             server_kind=spawn.server.kind,
             targets=list(targets),
             iterations=None if benchmark.iterations is None else split_evenly(benchmark.iterations, n, i),
-            duration_s=benchmark.duration_s,
+            duration_s=duration,
             warmup_s=benchmark.warmup_s,
             connections=benchmark.connections,
             pipeline=benchmark.pipeline,
-            rate=None if benchmark.rate is None else benchmark.rate / n,
+            rate=None if rate is None else rate / n,
             params=copy.deepcopy(benchmark.params),
         )
         for i in range(n)
