@@ -136,17 +136,8 @@ def _search(t: Table) -> Any:
         s.problem("slo", f'expected a non-empty array like ["p99 < 5ms", "errors == 0"], got {describe(slo)}')
         ok = False
     else:
-        for i, text in enumerate(slo):
-            try:
-                parsed = expectations.parse(text)
-            except expectations.ExpectError as exc:
-                t.problems.add(f"{s.at('slo')}[{i}]", str(exc))
-                ok = False
-                continue
-            if parsed.metric == "rate":
-                t.problems.add(f"{s.at('slo')}[{i}]", "rate is what the search finds: an SLO is about latency, "
-                                                       "errors or ops/s; put \"rate >= N\" in expect")
-                ok = False
+        ok = _each_expectation(t, s.at("slo"), slo, "rate is what the search finds: an SLO is about latency, "
+                                                    "errors or ops/s; put \"rate >= N\" in expect") and ok
     step = s.duration("step", DEFAULT_SEARCH_STEP_S, positive=True)
     precision = _precision(s)
     if not ok or step is BAD or precision is BAD:
@@ -179,19 +170,25 @@ def _expectations(t: Table, searching: bool = False) -> Any:
         return ()
     if not isinstance(value, (list, tuple)):
         return t.problem("expect", f"expected an array of expectations like [\"p99 < 5ms\"], got {describe(value)}")
+    no_rate = None if searching else "rate is the rate a capacity search found: this benchmark has no search"
+    return tuple(value) if _each_expectation(t, t.at("expect"), value, no_rate) else BAD
+
+
+def _each_expectation(t: Table, where: str, texts: Any, no_rate: str | None) -> bool:
+    """Every text a good expectation (else a problem at ``where[i]``); ``no_rate``: why ``rate`` is not
+    allowed here (None: it is)."""
     ok = True
-    for i, text in enumerate(value):
+    for i, text in enumerate(texts):
         try:
             parsed = expectations.parse(text)
         except expectations.ExpectError as exc:
-            t.problems.add(f"{t.at('expect')}[{i}]", str(exc))
+            t.problems.add(f"{where}[{i}]", str(exc))
             ok = False
             continue
-        if parsed.metric == "rate" and not searching:
-            t.problems.add(f"{t.at('expect')}[{i}]", "rate is the rate a capacity search found: this benchmark "
-                                                       "has no search")
+        if parsed.metric == "rate" and no_rate is not None:
+            t.problems.add(f"{where}[{i}]", no_rate)
             ok = False
-    return tuple(value) if ok else BAD
+    return ok
 
 
 def _amount(t: Table, agents: Any) -> tuple[Any, Any]:
