@@ -24,6 +24,7 @@ from typing import Any
 from tabulate import tabulate
 
 from bench.report import hosts as host_metrics
+from bench.report import search as search_report
 from bench.report import server_nodes
 
 FORMATS = ("simple", "github", "csv", "json")
@@ -184,6 +185,8 @@ def report(run: Mapping[str, Any], fmt: str = "simple", *, detail: bool = False)
     _check_format(fmt)
     warnings = host_metrics.warnings(run)
     sections = [("benchmarks", render(run, fmt))]
+    sections += [(title, _table(headers, rows, search_report.COLUMNS, fmt))
+                 for title, headers, rows in search_report.tables(run)]
     if run.get("hosts"):
         sections.append(("hosts", render_hosts(run, fmt)))
     if detail:

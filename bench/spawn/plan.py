@@ -19,9 +19,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TypeVar
 
+from bench.spawn import expectations
 from bench.spawn.schema import Benchmark, Spawn
 from bench.wire.job import AgentJob, split_evenly
 from bench.wire.labels import repetition_label
+from bench.wire.search import SearchSpec, Slo, planned_steps
 
 T = TypeVar("T")
 
@@ -91,3 +93,18 @@ def assign(jobs: Sequence[T], agent_hosts: Sequence[str]) -> list[tuple[str, T]]
     if not agent_hosts:
         raise ValueError("no agent hosts to assign jobs to")
     return [(agent_hosts[i % len(agent_hosts)], job) for i, job in enumerate(jobs)]
+
+
+def search_spec(benchmark: Benchmark) -> SearchSpec | None:
+    """What the hosts are told of ``benchmark``'s capacity search (its SLO in microseconds and
+    plain counts, so they need no parser), or None without one."""
+    if benchmark.search is None:
+        return None
+    slo = []
+    for text in benchmark.search.slo:
+        e = expectations.parse(text)
+        scale = expectations.UNITS[e.unit] if e.metric in expectations.LATENCY else 1.0
+        slo.append(Slo(e.text, e.metric, e.op, e.threshold * scale))
+    s = benchmark.search
+    return SearchSpec(benchmark.name, s.low, s.high, tuple(slo), s.step_s, s.precision, benchmark.agents,
+                      planned_steps(s.low, s.high, s.precision))

@@ -107,8 +107,9 @@ def begin(fleet: Fleet, spawn: spec.Spawn, deployment: Deployment, runs_dir: Any
                                agent_timeout_s=options.agent_timeout,
                                sampler_cap_s=hostrun.planned_seconds(spawn) + options.agent_timeout * len(phases),
                                auth=deployment.redis_password or None, environ=os.environ)
+    searched = {b.name for b in spawn.benchmarks if b.search is not None}  # their agents are per step
     agents = {h: [{"benchmark": job.benchmark, "agent_num": job.agent_num, "dir": dir_name(job.benchmark),
-                   "job": public_job(job)}
+                   "job": public_job(job), **({"search": True} if job.benchmark in searched else {})}
                   for _, jobs in phases for host, job in jobs if host == h] for h in hosts}
     shown = [[asdict(p) for p in planned(job for _, job in jobs)] for _, jobs in phases]
     run_dir.start(spawn.source_text, spec.to_dict(spawn), deployment.public_dict(),  # no secrets in runs/
