@@ -13,7 +13,7 @@ throughput over their summed time, latency from their merged histogram) and its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,12 @@ class Figure:
     unit: str               # of what ``read`` returns: "ops/s", "us" (latency), "ops"
     bigger_is_better: bool
     read: Callable[[Entry], float | None]
+    only_with: str | None = None  # a key an entry must have for the figure to be one of its columns
+
+    def applies(self, entries: Iterable[Entry]) -> bool:
+        """Whether a column of this figure belongs with a benchmark of these entries (a search's found
+        rate only with a search)."""
+        return self.only_with is None or any(self.only_with in e for e in entries)
 
 
 def _measured(entry: Entry) -> bool:
@@ -59,7 +65,7 @@ def _capacity(entry: Entry) -> float | None:
 
 
 THROUGHPUT = Figure("ops_per_s", "ops/s", True, _throughput)
-CAPACITY = Figure("capacity_ops_per_s", "ops/s", True, _capacity)
+CAPACITY = Figure("capacity_ops_per_s", "ops/s", True, _capacity, only_with="search")
 LATENCY = tuple(Figure(hist.percentile_key(p), "us", False, _latency(hist.percentile_key(p)))
                 for p in hist.PERCENTILES)
 ERRORS = Figure("errors", "ops", False, _errors)
