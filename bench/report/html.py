@@ -45,7 +45,8 @@ def page(run: Mapping[str, Any], pictures: Mapping[str, bytes], *, notes: Sequen
     tabled = tables.html_tables(run)
     parts.append("<h2>Benchmarks</h2>\n" + _mark_rows(tabled.pop("benchmarks"), _names(run)))
     for entry in run.get("benchmarks", ()):
-        parts.append(_card(entry, pictures.get(f"spectrum-{file_stem(str(entry['name']))}.png")))
+        stem = file_stem(str(entry["name"]))
+        parts.append(_card(entry, pictures.get(f"spectrum-{stem}.png"), pictures.get(f"capacity-{stem}.png")))
     series = [name for name in TIME_SERIES if name in pictures]
     if series:
         parts.append("<h2>Over time</h2>")
@@ -76,7 +77,7 @@ def _expectations(run: Mapping[str, Any]) -> list[str]:
             "<table><tr><th>benchmark</th><th>expect</th><th>measured</th><th>verdict</th></tr>" + cells + "</table>"]
 
 
-def _card(entry: Mapping[str, Any], spectrum: bytes | None) -> str:
+def _card(entry: Mapping[str, Any], spectrum: bytes | None, capacity: bytes | None = None) -> str:
     esc = html.escape
     name = str(entry["name"])
     lat = entry.get("latency_us") or {}
@@ -88,6 +89,10 @@ def _card(entry: Mapping[str, Any], spectrum: bytes | None) -> str:
     row = "".join(f"<td>{esc(v)}</td>" for _, v in figures)
     picture = (_figure(spectrum, f"latency spectrum of {name}", name) if spectrum is not None
                else "<p>no latency was recorded, so no spectrum</p>")
+    if capacity is not None:  # a capacity search: p99 against the rate of each step
+        found = entry.get("search") or {}
+        picture = f"<p>{esc(str(found.get('text', '')))}</p>" + _figure(capacity, f"capacity search of {name}") \
+            + picture
     return (f"<section class=\"benchmark\" data-benchmark=\"{esc(name)}\"><h3>{esc(name)}</h3>"
             f"<table><tr>{head}</tr><tr>{row}</tr></table>{picture}</section>")
 

@@ -156,6 +156,8 @@ def fact_rows(run: Mapping[str, Any]) -> tuple[list[str], Rows]:
 def html_tables(run: Mapping[str, Any], *, detail: bool = True) -> dict[str, str]:
     """The tables as HTML fragments (escaped), by title: for ``inv report --html``."""
     out = {"benchmarks": _table(*benchmark_rows(run), _benchmark_columns(run), "html")}
+    out.update({title: _table(headers, rows, search_report.COLUMNS, "html")
+                for title, headers, rows in search_report.tables(run)})
     if run.get("hosts"):
         out["hosts"] = _table(*host_rows(run), _HOST_COLUMNS, "html")
         out["host facts"] = _table(*fact_rows(run), _FACT_COLUMNS, "html")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 
+from runfactory import make_run, search_steps
+
 from bench.report import expect, headline, tables
 from bench.report import merge as result
 from bench.report import search as search_report
 from bench.spawn.expectations import parse
 from bench.wire import search
 from bench.wire.search import SearchSpec, Slo
-from tests.unit.runfactory import make_run, search_steps
 
 SPEC = SearchSpec("cap", 1000, 16_000, (Slo("p99 < 5ms", "p99", "<", 5000.0),), 2.0, 0.1, 2)
 # capacity 5,000 ops/s: 1 ms up to it, 40 ms beyond
@@ -114,3 +115,20 @@ def test_the_found_rate_is_a_headline_figure():
     assert headline.CAPACITY in headline.FIGURES and headline.CAPACITY.bigger_is_better
     assert headline.CAPACITY.read(run["benchmarks"][1]) == 5000
     assert headline.CAPACITY.read(run["benchmarks"][0]) is None
+
+
+def test_the_capacity_picture_is_drawn_and_shown_in_the_html_report(tmp_path):
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    from bench.report import html, plots
+
+    run = folded_run()
+    written = plots.write_all(run, {}, tmp_path)
+    picture = tmp_path / "capacity-cap.png"
+    assert picture in written and picture.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert not (tmp_path / "capacity-plain.png").exists()  # no search, no picture
+    assert plots._slo_ms("p99 < 5ms") == 5.0 and plots._slo_ms("errors == 0") is None
+    page = html.page(run, {p.name: p.read_bytes() for p in written})
+    assert 'alt="capacity search of cap"' in page and "5,000 ops/s meets the SLO" in page
+    assert "<h2>Capacity search cap" in page  # its steps' table

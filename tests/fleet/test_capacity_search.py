@@ -1,0 +1,141 @@
+"""A capacity search against a server whose capacity is known by construction.
+
+The server (a few lines of the standard library pushed as a file; ``python3`` is on the testbed's
+hosts) serves HTTP/1.1 keep-alive, one thread per connection, but every request takes the next
+free slot of SERVICE_MS on one shared schedule: it is answered when its slot ends. However the
+requests are spread over connections and whatever its per-request overhead (below a slot), it
+completes exactly 1000 / SERVICE_MS requests a second; beyond that its queue, and every
+latency, grows step by step. The search must find that rate within its precision, on the hosts
+(the coordinator's decisions are the rows of run.json), and say so in the table. A second search
+whose highest rate still passes must say the server was not saturated.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+pytestmark = pytest.mark.fleet
+
+SERVICE_MS = 8.0
+CAPACITY = 1000 / SERVICE_MS  # 125 requests a second
+PRECISION = 0.10
+
+SERVER = f'''#!/usr/bin/env python3
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SERVICE_S = {SERVICE_MS / 1000!r}
+LOCK = threading.Lock()
+FREE_AT = [0.0]  # when the schedule's next slot begins
+
+
+class OneAtATime(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    wbufsize = -1  # headers and body in one send
+
+    def do_GET(self):
+        with LOCK:
+            begins = max(time.monotonic(), FREE_AT[0])
+            FREE_AT[0] = begins + SERVICE_S
+        time.sleep(max(0.0, begins + SERVICE_S - time.monotonic()))
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer.daemon_threads = True
+ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), OneAtATime).serve_forever()
+'''
+
+SPAWN = f"""
+name = "capacity"
+[hosts]
+servers = ["$h2"]
+agents = ["$h3", "$h4"]
+[server]
+kind = "command"
+port = 7610
+files = ["capacity/slot-server"]
+script = "slot-server"
+args = ["{{host}}", "{{port}}"]
+ready = "tcp"
+
+[[benchmark]]
+name = "max-get"
+workload = "http"
+agents = 2
+connections = 4
+search = {{ rate = [40, 1000], slo = ["p99 < 50ms", "errors == 0"], step = "2s", precision = "{PRECISION:.0%}" }}
+expect = ["rate >= 100"]
+
+[[benchmark]]
+name = "too-easy"
+workload = "http"
+agents = 2
+connections = 4
+search = {{ rate = [10, 40], slo = ["p99 < 50ms"], step = "1s" }}
+"""
+
+
+def test_a_search_finds_the_servers_capacity_within_its_precision(project):
+    project.reset()
+    server = project.path / "capacity" / "slot-server"
+    server.parent.mkdir(exist_ok=True)
+    server.write_text(SERVER)
+    server.chmod(0o755)
+    spawn = project.write_spawn("capacity.toml", SPAWN)
+    try:
+        out = project.inv("deploy", "--spawn", str(spawn), "bench", "--spawn", str(spawn),
+                          "collect", "--spawn", str(spawn)).stdout
+    finally:
+        project.inv("down", "--spawn", str(spawn), check=False)
+    print(out)  # shown with -rP: what a user sees
+
+    latest = project.path / "runs" / "latest"
+    run = json.loads((latest / "run.json").read_text())
+    found, easy = (entry["search"] for entry in run["benchmarks"])
+    assert found["status"] == "found", found
+    assert abs(found["found"] - CAPACITY) / CAPACITY <= PRECISION, found
+    assert found["last_pass"] < found["first_fail"]
+    assert (found["first_fail"] - found["last_pass"]) / found["last_pass"] <= PRECISION
+    rows = found["rows"]
+    assert [r["rate"] for r in rows[:3]] == [40, 80, 160]  # the ramp doubles to the first failure ...
+    assert not rows[2]["passed"] and rows[2]["limit"] == "server" and "p99" in rows[2]["why"]
+    assert all(r["passed"] for r in rows if r["rate"] <= 0.9 * CAPACITY)  # ... then bisects
+    assert not any(r["passed"] for r in rows if r["rate"] >= 1.1 * CAPACITY)
+    assert all(r["achieved"] >= 0.99 * r["rate"] for r in rows if r["passed"])
+    # the rows are what the coordinator decided on the hosts, step by step
+    host_run = _coordinator_state(latest)
+    decided = next(s for s in host_run["searches"].values() if s["benchmark"] == "max-get")
+    assert [(s["rate"], s["passed"]) for s in decided["steps"]] == [(r["rate"], r["passed"]) for r in rows]
+    assert decided["outcome"]["rate"] == found["found"]
+
+    assert easy["status"] == "not-saturated" and easy["found"] == 40
+    assert [r["rate"] for r in easy["rows"]] == [10, 20, 40]
+    assert "the server was not saturated; the load generator reached" in easy["text"]
+
+    # what inv collect printed: each search's table and what it found, and the expectation on it
+    assert re.search(r"capacity search max-get \(SLO p99 < 50ms, errors == 0\): [\d,]+ ops/s meets the SLO; "
+                     r"[\d,]+ does not", out), out
+    assert re.search(r"^\s+3\s+160\s+[\d,]+\s+[\d.]+\s+[\d.]+\s+[\d,]+\s+[\d.]+\s+FAIL \(server\)", out, re.M), out
+    assert "capacity search too-easy" in out and "not saturated" in out
+    (verdict,) = run["benchmarks"][0]["expectations"]
+    assert verdict["passed"] and verdict["measured"] == found["found"]
+    report = project.inv("report").stdout
+    assert "capacity search max-get" in report
+
+
+def _coordinator_state(latest) -> dict:
+    """The coordinator host's last state.json, as the follower kept it."""
+    coordinator = json.loads((latest / "meta.json").read_text())["host_run"]["coordinator"]
+    return json.loads((latest / "hosts" / coordinator / "hostrun.json").read_text())
