@@ -31,7 +31,7 @@ from bench.wire import search
 from bench.wire.labels import split_step
 
 COLUMNS = (
-    ("step", "", "right"), ("rate", ",.0f", "right"), ("achieved", ",.0f", "right"), ("p50 (ms)", ".3f", "right"),
+    ("step", "", "right"), ("rate", ",", "right"), ("achieved", ",.0f", "right"), ("p50 (ms)", ".3f", "right"),
     ("p99 (ms)", ".3f", "right"), ("late", ",", "right"), ("late %", ".2f", "right"), ("verdict", "", "left"),
     ("why", "", "left"),
 )
@@ -128,12 +128,17 @@ def tables(run: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[Any]]
         found = entry.get("search")
         if not isinstance(found, Mapping):
             continue
-        rows = [[r.get("step"), r.get("rate"), r.get("achieved"), _ms(r.get("p50_us")), _ms(r.get("p99_us")),
+        rows = [[r.get("step"), _whole(r.get("rate")), r.get("achieved"), _ms(r.get("p50_us")), _ms(r.get("p99_us")),
                  r.get("late_ops"), r.get("late_pct"), "pass" if r.get("passed") else f"FAIL ({r.get('limit')})",
                  r.get("why")] for r in found.get("rows") or ()]
         slo = ", ".join(str(s) for s in found.get("slo") or ())
         out.append((f"capacity search {entry.get('name')} (SLO {slo}): {found.get('text')}", HEADERS, rows))
     return out
+
+
+def _whole(rate: Any) -> Any:
+    """A rate as asked for: an int when whole (so the table shows no decimals it never had)."""
+    return int(rate) if isinstance(rate, float) and rate.is_integer() else rate
 
 
 def _ms(us: Any) -> float | None:

@@ -252,6 +252,11 @@ def _shown(metric: str, value: float) -> str:
     return f"ops/s {value:,.0f}"
 
 
+def _rate(ops_per_s: float) -> str:
+    """A rate as the search asked for it: whole ops/s, or to a tenth where it bisected that finely."""
+    return f"{ops_per_s:,.0f}" if float(ops_per_s).is_integer() else f"{ops_per_s:,.1f}"
+
+
 def _ms(us: float) -> str:
     return f"{us / 1000:.3g} ms" if us >= 1000 else f"{us:.0f} us"
 
@@ -341,12 +346,12 @@ def outcome(spec: SearchSpec, steps: Sequence[Verdict]) -> Outcome:
     failed = {s.rate: s for s in steps if not s.passed}
     if steps[-1].limit == INCOMPLETE:
         return Outcome(UNFINISHED, last_pass, last_pass, first_fail,
-                       f"stopped at {steps[-1].rate:,.0f} ops/s: {steps[-1].why}"
-                       + (f"; the highest rate that passed was {last_pass:,.0f} ops/s" if last_pass else ""))
+                       f"stopped at {_rate(steps[-1].rate)} ops/s: {steps[-1].why}"
+                       + (f"; the highest rate that passed was {_rate(last_pass)} ops/s" if last_pass else ""))
     if last_pass is None:
         where = failed[first_fail] if first_fail is not None else steps[0]
         return Outcome(LOWEST_FAILS, None, None, first_fail,
-                       f"the lowest rate already fails: at {where.rate:,.0f} ops/s, {where.why}")
+                       f"the lowest rate already fails: at {_rate(where.rate)} ops/s, {where.why}")
     if first_fail is None:
         top = max((s for s in steps if s.passed), key=lambda s: s.rate)
         if last_pass >= spec.high:
@@ -354,12 +359,12 @@ def outcome(spec: SearchSpec, steps: Sequence[Verdict]) -> Outcome:
                            f"the highest rate passed: the server was not saturated; the load generator reached "
                            f"{top.achieved:,.0f} ops/s (raise the search's upper rate)")
         return Outcome(UNFINISHED, last_pass, last_pass, None,
-                       f"stopped after {len(steps)} steps without a failure; {last_pass:,.0f} ops/s passed")
+                       f"stopped after {len(steps)} steps without a failure; {_rate(last_pass)} ops/s passed")
     fail = failed[first_fail]
     interval = (first_fail - last_pass) / last_pass
-    text = (f"{last_pass:,.0f} ops/s meets the SLO; {first_fail:,.0f} does not "
+    text = (f"{_rate(last_pass)} ops/s meets the SLO; {_rate(first_fail)} does not "
             f"({interval:.1%} apart, precision {spec.precision:.0%}): {fail.why}")
     if fail.limit == GENERATOR:
-        text += f"; the server's capacity is at least {last_pass:,.0f} ops/s (more agents would measure it)"
+        text += f"; the server's capacity is at least {_rate(last_pass)} ops/s (more agents would measure it)"
     status = FOUND if interval <= spec.precision else UNFINISHED
     return Outcome(status, last_pass, last_pass, first_fail, text)
