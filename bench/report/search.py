@@ -10,7 +10,8 @@ merges like any benchmark (bench.report.merge.merge_benchmark: histograms added 
   capacity and what it looked like;
 * ``agents``, ``agents_ok`` and ``failures`` count every step (a failure carries ``"step"``), so
   an agent lost in any step makes the run partial;
-* ``search``: what was asked (``range`` [low, high], ``slo``, ``step_s``, ``precision``) and what
+* ``search``: what was asked (``range`` [low, high], ``slo``, ``step_s``, ``precision``,
+  ``late_share``) and what
   was found (``found``: the highest passing rate or None, ``last_pass``, ``first_fail``,
   ``status``: found | lowest-fails | not-saturated | unfinished, ``text``), and ``rows``: one per
   step in the order run (step, rate, achieved, p50_us, p99_us, late_ops, late_pct, passed,
@@ -91,8 +92,9 @@ def fold(entries: Sequence[Mapping[str, Any]], specs: Mapping[str, search.Search
 def _section(spec: search.SearchSpec, found: search.Outcome, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """run.json's ``search`` of an entry: what was asked, what was found, every step."""
     return {"range": [spec.low, spec.high], "slo": [s.text for s in spec.slo], "step_s": spec.step_s,
-            "precision": spec.precision, "found": found.rate, "last_pass": found.last_pass,
-            "first_fail": found.first_fail, "status": found.status, "text": found.text, "rows": rows}
+            "precision": spec.precision, "late_share": spec.late_share, "found": found.rate,
+            "last_pass": found.last_pass, "first_fail": found.first_fail, "status": found.status,
+            "text": found.text, "rows": rows}
 
 
 def _fold_one(name: str, steps: Sequence[tuple[int, Mapping[str, Any]]], spec: search.SearchSpec,

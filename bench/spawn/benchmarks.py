@@ -13,6 +13,7 @@ from bench.spawn import expectations, secrets
 from bench.spawn.checks import BAD, MISSING, Problems, Table, as_float, describe, is_int, not_one_of, show_number
 from bench.spawn.schema import (
     BENCHMARK_KEYS,
+    DEFAULT_SEARCH_LATE,
     DEFAULT_SEARCH_PRECISION,
     DEFAULT_SEARCH_STEP_S,
     SEARCH_KEYS,
@@ -139,23 +140,25 @@ def _search(t: Table) -> Any:
         ok = _each_expectation(t, s.at("slo"), slo, "rate is what the search finds: an SLO is about latency, "
                                                     "errors or ops/s; put \"rate >= N\" in expect") and ok
     step = s.duration("step", DEFAULT_SEARCH_STEP_S, positive=True)
-    precision = _precision(s)
-    if not ok or step is BAD or precision is BAD:
+    precision = _percent(s, "precision", DEFAULT_SEARCH_PRECISION)
+    late = _percent(s, "late", DEFAULT_SEARCH_LATE)
+    if not ok or step is BAD or precision is BAD or late is BAD:
         return BAD
     assert low is not None and high is not None
-    return Search(float(low), float(high), tuple(slo), float(step), precision)
+    return Search(float(low), float(high), tuple(slo), float(step), precision, late)
 
 
-def _precision(s: Table) -> Any:
-    value = s.raw("precision")
+def _percent(s: Table, key: str, default: float) -> Any:
+    """``key = "N%"`` (0 < N < 100) as a fraction."""
+    value = s.raw(key)
     if value is MISSING:
-        return DEFAULT_SEARCH_PRECISION
+        return default
     text = value.strip() if isinstance(value, str) else None
     number = float(text[:-1]) if text and text.endswith("%") and _NUMBER.match(text[:-1]) else None
     if number is None:
-        return s.problem("precision", f'expected a percentage such as "5%", got {describe(value)}')
+        return s.problem(key, f'expected a percentage such as "5%", got {describe(value)}')
     if not 0 < number < 100:
-        return s.problem("precision", f"must be above 0% and below 100%, got {describe(value)}")
+        return s.problem(key, f"must be above 0% and below 100%, got {describe(value)}")
     return number / 100
 
 

@@ -107,4 +107,4 @@ def search_spec(benchmark: Benchmark) -> SearchSpec | None:
         slo.append(Slo(e.text, e.metric, e.op, e.threshold * scale))
     s = benchmark.search
     return SearchSpec(benchmark.name, s.low, s.high, tuple(slo), s.step_s, s.precision, benchmark.agents,
-                      planned_steps(s.low, s.high, s.precision))
+                      planned_steps(s.low, s.high, s.precision), s.late)

@@ -31,9 +31,10 @@ SERVER_KEYS = ("kind", "port", "requirements", "replicas", "script", "args", "re
 COMMAND_ONLY_KEYS = ("script", "args", "ready", "env")
 BENCHMARK_KEYS = ("name", "workload", "agents", "iterations", "duration", "warmup", "connections",
                   "pipeline", "rate", "repeat", "parallel", "params", "expect", "search")
-SEARCH_KEYS = ("rate", "slo", "step", "precision")
+SEARCH_KEYS = ("rate", "slo", "step", "precision", "late")
 DEFAULT_SEARCH_STEP_S = 20.0
 DEFAULT_SEARCH_PRECISION = 0.05
+DEFAULT_SEARCH_LATE = 0.01  # bench.wire.search.LATE_SHARE
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Search:
     slo: tuple[str, ...]  # bench.spawn.expectations, as written
     step_s: float
     precision: float  # a fraction: 0.05 for "5%"
+    late: float = DEFAULT_SEARCH_LATE  # the share of a step's ops that may be sent late (a fraction)
 
 
 @dataclass(frozen=True)
@@ -146,5 +148,5 @@ def _benchmark_dict(b: Benchmark) -> dict[str, Any]:
         d["expect"] = list(b.expect)
     if b.search is not None:
         d["search"] = {"rate": [b.search.low, b.search.high], "slo": list(b.search.slo), "step": b.search.step_s,
-                       "precision": f"{b.search.precision * 100:g}%"}
+                       "precision": f"{b.search.precision * 100:g}%", "late": f"{b.search.late * 100:g}%"}
     return d

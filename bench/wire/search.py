@@ -9,9 +9,10 @@ still meets its SLO. The steps run on the hosts, and the host that coordinates t
   ops, errors, late ops, its latency histogram), :func:`combine` adds summaries exactly (counts
   summed, histograms added: never averaged percentiles), :func:`measure` reads a combined one;
 * :func:`judge`: a step passes when every SLO holds *and* the fleet really sent the rate
-  (achieved >= 99% of intended, late ops < 1%); otherwise it says which side was the limit: the
-  server (an SLO broken, or every connection busy waiting on it) or the load generator (its
-  loop was late: more agents or hosts would be needed to measure the server);
+  (achieved >= 99% of intended, late ops < 1%, or the search's own ``late`` share); otherwise
+  it says which side was the limit: the server (an SLO broken, or every connection busy waiting
+  on it) or the load generator (its loop was late: more agents or hosts would be needed to
+  measure the server);
 * :func:`next_rate`: a ramp from ``low``, doubling, up to the first failure, then bisection
   between the last pass and the first fail until ``(fail - pass) / pass <= precision``;
 * :func:`outcome`: the highest passing rate with its interval, or why there is none (the lowest
@@ -37,7 +38,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt}
 #: A step sent the rate when it achieved at least this share of the intended ops ...
 ACHIEVED_SHARE = 0.99
-#: ... and fewer than this share of its ops were sent late.
+#: ... and fewer than this share of its ops were sent late (a search may allow more: ``late``).
 LATE_SHARE = 0.01
 MAX_STEPS = 40
 
@@ -78,22 +79,24 @@ class SearchSpec:
     precision: float  # a fraction: 0.05 for "5%"
     agents: int  # planned agents per step
     max_steps: int = MAX_STEPS
+    late_share: float = LATE_SHARE  # a step with this share of its ops sent late or more did not send its rate
 
     def to_dict(self) -> dict[str, Any]:
         return {"benchmark": self.benchmark, "low": self.low, "high": self.high,
                 "slo": [s.to_dict() for s in self.slo], "step_s": self.step_s, "precision": self.precision,
-                "agents": self.agents, "max_steps": self.max_steps}
+                "agents": self.agents, "max_steps": self.max_steps, "late_share": self.late_share}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpec:
         try:
             spec = cls(str(data["benchmark"]), float(data["low"]), float(data["high"]),
                        tuple(Slo.from_dict(s) for s in data["slo"]), float(data["step_s"]),
-                       float(data["precision"]), int(data["agents"]), int(data.get("max_steps", MAX_STEPS)))
+                       float(data["precision"]), int(data["agents"]), int(data.get("max_steps", MAX_STEPS)),
+                       float(data.get("late_share", LATE_SHARE)))
         except (KeyError, TypeError, ValueError) as exc:
             raise SearchError(f"search: {exc}") from None
         if not (0 < spec.low < spec.high and spec.step_s > 0 and 0 < spec.precision < 1 and spec.agents > 0
-                and spec.max_steps > 0):
+                and spec.max_steps > 0 and 0 < spec.late_share <= 1):
             raise SearchError("search: needs 0 < low < high, a positive step, 0 < precision < 1, agents > 0")
         return spec
 
@@ -269,7 +272,7 @@ def judge(spec: SearchSpec, m: Measured) -> Verdict:
         return Verdict(m.rate, False, INCOMPLETE, "; ".join(reasons) or "no op completed", m.achieved)
     broken = [s for s in spec.slo if not OPERATORS[s.op](m.value(s.metric), s.threshold)]
     short = m.intended > 0 and m.ops + m.errors < ACHIEVED_SHARE * m.intended
-    late = m.late >= LATE_SHARE * max(1.0, m.intended or m.ops + m.errors)
+    late = m.late >= spec.late_share * max(1.0, m.intended or m.ops + m.errors)
     sent = (f"sent {m.ops + m.errors:,} of {m.intended:,.0f} intended ops ({m.achieved:,.0f} ops/s), "
             f"{m.late:,} late")
     if broken:

@@ -8,6 +8,11 @@ completes exactly 1000 / SERVICE_MS requests a second; beyond that its queue, an
 latency, grows step by step. The search must find that rate within its precision, on the hosts
 (the coordinator's decisions are the rows of run.json), and say so in the table. A second search
 whose highest rate still passes must say the server was not saturated.
+
+The testbed's hosts share the machine's cores with whatever else runs (the rest of the suite, or
+more), so an agent's loop wakes more than 1 ms late now and then: the searches allow 30% of a
+step's ops to be sent late (``late``). Late sends still count in every latency (measured from
+when each op was due), and a step must still have sent 99% of its ops.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ import pytest
 
 pytestmark = pytest.mark.fleet
 
-SERVICE_MS = 8.0
-CAPACITY = 1000 / SERVICE_MS  # 125 requests a second
+SERVICE_MS = 2.0
+CAPACITY = 1000 / SERVICE_MS  # 500 requests a second
 PRECISION = 0.10
 
 SERVER = f'''#!/usr/bin/env python3
@@ -75,15 +80,16 @@ name = "max-get"
 workload = "http"
 agents = 2
 connections = 4
-search = {{ rate = [40, 1000], slo = ["p99 < 50ms", "errors == 0"], step = "2s", precision = "{PRECISION:.0%}" }}
-expect = ["rate >= 100"]
+search = {{ rate = [150, 4000], slo = ["p99 < 50ms", "errors == 0"], step = "2s", precision = "{PRECISION:.0%}",
+           late = "30%" }}
+expect = ["rate >= 400"]
 
 [[benchmark]]
 name = "too-easy"
 workload = "http"
 agents = 2
 connections = 4
-search = {{ rate = [10, 40], slo = ["p99 < 50ms"], step = "1s" }}
+search = {{ rate = [100, 400], slo = ["p99 < 50ms"], step = "1s", late = "30%" }}
 """
 
 
@@ -109,7 +115,7 @@ def test_a_search_finds_the_servers_capacity_within_its_precision(project):
     assert found["last_pass"] < found["first_fail"]
     assert (found["first_fail"] - found["last_pass"]) / found["last_pass"] <= PRECISION
     rows = found["rows"]
-    assert [r["rate"] for r in rows[:3]] == [40, 80, 160]  # the ramp doubles to the first failure ...
+    assert [r["rate"] for r in rows[:3]] == [150, 300, 600]  # the ramp doubles to the first failure ...
     assert not rows[2]["passed"] and rows[2]["limit"] == "server" and "p99" in rows[2]["why"]
     assert all(r["passed"] for r in rows if r["rate"] <= 0.9 * CAPACITY)  # ... then bisects
     assert not any(r["passed"] for r in rows if r["rate"] >= 1.1 * CAPACITY)
@@ -120,14 +126,14 @@ def test_a_search_finds_the_servers_capacity_within_its_precision(project):
     assert [(s["rate"], s["passed"]) for s in decided["steps"]] == [(r["rate"], r["passed"]) for r in rows]
     assert decided["outcome"]["rate"] == found["found"]
 
-    assert easy["status"] == "not-saturated" and easy["found"] == 40
-    assert [r["rate"] for r in easy["rows"]] == [10, 20, 40]
+    assert easy["status"] == "not-saturated" and easy["found"] == 400
+    assert [r["rate"] for r in easy["rows"]] == [100, 200, 400]
     assert "the server was not saturated; the load generator reached" in easy["text"]
 
     # what inv collect printed: each search's table and what it found, and the expectation on it
     assert re.search(r"capacity search max-get \(SLO p99 < 50ms, errors == 0\): [\d,]+ ops/s meets the SLO; "
                      r"[\d,]+ does not", out), out
-    assert re.search(r"^\s+3\s+160\s+[\d,]+\s+[\d.]+\s+[\d.]+\s+[\d,]+\s+[\d.]+\s+FAIL \(server\)", out, re.M), out
+    assert re.search(r"^\s+3\s+600\s+[\d,]+\s+[\d.]+\s+[\d.]+\s+[\d,]+\s+[\d.]+\s+FAIL \(server\)", out, re.M), out
     assert "capacity search too-easy" in out and "not saturated" in out
     (verdict,) = run["benchmarks"][0]["expectations"]
     assert verdict["passed"] and verdict["measured"] == found["found"]

@@ -227,3 +227,10 @@ def test_spec_round_trips_and_refuses_nonsense() -> None:
         SearchSpec.from_dict({**s.to_dict(), "low": 500_000})
     with pytest.raises(search.SearchError):
         SearchSpec.from_dict({**s.to_dict(), "slo": [{"text": "x", "metric": "p42", "op": "<", "threshold": 1}]})
+
+
+def test_a_search_may_allow_more_late_ops():
+    result = agent_result(1000, 2, 2000, 900, late=200, late_loop=200)  # 10% late
+    m = search.measure(1000, search.combine([search.agent_summary(result)]))
+    assert not search.judge(spec(agents=1), m).passed
+    assert search.judge(SearchSpec("x", 1000, 2000, (P99_5MS,), 2.0, 0.05, 1, late_share=0.2), m).passed
