@@ -10,9 +10,12 @@ latency, grows step by step. The search must find that rate within its precision
 whose highest rate still passes must say the server was not saturated.
 
 The testbed's hosts share the machine's cores with whatever else runs (the rest of the suite, or
-more), so an agent's loop wakes more than 1 ms late now and then: the searches allow 30% of a
-step's ops to be sent late (``late``). Late sends still count in every latency (measured from
-when each op was due), and a step must still have sent 99% of its ops.
+more), so an agent's loop wakes more than 1 ms late now and then and a p99 of tens of ms is
+noise: the searches allow 30% of a step's ops to be sent late (``late``; late sends still count
+in every latency, measured from when each op was due, and a step must still send 99% of its
+ops), and the SLO is p99 < 150 ms. Past the capacity the queue grows by the excess rate: 7.5%
+over it, a 2 s step ends with 75 requests queued, 150 ms of them; so the search's first fail
+lies within 7.5% of the capacity, inside its 10% precision.
 """
 
 from __future__ import annotations
@@ -80,16 +83,19 @@ name = "max-get"
 workload = "http"
 agents = 2
 connections = 4
-search = {{ rate = [150, 4000], slo = ["p99 < 50ms", "errors == 0"], step = "2s", precision = "{PRECISION:.0%}",
-           late = "30%" }}
 expect = ["rate >= 400"]
+search.rate = [150, 4000]
+search.slo = ["p99 < 150ms", "errors == 0"]
+search.step = "2s"
+search.precision = "{PRECISION:.0%}"
+search.late = "30%"
 
 [[benchmark]]
 name = "too-easy"
 workload = "http"
 agents = 2
 connections = 4
-search = {{ rate = [100, 400], slo = ["p99 < 50ms"], step = "1s", late = "30%" }}
+search = {{ rate = [100, 400], slo = ["p99 < 150ms"], step = "1s", late = "30%" }}
 """
 
 
@@ -131,7 +137,7 @@ def test_a_search_finds_the_servers_capacity_within_its_precision(project):
     assert "the server was not saturated; the load generator reached" in easy["text"]
 
     # what inv collect printed: each search's table and what it found, and the expectation on it
-    assert re.search(r"capacity search max-get \(SLO p99 < 50ms, errors == 0\): [\d,]+ ops/s meets the SLO; "
+    assert re.search(r"capacity search max-get \(SLO p99 < 150ms, errors == 0\): [\d,]+ ops/s meets the SLO; "
                      r"[\d,]+ does not", out), out
     assert re.search(r"^\s+3\s+600\s+[\d,]+\s+[\d.]+\s+[\d.]+\s+[\d,]+\s+[\d.]+\s+FAIL \(server\)", out, re.M), out
     assert "capacity search too-easy" in out and "not saturated" in out
