@@ -548,7 +548,8 @@ class Follower:
         if not self.stream or self.view is None:
             return
         view = self.view
-        name = (str(agent.get("benchmark")), int(agent.get("agent_num", -1)))
+        # a search's steps are one benchmark in the view: its seconds, step after step
+        name = (split_step(str(agent.get("benchmark")))[0], int(agent.get("agent_num", -1)))
         for line in lines:
             record = progress.parse_line(line)
             if record is not None:
@@ -581,8 +582,10 @@ class Follower:
             failed = "failure" in record and agent.get("state") != "stopped" and not (
                 agent.get("state") == "pending" and h.status in ("stopped", "abandoned"))
             error = record["failure"]["error"] if failed else None
-            self._to_view(agent, lambda: view.agent_state((str(agent["benchmark"]), int(agent["agent_num"])),
-                                                          "failed" if failed else "done", error))
+            name, step = split_step(str(agent["benchmark"]))
+            if step is None or failed:  # a search's agent is done once its search is: the view's end says so
+                self._to_view(agent, lambda: view.agent_state((name, int(agent["agent_num"])),
+                                                              "failed" if failed else "done", error))
 
     def _public_job(self, host: str, agent: Mapping[str, Any],
                     result: Mapping[str, Any] | None = None) -> dict[str, Any] | None:

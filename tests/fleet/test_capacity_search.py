@@ -1,11 +1,11 @@
 """A capacity search against a server whose capacity is known by construction.
 
-The server (a few lines of the standard library pushed as a file; ``python3`` is on the testbed's
-hosts) serves HTTP/1.1 keep-alive, one thread per connection, but every request takes the next
-free slot of SERVICE_MS on one shared schedule: it is answered when its slot ends. However the
-requests are spread over connections and whatever its per-request overhead (below a slot), it
-completes exactly 1000 / SERVICE_MS requests a second; beyond that its queue, and every
-latency, grows step by step. The search must find that rate within its precision, on the hosts
+The server is examples/slot-server (a few lines of the standard library pushed as a file;
+``python3`` is on the testbed's hosts): HTTP/1.1 keep-alive, one thread per connection, but every
+request takes the next free slot of SERVICE_MS on one shared schedule and is answered when its
+slot ends. However the requests are spread over connections and whatever each costs (below a
+slot), it completes exactly 1000 / SERVICE_MS requests a second; beyond that its queue, and
+every latency, grows step by step. The search must find that rate within its precision, on the hosts
 (the coordinator's decisions are the rows of run.json), and say so in the table. A second search
 whose highest rate still passes must say the server was not saturated.
 
@@ -22,48 +22,19 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.fleet
 
+REPO = Path(__file__).resolve().parents[2]
+
 SERVICE_MS = 2.0
 CAPACITY = 1000 / SERVICE_MS  # 500 requests a second
 PRECISION = 0.10
 
-SERVER = f'''#!/usr/bin/env python3
-import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-SERVICE_S = {SERVICE_MS / 1000!r}
-LOCK = threading.Lock()
-FREE_AT = [0.0]  # when the schedule's next slot begins
-
-
-class OneAtATime(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    wbufsize = -1  # headers and body in one send
-
-    def do_GET(self):
-        with LOCK:
-            begins = max(time.monotonic(), FREE_AT[0])
-            FREE_AT[0] = begins + SERVICE_S
-        time.sleep(max(0.0, begins + SERVICE_S - time.monotonic()))
-        body = b"ok"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), OneAtATime).serve_forever()
-'''
 
 SPAWN = f"""
 name = "capacity"
@@ -75,7 +46,7 @@ kind = "command"
 port = 7610
 files = ["capacity/slot-server"]
 script = "slot-server"
-args = ["{{host}}", "{{port}}"]
+args = ["{{host}}", "{{port}}", "{SERVICE_MS:g}"]
 ready = "tcp"
 
 [[benchmark]]
@@ -103,8 +74,7 @@ def test_a_search_finds_the_servers_capacity_within_its_precision(project):
     project.reset()
     server = project.path / "capacity" / "slot-server"
     server.parent.mkdir(exist_ok=True)
-    server.write_text(SERVER)
-    server.chmod(0o755)
+    shutil.copy(REPO / "examples" / "slot-server", server)
     spawn = project.write_spawn("capacity.toml", SPAWN)
     try:
         out = project.inv("deploy", "--spawn", str(spawn), "bench", "--spawn", str(spawn),
@@ -145,6 +115,9 @@ def test_a_search_finds_the_servers_capacity_within_its_precision(project):
     assert verdict["passed"] and verdict["measured"] == found["found"]
     report = project.inv("report").stdout
     assert "capacity search max-get" in report
+    project.inv("plot")  # p99 against the rate of each step
+    picture = latest / "plots" / "capacity-max-get.png"
+    assert picture.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def _coordinator_state(latest) -> dict:
