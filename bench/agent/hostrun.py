@@ -173,6 +173,7 @@ class HostRun:
         self._barrier_step = 0  # every host takes the same steps in the same order
         self._decision: Any = None  # what the last barrier step decided (a search step's)
         self._search_steps: dict[int, list[search.Verdict]] = {}  # the coordinator's: phase -> judged steps
+        self._decided: dict[str, Any] = {}  # the coordinator's: phase -> its search so far (state's searches)
 
     def _heartbeat(self) -> None:
         """state.json rewritten every HEARTBEAT_S, changed or not: its ``updated_at`` tells a
@@ -190,6 +191,7 @@ class HostRun:
             self.state["updated_at"] = time.time()
             if self.coordinator is not None:
                 self.state["barrier"] = {**(self.state.get("barrier") or {}), **self.coordinator.summary()}
+            self.state["searches"] = dict(self._decided)
             write_atomic(os.path.join(self.dir, wire.STATE), json.dumps(self.state, sort_keys=True) + "\n")
 
     def log(self, message: str) -> None:
@@ -350,9 +352,10 @@ class HostRun:
         found = search.outcome(spec, steps)
         self.log(f"phase {k}: step {step} at {rate:g} ops/s: {'pass' if verdict.passed else 'fail'} ({verdict.why})"
                  + ("" if nxt is None else f"; next {nxt:g} ops/s"))
-        with self._save_lock:  # the main thread may be saving the state right now
-            self.state["searches"][str(k)] = {"benchmark": spec.benchmark, "steps": [v.to_dict() for v in steps],
-                                              "next": nxt, "outcome": found.to_dict() if nxt is None else None}
+        # Published by the next save. Not under the save lock: a save holds it while it asks the
+        # coordinator (whose lock this thread holds) for its summary. One item assignment, atomic.
+        self._decided[str(k)] = {"benchmark": spec.benchmark, "steps": [v.to_dict() for v in steps],
+                                 "next": nxt, "outcome": found.to_dict() if nxt is None else None}
         if nxt is None:
             self.log(f"phase {k}: search over: {found.text}")
         return {"phase": k, "step": step, "verdict": verdict.to_dict(), "next": nxt}
