@@ -14,8 +14,9 @@ merges like any benchmark (bench.report.merge.merge_benchmark: histograms added 
   ``late_share``) and what
   was found (``found``: the highest passing rate or None, ``last_pass``, ``first_fail``,
   ``status``: found | lowest-fails | not-saturated | unfinished, ``text``), and ``rows``: one per
-  step in the order run (step, rate, achieved, p50_us, p99_us, late_ops, late_pct, passed,
-  limit, why);
+  step in the order run (step, rate, intended_ops, sent_ops, sent_pct: the ops sent of those the
+  rate intended, which must be 99%; achieved: the ops/s completed over the agents' time, its
+  drain included; p50_us, p99_us, late_ops, late_pct, passed, limit, why);
 * ``steps``: the step entries themselves (each with ``"step"``), where their timeseries live.
 
 Each step's verdict is :func:`bench.wire.search.judge` replayed on its merged entry: the same
@@ -32,7 +33,8 @@ from bench.wire import search
 from bench.wire.labels import split_step
 
 COLUMNS = (
-    ("step", "", "right"), ("rate", ",", "right"), ("achieved", ",.0f", "right"), ("p50 (ms)", ".3f", "right"),
+    ("step", "", "right"), ("rate", ",", "right"), ("sent %", ".1f", "right"), ("achieved", ",.0f", "right"),
+    ("p50 (ms)", ".3f", "right"),
     ("p99 (ms)", ".3f", "right"), ("late", ",", "right"), ("late %", ".2f", "right"), ("verdict", "", "left"),
     ("why", "", "left"),
 )
@@ -54,7 +56,9 @@ def measured(entry: Mapping[str, Any], rate: float, spec: search.SearchSpec) -> 
 
 def row(step: int, m: search.Measured, verdict: search.Verdict) -> dict[str, Any]:
     sent = m.ops + m.errors
-    return {"step": step, "rate": m.rate, "achieved": round(m.achieved, 3), "p50_us": m.latency_us.get("p50"),
+    return {"step": step, "rate": m.rate, "intended_ops": round(m.intended, 3), "sent_ops": sent,
+            "sent_pct": round(100.0 * sent / m.intended, 3) if m.intended else None,
+            "achieved": round(m.achieved, 3), "p50_us": m.latency_us.get("p50"),
             "p99_us": m.latency_us.get("p99"), "late_ops": m.late,
             "late_pct": round(100.0 * m.late / sent, 3) if sent else None, "passed": verdict.passed,
             "limit": verdict.limit, "why": verdict.why}
@@ -130,7 +134,8 @@ def tables(run: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[Any]]
         found = entry.get("search")
         if not isinstance(found, Mapping):
             continue
-        rows = [[r.get("step"), _whole(r.get("rate")), r.get("achieved"), _ms(r.get("p50_us")), _ms(r.get("p99_us")),
+        rows = [[r.get("step"), _whole(r.get("rate")), r.get("sent_pct"), r.get("achieved"), _ms(r.get("p50_us")),
+                 _ms(r.get("p99_us")),
                  r.get("late_ops"), r.get("late_pct"), "pass" if r.get("passed") else f"FAIL ({r.get('limit')})",
                  r.get("why")] for r in found.get("rows") or ()]
         slo = ", ".join(str(s) for s in found.get("slo") or ())

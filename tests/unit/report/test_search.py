@@ -42,6 +42,7 @@ def test_the_steps_fold_into_one_entry_with_every_step_as_a_row():
     assert [r["passed"] for r in found["rows"]] == [True, True, True, False, False, True, False]
     row = found["rows"][3]
     assert row["achieved"] == 8000 and row["p99_us"] >= 40_000 and row["late_ops"] == 0
+    assert row["intended_ops"] == row["sent_ops"] == 16_000 and row["sent_pct"] == 100
     assert row["limit"] == "server" and "p99 40 ms (needs p99 < 5ms)" in row["why"]
     # the entry's figures are the found step's; every step's agents count
     assert cap["ops"] == 5000 * 2 and cap["ops_per_s"] == 5000
@@ -77,7 +78,7 @@ def test_the_table_shows_each_step_and_what_was_found():
     text = tables.report(folded_run())
     assert "capacity search cap (SLO p99 < 5ms): 5,000 ops/s meets the SLO; 5,500 does not" in text
     lines = [line for line in text.splitlines() if line.strip().startswith(("4 ", "6 "))]
-    assert lines[0].split()[:3] == ["4", "8,000", "8,000"] and "FAIL (server)" in lines[0]
+    assert lines[0].split()[:4] == ["4", "8,000", "100.0", "8,000"] and "FAIL (server)" in lines[0]
     assert lines[1].split()[:2] == ["6", "5,000"] and "pass" in lines[1]
     data = json.loads(tables.report(folded_run(), "json"))
     (title,) = [k for k in data if k.startswith("capacity search cap")]
