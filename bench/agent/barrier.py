@@ -13,9 +13,14 @@ it stalls nobody; if it comes back it is a participant again. Silence is measure
 clock: a step of the coordinator's wall clock drops nobody and releases no phase. A host that cannot reach the
 coordinator for ``host_timeout_s`` goes on alone (its phases start when it is ready).
 
+A capacity search (bench.wire.search) decides here too: each host's arrival after a search step
+carries what its agents measured (``search``), and the coordinator's ``decide`` (given by the
+host run it lives in) turns every host's part into the decision the release hands to all of them
+(``decision``: the next rate, or the end). A host that comes back after the release gets the same.
+
 Wire: one JSON object per line. ``hello {token, host}`` -> ``welcome {t}``; ``time {id}`` ->
-``time {id, t}``; ``beat``; ``arrive {phase}`` -> later ``start {phase, at, dropped}``;
-``leave``. Both sides send ``beat`` every ``BEAT_S``. A connection speaks only for the host
+``time {id, t}``; ``beat``; ``arrive {phase, search?}`` -> later ``start {phase, at, dropped,
+decision?}``; ``leave``. Both sides send ``beat`` every ``BEAT_S``. A connection speaks only for the host
 its hello named, and only until that host says hello again on another connection. Strangers are
 bounded (``Coordinator``): nobody on the fleet network can end the barrier or use up the host
 run's file descriptors by connecting.
@@ -33,7 +38,7 @@ from typing import Any, Callable
 
 BEAT_S = 1.0
 TIME_SAMPLES = 8
-MAX_LINE = 1 << 16
+MAX_LINE = 1 << 20  # an arrival may carry a search step's summary (its histogram encoded)
 MAX_HELLO = 4096  # bytes a stranger may send before its hello is complete
 HELLO_WAIT_S = 5.0  # seconds a connection may take to say hello
 MAX_PENDING = 64  # connections waiting to say hello at once (every host of a big fleet connects at the start)
@@ -159,8 +164,13 @@ class Coordinator:
 
     def __init__(self, bind: str, port: int, token: str, participants: list[str], *, lead_s: float,
                  host_timeout_s: float, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 decide: Callable[[int, dict[str, Any]], Any] | None = None) -> None:
         self.token = token
+        # step, {host: what it sent with its arrival} -> the decision its release carries
+        self.decide = decide
+        self.parts: dict[int, dict[str, Any]] = {}  # step -> host -> its arrival's ``search``
+        self.decisions: dict[int, Any] = {}
         self.clock = clock  # wall: the times handed to the hosts
         self.monotonic = monotonic  # liveness: who is silent, hello deadlines, beats
         self.state = BarrierState(participants, lead_s, host_timeout_s, monotonic())
@@ -311,6 +321,8 @@ class Coordinator:
             except (KeyError, TypeError, ValueError):
                 self._close(peer)
                 return
+            if isinstance(message.get("search"), dict) and phase not in self.state.releases:
+                self.parts.setdefault(phase, {})[host] = message["search"]
             self.state.arrive(host, phase, now)
             self.waiting[host] = phase
         elif op == "leave":
@@ -385,14 +397,22 @@ class Coordinator:
         peer.sock.close()
 
     def _release(self) -> None:
-        self.state.poll(self.monotonic(), self.clock())
+        for phase in self.state.poll(self.monotonic(), self.clock()):
+            parts = self.parts.pop(phase, None)
+            if parts is not None and self.decide is not None:
+                try:
+                    self.decisions[phase] = self.decide(phase, parts)
+                except Exception as exc:  # a bad part must not end the barrier: the search ends, saying why
+                    self.decisions[phase] = {"next": None, "error": f"{type(exc).__name__}: {exc}"}
         dropped = sorted(self.state.dropped)
         for host, phase in [(h, p) for h, p in self.waiting.items() if p in self.state.releases]:
             del self.waiting[host]
             peer = self.members.get(host)
             if peer is not None:  # else it reconnects and arrives again: the release is kept for it
-                self._send(peer, {"op": "start", "phase": phase, "at": self.state.releases[phase],
-                                  "dropped": dropped})
+                message = {"op": "start", "phase": phase, "at": self.state.releases[phase], "dropped": dropped}
+                if phase in self.decisions:
+                    message["decision"] = self.decisions[phase]
+                self._send(peer, message)
 
 
 class Participant:
@@ -409,6 +429,7 @@ class Participant:
         self.offset_s: float | None = None
         self.rtt_s: float | None = None
         self.alone: str | None = None  # why this host goes on without the barrier
+        self.decision: Any = None  # what the last release decided (a search step's), if anything
         self.conn: _Lines | None = None
         self._beating = threading.Event()
         self._beater: threading.Thread | None = None
@@ -476,17 +497,21 @@ class Participant:
     def to_local(self, coordinator_time: float) -> float:
         return coordinator_time - (self.offset_s or 0.0)
 
-    def arrive(self, phase: int, stopping: Callable[[], bool] = lambda: False) -> tuple[float, list[str]]:
+    def arrive(self, phase: int, stopping: Callable[[], bool] = lambda: False,
+               search: dict[str, Any] | None = None) -> tuple[float, list[str]]:
         """Block until phase ``phase`` may start; (its start in this host's clock, dropped hosts).
-        Without a coordinator: (now, [])."""
+        Without a coordinator: (now, []). ``search``: what this host measured in a search step,
+        for the coordinator's decision (then in :attr:`decision`; None without one)."""
+        self.decision = None
         while self.alone is None and not stopping():
             if self.conn is None and not self.connect():
                 break
             assert self.conn is not None
             try:
-                self.conn.send({"op": "arrive", "phase": phase})
+                self.conn.send({"op": "arrive", "phase": phase, **({"search": search} if search is not None else {})})
                 message = self._wait_start(self.conn, phase, stopping)
                 if message is not None:
+                    self.decision = message.get("decision")
                     return self.to_local(float(message["at"])), list(message.get("dropped", []))
             except (OSError, ValueError) as exc:
                 self.log(f"barrier: lost the coordinator ({str(exc) or type(exc).__name__}); reconnecting")

@@ -24,6 +24,14 @@ The run directory, everything in it written on this host first:
 
 Phases run in order, together with the other hosts (bench.agent.barrier). Stopping (stop file,
 expired lease, SIGTERM) TERMs the agents, which then write what they measured.
+
+A phase with a capacity search (bench.wire.search) runs as steps: every host launches its
+agents at the step's rate (their jobs labelled ``name#sk``, in ``<dir>+s<k>/``), they measure
+together, and each host's arrival at the barrier after the step carries what its agents measured
+(summed exactly, histograms added); the coordinator's host run judges the step from every host's
+part and chooses the next rate, which the release hands to all. So the hosts choose each next
+rate themselves: the search survives the controller like any other run. ``searches`` in
+state.json keeps each search's steps and outcome as the coordinator decided them.
 """
 
 from __future__ import annotations
@@ -43,7 +51,9 @@ from typing import IO, Any
 
 from bench.agent.barrier import Coordinator, Participant
 from bench.wire import hostrun as wire
+from bench.wire import search
 from bench.wire.hostrun import HOST_SUBDIR, RUN_SUBDIR, STATE_SCHEMA, Plan, PlanError, PlanJob, load_plan
+from bench.wire.labels import step_label
 
 __all__ = ["PlanError", "load_plan"]
 
@@ -60,6 +70,8 @@ def agent_key(item: PlanJob) -> str:
 def new_state(plan: Plan, pid: int, now: float) -> dict[str, Any]:
     agents = {}
     for k, phase in enumerate(plan["phases"]):
+        if phase.get("search") is not None:
+            continue  # a search's agents are its steps', added as each step starts
         for item in phase["jobs"]:
             job = item["job"]
             agents[agent_key(item)] = {"benchmark": job["benchmark"], "agent_num": job["agent_num"], "phase": k,
@@ -67,7 +79,7 @@ def new_state(plan: Plan, pid: int, now: float) -> dict[str, Any]:
     return {"schema": STATE_SCHEMA, "run_id": plan["run_id"], "host": plan["host"], "pid": pid,
             "status": "running", "started_at": now, "updated_at": now, "phase": None,
             "phases": len(plan["phases"]), "agents": agents, "phase_starts": {}, "alone_phases": {}, "clock": None,
-            "barrier": None, "error": None}
+            "barrier": None, "error": None, "searches": {}}
 
 
 def agent_state(exit_code: int | None, has_result: bool, stopping: bool, timed_out: bool) -> str:
@@ -158,6 +170,10 @@ class HostRun:
         self._beating = threading.Event()
         self._capped_at = 0.0
         self._cannot_cap = False
+        self._barrier_step = 0  # every host takes the same steps in the same order
+        self._decision: Any = None  # what the last barrier step decided (a search step's)
+        self._search_steps: dict[int, list[search.Verdict]] = {}  # the coordinator's: phase -> judged steps
+        self._decided: dict[str, Any] = {}  # the coordinator's: phase -> its search so far (state's searches)
 
     def _heartbeat(self) -> None:
         """state.json rewritten every HEARTBEAT_S, changed or not: its ``updated_at`` tells a
@@ -175,6 +191,7 @@ class HostRun:
             self.state["updated_at"] = time.time()
             if self.coordinator is not None:
                 self.state["barrier"] = {**(self.state.get("barrier") or {}), **self.coordinator.summary()}
+            self.state["searches"] = dict(self._decided)
             write_atomic(os.path.join(self.dir, wire.STATE), json.dumps(self.state, sort_keys=True) + "\n")
 
     def log(self, message: str) -> None:
@@ -212,7 +229,7 @@ class HostRun:
                     break
                 self._phase(k)
             if not self.halted() and self.participant is not None:
-                self.participant.arrive(2 * len(phases), self.halted)  # the end: every host finishes together
+                self._arrive()  # the end: every host finishes together
             status = self.ending or "done"
         except Exception as exc:  # still a state a controller can read, with the cause
             status, self.state["error"] = "failed", f"{type(exc).__name__}: {exc}"
@@ -247,7 +264,7 @@ class HostRun:
             self.coordinator = Coordinator(barrier.get("bind", barrier["address"]), int(barrier["port"]),
                                            barrier["token"], list(barrier["participants"]),
                                            lead_s=float(self.plan.get("start_lead_s", 2.0)),
-                                           host_timeout_s=timeout).start()
+                                           host_timeout_s=timeout, decide=self._decide).start()
         self.participant = Participant(barrier["address"], int(barrier["port"]), barrier["token"], self.plan["host"],
                                        host_timeout_s=timeout, log=self.log)
         self.participant.connect()
@@ -257,22 +274,102 @@ class HostRun:
         self.save()
 
     def _phase(self, k: int) -> None:
-        """Phase k in two barrier steps: 2k, every host is done with phase k-1 (so no agent
+        """Phase k in two barrier steps: first, every host is done with phase k-1 (so no agent
         of k connects or prefills while another host still measures k-1): launch this host's
-        agents; 2k+1, every host's agents are connected and ready: all open their measured
-        window at the instant the barrier gives."""
+        agents; then, every host's agents are connected and ready: all open their measured
+        window at the instant the barrier gives. A search's phase runs as steps instead."""
         self.state["phase"] = k
         self.save()
-        _, dropped = self._arrive(2 * k)
+        self._arrive()
         if self.halted():
             return
-        running = [(item, self._launch(item)) for item in self.plan["phases"][k]["jobs"]]
+        if self.plan["phases"][k].get("search") is not None:
+            self._search(k, search.SearchSpec.from_dict(self.plan["phases"][k]["search"]))
+            return
+        self._measure(k, self.plan["phases"][k]["jobs"])
+
+    def _search(self, k: int, spec: search.SearchSpec) -> None:
+        """Phase k's capacity search: step after step at the rate the coordinator decided, until
+        it says the search is over (or the run stops, or this host goes on alone: it cannot judge
+        the fleet's steps by itself)."""
+        rate: float | None = spec.low
+        step = 1
+        while rate is not None and not self.halted():
+            items = [self._step_item(item, spec, step, rate) for item in self.plan["phases"][k]["jobs"]]
+            self.log(f"phase {k}: search step {step} at {rate:g} ops/s")
+            self._measure(k, items)
+            if self.halted():
+                return
+            part = {"phase": k, "step": step, "rate": rate, "summary": self._step_summary(items)}
+            self._arrive(part)
+            decision = self._decision
+            if not isinstance(decision, dict):
+                self.log(f"phase {k}: no decision from the coordinator after step {step}: the search ends here")
+                return
+            if decision.get("error"):
+                self.log(f"phase {k}: the search ends: {decision['error']}")
+            rate = float(decision["next"]) if isinstance(decision.get("next"), (int, float)) else None
+            step += 1
+            if step > spec.max_steps:
+                return
+
+    def _step_item(self, item: PlanJob, spec: search.SearchSpec, step: int, rate: float) -> PlanJob:
+        """A search's job for one step: labelled ``name#s<step>``, in its own directory, at its
+        share of the step's rate; in state.json from now on."""
+        job = {**item["job"], "benchmark": step_label(spec.benchmark, step), "rate": rate / spec.agents}
+        stepped: PlanJob = {"dir": f"{item['dir']}+s{step}", "job": job}
+        self.state["agents"][agent_key(stepped)] = {"benchmark": job["benchmark"], "agent_num": job["agent_num"],
+                                                    "phase": self.state["phase"], "state": "pending",
+                                                    "search_step": step}
+        return stepped
+
+    def _step_summary(self, items: list[PlanJob]) -> dict[str, Any]:
+        """What this host's agents measured in a step, summed (bench.wire.search.combine); an
+        agent without a readable result counts as failed, with why."""
+        parts = []
+        for item in items:
+            path = os.path.join(self.dir, item["dir"], f"agent-{int(item['job']['agent_num'])}.json")
+            record = self.state["agents"][agent_key(item)]
+            try:
+                with open(path) as f:
+                    parts.append(search.agent_summary(json.load(f)))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                why = f"agent {item['job']['agent_num']} on {self.plan['host']}: no result ({record.get('state')}, " \
+                      f"exit status {record.get('exit_code')}: {type(exc).__name__})"
+                parts.append({**search.empty_summary(), "failed": [why]})
+        return search.combine(parts)
+
+    def _decide(self, barrier_step: int, parts: dict[str, Any]) -> dict[str, Any]:
+        """The coordinator's decision after a search step, from every host's part (its thread)."""
+        first = next(iter(parts.values()))
+        k, step, rate = int(first["phase"]), int(first["step"]), float(first["rate"])
+        spec = search.SearchSpec.from_dict(self.plan["phases"][k]["search"])
+        measured = search.measure(rate, search.combine([p["summary"] for p in parts.values()]))
+        verdict = search.judge(spec, measured)
+        steps = self._search_steps.setdefault(k, [])
+        steps.append(verdict)
+        nxt = search.next_rate(spec, steps)
+        found = search.outcome(spec, steps)
+        self.log(f"phase {k}: step {step} at {rate:g} ops/s: {'pass' if verdict.passed else 'fail'} ({verdict.why})"
+                 + ("" if nxt is None else f"; next {nxt:g} ops/s"))
+        # Published by the next save. Not under the save lock: a save holds it while it asks the
+        # coordinator (whose lock this thread holds) for its summary. One item assignment, atomic.
+        self._decided[str(k)] = {"benchmark": spec.benchmark, "steps": [v.to_dict() for v in steps],
+                                 "next": nxt, "outcome": found.to_dict() if nxt is None else None}
+        if nxt is None:
+            self.log(f"phase {k}: search over: {found.text}")
+        return {"phase": k, "step": step, "verdict": verdict.to_dict(), "next": nxt}
+
+    def _measure(self, k: int, jobs: list[PlanJob]) -> None:
+        """Launch ``jobs``, wait until they are ready, start them with the other hosts, wait for
+        them to end."""
+        running = [(item, self._launch(item)) for item in jobs]
         self.save()
         self._wait_ready(running)
-        at, dropped = self._arrive(2 * k + 1)
+        at, dropped = self._arrive()
         if dropped:
             self.log(f"phase {k}: going on without {', '.join(dropped)} (silent)")
-        self.state["phase_starts"][str(k)] = at
+        self.state["phase_starts"].setdefault(str(k), at)
         if self.participant is not None and self.participant.alone:  # this phase started unsynchronised
             self.state["alone_phases"][str(k)] = self.participant.alone
             self.state["barrier"] = {**(self.state.get("barrier") or {}), "alone": self.participant.alone}
@@ -282,10 +379,17 @@ class HostRun:
         self.save()
         self._wait(running, deadline=time.monotonic() + float(self.plan["agent_timeout_s"]))
 
-    def _arrive(self, step: int) -> tuple[float, list[str]]:
-        if self.participant is None:
+    def _arrive(self, part: dict[str, Any] | None = None) -> tuple[float, list[str]]:
+        """The next barrier step (every host counts them alike: two per phase, two per search
+        step, one at the end); ``part``: this host's share of a search step's decision."""
+        step = self._barrier_step
+        self._barrier_step += 1
+        if self.participant is None:  # a run of one host without a barrier decides alone
+            self._decision = self._decide(step, {self.plan["host"]: part}) if part is not None else None
             return time.time() + float(self.plan.get("start_lead_s", 0)), []
-        return self.participant.arrive(step, self.halted)
+        at, dropped = self.participant.arrive(step, self.halted, search=part)
+        self._decision = self.participant.decision
+        return at, dropped
 
     def _start_file(self, item: PlanJob) -> str:
         return os.path.join(self.dir, item["dir"], f"agent-{int(item['job']['agent_num'])}.start")

@@ -41,6 +41,7 @@ class AgentRow(TypedDict):
     p99: int
     max: int
     repetition: NotRequired[int]  # in a folded entry: which repetition it ran in
+    step: NotRequired[int]  # in a capacity search's entry: which step it ran in
 
 
 # One second of a benchmark, merged over its agents (``timeseries``). Agents that send wall-clock
@@ -81,6 +82,40 @@ class KeptVerdict(TypedDict):
     measured_text: str
 
 
+class SearchRow(TypedDict):
+    """One step of a capacity search, as judged (``bench.report.search.row``)."""
+
+    step: int
+    rate: float  # the step's intended ops/s
+    intended_ops: float
+    sent_ops: int
+    sent_pct: float | None  # of the intended ops; a pass needs 99
+    achieved: float  # ops/s completed over the agents' time
+    p50_us: float | None
+    p99_us: float | None
+    late_ops: int
+    late_pct: float | None
+    passed: bool
+    limit: str  # bench.wire.search's PASS, SERVER, GENERATOR or INCOMPLETE
+    why: str
+
+
+class SearchSection(TypedDict):
+    """A capacity search's ``search`` in its entry: what was asked, what was found, every step."""
+
+    range: list[float]  # [low, high] ops/s
+    slo: list[str]
+    step_s: float
+    precision: float
+    late_share: float
+    found: float | None  # the highest passing rate
+    last_pass: float | None
+    first_fail: float | None
+    status: str  # found | lowest-fails | not-saturated | unfinished
+    text: str
+    rows: list[SearchRow]
+
+
 class BenchmarkEntry(TypedDict):
     """One benchmark of the run: its agents' results merged (``bench.report.merge.merge_benchmark``),
     or its repetitions folded (``merge_repeats``: then ``repeat``, ``ops_per_s_repeats`` and
@@ -112,6 +147,9 @@ class BenchmarkEntry(TypedDict):
     repeats: NotRequired[list["BenchmarkEntry"]]  # folded: each repetition's own entry, with repetition
     repetition: NotRequired[int]  # in repeats: k of name#k
     expectations: NotRequired[list[KeptVerdict]]  # set by collect when the spawn file says expect
+    search: NotRequired[SearchSection]  # a capacity search (bench.report.search): its steps judged
+    steps: NotRequired[list["BenchmarkEntry"]]  # a capacity search: each step's own entry, with step
+    step: NotRequired[int]  # in steps: k of name#sk
 
 
 class HostEntry(TypedDict):

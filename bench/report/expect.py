@@ -10,6 +10,8 @@ Each expectation is ``METRIC OP NUMBER[UNIT]``:
   (read from the benchmark's merged latency histogram, all agents and repetitions together);
 * ``ops/s`` (the benchmark's throughput), ``errors`` (failed ops, a whole number) and
   ``error%`` (failed ops in percent of all ops; a trailing ``%`` on the number is allowed);
+* ``rate``: the highest rate a capacity search found to meet its SLO (bench.report.search);
+  a search that found none (its lowest rate failed) measured nothing;
 * OP one of ``<`` ``<=`` ``>`` ``>=`` ``==`` ``!=``.
 
 bench.spawn.expectations parses them (an :class:`ExpectError` names a malformed one);
@@ -50,6 +52,8 @@ class Verdict:
         e = self.expectation
         if self.measured is None:
             return "not measured"
+        if e.metric == "rate":
+            return f"found rate = {self.measured:,.0f} ops/s"
         if e.metric in LATENCY:
             return f"{e.metric} = {_number(self.measured)}{e.unit}"
         if e.metric == "error%":
@@ -65,6 +69,10 @@ class Verdict:
 
 def measured(entry: BenchmarkEntry, e: Expectation) -> float | None:
     """The entry's value of ``e.metric`` in ``e``'s unit, or None when it measured nothing."""
+    if e.metric == "rate":
+        section = entry.get("search")
+        found = section["found"] if section is not None else None
+        return float(found) if isinstance(found, (int, float)) and not isinstance(found, bool) else None
     latency = entry.get("latency_us") or {}
     ops, errors = int(entry.get("ops") or 0), int(entry.get("errors") or 0)
     if e.metric in LATENCY:

@@ -42,14 +42,16 @@ def rows(runs: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]
         for entry in run.get("benchmarks") or ():
             if str(entry.get("name")) not in benchmarks:
                 benchmarks.append(str(entry.get("name")))
-    headers = [*ATTRIBUTES, *(column(b, f) for b in benchmarks for f in FIGURES)]
+    figures = {b: [f for f in FIGURES if f.applies(e for run in runs for e in run.get("benchmarks") or ()
+                                                    if str(e.get("name")) == b)] for b in benchmarks}
+    headers = [*ATTRIBUTES, *(column(b, f) for b in benchmarks for f in figures[b])]
     out = []
     for run in runs:
         entries = {str(e.get("name")): e for e in run.get("benchmarks") or ()}
         row: list[Any] = [_time(run.get("started_at")), run.get("run_id"), run.get("name"), run.get("status")]
         for name in benchmarks:
             entry = entries.get(name)
-            for figure in FIGURES:
+            for figure in figures[name]:
                 value = figure.read(entry) if entry is not None else None
                 row.append(None if value is None else _cell(figure, value))
         out.append(row)

@@ -46,7 +46,8 @@ def page(run: RunDoc, pictures: Mapping[str, bytes], *, notes: Sequence[str] = (
     tabled = tables.html_tables(run)
     parts.append("<h2>Benchmarks</h2>\n" + _mark_rows(tabled.pop("benchmarks"), _names(run)))
     for entry in run.get("benchmarks", ()):
-        parts.append(_card(entry, pictures.get(f"spectrum-{file_stem(str(entry['name']))}.png")))
+        stem = file_stem(str(entry["name"]))
+        parts.append(_card(entry, pictures.get(f"spectrum-{stem}.png"), pictures.get(f"capacity-{stem}.png")))
     series = [name for name in TIME_SERIES if name in pictures]
     if series:
         parts.append("<h2>Over time</h2>")
@@ -77,7 +78,7 @@ def _expectations(run: RunDoc) -> list[str]:
             "<table><tr><th>benchmark</th><th>expect</th><th>measured</th><th>verdict</th></tr>" + cells + "</table>"]
 
 
-def _card(entry: BenchmarkEntry, spectrum: bytes | None) -> str:
+def _card(entry: BenchmarkEntry, spectrum: bytes | None, capacity: bytes | None = None) -> str:
     esc = html.escape
     name = str(entry["name"])
     lat = entry.get("latency_us") or {}
@@ -89,6 +90,11 @@ def _card(entry: BenchmarkEntry, spectrum: bytes | None) -> str:
     row = "".join(f"<td>{esc(v)}</td>" for _, v in figures)
     picture = (_figure(spectrum, f"latency spectrum of {name}", name) if spectrum is not None
                else "<p>no latency was recorded, so no spectrum</p>")
+    if capacity is not None:  # a capacity search: p99 against the rate of each step
+        section = entry.get("search")
+        text = section["text"] if section is not None else ""
+        picture = f"<p>{esc(text)}</p>" + _figure(capacity, f"capacity search of {name}") \
+            + picture
     return (f"<section class=\"benchmark\" data-benchmark=\"{esc(name)}\"><h3>{esc(name)}</h3>"
             f"<table><tr>{head}</tr><tr>{row}</tr></table>{picture}</section>")
 

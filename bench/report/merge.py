@@ -31,6 +31,8 @@ Format history (``schema_version`` of run.json):
   entry's ``started_at`` / ``finished_at`` (epoch seconds of its measured phase, from the
   agents' own clocks). ``deployment.addresses`` holds the same per host. Each entry's
   ``late_busy_ops`` and ``late_loop_ops`` (``late_ops`` by cause), when its agents report them.
+  A capacity search's entry (bench.report.search folds its steps): ``search`` (what was asked and
+  found, one row per step) and ``steps`` (the steps' own entries).
 
 :func:`load_run` upgrades older versions step by step (``_UPGRADES``) and refuses newer ones.
 """

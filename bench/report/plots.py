@@ -12,7 +12,10 @@ canvas (no pyplot, no display, no global state).
   core) and its network traffic, per second, with the benchmarks' time spans shaded;
 * ``spectrum-<benchmark>.png`` -- the latency percentile spectrum of each benchmark, from its
   merged histogram (the classic HdrHistogram plot: percentile on a 1/(1-p) axis), one line per
-  run when runs are compared, dashed for service time in open-loop runs.
+  run when runs are compared, dashed for service time in open-loop runs;
+* ``capacity-<benchmark>.png`` -- a capacity search's p99 (and p50) against the rate of each step
+  (bench.report.search), passing steps apart from failing ones, its latency SLOs as lines and the
+  found rate marked.
 
 Time is seconds since the run's first measured phase began (agents' and samplers' own clocks,
 epoch seconds: hosts should run NTP). Each second of a benchmark is drawn as a flat step over
@@ -59,6 +62,9 @@ def write_all(run: RunDoc, metrics: Samples, out_dir: Path, *,
             continue
         name = str(entry["name"])
         written.append(spectrum([run, *others], name, out_dir / f"spectrum-{file_stem(name)}.png"))
+    for entry in run.get("benchmarks", ()):
+        if "search" in entry and entry["search"]["rows"]:
+            written.append(capacity(run, entry, out_dir / f"capacity-{file_stem(str(entry['name']))}.png"))
     return written
 
 
@@ -73,8 +79,10 @@ def run_start(run: RunDoc) -> float:
 
 
 def _parts(run: RunDoc) -> list[tuple[str, BenchmarkEntry]]:
-    """(benchmark name, entry) for every measured part: each repetition of a repeated one."""
-    return [(str(e["name"]), p) for e in run.get("benchmarks", ()) for p in (e.get("repeats") or (e,))]
+    """(benchmark name, entry) for every measured part: each repetition of a repeated one, each
+    step of a capacity search."""
+    return [(str(e["name"]), p) for e in run.get("benchmarks", ())
+            for p in (e.get("repeats") or e.get("steps") or (e,))]
 
 
 def _placed(run: RunDoc) -> list[tuple[str, BenchmarkEntry, float]]:
@@ -263,6 +271,50 @@ def spectrum(runs: Sequence[RunDoc], name: str, path: Path) -> Path:
     title = f"Latency by percentile — benchmark {name}"
     _finish(fig, ax, title if len(runs) > 1 else f"{title} — {_title(runs[0])}", path)
     return path
+
+
+def capacity(run: RunDoc, entry: BenchmarkEntry, path: Path) -> Path:
+    """A capacity search: each step's p99 (solid markers) and p50 (hollow) against its rate; a
+    passing step round and green, a failing one a red cross; each latency SLO a dotted line; the
+    found rate a vertical line."""
+    found = entry["search"]
+    rows = sorted(found["rows"], key=lambda r: float(r["rate"] or 0))
+    fig, ax = _figure()
+    for passed, color, marker in ((True, "tab:green", "o"), (False, "tab:red", "X")):
+        mine = [r for r in rows if r["passed"] == passed and r["p99_us"] is not None]
+        if mine:
+            rates = [float(r["rate"]) for r in mine]
+            ax.scatter(rates, [max(float(r["p99_us"] or 1.0), 1.0) / 1000 for r in mine], color=color, marker=marker,
+                       s=60, zorder=3, label=f"p99, {'passed' if passed else 'failed'}")
+            ax.scatter(rates, [max(float(r["p50_us"] or 1.0), 1.0) / 1000 for r in mine], facecolors="none",
+                       edgecolors=color, marker="o", s=30, zorder=3, label=f"p50, {'passed' if passed else 'failed'}")
+    measured = [r for r in rows if r["p99_us"] is not None]
+    ax.plot([float(r["rate"]) for r in measured], [max(float(r["p99_us"] or 1.0), 1.0) / 1000 for r in measured],
+            color="tab:gray", alpha=0.4, zorder=2)
+    for text in found["slo"]:
+        threshold = _slo_ms(str(text))
+        if threshold is not None:
+            ax.axhline(threshold, color="tab:purple", linestyle=":", label=f"SLO {text}")
+    if found["found"] is not None:
+        ax.axvline(float(found["found"]), color="tab:blue", linestyle="--",
+                   label=f"found: {float(found['found']):,.0f} ops/s")
+    ax.set_xlabel("intended rate of the step (ops/s)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    _log_ms_axis(ax)
+    ax.set_ylabel("latency (ms, log scale)")
+    _finish(fig, ax, f"Capacity search — benchmark {entry['name']} — {_title(run)}", path)
+    return path
+
+
+def _slo_ms(text: str) -> float | None:
+    """A latency SLO's threshold in ms (``"p99 < 5ms"`` -> 5.0); None for any other."""
+    from bench.spawn import expectations
+
+    try:
+        e = expectations.parse(text)
+    except expectations.ExpectError:
+        return None
+    return e.threshold * expectations.UNITS[e.unit] / 1000 if e.metric in expectations.LATENCY else None
 
 
 def _percentile_label(x: float) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 from tabulate import tabulate
 
 from bench.report import hosts as host_metrics
+from bench.report import search as search_report
 from bench.report import server_nodes
 from bench.report.document import BenchmarkEntry, RunDoc
 
@@ -156,6 +157,8 @@ def fact_rows(run: RunDoc) -> tuple[list[str], Rows]:
 def html_tables(run: RunDoc, *, detail: bool = True) -> dict[str, str]:
     """The tables as HTML fragments (escaped), by title: for ``inv report --html``."""
     out = {"benchmarks": _table(*benchmark_rows(run), _benchmark_columns(run), "html")}
+    out.update({title: _table(headers, rows, search_report.COLUMNS, "html")
+                for title, headers, rows in search_report.tables(run)})
     if run.get("hosts"):
         out["hosts"] = _table(*host_rows(run), _HOST_COLUMNS, "html")
         out["host facts"] = _table(*fact_rows(run), _FACT_COLUMNS, "html")
@@ -185,6 +188,8 @@ def report(run: RunDoc, fmt: str = "simple", *, detail: bool = False) -> str:
     _check_format(fmt)
     warnings = host_metrics.warnings(run)
     sections = [("benchmarks", render(run, fmt))]
+    sections += [(title, _table(headers, rows, search_report.COLUMNS, fmt))
+                 for title, headers, rows in search_report.tables(run)]
     if run.get("hosts"):
         sections.append(("hosts", render_hosts(run, fmt)))
     if detail:

@@ -10,8 +10,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.spawn import expectations, secrets
-from bench.spawn.checks import BAD, MISSING, Problems, Table, as_float, describe, is_int, not_one_of
-from bench.spawn.schema import BENCHMARK_KEYS, Benchmark
+from bench.spawn.checks import BAD, MISSING, Problems, Table, as_float, describe, is_int, not_one_of, show_number
+from bench.spawn.schema import (
+    BENCHMARK_KEYS,
+    DEFAULT_SEARCH_LATE,
+    DEFAULT_SEARCH_PRECISION,
+    DEFAULT_SEARCH_STEP_S,
+    SEARCH_KEYS,
+    Benchmark,
+    Search,
+)
 from bench.wire.catalogue import CATALOGUE, Param, Workload, check_params
 
 # A benchmark name is a label carried as data (quoted, JSON, never a path: directories use a
@@ -62,7 +70,8 @@ def _benchmark(t: Table, server_kind: str | None) -> Benchmark | None:
     if workload_name is MISSING:
         workload_name = t.missing("workload", f"missing; one of {', '.join(CATALOGUE)}")
     agents = t.integer("agents", 1, minimum=1)
-    iterations, duration = _amount(t, agents)
+    search = _search(t) if t.has("search") else None
+    iterations, duration = _amount(t, agents) if search is None else (None, None)
     warmup = t.duration("warmup", 0.0)
     connections = t.integer("connections", 1, minimum=1)
     pipeline = t.integer("pipeline", 1, minimum=1)
@@ -80,31 +89,109 @@ def _benchmark(t: Table, server_kind: str | None) -> Benchmark | None:
             params = BAD
     elif t.has("params") and not isinstance(t.raw("params"), Mapping):
         t.problem("params", f"expected a table, got {describe(t.raw('params'))}")
-    expectations = _expectations(t)
+    expectations = _expectations(t, searching=t.has("search"))
     values = (name, workload_name, agents, iterations, duration, warmup, connections, pipeline, rate,
-              repeat, parallel, params, expectations)
+              repeat, parallel, params, expectations, search)
     if any(v is BAD or v is MISSING for v in values):
         return None
     return Benchmark(name, workload_name, agents, iterations, None if duration is None else float(duration),
                      float(warmup), connections, pipeline, None if rate is None else float(rate),
-                     repeat, parallel, params, expectations)
+                     repeat, parallel, params, expectations, search)
 
 
-def _expectations(t: Table) -> Any:
-    """``expect``: a list of bench.spawn.expectations, each one checked and named."""
+#: Keys a search decides itself: given beside it, they are refused (naming the search's key path).
+_NOT_WITH_SEARCH = {"rate": "the search chooses each step's rate", "iterations": "each step runs for its step time",
+                    "duration": "each step runs for the search's step time", "repeat": "its steps are the repetitions",
+                    "parallel": "a search's steps run alone on the fleet"}
+
+
+def _search(t: Table) -> Any:
+    """``search = { rate = [low, high], slo = [...], step = "20s", precision = "5%" }``."""
+    ok = True
+    for key, why in _NOT_WITH_SEARCH.items():
+        if t.has(key):
+            t.problems.add(t.at("search"), f"cannot be given with {key} ({why}); remove {t.at(key)}")
+            ok = False
+    s = t.table("search", SEARCH_KEYS)
+    if s is None:
+        return BAD
+    rate = s.raw("rate")
+    low = high = None
+    if rate is MISSING:
+        s.missing("rate", "missing; the rates to search between, e.g. [1000, 400000] (ops/s)")
+        ok = False
+    elif (not isinstance(rate, (list, tuple)) or len(rate) != 2
+          or any(as_float(v) is None for v in rate)):
+        s.problem("rate", f"expected [low, high] in ops/s, e.g. [1000, 400000], got {describe(rate)}")
+        ok = False
+    else:
+        low, high = (as_float(v) for v in rate)
+        if not (low is not None and high is not None and 0 < low < high):
+            s.problem("rate", f"needs 0 < low < high, got [{show_number(rate[0])}, {show_number(rate[1])}]")
+            ok = False
+    slo = s.raw("slo")
+    if slo is MISSING:
+        s.missing("slo", 'missing; what every step must meet, e.g. ["p99 < 5ms", "errors == 0"]')
+        ok = False
+    elif not isinstance(slo, (list, tuple)) or not slo:
+        s.problem("slo", f'expected a non-empty array like ["p99 < 5ms", "errors == 0"], got {describe(slo)}')
+        ok = False
+    else:
+        ok = _each_expectation(t, s.at("slo"), slo, "rate is what the search finds: an SLO is about latency, "
+                                                    "errors or ops/s; put \"rate >= N\" in expect") and ok
+    step = s.duration("step", DEFAULT_SEARCH_STEP_S, positive=True)
+    precision = _percent(s, "precision", DEFAULT_SEARCH_PRECISION)
+    late = _percent(s, "late", DEFAULT_SEARCH_LATE)
+    if not ok or step is BAD or precision is BAD or late is BAD:
+        return BAD
+    assert low is not None and high is not None
+    return Search(float(low), float(high), tuple(slo), float(step), precision, late)
+
+
+def _percent(s: Table, key: str, default: float) -> Any:
+    """``key = "N%"`` (0 < N < 100) as a fraction."""
+    value = s.raw(key)
+    if value is MISSING:
+        return default
+    text = value.strip() if isinstance(value, str) else None
+    number = float(text[:-1]) if text and text.endswith("%") and _NUMBER.match(text[:-1]) else None
+    if number is None:
+        return s.problem(key, f'expected a percentage such as "5%", got {describe(value)}')
+    if not 0 < number < 100:
+        return s.problem(key, f"must be above 0% and below 100%, got {describe(value)}")
+    return number / 100
+
+
+_NUMBER = re.compile(r"\s*[0-9]+(\.[0-9]+)?\s*\Z")
+
+
+def _expectations(t: Table, searching: bool = False) -> Any:
+    """``expect``: a list of bench.spawn.expectations, each one checked and named; ``rate`` (the
+    rate a capacity search found) only on a benchmark with a search."""
     value = t.raw("expect")
     if value is MISSING:
         return ()
     if not isinstance(value, (list, tuple)):
         return t.problem("expect", f"expected an array of expectations like [\"p99 < 5ms\"], got {describe(value)}")
+    no_rate = None if searching else "rate is the rate a capacity search found: this benchmark has no search"
+    return tuple(value) if _each_expectation(t, t.at("expect"), value, no_rate) else BAD
+
+
+def _each_expectation(t: Table, where: str, texts: Any, no_rate: str | None) -> bool:
+    """Every text a good expectation (else a problem at ``where[i]``); ``no_rate``: why ``rate`` is not
+    allowed here (None: it is)."""
     ok = True
-    for i, text in enumerate(value):
+    for i, text in enumerate(texts):
         try:
-            expectations.parse(text)
+            parsed = expectations.parse(text)
         except expectations.ExpectError as exc:
-            t.problems.add(f"{t.at('expect')}[{i}]", str(exc))
+            t.problems.add(f"{where}[{i}]", str(exc))
             ok = False
-    return tuple(value) if ok else BAD
+            continue
+        if parsed.metric == "rate" and no_rate is not None:
+            t.problems.add(f"{where}[{i}]", no_rate)
+            ok = False
+    return ok
 
 
 def _amount(t: Table, agents: Any) -> tuple[Any, Any]:

@@ -9,6 +9,8 @@ Each expectation is ``METRIC OP NUMBER[UNIT]``:
 * latency ``p50`` ``p90`` ``p99`` ``p99.9`` ``max`` ``mean``, with a unit: ``us``, ``ms`` or ``s``;
 * ``ops/s`` (the benchmark's throughput), ``errors`` (failed ops, a whole number) and
   ``error%`` (failed ops in percent of all ops; a trailing ``%`` on the number is allowed);
+* ``rate``: the highest rate a capacity search found to meet its SLO (a benchmark with
+  ``search`` only), in ops/s;
 * OP one of ``<`` ``<=`` ``>`` ``>=`` ``==`` ``!=``.
 
 :func:`parse` refuses anything else with an :class:`ExpectError` naming the culprit. Judging them
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 LATENCY = ("p50", "p90", "p99", "p99.9", "max", "mean")
-COUNTS = ("ops/s", "errors", "error%")
+COUNTS = ("ops/s", "errors", "error%", "rate")
 UNITS = {"us": 1.0, "ms": 1_000.0, "s": 1_000_000.0}  # in microseconds
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt}

@@ -19,9 +19,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TypeVar
 
+from bench.spawn import expectations
 from bench.spawn.schema import Benchmark, Spawn
 from bench.wire.job import AgentJob, split_evenly
 from bench.wire.labels import repetition_label
+from bench.wire.search import SearchSpec, Slo, planned_steps
 
 T = TypeVar("T")
 
@@ -55,8 +57,13 @@ def agent_jobs(spawn: Spawn, benchmark: Benchmark, run_id: str, targets: Sequenc
     Iterations are split with :func:`bench.wire.job.split_evenly` (shares differ by at most one);
     a rate is divided equally (``rate / agents`` ops/s each). Duration, warmup, connections
     and pipeline are per agent as written. Every job gets its own copy of the params.
+
+    A capacity search's jobs are its steps' templates: each runs for the step time, at the
+    search's lowest rate until the host run gives each step its own (bench.agent.hostrun).
     """
     n = benchmark.agents
+    duration = benchmark.duration_s if benchmark.search is None else benchmark.search.step_s
+    rate = benchmark.rate if benchmark.search is None else benchmark.search.low
     return [
         AgentJob(
             run_id=run_id,
@@ -67,11 +74,11 @@ def agent_jobs(spawn: Spawn, benchmark: Benchmark, run_id: str, targets: Sequenc
             server_kind=spawn.server.kind,
             targets=list(targets),
             iterations=None if benchmark.iterations is None else split_evenly(benchmark.iterations, n, i),
-            duration_s=benchmark.duration_s,
+            duration_s=duration,
             warmup_s=benchmark.warmup_s,
             connections=benchmark.connections,
             pipeline=benchmark.pipeline,
-            rate=None if benchmark.rate is None else benchmark.rate / n,
+            rate=None if rate is None else rate / n,
             params=copy.deepcopy(benchmark.params),
         )
         for i in range(n)
@@ -86,3 +93,18 @@ def assign(jobs: Sequence[T], agent_hosts: Sequence[str]) -> list[tuple[str, T]]
     if not agent_hosts:
         raise ValueError("no agent hosts to assign jobs to")
     return [(agent_hosts[i % len(agent_hosts)], job) for i, job in enumerate(jobs)]
+
+
+def search_spec(benchmark: Benchmark) -> SearchSpec | None:
+    """What the hosts are told of ``benchmark``'s capacity search (its SLO in microseconds and
+    plain counts, so they need no parser), or None without one."""
+    if benchmark.search is None:
+        return None
+    slo = []
+    for text in benchmark.search.slo:
+        e = expectations.parse(text)
+        scale = expectations.UNITS[e.unit] if e.metric in expectations.LATENCY else 1.0
+        slo.append(Slo(e.text, e.metric, e.op, e.threshold * scale))
+    s = benchmark.search
+    return SearchSpec(benchmark.name, s.low, s.high, tuple(slo), s.step_s, s.precision, benchmark.agents,
+                      planned_steps(s.low, s.high, s.precision), s.late)

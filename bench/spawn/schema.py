@@ -30,7 +30,11 @@ INVENTORY_KEYS = ("servers", "agents", "private_addresses")
 SERVER_KEYS = ("kind", "port", "requirements", "replicas", "script", "args", "ready", "env", "build", "files", "config")
 COMMAND_ONLY_KEYS = ("script", "args", "ready", "env")
 BENCHMARK_KEYS = ("name", "workload", "agents", "iterations", "duration", "warmup", "connections",
-                  "pipeline", "rate", "repeat", "parallel", "params", "expect")
+                  "pipeline", "rate", "repeat", "parallel", "params", "expect", "search")
+SEARCH_KEYS = ("rate", "slo", "step", "precision", "late")
+DEFAULT_SEARCH_STEP_S = 20.0
+DEFAULT_SEARCH_PRECISION = 0.05
+DEFAULT_SEARCH_LATE = 0.01  # bench.wire.search.LATE_SHARE
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,18 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Search:
+    """A capacity search (bench.wire.search): open-loop steps between ``low`` and ``high`` ops/s."""
+
+    low: float
+    high: float
+    slo: tuple[str, ...]  # bench.spawn.expectations, as written
+    step_s: float
+    precision: float  # a fraction: 0.05 for "5%"
+    late: float = DEFAULT_SEARCH_LATE  # the share of a step's ops that may be sent late (a fraction)
+
+
+@dataclass(frozen=True)
 class Benchmark:
     name: str
     workload: str
@@ -77,6 +93,7 @@ class Benchmark:
     parallel: str | None
     params: dict[str, Any]  # complete: catalogue defaults filled in, in catalogue order
     expect: tuple[str, ...] = ()  # what it must reach (bench.report.expect), as written
+    search: Search | None = None  # a capacity search: its steps choose the rate (no rate, amount or repeat)
 
 
 @dataclass(frozen=True)
@@ -122,10 +139,14 @@ def _benchmark_dict(b: Benchmark) -> dict[str, Any]:
     d.update(warmup=b.warmup_s, connections=b.connections, pipeline=b.pipeline)
     if b.rate is not None:
         d["rate"] = b.rate
-    d["repeat"] = b.repeat
+    if b.search is None:  # a search has no repeat (its steps are its repetitions of a kind)
+        d["repeat"] = b.repeat
     if b.parallel is not None:
         d["parallel"] = b.parallel
     d["params"] = secrets.public(copy.deepcopy(b.params))  # secrets by name only
     if b.expect:
         d["expect"] = list(b.expect)
+    if b.search is not None:
+        d["search"] = {"rate": [b.search.low, b.search.high], "slo": list(b.search.slo), "step": b.search.step_s,
+                       "precision": f"{b.search.precision * 100:g}%", "late": f"{b.search.late * 100:g}%"}
     return d

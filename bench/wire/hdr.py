@@ -125,6 +125,54 @@ class Histogram:
     def get_total_count(self) -> int:
         return self.total_count
 
+    # -- reading (hdrh's arithmetic: the same values for the same counts) --
+
+    def value_from_index(self, index: int) -> int:
+        bucket = (index >> self.half_count_magnitude) - 1
+        sub_bucket = (index & (self.half_count - 1)) + self.half_count
+        if bucket < 0:
+            sub_bucket -= self.half_count
+            bucket = 0
+        return sub_bucket << (bucket + self.unit_magnitude)
+
+    def _range_size(self, value: int) -> int:
+        bucket = (value | self.sub_bucket_mask).bit_length() - self.unit_magnitude - self.half_count_magnitude - 1
+        sub_bucket = value >> (bucket + self.unit_magnitude)
+        return 1 << (self.unit_magnitude + bucket + (1 if sub_bucket >= self.sub_bucket_count else 0))
+
+    def highest_equivalent(self, value: int) -> int:
+        lowest = self.value_from_index(self.index_of(value))
+        return lowest + self._range_size(value) - 1
+
+    def value_at_percentile(self, percentile: float) -> int:
+        """hdrh's ``get_value_at_percentile``: the highest value equivalent to the bucket where the
+        cumulative count first reaches the percentile's share of the total (0 when empty)."""
+        if not self.total_count:
+            return 0
+        target = max(int(min(percentile, 100.0) * self.total_count / 100 + 0.5), 1)
+        running = 0
+        for index in sorted(self.counts):
+            running += self.counts[index]
+            if running >= target:
+                value = self.value_from_index(index)
+                return self.highest_equivalent(value) if percentile else value
+        return 0
+
+    def max_value(self) -> int:
+        """The highest value equivalent to the highest bucket with a count (0 when empty)."""
+        recorded = [i for i, c in self.counts.items() if c]
+        return self.highest_equivalent(self.value_from_index(max(recorded))) if recorded else 0
+
+    def mean(self) -> float:
+        """hdrh's ``get_mean_value``: each bucket counted at its median equivalent value."""
+        if not self.total_count:
+            return 0.0
+        total = 0
+        for index, count in self.counts.items():
+            value = self.value_from_index(index)
+            total += (value + (self._range_size(value) >> 1)) * count
+        return total / self.total_count
+
     def encode(self) -> bytes:
         """The compressed, base64 V2 encoding, the bytes ``HdrHistogram.encode()`` gives."""
         body = self._zigzag_counts() if self.total_count else b""
@@ -167,6 +215,66 @@ class Histogram:
         if self.max_index >= nxt:
             extend(_leb128(((self.max_index + 1 - nxt) << 1) - 1))
         return bytes(out)
+
+
+class DecodeError(ValueError):
+    """Text that is not a V2 encoding of a histogram of the expected settings, or is too large."""
+
+
+def decode(text: str | bytes, lowest: int, highest: int, digits: int) -> Histogram:
+    """The histogram a compressed V2 encoding holds, refused (:class:`DecodeError`) unless it has
+    these settings; bounded by them before anything is inflated (a host's encoding is untrusted)."""
+    histogram = Histogram(lowest, highest, digits)
+    most = _PAYLOAD.size + histogram.counts_len * 9
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError) as exc:
+        raise DecodeError(f"not base64 ({exc})") from None
+    if len(raw) < _OUTER.size:
+        raise DecodeError("too short")
+    cookie, length = _OUTER.unpack_from(raw)
+    if cookie & ~0xF0 != COMPRESSION_COOKIE & ~0xF0 or length != len(raw) - _OUTER.size:
+        raise DecodeError("not an HdrHistogram V2 compressed encoding")
+    inflater = zlib.decompressobj()
+    try:
+        payload = inflater.decompress(raw[_OUTER.size:], most + 1)
+    except zlib.error as exc:
+        raise DecodeError(f"corrupt compressed payload ({exc})") from None
+    if len(payload) > most or len(payload) < _PAYLOAD.size:
+        raise DecodeError(f"a payload of {len(payload)} bytes is no histogram of these settings")
+    cookie, body_len, _, got_digits, got_lowest, got_highest, _ = _PAYLOAD.unpack_from(payload)
+    if cookie & ~0xF0 != ENCODING_COOKIE & ~0xF0:
+        raise DecodeError("not an HdrHistogram V2 payload")
+    if (got_lowest, got_highest, got_digits) != (lowest, highest, digits):
+        raise DecodeError(f"settings {(got_lowest, got_highest, got_digits)} differ from {(lowest, highest, digits)}")
+    body = payload[_PAYLOAD.size:_PAYLOAD.size + body_len]
+    index = pos = 0
+    while pos < len(body):
+        word = shift = 0
+        for k in range(9):
+            if pos >= len(body):
+                raise DecodeError("a count is cut off")
+            byte = body[pos]
+            pos += 1
+            if k == 8:
+                word |= byte << shift
+                break
+            word |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        value = (word >> 1) ^ -(word & 1)  # ZigZag
+        if value < 0:
+            index += -value
+            continue
+        if index >= histogram.counts_len:
+            raise DecodeError("counts beyond the histogram's range")
+        if value:
+            histogram.counts[index] = value
+            histogram.total_count += value
+            histogram.max_index = index
+        index += 1
+    return histogram
 
 
 def _leb128(word: int) -> bytes:

@@ -270,9 +270,15 @@ class PlanJob(TypedDict):
     job: dict[str, Any]  # the job as its agent gets it (wire_job: secrets in)
 
 
-class PlanPhase(TypedDict):
+class _PlanPhase(TypedDict):
     benchmarks: list[str]
     jobs: list[PlanJob]  # this host's agents in the phase (none: it still keeps the order)
+
+
+class PlanPhase(_PlanPhase, total=False):
+    # A capacity search (bench.wire.search.SearchSpec.to_dict): the phase runs as steps, each its
+    # jobs at the rate the coordinator chose, labelled bench.wire.labels.step_label.
+    search: dict[str, Any]
 
 
 class _Barrier(TypedDict):
@@ -330,6 +336,13 @@ def load_plan(text: str) -> Plan:
             if not isinstance(item, dict) or not isinstance(item.get("job"), dict) or not plain_dir(item.get("dir")) \
                     or not _count(item["job"].get("agent_num")):
                 raise PlanError(f"plan.json: phase {k}: a job needs 'job' (with its agent_num) and a plain 'dir'")
+        if phase.get("search") is not None:
+            from bench.wire.search import SearchError, SearchSpec
+
+            try:
+                SearchSpec.from_dict(phase["search"])
+            except SearchError as exc:
+                raise PlanError(f"plan.json: phase {k}: {exc}") from None
     barrier = plan.get("barrier")
     if barrier is not None:
         for key in ("address", "port", "token", "participants", "coordinator"):

@@ -50,6 +50,7 @@ from bench.wire.hostrun import (
     WireError,
     check_state,
 )
+from bench.wire.labels import split_step
 from bench.wire.result import AgentRecord, AgentResult, Failure
 from fabfile.remote.fleet import Fleet
 from fabfile.remote.shell import RemoteError, tail
@@ -530,8 +531,8 @@ class Follower:
             h = self.hosts.get(host)
             if h is None or h.gave_up:
                 continue
-            if any(a.get("benchmark") in earlier and f"{a.get('dir')}/agent-{a.get('agent_num')}" not in h.recorded
-                   for a in agents):
+            if any(a.get("benchmark") in earlier and not a.get("search")  # a search's agents are its steps'
+                   and f"{a.get('dir')}/agent-{a.get('agent_num')}" not in h.recorded for a in agents):
                 return False
         return True
 
@@ -547,7 +548,8 @@ class Follower:
         if not self.stream or self.view is None:
             return
         view = self.view
-        name = (str(agent.get("benchmark")), int(agent.get("agent_num", -1)))
+        # a search's steps are one benchmark in the view: its seconds, step after step
+        name = (split_step(str(agent.get("benchmark")))[0], int(agent.get("agent_num", -1)))
         for line in lines:
             record = progress.parse_line(line)
             if record is not None:
@@ -569,7 +571,7 @@ class Follower:
         lines = _kept_stderr(h, key)
         result = h.results.get(key)
         if result is not None:
-            job = self._public_job(h.name, agent)
+            job = self._public_job(h.name, agent, result)
             result = {**result, "job": job} if job is not None else result  # its own echo holds the secrets
         record: AgentRecord = scrub_data(agent_record(h.name, agent, result, "\n".join(lines), h.refused.get(key)))
         self.run_dir.write_agent(str(agent["benchmark"]), int(agent["agent_num"]), record, lines)
@@ -580,15 +582,27 @@ class Follower:
             failed = "failure" in record and agent.get("state") != "stopped" and not (
                 agent.get("state") == "pending" and h.status in ("stopped", "abandoned"))
             error = record["failure"]["error"] if failed else None
-            self._to_view(agent, lambda: view.agent_state((str(agent["benchmark"]), int(agent["agent_num"])),
-                                                          "failed" if failed else "done", error))
+            name, step = split_step(str(agent["benchmark"]))
+            if step is None or failed:  # a search's agent is done once its search is: the view's end says so
+                self._to_view(agent, lambda: view.agent_state((name, int(agent["agent_num"])),
+                                                              "failed" if failed else "done", error))
 
-    def _public_job(self, host: str, agent: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The agent's job as the plan recorded it, without secrets (meta.json's host_run.agents)."""
+    def _public_job(self, host: str, agent: Mapping[str, Any],
+                    result: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """The agent's job as the plan recorded it, without secrets (meta.json's host_run.agents);
+        a search step's is its search's, with the step's label and the rate its result ran at."""
+        name, step = split_step(str(agent.get("benchmark")))
         for planned in self.expected.get(host, ()):
-            if (planned.get("benchmark"), planned.get("agent_num")) == (agent.get("benchmark"), agent.get("agent_num")):
+            if (planned.get("benchmark"), planned.get("agent_num")) == (name, agent.get("agent_num")):
                 job = planned.get("job")
-                return dict(job) if isinstance(job, Mapping) else None
+                if not isinstance(job, Mapping):
+                    return None
+                if step is None:
+                    return dict(job)
+                ran = (result or {}).get("job") or {}
+                rate = ran.get("rate") if isinstance(ran, Mapping) else None
+                return {**job, "benchmark": agent.get("benchmark"),
+                        "rate": rate if isinstance(rate, (int, float)) else None}
         return None
 
     def _record_lost(self, h: HostFollow, error: str | None = None) -> None:
@@ -597,7 +611,7 @@ class Follower:
         ends done, failed or lost, with the reason."""
         for agent in self.expected.get(h.name, ()):
             key = f"{agent['dir']}/agent-{agent['agent_num']}"
-            if key in h.recorded:
+            if key in h.recorded or agent.get("search"):  # a search's steps are judged without them
                 continue
             lines = _kept_stderr(h, key)
             failure: Failure = {"agent_num": int(agent["agent_num"]), "host": h.name,

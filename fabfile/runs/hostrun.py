@@ -43,6 +43,7 @@ from bench.wire.hostrun import (
     TERMINAL,
     Plan,
     PlanBarrier,
+    PlanPhase,
     WireError,
     parse_poll,
     poll_limit,
@@ -102,9 +103,13 @@ def phase_jobs(spawn: spec.Spawn, run_id: str, targets: Sequence[str]) -> list[P
 
 def planned_seconds(spawn: spec.Spawn) -> float:
     """How long the run should take when every phase's duration is known (ops-counted phases
-    count for nothing: the lease's margin covers them)."""
+    count for nothing: the lease's margin covers them); a capacity search at its most steps."""
     total = 0.0
     for phase in planner.phases(spawn):
+        for b in phase:
+            searched = planner.search_spec(b)
+            if searched is not None:
+                total += searched.max_steps * (2 * START_LEAD_S + b.warmup_s + searched.step_s)
         total += START_LEAD_S + max((b.warmup_s + (b.duration_s or 0.0)) for b in phase)
     return total
 
@@ -122,6 +127,8 @@ def host_plans(*, spawn: spec.Spawn, run_id: str, hosts: Sequence[str], targets:
     password ``auth`` in, every { env = ... } resolved from ``environ``). A plan is secret: it
     travels on stdin, and the host run removes it once read."""
     phases = phase_jobs(spawn, run_id, targets)
+    searches = [next((s.to_dict() for s in map(planner.search_spec, phase) if s is not None), None)
+                for phase in planner.phases(spawn)]  # a search runs alone in its phase
     pid_files: dict[str, list[str]] = {h: [] for h in hosts}
     for n in nodes:
         node = Node(**n)
@@ -135,12 +142,18 @@ def host_plans(*, spawn: spec.Spawn, run_id: str, hosts: Sequence[str], targets:
             "sampler": {"interval_s": 1.0, "cap_s": sampler_cap_s, "pid_files": pid_files.get(host, []),
                         "pex_dir": BIN_DIR},
             "barrier": barrier.to_dict() if barrier is not None else None,
-            "phases": [{"benchmarks": names,
-                        "jobs": [{"dir": dir_name(job.benchmark), "job": json.loads(wire_job(job, auth, environ))}
-                                 for h, job in jobs if h == host]}
-                       for names, jobs in phases],
+            "phases": [_plan_phase(names, [(dir_name(job.benchmark), json.loads(wire_job(job, auth, environ)))
+                                           for h, job in jobs if h == host], search)
+                       for (names, jobs), search in zip(phases, searches, strict=True)],
         }
     return plans
+
+
+def _plan_phase(names: list[str], jobs: list[tuple[str, dict[str, Any]]], search: dict[str, Any] | None) -> PlanPhase:
+    phase: PlanPhase = {"benchmarks": names, "jobs": [{"dir": d, "job": job} for d, job in jobs]}
+    if search is not None:
+        phase["search"] = search
+    return phase
 
 
 # -- the commands -----------------------------------------------------------------------------

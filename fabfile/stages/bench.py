@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from bench.spawn import spec
@@ -107,10 +107,13 @@ def begin(fleet: Fleet, spawn: spec.Spawn, deployment: Deployment, runs_dir: Any
                                agent_timeout_s=options.agent_timeout,
                                sampler_cap_s=hostrun.planned_seconds(spawn) + options.agent_timeout * len(phases),
                                auth=deployment.redis_password or None, environ=os.environ)
+    searched = {b.name for b in spawn.benchmarks if b.search is not None}  # their agents are per step
     agents = {h: [{"benchmark": job.benchmark, "agent_num": job.agent_num, "dir": dir_name(job.benchmark),
-                   "job": public_job(job)}
+                   "job": public_job(job), **({"search": True} if job.benchmark in searched else {})}
                   for _, jobs in phases for host, job in jobs if host == h] for h in hosts}
-    shown = [[asdict(p) for p in planned(job for _, job in jobs)] for _, jobs in phases]
+    # a search shows its seconds step after step: no one duration to count down
+    shown = [[asdict(replace(p, duration_s=None) if p.name in searched else p) for p in planned(job for _, job in jobs)]
+             for _, jobs in phases]
     run_dir.start(spawn.source_text, spec.to_dict(spawn), deployment.public_dict(),  # no secrets in runs/
                   {"run_id": run_dir.run_id, "name": spawn.name, "started_at": time.time(), "status": "running",
                    "argv": sys.argv[1:],

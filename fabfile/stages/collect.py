@@ -20,10 +20,12 @@ from typing import Any
 
 from bench.report import export, tables
 from bench.report import merge as result
+from bench.report import search as search_report
 from bench.report.document import BenchmarkEntry, RunDoc
 from bench.report.screen import screen
 from bench.spawn import plan, spec
 from bench.wire.hostrun import finite_offset
+from bench.wire.labels import split_step
 from bench.wire.result import Failure
 from fabfile.runs import gates, hostrun, observe, recorded
 from fabfile.runs.store import RunDir, dir_name, resolve
@@ -93,21 +95,48 @@ def _merge_benchmarks(run_dir: RunDir, spawn_data: dict[str, Any], run_id: str,
                                                     "error": "its record holds neither a result nor a failure"})
     ran = spec.parse(spawn_data, name=spawn_data.get("name", "spawn"))
     planned = {b.name: b for phase in plan.phases(ran) for b in phase}  # labels in run order
+    steps = _search_steps(by_bench)  # a capacity search's records are its steps'
     for label, b in planned.items():  # none of its agents left a record: it failed, it is not absent
-        if label not in by_bench:
+        if label not in by_bench and label not in steps:
             by_bench[label] = ([], [{"agent_num": n, "host": None, "stderr_tail": "",
                                      "error": "no record of this agent: no host reported it"} for n in range(b.agents)])
-    labels = [label for label in planned if label in by_bench] + sorted(set(by_bench) - set(planned))
+    labels = [step for label in planned for step in ([label] if label in by_bench else steps.get(label, []))]
+    labels += sorted(set(by_bench) - set(labels))
     entries = []
     for label in labels:
         results, failed = by_bench[label]
-        workload = planned[label].workload if label in planned else None
-        agents = planned[label].agents if label in planned else None
+        of = planned.get(label) or planned.get(split_step(label)[0])  # a search step: its search's
+        workload = of.workload if of is not None else None
+        agents = of.agents if of is not None else None
         good, refused = screen(label, results, run_id=run_id, workload=workload, agents=agents)
         offsets = {num: clock_offsets[host] for num, host, _ in results if host in clock_offsets}
         entries.append(result.merge_benchmark(label, good, failed + refused, workload=workload, agents=agents,
                                               clock_offsets=offsets))
-    return entries
+    searches = {b.name: searched for b in ran.benchmarks if (searched := plan.search_spec(b)) is not None}
+    return search_report.fold(entries, searches, _step_rates(by_bench)) if searches else entries
+
+
+def _search_steps(by_bench: Mapping[str, Any]) -> dict[str, list[str]]:
+    """search benchmark -> its step labels that left records, in step order."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    for label in by_bench:
+        name, k = split_step(label)
+        if k is not None:
+            out.setdefault(name, []).append((k, label))
+    return {name: [label for _, label in sorted(found)] for name, found in out.items()}
+
+
+def _step_rates(by_bench: Mapping[str, tuple[list[tuple[int, str | None, Any]], list[Failure]]]) -> dict[str, float]:
+    """step label -> the whole step's rate, as its agents' jobs said (each ran rate / agents)."""
+    rates = {}
+    for label, (results, _) in by_bench.items():
+        for _, _, agent_result in results:
+            job = agent_result.get("job") if isinstance(agent_result, Mapping) else None
+            if isinstance(job, Mapping) and isinstance(job.get("rate"), (int, float)) \
+                    and isinstance(job.get("agents"), int):
+                rates[label] = float(job["rate"]) * job["agents"]
+                break
+    return rates
 
 
 def _host_of(record: Mapping[str, Any]) -> str | None:

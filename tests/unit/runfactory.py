@@ -88,3 +88,20 @@ def sample(t: float, *, idle: float = 50.0, rx: float = 1e6, tx: float = 2e6, pr
             "net": {"eth0": {"rx_Bps": rx, "tx_Bps": tx}, "lo": {"rx_Bps": 9e9, "tx_Bps": 9e9}},
             "disk": {"read_Bps": 0.0, "write_Bps": 4096.0},
             "procs": procs if procs is not None else {}}
+
+
+def search_steps(name: str, steps: Sequence[tuple[float, int]], *, agents: int = 2,
+                 step_s: float = 2.0) -> list[dict[str, Any]]:
+    """The merged entries of a capacity search's steps: (rate, each op's latency in us) per step,
+    every agent sending its share of the rate for ``step_s``."""
+    entries = []
+    for k, (rate, latency) in enumerate(steps, 1):
+        label = labels.step_label(name, k)
+        per_agent = int(rate * step_s / agents)
+        results = []
+        for n in range(agents):
+            r = agent_result(label, n, agents, [latency] * per_agent, elapsed=step_s, late_ops=0)
+            r["job"] = {"rate": rate / agents, "agents": agents, "duration_s": step_s}
+            results.append(r)
+        entries.append(result.merge_benchmark(label, results, []))
+    return entries

@@ -327,3 +327,51 @@ def test_the_coordinator_accepts_again_once_descriptors_are_back(coordinator_pro
     assert c.ask("free") == "ok"
     _members_pass_two_phases(c.port)
     stranger.close()
+
+
+def test_a_search_step_release_carries_the_coordinators_decision_to_every_host():
+    seen: list[tuple[int, dict]] = []
+
+    def decide(step, parts):
+        seen.append((step, parts))
+        return {"next": sum(p["ops"] for p in parts.values())}
+
+    c = Coordinator("127.0.0.1", 0, TOKEN, ["a", "b"], lead_s=0.1, host_timeout_s=3.0, decide=decide).start()
+    try:
+        host, port = c.address
+        parts = [Participant(host, port, TOKEN, name, host_timeout_s=3.0) for name in ("a", "b")]
+        out = {}
+
+        def one(p, ops):
+            p.connect()
+            p.arrive(0)  # a plain step carries nothing and is decided nothing
+            out[(p.host, 0)] = p.decision
+            p.arrive(1, search={"ops": ops})
+            out[(p.host, 1)] = p.decision
+
+        threads = [threading.Thread(target=one, args=(p, ops)) for p, ops in zip(parts, (3, 4), strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert out == {("a", 0): None, ("b", 0): None, ("a", 1): {"next": 7}, ("b", 1): {"next": 7}}
+        assert seen == [(1, {"a": {"ops": 3}, "b": {"ops": 4}})]  # decided once, from every host's part
+        for p in parts:
+            p.leave()
+    finally:
+        c.close()
+
+
+def test_a_decision_that_fails_ends_the_search_with_why():
+    def decide(step, parts):
+        raise ValueError("garbage histogram")
+
+    c = Coordinator("127.0.0.1", 0, TOKEN, ["a"], lead_s=0.0, host_timeout_s=3.0, decide=decide).start()
+    try:
+        p = Participant(*c.address, TOKEN, "a", host_timeout_s=3.0)
+        assert p.connect()
+        p.arrive(0, search={"ops": 1})
+        assert p.decision == {"next": None, "error": "ValueError: garbage histogram"}
+        p.leave()
+    finally:
+        c.close()

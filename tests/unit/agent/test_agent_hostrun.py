@@ -218,3 +218,57 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+SEARCH_AGENT = """#!{python}
+# A stand-in agent in front of a server that meets p99 < 5 ms up to {capacity} ops/s in all.
+import json, os, sys, time
+from bench.wire import hist
+args = sys.argv[1:]
+job = json.load(sys.stdin)
+out, start = args[args.index("--out") + 1], args[args.index("--start-file") + 1]
+open(start + ".ready", "w").close()
+while not os.path.exists(start):
+    time.sleep(0.001)
+ops = int(job["rate"] * job["duration_s"] + 0.5)
+h = hist.recorder()
+h.record_value(1000 if job["rate"] * job["agents"] <= {capacity} else 50000, ops)
+result = {{"agent_num": job["agent_num"], "benchmark": job["benchmark"], "ops": ops, "errors": 0, "late_ops": 0,
+          "late_busy_ops": 0, "late_loop_ops": 0, "elapsed_s": job["duration_s"], "job": job,
+          "histograms": {{"latency_us": hist.encode(h)}}}}
+open(out, "w").write(json.dumps(result))
+"""
+
+
+def test_a_search_runs_as_steps_whose_rates_the_coordinator_chooses(tmp_path):
+    """Two hosts, one agent each: every step's rate comes from the coordinator host's decision on
+    both hosts' parts, and the search ends within its precision of the capacity."""
+    barrier = {"address": "127.0.0.1", "port": _free_port(), "token": "k" * 64, "participants": ["h1", "h2"],
+               "coordinator": "h1"}
+    search = {"benchmark": "cap", "low": 100.0, "high": 10_000.0, "step_s": 0.1, "precision": 0.1, "agents": 2,
+              "slo": [{"text": "p99 < 5ms", "metric": "p99", "op": "<", "threshold": 5000.0}]}
+    dirs = []
+    for n, host in enumerate(("h1", "h2")):
+        p = plan(tmp_path / host, [[job("cap", n, duration=0.1)], [{**job("after", n, duration=0.1), "rate": 10.0}]],
+                 barrier=barrier)
+        (tmp_path / host / "fake-agent").write_text(SEARCH_AGENT.format(python=sys.executable, capacity=1500))
+        p["phases"][0]["search"] = search
+        dirs.append(write_run(tmp_path / host, {**p, "host": host}))
+    for d in dirs:
+        assert start(d, "--detach").returncode == 0
+    states = [wait_for(d, timeout=60) for d in dirs]
+    assert [s["status"] for s in states] == ["done", "done"], states
+    decided = states[0]["searches"]["0"]
+    rates = [step["rate"] for step in decided["steps"]]
+    assert rates[:5] == [100, 200, 400, 800, 1600]  # the ramp, then bisection
+    outcome = decided["outcome"]
+    assert outcome["status"] == "found" and outcome["last_pass"] <= 1500 < outcome["first_fail"]
+    assert (outcome["first_fail"] - outcome["last_pass"]) / outcome["last_pass"] <= 0.1
+    for n, (d, s) in enumerate(zip(dirs, states, strict=True)):
+        stepped = {k: a for k, a in s["agents"].items() if a.get("search_step")}
+        assert [a["benchmark"] for a in stepped.values()] == [f"cap#s{k}" for k in range(1, len(rates) + 1)]
+        for k, rate in enumerate(rates, 1):  # each host ran each step at its share of the decided rate
+            result = json.loads((d / f"cap+s{k}" / f"agent-{n}.json").read_text())
+            assert result["job"]["rate"] == rate / 2
+        assert s["agents"][f"after/agent-{n}"]["state"] == "done"  # the next phase ran after the search
+    assert states[1]["searches"] == {}  # only the coordinator decides

@@ -151,3 +151,34 @@ def test_the_agent_and_its_wire_import_and_record_without_hdrh() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("['latency_us', 'service_us'] HISTFAA")
     assert "bench.agent.stats" in modules and "bench.wire.hdr" in modules
+
+
+# -- reading on a host: decode and percentiles, as hdrh gives them --------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(pairs)
+def test_decode_and_percentiles_read_what_hdrh_reads(recorded: list[tuple[int, int]]) -> None:
+    ours, theirs = hist.recorder(), HdrHistogram(*SETTINGS)
+    for value, count in recorded:
+        if 0 <= value <= hist.HIGHEST and count:
+            ours.record_value(value, count)
+            theirs.record_value(value, count)
+    back = hdr.decode(ours.encode(), *SETTINGS)
+    assert back.get_total_count() == theirs.get_total_count()
+    for p in (0.0, 50.0, 90.0, 99.0, 99.9, 100.0):
+        assert back.value_at_percentile(p) == theirs.get_value_at_percentile(p)
+    if theirs.get_total_count():
+        assert back.max_value() == theirs.get_max_value()
+        assert back.mean() == pytest.approx(theirs.get_mean_value())
+
+
+def test_decode_refuses_what_is_not_one_of_ours() -> None:
+    other = HdrHistogram(1, 1000, 2)
+    other.record_value(5)
+    with pytest.raises(hdr.DecodeError, match="settings"):
+        hdr.decode(other.encode(), *SETTINGS)
+    with pytest.raises(hdr.DecodeError, match="base64"):
+        hdr.decode("not base64!", *SETTINGS)
+    with pytest.raises(hdr.DecodeError):
+        hdr.decode("AAAAAAAAAAA=", *SETTINGS)
