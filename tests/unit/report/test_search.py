@@ -7,12 +7,14 @@ import json
 
 from runfactory import make_run, search_steps
 
-from bench.report import expect, headline, tables
+from bench.report import document, expect, headline, tables
 from bench.report import merge as result
 from bench.report import search as search_report
 from bench.spawn.expectations import parse
 from bench.wire import search
+from bench.wire.result import Failure
 from bench.wire.search import SearchSpec, Slo
+from tests.unit.report.test_run_document import declared
 
 SPEC = SearchSpec("cap", 1000, 16_000, (Slo("p99 < 5ms", "p99", "<", 5000.0),), 2.0, 0.1, 2)
 # capacity 5,000 ops/s: 1 ms up to it, 40 ms beyond
@@ -133,3 +135,17 @@ def test_the_capacity_picture_is_drawn_and_shown_in_the_html_report(tmp_path):
     page = html.page(run, {p.name: p.read_bytes() for p in written})
     assert 'alt="capacity search of cap"' in page and "5,000 ops/s meets the SLO" in page
     assert "<h2>Capacity search cap" in page  # its steps' table
+
+
+def test_the_typed_document_declares_every_key_of_a_search() -> None:
+    cap = next(e for e in folded_run()["benchmarks"] if e["name"] == "cap")
+    declared(document.BenchmarkEntry, cap)
+    declared(document.SearchSection, cap["search"])
+    for row in cap["search"]["rows"]:
+        declared(document.SearchRow, row)
+    for step in cap["steps"]:
+        declared(document.BenchmarkEntry, step)
+    for agent in cap["agent_results"]:
+        declared(document.AgentRow, agent)
+    for failure in cap["failures"]:
+        declared(Failure, failure)
