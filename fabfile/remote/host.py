@@ -62,7 +62,8 @@ class HostLost(OSError):
 
 
 class Process(Protocol):
-    """A command started on a host, its stdin open to us (``Host.start``)."""
+    """A command started on a host, its stdin open to us (``Host.start``). ``send`` raises
+    OSError (or EOFError) when the command stopped reading or the connection went."""
 
     #: True once its stdout has ended.
     ended: bool
@@ -194,7 +195,10 @@ class ChannelProcess:
         self.ended = False
 
     def send(self, data: bytes) -> None:
-        self.channel.sendall(data)
+        try:
+            self.channel.sendall(data)
+        except paramiko.SSHException as exc:  # the transport went: the Process contract says OSError
+            raise HostLost(_why(exc)) from None
 
     def close_stdin(self) -> None:
         self.channel.shutdown_write()
