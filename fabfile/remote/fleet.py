@@ -170,10 +170,14 @@ class Fleet:
         soon as that host is connected, in the same worker: no host waits for the slowest
         connect before its own work starts."""
         def one(name: str) -> T | None:
-            open_checked(self.connections[name], self.settings)
+            self._open_host(name)
             return then(name) if then else None
 
         return self.each(one, what=what)
+
+    def _open_host(self, name: str) -> None:
+        """Connect to ``name``, host-key checked; ConnectError naming it."""
+        open_checked(self.connections[name], self.settings)
 
     def open(self, python: bool = True) -> Fleet:
         """Connect to every host and check it can run us; names every bad host at once
@@ -184,7 +188,7 @@ class Fleet:
             return self
 
         def check(name: str) -> Interpreter | None:
-            open_checked(self.connections[name], self.settings)
+            self._open_host(name)
             return self._preflight(name)
 
         checked = self.each(check, what="preflight")
