@@ -284,10 +284,10 @@ class FleetConnection(Connection):
         self.client = FleetClient()
 
     def run(self, command: str, **kwargs: Any) -> Result:
-        """Fabric's ``run``; what fleetbench runs (hidden output, no stdin, no failure raised:
-        ``fabfile.remote.shell.run``) goes straight to a channel. Invoke's runner costs more
-        controller CPU than the command's round trip (three I/O threads, a config merge and a
-        watcher loop per command): half of what a fleet's preflight and status cost us."""
+        """Fabric's ``run``; a quiet one (hidden output, no stdin, no failure raised) goes straight
+        to a channel, read as fleetbench reads every command (fabfile.remote.host, which its own
+        code goes through). Invoke's runner costs more controller CPU than the command's round
+        trip (three I/O threads, a config merge and a watcher loop per command)."""
         quiet = kwargs.get("hide") is True and kwargs.get("warn") is True and kwargs.get("in_stream") is False
         command = with_path(self, command)
         if not quiet or set(kwargs) - {"hide", "warn", "in_stream", "timeout"} or self.command_prefixes \
