@@ -68,10 +68,9 @@ def _execute(channel: paramiko.Channel, command: str, home: Path) -> None:
     for t in threads[1:]:
         t.join()
     status = proc.wait()
-    try:
+    try:  # the client closes the channel: closed first, a quick command could beat the exec's reply
         channel.send_exit_status(status)
         channel.shutdown_write()
-        channel.close()
     except (OSError, EOFError):
         pass
     if proc.poll() is None:
