@@ -140,6 +140,8 @@ PUSH_BYTES = 32 * 1024 * 1024
 DEPLOY_HOSTS = 8
 SPAWN_SECONDS = 3.0
 SPAWN_RATE = 500.0  # ops/s for the whole 125-agent benchmark: 4 per agent
+SEARCH_STEP_S = 10.0  # each step of the measured capacity search
+SEARCH_SERVICE_MS = 2  # examples/slot-server's slot: a capacity of 500 requests a second
 
 Echo = Callable[[str], None]
 
@@ -260,6 +262,7 @@ class Suite:
             else:
                 self.errors.update({k: "no deployment to run the agent from (inv deploy failed)"
                                     for k in [*PEER_FIGURES, *SPAWN_FIGURES] if k in wanted})
+            measure(["search_overhead"], "a capacity search, 1 server and 2 agent hosts", self.search_figure)
             measure(["fanout_ratio"], f"fan-out, uplink {UPLINK}", self.fanout_figure)
         finally:
             if not keep:
@@ -511,6 +514,23 @@ class Suite:
                             + out.output[-3000:])
         return out
 
+    # -- search_overhead ----------------------------------------------------------------------------
+
+    def search_figure(self) -> Figure:
+        """A capacity search against a server whose capacity is known (examples/slot-server):
+        ``inv bench``'s wall time over the sum of its steps' planned times."""
+        self.project.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "examples" / "slot-server", self.project / "slot-server")
+        (self.project / "search.toml").write_text(search_spawn(self.names[:3]))
+        self._inv("deploy", "--spawn", "search.toml")
+        try:
+            wall = timed(lambda: self._inv("bench", "--spawn", "search.toml"))
+            self._inv("collect", "--spawn", "search.toml")
+        finally:
+            self._inv("down", "--spawn", "search.toml")
+        run = json.loads((self.project / "runs" / "latest" / "run.json").read_text())
+        return search_overhead(wall, run)
+
     # -- fanout_ratio -------------------------------------------------------------------------------
 
     def fanout_figure(self, reps: int = 2) -> Figure:
@@ -546,6 +566,37 @@ class Suite:
 def controller_sizes(wanted: Iterable[str]) -> tuple[int, ...]:
     """The fleet sizes the controller's figures need: all three for the 128-vs-8 ratio, else 32."""
     return CONTROLLER_SIZES if "controller_per_host_128_vs_8" in wanted else (PER_HOST_FLEET,)
+
+
+def search_spawn(hosts: Sequence[str]) -> str:
+    """One slot-server (a capacity of 1000 / SEARCH_SERVICE_MS requests a second) on the first
+    host, searched from the next two: a ramp from 150 ops/s, then bisection to within 10%."""
+    server, agents = hosts[0], hosts[1:3]
+    return (
+        'name = "perf-search"\n[hosts]\n'
+        f"servers = {json.dumps([server])}\nagents = {json.dumps(list(agents))}\n"
+        '[server]\nkind = "command"\nport = 7610\nfiles = ["slot-server"]\nscript = "slot-server"\n'
+        f'args = ["{{host}}", "{{port}}", "{SEARCH_SERVICE_MS}"]\nready = "tcp"\n'
+        '[[benchmark]]\nname = "search"\nworkload = "http"\nagents = 2\nconnections = 4\n'
+        f'search = {{ rate = [150, 4000], slo = ["p99 < 150ms", "errors == 0"], step = "{SEARCH_STEP_S:g}s", '
+        'precision = "10%", late = "30%" }\n'  # a shared testbed wakes agents late (examples/capacity.toml)
+    )
+
+
+def search_overhead(wall_s: float, run: dict[str, Any]) -> Figure:
+    """``inv bench``'s wall time for a capacity search over its steps' planned time (steps x step)."""
+    entry = next((e for e in run.get("benchmarks", ()) if "search" in e), None)
+    if entry is None:
+        raise PerfError(f"run {run.get('run_id')} holds no capacity search")
+    found, rows = entry["search"], entry["search"]["rows"]
+    if not rows:
+        raise PerfError(f"the search of run {run.get('run_id')} ran no step: {found['text']}")
+    planned = len(rows) * float(found["step_s"])
+    return Figure("search_overhead", wall_s / planned,
+                  f"inv bench {wall_s:.1f} s / {len(rows)} steps x {found['step_s']:g} s planned; {found['text']}",
+                  {"wall_s": wall_s, "planned_s": planned, "steps": len(rows), "step_s": found["step_s"],
+                   "found": found["found"], "status": found["status"], "run_id": run.get("run_id"),
+                   "rates": [r["rate"] for r in rows], "command": "inv perf --only search_overhead --hosts 32"})
 
 
 def deploy_spawn(hosts: Sequence[str]) -> str:

@@ -134,7 +134,7 @@ def fleet_negotiated(name: str, settings: SshSettings) -> dict[str, str]:
         logger.removeHandler(agreed)
         logger.setLevel(level)
     try:
-        t: Any = fleet[name].transport
+        t: Any = fleet.connections[name].transport
         cipher = t.local_cipher or ""
         # paramiko names a MAC under GCM too, but computes none (the cipher authenticates).
         return {"kex": agreed.kex, "host_key": t.host_key_type or "", "cipher": cipher,

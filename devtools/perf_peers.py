@@ -18,12 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fabric import Connection
-
 from bench.spawn import plan, spec
 from bench.wire import hist
 from bench.wire.job import AgentJob
 from devtools.perf_figures import Figure, PerfError, best
+from fabfile.remote.host import Host
 from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, cmd, run
 from fabfile.servers.nodes import Node
 
@@ -137,7 +136,7 @@ def job(workload: str, endpoint: str, *, connections: int, pipeline: int = 1, ru
     return one
 
 
-def run_agent_measured(c: Connection, agent_pex: str, agent_job: AgentJob, timeout: float) -> tuple[dict, float]:
+def run_agent_measured(c: Host, agent_pex: str, agent_job: AgentJob, timeout: float) -> tuple[dict, float]:
     """The agent's result and its process's CPU seconds."""
     out = run(c, f'PEX_ROOT="$HOME/{PEX_ROOT}" '
                  + wrapped(["sh", "-c", 'exec "$HOME/$0" "$@"', agent_pex, "run", "--job", agent_job.to_json()]),
@@ -152,13 +151,13 @@ def run_agent_measured(c: Connection, agent_pex: str, agent_job: AgentJob, timeo
     return result, cpu
 
 
-def agent_side(c: Connection, agent_pex: str, agent_job: AgentJob, timeout: float) -> Measured:
+def agent_side(c: Host, agent_pex: str, agent_job: AgentJob, timeout: float) -> Measured:
     result, cpu = run_agent_measured(c, agent_pex, agent_job, timeout)
     p50 = hist.percentiles(hist.decode(result["histograms"]["latency_us"]), [50.0])[50.0]
     return Measured(result["ops"], result["elapsed_s"], cpu, float(p50))
 
 
-def redis_benchmark_side(c: Connection, address: str, port: int, *, connections: int, pipeline: int,
+def redis_benchmark_side(c: Host, address: str, port: int, *, connections: int, pipeline: int,
                          requests: int, keyspace: int, value_size: int) -> Measured:
     out = run(c, wrapped(["redis-benchmark", "-h", address, "-p", port, "-c", connections, "-P", pipeline,
                           "-t", "set", "-n", requests, "-r", keyspace, "-d", value_size, "--csv"]), timeout=300)
@@ -167,14 +166,14 @@ def redis_benchmark_side(c: Connection, address: str, port: int, *, connections:
     return Measured(requests, requests / rps, cpu, None if p50_ms is None else p50_ms * 1000)
 
 
-def wrk_side(c: Connection, url: str, *, connections: int, seconds: float) -> Measured:
+def wrk_side(c: Host, url: str, *, connections: int, seconds: float) -> Measured:
     out = run(c, wrapped(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url]), timeout=seconds + 60)
     cpu, stdout = split_cpu(out)
     requests, took = parse_wrk(stdout)
     return Measured(requests, took, cpu)
 
 
-def start_http_server(c: Connection, address: str, port: int) -> int:
+def start_http_server(c: Host, address: str, port: int) -> int:
     """The HTTP server in the background on ``c``'s host, once it accepts; its pid."""
     log = f"{REMOTE_DIR}/perf-http.log"
     # Only the server is in the background, its output to the log: the channel ends at once.
@@ -191,7 +190,7 @@ def start_http_server(c: Connection, address: str, port: int) -> int:
     return int(pid)
 
 
-def stop(c: Connection, pid: int) -> None:
+def stop(c: Host, pid: int) -> None:
     run(c, cmd("kill", pid), check=False)
 
 
@@ -209,7 +208,7 @@ SetRuns = tuple[list[Measured], list[Measured], Measured]
 class PeerBench:
     """The agent and its C peers on one host ``c``, against ``node`` (a redis-server)."""
 
-    def __init__(self, c: Connection, agent_pex: str, node: Node):
+    def __init__(self, c: Host, agent_pex: str, node: Node):
         self.c, self.agent_pex, self.node = c, agent_pex, node
 
     def set_runs(self, pipeline: int, reps: int) -> SetRuns:

@@ -8,7 +8,8 @@
 The modules beside this one are the side-effect half of fleetbench (SSH, builds, processes);
 ``cli/`` composes them into the tasks of ``fleetbench`` (and of ``inv``, through the checkout's
 ``tasks.py``). Here, each task first makes Fabric's connection check host keys (Fabric itself
-accepts any key).
+accepts any key), then acts on the host through fleetbench's own seam (fabfile.remote.host), as
+the pipeline's tasks do.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from fabric import Connection, task
 
 from fabfile.remote import reaper
+from fabfile.remote.host import Host, SshHost
 from fabfile.remote.shell import REMOTE_DIR, cmd, run
 from fabfile.remote.ssh import SshSettings, open_checked, secure
 from fabfile.ship.push import ProgressPrinter, sha256_file
@@ -27,18 +29,18 @@ from fabfile.terminal import say
 LOG_TAIL_BYTES = 1 << 20
 
 
-def _checked(c: Connection) -> Connection:
+def _checked(c: Connection) -> Host:
     if not c.is_connected:
         secure(c, SshSettings())
         c.fleetbench_name = c.original_host
         open_checked(c, SshSettings())
-    return c
+    return SshHost(c)
 
 
 @task
 def status(c):
     """What fleetbench has on this host: files, server nodes and running processes."""
-    c = _checked(c)
+    h = _checked(c)
     script = (
         f"cd {cmd(REMOTE_DIR)} 2>/dev/null || {{ echo 'nothing deployed'; exit 0; }}; "
         "echo 'files:'; ls -l bin 2>/dev/null | sed -n 's/^/  /p'; "
@@ -57,40 +59,40 @@ def status(c):
         "echo \"  query on this host: PEX_ROOT=~/.fleetbench/pex ~/.fleetbench/$x redis call "
         "--auth-file ~/.fleetbench/${d}auth $a ${n%/} INFO server\"; fi; fi; done"
     )
-    say(f"[{c.original_host}]")
-    say(run(c, script).rstrip())
-    pids = reaper.our_pids(c)
+    say(f"[{h.name}]")
+    say(run(h, script).rstrip())
+    pids = reaper.our_pids(h)
     say(f"processes of ours: {' '.join(map(str, pids)) if pids else 'none'}")
 
 
 @task(help={"file": "local file to put into ~/.fleetbench/files/ on the host"})
 def push(c, file):
     """Push a local file via cat (verified by sha256, installed atomically, skipped if present)."""
-    c = _checked(c)
+    h = _checked(c)
     path = Path(file)
     remote = f"{REMOTE_DIR}/files/{path.name}"
-    run(c, f"umask 077 && mkdir -p {cmd(REMOTE_DIR + '/files')} && chmod 700 {cmd(REMOTE_DIR)}")
-    sent = push_file(c, path, remote, sha256_file(path), ProgressPrinter(path.name))
-    say(f"[{c.original_host}] {remote}: {'pushed' if sent else 'already there'}")
+    run(h, f"umask 077 && mkdir -p {cmd(REMOTE_DIR + '/files')} && chmod 700 {cmd(REMOTE_DIR)}")
+    sent = push_file(h, path, remote, sha256_file(path), ProgressPrinter(path.name))
+    say(f"[{h.name}] {remote}: {'pushed' if sent else 'already there'}")
 
 
 @task(help={"lines": "lines of each log (default 30)"})
 def logs(c, lines=30):
     """The tail of every server node's logs on this host."""
-    c = _checked(c)
+    h = _checked(c)
     script = (
         f"cd {cmd(REMOTE_DIR)}/nodes 2>/dev/null || {{ echo 'no server nodes'; exit 0; }}; "
         "for f in */start.log */server.log; do "
         # A log line can be any length: the last MB at most, then its last lines.
         f"[ -s \"$f\" ] && {{ echo \"== $f\"; tail -c {LOG_TAIL_BYTES} \"$f\" | tail -n {int(lines)}; }}; done; true"
     )
-    say(f"[{c.original_host}]")
-    say(run(c, script).rstrip())
+    say(f"[{h.name}]")
+    say(run(h, script).rstrip())
 
 
 @task
 def stop(c):
     """Stop every fleetbench process on this host (servers, agents, samplers)."""
-    c = _checked(c)
-    pids = reaper.reap(c)
-    say(f"[{c.original_host}] stopped: {' '.join(map(str, pids)) if pids else 'nothing was running'}")
+    h = _checked(c)
+    pids = reaper.reap(h)
+    say(f"[{h.name}] stopped: {' '.join(map(str, pids)) if pids else 'nothing was running'}")

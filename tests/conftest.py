@@ -1,11 +1,10 @@
-"""Shared fixtures. ``local_host`` is a stand-in for a Fabric Connection that runs the real
+"""Shared fixtures. ``local_host`` is a :class:`fabfile.remote.host.Host` that runs the real
 remote shell scripts with ``sh`` on this machine, in a private temporary HOME."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,31 +15,37 @@ from ci_guard import (  # noqa: F401  (hooks: CI runs the real suite)
 )
 
 
-@dataclass
-class Result:
-    stdout: str
-    stderr: str
-    exited: int
-
-
 class LocalHost:
-    """Runs commands as a host would (``sh -c``, cwd = HOME), nothing more."""
+    """Runs commands as a host would (``sh -c``, cwd = HOME), nothing more. ``start`` is not
+    here: what streams into a host is tested with tests/unit/fakes.py's FakeHost."""
 
     def __init__(self, home: Path, name: str = "local"):
         self.home = home
         self.original_host = name
         self.fleetbench_name = name
-        self.host = "127.0.0.1"  # where the controller reaches it (Connection.host)
+        self.host = "127.0.0.1"  # where the controller reaches it (Connection.host, read by Fleet.address)
         self.commands: list[str] = []
 
-    def run(self, command: str, hide: bool = True, warn: bool = True, in_stream=None,
-            timeout: float | None = None) -> Result:
+    @property
+    def name(self) -> str:
+        return self.fleetbench_name
+
+    def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None):
+        from fabfile.remote.host import Output  # agent-side tests run where fabfile cannot be imported
+
         self.commands.append(command)
         env = {"HOME": str(self.home), "PATH": os.environ["PATH"]}
-        stdin = in_stream.read() if in_stream not in (None, False) else None
-        proc = subprocess.run(["sh", "-c", command], cwd=self.home, env=env, capture_output=True, text=True,
+        proc = subprocess.run(["sh", "-c", command], cwd=self.home, env=env, capture_output=True,
                               timeout=timeout or 60, input=stdin)
-        return Result(proc.stdout, proc.stderr, proc.returncode)
+        return Output(proc.returncode, proc.stdout, proc.stderr)
+
+    def run_input(self, command: str, data: bytes, *, timeout: float, limit: int):
+        from fabfile.remote.streams import HostDataError
+
+        output = self.run(command, timeout=timeout, stdin=data)
+        if len(output.stdout) > limit:
+            raise HostDataError(f"{self.name}: `{command[:80]}` sent more than {limit} bytes; refused")
+        return output
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ from fabric import Connection
 
 from fabfile.errors import FleetbenchError
 from fabfile.remote import addresses, pool
+from fabfile.remote.host import Host, SshHost
 from fabfile.remote.shell import REMOTE_DIR, RemoteError, cmd, private_dir_command, run
-from fabfile.remote.ssh import SshSettings, connection, fleet_config, load_ssh_config, open_checked
+from fabfile.remote.ssh import SshSettings, connection, fleet_config, load_ssh_config, open_checked, set_host_timeout
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -114,6 +115,8 @@ class Fleet:
         self.connections: dict[str, Connection] = {
             name: connection(name, settings, config=config) for name in self.names
         }
+        #: What the rest of fleetbench acts on: each host behind the one seam (fabfile.remote.host).
+        self.hosts: dict[str, Host] = {name: SshHost(c) for name, c in self.connections.items()}
         self.interpreters: dict[str, Interpreter] = {}
         self.addresses: dict[str, addresses.HostAddresses] = {}  # learned by the preflight
         #: Per host, which python it runs and why (said by the preflight before anything is pushed).
@@ -123,8 +126,24 @@ class Fleet:
         self.bundled_pythons: dict[str, str] = {}
         self._opened = False
 
-    def __getitem__(self, name: str) -> Connection:
-        return self.connections[name]
+    def __getitem__(self, name: str) -> Host:
+        return self.hosts[name]
+
+    def reconnect(self, name: str, host_timeout: float) -> None:
+        """Open ``name``'s connection again if it is down (closing what is left of it first),
+        host-key checked; its host declared lost after ``host_timeout`` seconds of silence."""
+        c = self.connections[name]
+        if c.transport is None or not c.transport.is_active():
+            self.drop(name)
+            open_checked(c, self.settings)
+            set_host_timeout(c, host_timeout, self.settings.keepalive_s)
+
+    def drop(self, name: str) -> None:
+        """Close ``name``'s connection, whatever state it is in."""
+        try:
+            self.connections[name].close()
+        except Exception:  # a dead transport may fail to close in many ways; it is gone either way
+            pass
 
     def address(self, name: str) -> str:
         """The address other hosts use to reach ``name``: its private address, learned by the
@@ -151,10 +170,14 @@ class Fleet:
         soon as that host is connected, in the same worker: no host waits for the slowest
         connect before its own work starts."""
         def one(name: str) -> T | None:
-            open_checked(self.connections[name], self.settings)
+            self._open_host(name)
             return then(name) if then else None
 
         return self.each(one, what=what)
+
+    def _open_host(self, name: str) -> None:
+        """Connect to ``name``, host-key checked; ConnectError naming it."""
+        open_checked(self.connections[name], self.settings)
 
     def open(self, python: bool = True) -> Fleet:
         """Connect to every host and check it can run us; names every bad host at once
@@ -165,7 +188,7 @@ class Fleet:
             return self
 
         def check(name: str) -> Interpreter | None:
-            open_checked(self.connections[name], self.settings)
+            self._open_host(name)
             return self._preflight(name)
 
         checked = self.each(check, what="preflight")
@@ -195,10 +218,9 @@ class Fleet:
     def _preflight(self, name: str, python: str = "python3") -> Interpreter | None:
         """One round trip: which python (None: the bundled one, recorded in needs_bundled), the
         private directory, free space."""
-        c = self.connections[name]
         override = self.private_overrides.get(name)
         forced = bool(self.bundled and self.bundled.forced)
-        lines = run(c, preflight_command(override, python, forced)).splitlines()
+        lines = run(self[name], preflight_command(override, python, forced)).splitlines()
         if not lines:
             raise RemoteError(name, "preflight", "the host said nothing")
         if lines[0].startswith(BUNDLED + " "):
@@ -209,7 +231,8 @@ class Fleet:
             _check_free_space(name, path=lines[1], df_line=lines[-1], need_mb=MIN_FREE_MB + BUNDLED_FREE_MB)
             return None
         probed = json.loads(lines[0])
-        self.addresses[name] = addresses.learn(name, c.host, probed.pop("addresses", None), override)
+        reached = self.connections[name].host  # ssh_config's HostName: where we reach it
+        self.addresses[name] = addresses.learn(name, reached, probed.pop("addresses", None), override)
         info = Interpreter(**probed)
         if tuple(int(x) for x in info.version.split(".")[:2]) < MIN_PYTHON:
             raise RemoteError(name, "python3 --version", f"python3 is {info.version} ({info.executable}); "

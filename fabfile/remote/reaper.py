@@ -8,8 +8,7 @@ could record a pid.
 
 from __future__ import annotations
 
-from fabric import Connection
-
+from fabfile.remote.host import Host
 from fabfile.remote.shell import REMOTE_DIR, cmd, run
 
 
@@ -28,11 +27,11 @@ def find_command(under: str = REMOTE_DIR) -> str:
     )
 
 
-def our_pids(c: Connection, under: str = REMOTE_DIR) -> list[int]:
+def our_pids(c: Host, under: str = REMOTE_DIR) -> list[int]:
     return [int(p) for p in run(c, find_command(under)).split() if p.isdigit()]
 
 
-def reap(c: Connection, grace_s: float = 5.0, under: str = REMOTE_DIR) -> list[int]:
+def reap(c: Host, grace_s: float = 5.0, under: str = REMOTE_DIR) -> list[int]:
     """TERM every process of ours (or only those under ``~/under``, e.g. one run's directory),
     KILL what is left after ``grace_s``; return the pids."""
     script = (

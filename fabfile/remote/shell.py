@@ -6,13 +6,10 @@ created 0700 before anything is written into it.
 
 from __future__ import annotations
 
-import io
 import shlex
 
-from fabric import Connection
-from invoke.exceptions import CommandTimedOut
-
 from fabfile.errors import FleetbenchError
+from fabfile.remote.host import Host, HostLost, TimedOut
 
 #: Relative to the login's home, so each user of a host gets their own.
 REMOTE_DIR = ".fleetbench"
@@ -55,9 +52,9 @@ def cmd(*parts: object) -> str:
     return " ".join(shlex.quote(str(p)) for p in parts)
 
 
-def label(c: Connection) -> str:
+def label(h: Host) -> str:
     """How a host is named in messages: the destination the user gave."""
-    return getattr(c, "fleetbench_name", None) or c.original_host
+    return h.name
 
 
 #: Seconds any remote command may take unless its caller says otherwise: a frozen host (its
@@ -65,28 +62,32 @@ def label(c: Connection) -> str:
 DEFAULT_TIMEOUT_S = 300.0
 
 
-def run(c: Connection, command: str, *, timeout: float | None = DEFAULT_TIMEOUT_S, check: bool = True) -> str:
+def run(h: Host, command: str, *, timeout: float | None = DEFAULT_TIMEOUT_S, check: bool = True) -> str:
     """Run ``command`` (already quoted) and return its stdout; on failure raise RemoteError."""
     try:
-        result = c.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
-    except CommandTimedOut:
-        raise RemoteError(label(c), command, f"no answer after {timeout:.0f}s") from None
+        result = h.run(command, timeout=timeout)
+    except TimedOut:
+        raise RemoteError(h.name, command, f"no answer after {timeout:.0f}s") from None
     if check and result.exited != 0:
-        raise RemoteError(label(c), command, tail(result.stderr or result.stdout), result.exited)
-    return result.stdout
+        raise RemoteError(h.name, command, tail(result.err_text or result.text), result.exited)
+    return result.text
 
 
-def run_input(c: Connection, command: str, data: str, *, what: str, timeout: float | None = 60) -> str:
+#: What a command given stdin by run_input may print: it answers with a line or two.
+INPUT_ANSWER_BYTES = 1 << 20
+
+
+def run_input(h: Host, command: str, data: str, *, what: str, timeout: float = 60) -> str:
     """Run ``command`` with ``data`` on its stdin and return its stdout. This is how secrets
     reach a host: never in a command line (``ps`` shows those to every user of the host).
     Errors name ``what`` and the output's tail, not the command."""
     try:
-        result = c.run(command, hide=True, warn=True, in_stream=io.StringIO(data), timeout=timeout)
-    except CommandTimedOut:
-        raise RemoteError(label(c), what, f"no answer after {timeout:.0f}s") from None
+        result = h.run_input(command, data.encode(), timeout=timeout, limit=INPUT_ANSWER_BYTES)
+    except HostLost as exc:
+        raise RemoteError(h.name, what, f"no answer: {exc}") from None
     if result.exited != 0:
-        raise RemoteError(label(c), what, tail(result.stderr or result.stdout), result.exited)
-    return result.stdout
+        raise RemoteError(h.name, what, tail(result.err_text or result.text), result.exited)
+    return result.text
 
 
 def private_dir_command(*subdirs: str) -> str:

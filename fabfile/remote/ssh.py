@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shlex
 import socket
 import threading
 import time
@@ -28,7 +27,8 @@ from fabric.runners import Remote, Result
 from invoke.exceptions import CommandTimedOut
 
 from fabfile.errors import FleetbenchError
-from fabfile.remote.transport import FleetSocket, FleetTransport, dial, output_event
+from fabfile.remote.host import exec_output, with_path
+from fabfile.remote.transport import FleetSocket, FleetTransport, dial
 
 # paramiko logs its transport thread's failures (e.g. a ProxyCommand that exits) with full
 # tracebacks through logging's last-resort handler; we report those failures ourselves.
@@ -284,10 +284,10 @@ class FleetConnection(Connection):
         self.client = FleetClient()
 
     def run(self, command: str, **kwargs: Any) -> Result:
-        """Fabric's ``run``; what fleetbench runs (hidden output, no stdin, no failure raised:
-        ``fabfile.remote.shell.run``) goes straight to a channel. Invoke's runner costs more
-        controller CPU than the command's round trip (three I/O threads, a config merge and a
-        watcher loop per command): half of what a fleet's preflight and status cost us."""
+        """Fabric's ``run``; a quiet one (hidden output, no stdin, no failure raised) goes straight
+        to a channel, read as fleetbench reads every command (fabfile.remote.host, which its own
+        code goes through). Invoke's runner costs more controller CPU than the command's round
+        trip (three I/O threads, a config merge and a watcher loop per command)."""
         quiet = kwargs.get("hide") is True and kwargs.get("warn") is True and kwargs.get("in_stream") is False
         command = with_path(self, command)
         if not quiet or set(kwargs) - {"hide", "warn", "in_stream", "timeout"} or self.command_prefixes \
@@ -315,47 +315,12 @@ class FleetConnection(Connection):
             self.gateway.close()
 
 
-#: Longest wait between looks at a quiet channel: a safety net, output, EOF and close wake the reader.
-_POLL_S = 0.5
-
-
-def with_path(c: Connection, command: str) -> str:
-    """``command`` with the host's bundled python first on its PATH, when it has one."""
-    bin_dir = getattr(c, "fleetbench_path", "")
-    return f"PATH={shlex.quote(bin_dir)}:\"$PATH\"; export PATH; {command}" if bin_dir else command
-
-
 def exec_quietly(c: Connection, command: str, timeout: float | None = None) -> Result:
-    """Run ``command`` on a new channel of ``c``'s open transport; its output, read as it
-    comes (in this thread, woken by one event), and its exit status (-1 if the connection is
-    lost). Raises Invoke's CommandTimedOut after ``timeout`` seconds, as ``c.run`` does."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    out: list[bytes] = []
-    err: list[bytes] = []
-    channel = c.transport.open_session(timeout=c.connect_timeout)
-    try:
-        channel.exec_command(command)
-        channel.shutdown_write()
-        arrived = output_event(channel)
-        while True:
-            ended = channel.eof_received or channel.closed  # before draining: data precedes EOF
-            while channel.recv_ready():
-                out.append(channel.recv(65536))
-            while channel.recv_stderr_ready():
-                err.append(channel.recv_stderr(65536))
-            if ended:
-                break
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            arrived.wait(_POLL_S if left is None else min(left, _POLL_S))
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        finished = channel.status_event.wait(left)
-    finally:
-        channel.close()
-    result = Result(connection=c, command=command, stdout=b"".join(out).decode("utf-8", "replace"),
-                    stderr=b"".join(err).decode("utf-8", "replace"), exited=channel.exit_status,
-                    hide=("stdout", "stderr"))
+    """Run ``command`` on a new channel of ``c``'s open transport (fabfile.remote.host, the one
+    channel reader); as ``c.run`` answers: a Result, Invoke's CommandTimedOut after ``timeout``."""
+    output, finished = exec_output(c, command, timeout)
+    result = Result(connection=c, command=command, stdout=output.text, stderr=output.err_text,
+                    exited=output.exited, hide=("stdout", "stderr"))
     if not finished:
         raise CommandTimedOut(result, timeout)  # type: ignore[arg-type]  # a float is fine
     return result

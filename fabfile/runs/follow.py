@@ -54,7 +54,6 @@ from bench.wire.labels import split_step
 from bench.wire.result import AgentRecord, AgentResult, Failure
 from fabfile.remote.fleet import Fleet
 from fabfile.remote.shell import RemoteError, tail
-from fabfile.remote.ssh import open_checked, set_host_timeout
 from fabfile.remote.streams import ByteTail, HostDataError, LineCutter, mib
 from fabfile.runs import hostrun
 from fabfile.runs.live import LiveView, Planned
@@ -366,17 +365,10 @@ class Follower:
         return False
 
     def _connect(self, name: str) -> None:
-        c = self.fleet[name]
-        if c.transport is None or not c.transport.is_active():
-            self._drop(name)
-            open_checked(c, self.fleet.settings)
-            set_host_timeout(c, self.host_timeout, self.fleet.settings.keepalive_s)
+        self.fleet.reconnect(name, self.host_timeout)
 
     def _drop(self, name: str) -> None:
-        try:
-            self.fleet[name].close()
-        except Exception:  # a dead transport may fail to close in many ways; it is gone either way
-            pass
+        self.fleet.drop(name)
 
     def _poll(self, h: HostFollow) -> None:
         offsets: dict[str, int] = {}

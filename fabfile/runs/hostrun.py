@@ -19,9 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import paramiko
-from fabric import Connection
-
 from bench.spawn import plan as planner
 from bench.spawn import spec
 from bench.wire.hostrun import (
@@ -50,9 +47,8 @@ from bench.wire.hostrun import (
     wire_job,
 )
 from bench.wire.job import AgentJob
-from fabfile.remote.shell import BIN_DIR, PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, tail
-from fabfile.remote.ssh import with_path
-from fabfile.remote.streams import HostDataError, mib
+from fabfile.remote.host import Host, HostLost
+from fabfile.remote.shell import BIN_DIR, PEX_ROOT, REMOTE_DIR, RemoteError, cmd, tail
 from fabfile.runs.store import dir_name
 from fabfile.servers.kinds import PID_FILE
 from fabfile.servers.nodes import Node
@@ -62,7 +58,6 @@ __all__ = ["AGENT_ENDED", "ALIVE", "FACTS", "FRAME", "LOG", "METRICS", "STATE", 
 START_LEAD_S = 0.5  # from "every agent of phase k is ready" to its start: the start files reach them all
 START_TIMEOUT_S = 120.0  # starting a host run boots the agent pex: slow on a busy host, whatever --host-timeout
 LEASE_MARGIN_S = 1800.0
-EXIT_STATUS_S = 10.0  # after a command's stdout has ended: how long its exit status may take
 
 
 def run_path(run_id: str) -> str:
@@ -258,49 +253,24 @@ def parse_live_runs(text: str) -> list[tuple[str, float | None]]:
 # -- side effects -----------------------------------------------------------------------------
 
 
-def exec_with_stdin(c: Connection, command: str, data: bytes, timeout: float, limit: int = 1 << 20) -> bytes:
+def exec_with_stdin(h: Host, command: str, data: bytes, timeout: float, limit: int = 1 << 20) -> bytes:
     """Run ``command`` with ``data`` on its stdin; its stdout (raise RemoteError on failure), of
     which more than ``limit`` bytes is refused (HostDataError): a host cannot fill our memory."""
-    if c.transport is None or not c.transport.is_active():
-        raise RemoteError(label(c), command, "not connected")
     try:
-        channel = c.transport.open_session(timeout=timeout)
-    except (OSError, EOFError, paramiko.SSHException) as exc:
-        raise RemoteError(label(c), command, f"no answer: {str(exc) or type(exc).__name__}") from None
-    channel.settimeout(timeout)
-    out = bytearray()
-    err = bytearray()
-    try:
-        channel.exec_command(with_path(c, command))  # the host's bundled python, if any
-        channel.sendall(data)
-        channel.shutdown_write()
-        while True:
-            chunk = channel.recv(1 << 16)
-            if not chunk:
-                break
-            out += chunk
-            if len(out) > limit:
-                raise HostDataError(f"{label(c)}: `{command[:80]}` sent more than {mib(limit)}; refused")
-        while channel.recv_stderr_ready() and len(err) < 1 << 16:  # only its tail is shown
-            err += channel.recv_stderr(1 << 16)
-        if not channel.status_event.wait(EXIT_STATUS_S):  # stdout closed, yet no exit status
-            raise OSError(f"no exit status {EXIT_STATUS_S:g} s after its output ended")
-        status = channel.recv_exit_status()
-    except (OSError, EOFError, paramiko.SSHException) as exc:  # socket.timeout included
-        raise RemoteError(label(c), command, f"no answer: {str(exc) or type(exc).__name__}") from None
-    finally:
-        channel.close()
-    if status != 0:
-        raise RemoteError(label(c), command, tail(err.decode(errors="replace")), status)
-    return bytes(out)
+        out = h.run_input(command, data, timeout=timeout, limit=limit)
+    except HostLost as exc:
+        raise RemoteError(h.name, command, f"no answer: {exc}") from None
+    if out.exited != 0:
+        raise RemoteError(h.name, command, tail(out.err_text), out.exited)
+    return out.stdout
 
 
-def start(c: Connection, run_id: str, agent_pex: str, plan: Mapping[str, Any], timeout: float) -> int:
+def start(h: Host, run_id: str, agent_pex: str, plan: Mapping[str, Any], timeout: float) -> int:
     """Hand the host its plan and start its host run; its pid."""
-    out = exec_with_stdin(c, start_command(run_id, agent_pex), json.dumps(plan).encode(), timeout)
+    out = exec_with_stdin(h, start_command(run_id, agent_pex), json.dumps(plan).encode(), timeout)
     text = out.decode(errors="replace").strip()
     if not text.splitlines() or not text.splitlines()[-1].isdigit():
-        raise RemoteError(label(c), "hostrun --detach", f"no pid from the host run: {text!r}")
+        raise RemoteError(h.name, "hostrun --detach", f"no pid from the host run: {text!r}")
     return int(text.splitlines()[-1])
 
 

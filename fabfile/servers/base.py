@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from fabric import Connection
-
 from bench.spawn import spec
 from fabfile.remote.fleet import Fleet
+from fabfile.remote.host import Host
 from fabfile.servers import nodes
 from fabfile.servers.nodes import Node
 
@@ -59,21 +58,21 @@ class Kind:
         """What the node starts, relative to the login's home."""
         return self.pex_path
 
-    def version(self, c: Connection, node: Node) -> str:
+    def version(self, c: Host, node: Node) -> str:
         """What the node's server says it is, recorded with the node ("" when it cannot say)."""
         return ""
 
     def plan(self, hosts: Sequence[str], address: Callable[[str], str]) -> list[Node]:
         return [Node(h, address(h), self.server.port, i) for i, h in enumerate(hosts)]
 
-    def launch(self, c: Connection, node: Node, planned: Sequence[Node]) -> Launch:
+    def launch(self, c: Host, node: Node, planned: Sequence[Node]) -> Launch:
         raise NotImplementedError
 
     def private_files(self, node: Node) -> dict[str, str]:
         """Files (name -> text) the node's directory gets, 0600, before it starts: secrets."""
         return {}
 
-    def ready(self, c: Connection, node: Node) -> bool:
+    def ready(self, c: Host, node: Node) -> bool:
         raise NotImplementedError
 
     def ready_what(self, node: Node) -> str:

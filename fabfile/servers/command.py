@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from fabric import Connection
-
 from bench.spawn import secrets, spec
 from fabfile.remote.fleet import Fleet
+from fabfile.remote.host import Host
 from fabfile.remote.shell import RemoteError, cmd, label, run
 from fabfile.servers.base import PROBE_TIMEOUT_S, Echo, Kind, Launch
 from fabfile.servers.nodes import Node
@@ -61,7 +60,7 @@ class Command(Kind):
             return f"{self.bins[node.host]}/{self.server.script}"
         return self.pex_path
 
-    def launch(self, c: Connection, node: Node, planned: Sequence[Node]) -> Launch:
+    def launch(self, c: Host, node: Node, planned: Sequence[Node]) -> Launch:
         home = run(c, 'printf %s "$HOME"').strip()
         bin_dir = self.bins.get(node.host)
         values = placeholders(node, planned, f"{home}/{node.dir}", f"{home}/{bin_dir}" if bin_dir else "")
@@ -69,7 +68,7 @@ class Command(Kind):
         env = secrets.resolve(dict(self.server.env), self.environ, "server.env")
         return [arg.format(**values) for arg in self.server.args], env
 
-    def ready(self, c: Connection, node: Node) -> bool:
+    def ready(self, c: Host, node: Node) -> bool:
         how, _, path = self.server.ready.partition(":")
         out = run(c, cmd("python3", "-c", _PROBE, how, node.address, node.port, path or "/", PROBE_TIMEOUT_S),
                   timeout=PROBE_TIMEOUT_S + 10).strip()

@@ -14,8 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from fabric import Connection
-
+from fabfile.remote.host import Host
 from fabfile.remote.reaper import find_command
 from fabfile.remote.shell import PEX_ROOT, REMOTE_DIR, RemoteError, cmd, label, run, run_input, tail_command
 
@@ -52,7 +51,7 @@ class Node:
         return self.host
 
 
-def start(c: Connection, node: Node, pex_path: str, args: Sequence[str], env: Mapping[str, str] | None = None,
+def start(c: Host, node: Node, pex_path: str, args: Sequence[str], env: Mapping[str, str] | None = None,
           files: Mapping[str, str] | None = None) -> int:
     """Start ``pex_path args`` detached in the node's fresh directory; return its pid.
 
@@ -106,11 +105,11 @@ def is_ours_command(node: Node) -> str:
     )
 
 
-def alive(c: Connection, node: Node) -> bool:
+def alive(c: Host, node: Node) -> bool:
     return run(c, f"{is_ours_command(node)} && echo yes || true").strip() == "yes"
 
 
-def log_tail(c: Connection, node: Node, lines: int = 20) -> str:
+def log_tail(c: Host, node: Node, lines: int = 20) -> str:
     """The last lines of the node's logs, for error messages."""
     each = tail_command('"$f"', lines)
     out = run(c, f"cd {cmd(node.dir)} 2>/dev/null && for f in {START_LOG} {LOG}; do "
@@ -118,7 +117,7 @@ def log_tail(c: Connection, node: Node, lines: int = 20) -> str:
     return out.strip() or "(no log)"
 
 
-def wait_until(c: Connection, node: Node, ready: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+def wait_until(c: Host, node: Node, ready: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     """Poll ``ready`` (backing off to 0.5 s) until true; fail at once if the process died."""
     deadline = time.monotonic() + timeout
     delay = 0.05
@@ -134,7 +133,7 @@ def wait_until(c: Connection, node: Node, ready: Callable[[], bool], what: str, 
         delay = min(delay * 2, 0.5)
 
 
-def stop(c: Connection, node: Node, timeout: float = 10.0) -> None:
+def stop(c: Host, node: Node, timeout: float = 10.0) -> None:
     """TERM the node's pid (if it is still ours), then KILL after ``timeout``."""
     if not node.pid:
         return

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from fabric import Connection
-
 from bench.agent.redisadmin import cluster_roles, fields
 from bench.spawn import spec
 from fabfile.remote.fleet import Fleet
+from fabfile.remote.host import Host
 from fabfile.remote.shell import PEX_ROOT, cmd, run
 from fabfile.servers import nodes
 from fabfile.servers.base import MASTER, PROBE_TIMEOUT_S, REPLICA, Echo, Kind, Launch
@@ -73,7 +72,7 @@ def executable(pex_path: str, bin_dir: str | None) -> str:
 FIRST_RUN_TIMEOUT_S = 120
 
 
-def version(c: Connection, program: str) -> str:
+def version(c: Host, program: str) -> str:
     """``redis-server --version`` of ``program`` (relative to home) on the host, e.g.
     ``Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=...``.
     A binary that cannot run there (a missing shared library) fails here, named, before any start."""
@@ -96,7 +95,7 @@ def admin_command(agent_path: str, command: str, *args: object, node: Node | Non
             f"--timeout {PROBE_TIMEOUT_S} {cmd(*args)}")
 
 
-def call(c: Connection, agent_path: str, node: Node, *args: object) -> str:
+def call(c: Host, agent_path: str, node: Node, *args: object) -> str:
     """One command to ``node`` from its own host, as the reply's text; "(error) ..." for an error
     reply, "(fail) ..." when the node cannot be reached (a probe waits on either)."""
     # The agent bounds the connect and the reply (PROBE_TIMEOUT_S); this bound is for the agent
@@ -105,23 +104,23 @@ def call(c: Connection, agent_path: str, node: Node, *args: object) -> str:
                timeout=FIRST_RUN_TIMEOUT_S)
 
 
-def ping(c: Connection, agent_path: str, node: Node) -> bool:
+def ping(c: Host, agent_path: str, node: Node) -> bool:
     return call(c, agent_path, node, "PING").strip() == "PONG"
 
 
-def cluster_state(c: Connection, agent_path: str, node: Node) -> str:
+def cluster_state(c: Host, agent_path: str, node: Node) -> str:
     """cluster_state from CLUSTER INFO: "ok" once every slot is served."""
     return fields(call(c, agent_path, node, "CLUSTER", "INFO")).get("cluster_state", "unknown")
 
 
-def create_cluster(c: Connection, agent_path: str, nodes: Sequence[Node], replicas: int) -> str:
+def create_cluster(c: Host, agent_path: str, nodes: Sequence[Node], replicas: int) -> str:
     """Form the cluster from the first node's host, with that node's password file; the first
     nodes are masters, the later ones (``replicas`` per master) replicate them in turn."""
     command = admin_command(agent_path, "create", "--replicas", replicas, *[n.endpoint for n in nodes], node=nodes[0])
     return run(c, command + " 2>&1", timeout=FIRST_RUN_TIMEOUT_S)
 
 
-def info_field(c: Connection, agent_path: str, node: Node, section: str, field: str) -> str:
+def info_field(c: Host, agent_path: str, node: Node, section: str, field: str) -> str:
     return fields(call(c, agent_path, node, "INFO", section)).get(field, "")
 
 
@@ -136,7 +135,7 @@ class _Redis(Kind):
     def executable(self, node: Node) -> str:
         return executable(self.pex_path, self.bins.get(node.host))
 
-    def version(self, c: Connection, node: Node) -> str:
+    def version(self, c: Host, node: Node) -> str:
         return version(c, self.executable(node))
 
     @property
@@ -151,7 +150,7 @@ class _Redis(Kind):
             raise ValueError("a redis node is never started without the deployment's password")
         return auth_files(self.password)
 
-    def ready(self, c: Connection, node: Node) -> bool:
+    def ready(self, c: Host, node: Node) -> bool:
         return ping(c, self.admin, node)
 
     def ready_what(self, node: Node) -> str:
@@ -172,7 +171,7 @@ class RedisStandalone(_Redis):
         return [Node(h, address(h), self.server.port, i, role=MASTER if i == 0 else REPLICA)
                 for i, h in enumerate(hosts[: 1 + self.replicas])]
 
-    def launch(self, c: Connection, node: Node, planned: Sequence[Node]) -> Launch:
+    def launch(self, c: Host, node: Node, planned: Sequence[Node]) -> Launch:
         primary = planned[0] if node.role == REPLICA else None
         return server_args(node, cluster=False, replica_of=primary, config=self.server.config), {}
 
@@ -192,7 +191,7 @@ class RedisStandalone(_Redis):
         replicas = [n for n in running if n.role == REPLICA]
         return all(fleet.each(lambda n: self._linked(fleet[n.host], n), replicas, what="check replication").values())
 
-    def _linked(self, c: Connection, node: Node) -> bool:
+    def _linked(self, c: Host, node: Node) -> bool:
         return info_field(c, self.admin, node, "replication", "master_link_status") == "up"
 
 
@@ -207,7 +206,7 @@ class RedisCluster(_Redis):
         return [Node(h, address(h), self.server.port, i, role=MASTER if i < masters else REPLICA)
                 for i, h in enumerate(hosts)]
 
-    def launch(self, c: Connection, node: Node, planned: Sequence[Node]) -> Launch:
+    def launch(self, c: Host, node: Node, planned: Sequence[Node]) -> Launch:
         return server_args(node, cluster=True, config=self.server.config), {}
 
     def form(self, fleet: Fleet, started: Sequence[Node], echo: Echo) -> None:
@@ -222,7 +221,7 @@ class RedisCluster(_Redis):
         return super().healthy(fleet, running) and all(
             fleet.each(lambda n: self._slots_served(fleet[n.host], n), running, what="check cluster").values())
 
-    def _slots_served(self, c: Connection, node: Node) -> bool:
+    def _slots_served(self, c: Host, node: Node) -> bool:
         return cluster_state(c, self.admin, node) == "ok"
 
 

@@ -24,12 +24,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fabric import Connection
 from pex.version import __version__ as PEX_VERSION
 
 import bench
 from fabfile.errors import FleetbenchError
 from fabfile.remote.fleet import Interpreter
+from fabfile.remote.host import Host
 from fabfile.remote.shell import BIN_DIR, PEX_ROOT, cmd, run, tail
 from fabfile.ship.platforms import (
     Unbuildable,
@@ -110,7 +110,7 @@ class Builder:
     def platform_file(self, interpreter: Interpreter) -> Path:
         return self.platform_dir / f"{_digest(interpreter.fingerprint)[:20]}.json"
 
-    def probe_platform(self, c: Connection, interpreter: Interpreter) -> Path:
+    def probe_platform(self, c: Host, interpreter: Interpreter) -> Path:
         """The complete platform of ``c``'s python3, probed on the host once and cached."""
         path = self.platform_file(interpreter)
         if path.is_file():

@@ -1,10 +1,11 @@
 """Pushing a file into ``cat`` on a host over a raw SSH channel.
 
 Invoke's in_stream reads one byte per loop and decodes as UTF-8 (binary files arrive
-corrupted), so the bytes go straight down a paramiko channel of the Fabric connection in
-1 MiB chunks. The file lands under a temporary name, its sha256 is checked on the host, then
-it is made executable and renamed atomically: a half-pushed file is never run. The check for
-a copy already in place, the transfer and the install are one remote command.
+corrupted), so the bytes go straight into the started command (``Host.start``: a raw channel
+of the host's SSH connection) in 1 MiB chunks. The file lands under a temporary name, its
+sha256 is checked on the host, then it is made executable and renamed atomically: a
+half-pushed file is never run. The check for a copy already in place, the transfer and the
+install are one remote command.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fabric import Connection
-from paramiko import Channel, SSHException
-
-from fabfile.remote.shell import RemoteError, cmd, label, run
+from fabfile.remote.host import Host, Process
+from fabfile.remote.shell import RemoteError, cmd, run
 
 CHUNK = 1 << 20
 PART = ".part-"  # a file being pushed (+ "PID-TAG"): 0600, never executed, renamed only once verified
@@ -34,7 +33,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def remote_digests(c: Connection, paths: Sequence[str]) -> dict[str, str]:
+def remote_digests(c: Host, paths: Sequence[str]) -> dict[str, str]:
     """``{path: sha256}`` of those of ``paths`` that exist on the host, in one command."""
     if not paths:
         return {}
@@ -92,78 +91,58 @@ def push_command(final: str, sha256: str, tag: str) -> str:
     )
 
 
-def send_file(channel: Channel, local: Path, host: str, progress: Progress | None = None) -> int:
-    """Stream ``local`` into an exec'd channel's stdin, then close it; returns the bytes sent."""
+def send_file(process: Process, local: Path, host: str, progress: Progress | None = None) -> int:
+    """Stream ``local`` into a started command's stdin, then close it; returns the bytes sent."""
     total = local.stat().st_size
     sent = 0
     with open(local, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
-            channel.sendall(block)
+            process.send(block)
             sent += len(block)
             if progress:
                 progress(host, sent, total)
-    channel.shutdown_write()
+    process.close_stdin()
     return sent
 
 
-def read_line(channel: Channel, timeout: float) -> bytes:
-    """The first line a command prints on stdout (a push's ``have``/``send``)."""
-    channel.settimeout(timeout)
-    data = b""
-    try:
-        while b"\n" not in data:
-            chunk = channel.recv(1024)
-            if not chunk:
-                break
-            data += chunk
-    except TimeoutError:
-        pass
-    finally:
-        channel.settimeout(None)
-    return data.split(b"\n", 1)[0].strip()
-
-
-def push(c: Connection, local: Path, remote: str, sha256: str, progress: Progress | None = None,
+def push(h: Host, local: Path, remote: str, sha256: str, progress: Progress | None = None,
          timeout: float = 60.0) -> bool:
     """Put ``local`` at ``remote`` (relative to the login's home). False if it was already there.
 
-    One channel and one command (check, receive, verify, install): a push costs a single
-    round trip more than its bytes. Whatever goes wrong, the host-side command removes its
-    temporary file (a cut-off stream fails the sha256 check); a half-pushed file is never run.
+    One command (check, receive, verify, install): a push costs a single round trip more than
+    its bytes. Whatever goes wrong, the host-side command removes its temporary file (a
+    cut-off stream fails the sha256 check); a half-pushed file is never run.
     """
     tag = secrets.token_hex(4)
     command = push_command(remote, sha256, tag)
-    channel = c.transport.open_session()
+    process = h.start(command)
     try:
-        channel.exec_command(command)
-        answer = read_line(channel, timeout)
+        line = process.read_line(timeout)  # the first line: have or send
+        answer = (line if line is not None else process.unread.split(b"\n", 1)[0]).strip()
         if answer == b"have":
-            _check_exit(c, channel, command)
+            _check_exit(h, process, command)
             return False
         if answer != b"send":
-            _check_exit(c, channel, command)
-            raise RemoteError(label(c), command, f"unexpected answer {answer!r} before the transfer")
+            _check_exit(h, process, command)
+            raise RemoteError(h.name, command, f"unexpected answer {answer!r} before the transfer")
         shown = f"cat > ~/{remote}{PART}PID-{tag}"  # how the failing step is named: the script is long
         try:
-            send_file(channel, local, label(c), progress)
-        except (OSError, EOFError, SSHException) as exc:  # cat stopped reading, or the connection went
-            _check_exit(c, channel, shown)  # cat's own error (a full disk) says more than ours
-            raise RemoteError(label(c), shown, str(exc)) from None
-        _check_exit(c, channel, shown)
+            send_file(process, local, h.name, progress)
+        except (OSError, EOFError) as exc:  # cat stopped reading, or the connection went
+            _check_exit(h, process, shown)  # cat's own error (a full disk) says more than ours
+            raise RemoteError(h.name, shown, str(exc)) from None
+        _check_exit(h, process, shown)
     finally:
-        channel.close()
+        process.close()
     return True
 
 
-def _check_exit(c: Connection, channel: Channel, command: str) -> None:
-    status = channel.recv_exit_status()
-    if status == -1 and (c.transport is None or not c.transport.is_active()):  # no status: closed
-        raise RemoteError(label(c), command, "the connection was lost")
+def _check_exit(h: Host, process: Process, command: str) -> None:
+    status = process.exit_status()
+    if status == -1 and not process.connected():  # no status: closed
+        raise RemoteError(h.name, command, "the connection was lost")
     if status != 0:
-        err = b""
-        while channel.recv_stderr_ready():
-            err += channel.recv_stderr(65536)
-        raise RemoteError(label(c), command, err.decode(errors="replace"), status)
+        raise RemoteError(h.name, command, process.stderr().decode(errors="replace"), status)
 
 
 class ProgressPrinter:

@@ -37,12 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from fabric import Connection
-
 import bench.agent
 from fabfile.remote import pool
-from fabfile.remote.shell import cmd, label, tail
-from fabfile.remote.ssh import with_path
+from fabfile.remote.host import Host
+from fabfile.remote.shell import cmd, tail
 from fabfile.ship.push import CHUNK, PART, Progress, push, remote_digests
 
 if TYPE_CHECKING:
@@ -105,51 +103,38 @@ class Hop(Protocol):
     def close(self) -> None: ...
 
 
-class SshHop:
-    """hop.py on a host, over a raw channel of that host's open connection."""
+class HostHop:
+    """hop.py started on a host (``Host.start``: over SSH, a raw channel of its open connection)."""
 
-    def __init__(self, c: Connection):
-        self.name = label(c)
-        self.channel = c.transport.open_session()
-        self.channel.exec_command(with_path(c, HOP_COMMAND))  # the host's bundled python, if any
-        self._buffer = b""
+    def __init__(self, h: Host):
+        self.name = h.name
+        self.process = h.start(HOP_COMMAND)
 
     def send(self, data: bytes) -> None:
-        self.channel.sendall(data)
+        self.process.send(data)
 
     def close_stdin(self) -> None:
-        self.channel.shutdown_write()
+        self.process.close_stdin()
 
     def message(self, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise HopFailed(f"{self.name}: the relay hop did not answer within {timeout:.0f}s")
-            self.channel.settimeout(left)
-            try:
-                chunk = self.channel.recv(65536)
-            except TimeoutError:
-                continue
-            if not chunk:
+        line = self.process.read_line(timeout)
+        if line is None:
+            if self.process.ended:
                 raise HopFailed(f"{self.name}: the relay hop exited{self._why()}")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
+            raise HopFailed(f"{self.name}: the relay hop did not answer within {timeout:.0f}s")
         try:
             return json.loads(line)
         except ValueError:
             raise HopFailed(f"{self.name}: the relay hop said {line[:200]!r}") from None
 
     def _why(self) -> str:
-        err = b""
-        while self.channel.recv_stderr_ready():
-            err += self.channel.recv_stderr(65536)
-        status = self.channel.recv_exit_status() if self.channel.exit_status_ready() else None
+        err = self.process.stderr()
+        status = self.process.exit_status(wait=False)
         text = tail(err.decode(errors="replace"), 5)
         return (f" (exit {status})" if status is not None else "") + (f":\n{text}" if text else "")
 
     def close(self) -> None:
-        self.channel.close()
+        self.process.close()
 
 
 @dataclass
@@ -383,7 +368,7 @@ def deliver(fleet: Fleet, wanted: Mapping[str, Sequence[Payload]], *, relay: boo
             continue
         if relay and len(need) >= RELAY_MIN_HOSTS:
             started = time.monotonic()
-            how = Relay(lambda h: SshHop(fleet[h]), fleet.address, echo=echo, progress=progress).send(
+            how = Relay(lambda h: HostHop(fleet[h]), fleet.address, echo=echo, progress=progress).send(
                 payload, need, direct)
             relayed = sum(1 for v in how.values() if v.startswith("relay"))
             echo(f"  {payload.name}: {relayed} of {len(need)} host(s) by relay in {time.monotonic() - started:.1f}s")

@@ -8,10 +8,9 @@ then down fails, and keeps the deployment record so that running it again retrie
 
 from __future__ import annotations
 
-from fabric import Connection
-
 from fabfile.remote import lock, reaper
 from fabfile.remote.fleet import Fleet, FleetError
+from fabfile.remote.host import Host
 from fabfile.remote.shell import REMOTE_DIR, cmd
 from fabfile.remote.shell import run as run_remote
 from fabfile.session import Session
@@ -56,7 +55,7 @@ def run(s: Session, keep_files: bool = False, force: bool = False) -> None:
     s.forget_deployment()
 
 
-def clear_host(c: Connection, keep_files: bool = False) -> list[int]:
+def clear_host(c: Host, keep_files: bool = False) -> list[int]:
     """Every process of ours on the host reaped (their pids), and unless ``keep_files`` every file
     of ours removed: ~/.fleetbench (the deploy lock with it) and a bundled python kept elsewhere."""
     pids = reaper.reap(c)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from fabfile.remote.host import SshHost
 from fabfile.remote.shell import RemoteError
 from fabfile.remote.ssh import SshSettings, connection, open_checked
 from fabfile.ship.push import PART, push
@@ -331,7 +332,7 @@ def test_push_cut_off_halfway_is_never_run_and_the_next_deploy_completes_it(proj
         c.transport.sock.shutdown(socket.SHUT_RDWR)  # the network goes away mid-stream
 
     with pytest.raises(RemoteError, match=rf"(?s)^{h[3]}: `cat > ~/{re.escape(remote)}{PART}.*the connection was lost"):
-        push(c, local, remote, sha, cut)
+        push(SshHost(c), local, remote, sha, cut)
     c.close()
 
     def listing() -> str:
@@ -375,7 +376,7 @@ def test_full_disk_during_a_push_names_the_host_and_the_file(project):
     try:
         c = checked_connection(project, h[5])
         with pytest.raises(RemoteError) as caught:
-            push(c, Path(agent["path"]), agent["remote_path"], agent["sha256"])
+            push(SshHost(c), Path(agent["path"]), agent["remote_path"], agent["sha256"])
         c.close()
         left = project.ssh(h[5], f"ls -A ~/{bin_dir}").stdout.strip()
     finally:

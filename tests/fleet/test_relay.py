@@ -18,7 +18,7 @@ from fabfile.remote.fleet import Fleet
 from fabfile.remote.shell import REMOTE_DIR
 from fabfile.remote.ssh import SshSettings
 from fabfile.ship.push import push
-from fabfile.ship.relay import File, Relay, SshHop, deliver
+from fabfile.ship.relay import File, HostHop, Relay, deliver
 
 pytestmark = pytest.mark.fleet
 
@@ -87,7 +87,7 @@ def test_a_corrupted_link_is_caught_and_redone_from_a_verified_host(project, fle
     pushed: list[str] = []
     hosts = project.hosts
     try:
-        how = Relay(lambda h: SshHop(fleet[h]), fleet.address, echo=messages.append, dial=dial).send(
+        how = Relay(lambda h: HostHop(fleet[h]), fleet.address, echo=messages.append, dial=dial).send(
             blob, hosts, _direct(fleet, blob, pushed))
     finally:
         proxies[0].close()
@@ -110,7 +110,7 @@ def test_hosts_that_cannot_reach_each_other_get_direct_pushes(project, fleet: Fl
     pushed: list[str] = []
     isolate(True)
     try:
-        how = Relay(lambda h: SshHop(fleet[h]), fleet.address, echo=messages.append, link_timeout=3).send(
+        how = Relay(lambda h: HostHop(fleet[h]), fleet.address, echo=messages.append, link_timeout=3).send(
             blob, project.hosts, _direct(fleet, blob, pushed))
     finally:
         isolate(False)

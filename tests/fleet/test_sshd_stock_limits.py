@@ -64,7 +64,7 @@ def test_sessions_on_one_connection_stay_within_max_sessions(stock):
     fleet = Fleet(stock.hosts[:1], _settings(stock))
     try:
         fleet.open()
-        c = fleet[stock.hosts[0]]
+        c = fleet.connections[stock.hosts[0]]  # its SSH connection, below the Host seam
         # sshd refuses an 11th session on a connection (bypassing our transport's bound)
         raw = [paramiko.Transport.open_channel(c.transport, "session") for _ in range(10)]
         with pytest.raises(paramiko.ChannelException):
@@ -78,7 +78,7 @@ def test_sessions_on_one_connection_stay_within_max_sessions(stock):
         outputs: dict[int, str] = {}
 
         def one(i: int) -> None:
-            outputs[i] = run(c, f"sleep 0.5; echo {i}").strip()
+            outputs[i] = run(fleet[stock.hosts[0]], f"sleep 0.5; echo {i}").strip()
         threads = [threading.Thread(target=one, args=(i,)) for i in range(14)]
         for t in threads:
             t.start()

@@ -31,6 +31,33 @@ def test_the_deploy_spawn_is_a_valid_cluster_of_three_plus_agents() -> None:
     assert parsed.server.kind == "redis-cluster"
 
 
+def test_the_search_spawn_searches_the_slot_server_from_two_agent_hosts() -> None:
+    hosts = ["pf1", "pf2", "pf3"]
+    parsed = spec.parse(tomllib.loads(perf.search_spawn(hosts)))
+    assert list(parsed.hosts.servers) == ["pf1"] and list(parsed.hosts.agents) == ["pf2", "pf3"]
+    assert parsed.server.kind == "command" and parsed.server.files == ("slot-server",)
+    (bench,) = parsed.benchmarks
+    assert bench.search is not None and bench.search.step_s == perf.SEARCH_STEP_S
+
+
+def test_search_overhead_is_benchs_wall_time_over_the_steps_planned_time() -> None:
+    rows = [{"rate": rate} for rate in (150, 300, 600, 450, 525, 487.5)]
+    run = {"run_id": "r1", "benchmarks": [
+        {"name": "plain"},
+        {"name": "search", "search": {"step_s": 10.0, "rows": rows, "text": "found 487.5 ops/s", "found": 487.5,
+                                      "status": "found"}}]}
+    figure = perf.search_overhead(66.0, run)
+    assert figure.key == "search_overhead" and figure.value == 66.0 / 60.0
+    assert figure.raw["planned_s"] == 60.0 and figure.raw["rates"][-1] == 487.5
+    assert figure.met is True
+    assert perf.search_overhead(72.0, run).met is False  # 1.2 > 1.15
+    with pytest.raises(perf.PerfError, match="holds no capacity search"):
+        perf.search_overhead(1.0, {"run_id": "r2", "benchmarks": [{"name": "plain"}]})
+    run["benchmarks"][1]["search"]["rows"] = []
+    with pytest.raises(perf.PerfError, match="ran no step"):
+        perf.search_overhead(1.0, run)
+
+
 def test_the_agent_job_matches_redis_benchmarks_arguments() -> None:
     job = perf.agent_job("10.0.0.1:7400", 16, "perf-x")
     assert (job.workload, job.connections, job.pipeline, job.duration_s) == ("set", perf.CONNECTIONS, 16,
@@ -323,7 +350,7 @@ def test_every_figure_of_the_issue_has_a_goal_and_the_retired_one_is_gone() -> N
         "spawn_128_hosts_ok",
         "controller_rss_mb_per_host", "fanout_ratio", "push_vs_openssh", "noop_deploy_ratio",
         "agent_vs_redis_benchmark_p1", "agent_vs_redis_benchmark_p16", "agent_cpu_per_op_vs_redis_benchmark",
-        "http_agent_cpu_per_req_vs_wrk", "latency_p50_vs_redis_benchmark_c1", "merge_1000_s"}
+        "http_agent_cpu_per_req_vs_wrk", "latency_p50_vs_redis_benchmark_c1", "merge_1000_s", "search_overhead"}
     assert perf.GOALS["controller_cpu_per_host_vs_openssh"] == ("<=", 1.0)
     assert perf.GOALS["controller_cpu_ms_per_host"] is None  # its goal moved to the ratio; kept beside it
     assert perf.GOALS["controller_per_host_128_vs_8"] == ("<=", 1.25)

@@ -28,6 +28,7 @@ class NatHost(LocalHost):
 def _fleet(host: NatHost, overrides: dict[str, str] | None = None) -> Fleet:
     fleet = Fleet.__new__(Fleet)  # no SSH: the preflight runs on the local stand-in
     fleet.names, fleet.connections = [host.original_host], {host.original_host: host}
+    fleet.hosts = fleet.connections  # the stand-in is both: a Host, with the Connection's address
     fleet.interpreters, fleet.addresses, fleet.private_overrides = {}, {}, dict(overrides or {})
     fleet.bundled, fleet.choices, fleet.needs_bundled = None, {}, {}
     return fleet

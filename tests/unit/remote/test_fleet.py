@@ -15,7 +15,7 @@ from fabfile.remote.shell import REMOTE_DIR
 
 def _fleet_of(host) -> Fleet:
     fleet = Fleet.__new__(Fleet)  # no SSH: the preflight runs on the local stand-in
-    fleet.connections = {host.original_host: host}
+    fleet.connections = fleet.hosts = {host.original_host: host}  # the stand-in is both
     fleet.private_overrides, fleet.addresses = {}, {}
     fleet.bundled, fleet.choices, fleet.needs_bundled = None, {}, {}
     return fleet

@@ -68,7 +68,7 @@ def test_a_fleet_shares_one_config_and_nothing_leaks_between_hosts(tmp_path: Pat
     config.write_text("".join(f"Host n{i}\n    HostName 10.0.0.{i}\n    IdentityFile /keys/n{i}\n"
                               for i in range(1, 4)))
     fleet = Fleet(["n1", "n2", "n3"], SshSettings((config,)))
-    c1, c2, c3 = (fleet[n] for n in ("n1", "n2", "n3"))
+    c1, c2, c3 = (fleet.connections[n] for n in ("n1", "n2", "n3"))
     assert c1.config is c2.config is c3.config
     assert [c.connect_kwargs["key_filename"] for c in (c1, c2, c3)] == [["/keys/n1"], ["/keys/n2"], ["/keys/n3"]]
     assert dict(c1.config.connect_kwargs) == {}  # Fabric would have written key_filename here

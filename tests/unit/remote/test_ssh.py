@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paramiko
@@ -27,10 +27,12 @@ class _Server(paramiko.ServerInterface):
 
 
 class SshServer:
-    """Accepts SSH connections on 127.0.0.1 with ``host_key``; enough to test key checking."""
+    """Accepts SSH connections on 127.0.0.1 with ``host_key``; enough to test key checking
+    (``interface`` says what else it does: see test_host's, which runs commands)."""
 
-    def __init__(self, host_key: paramiko.PKey):
+    def __init__(self, host_key: paramiko.PKey, interface: Callable[[], paramiko.ServerInterface] = _Server):
         self.host_key = host_key
+        self.interface = interface
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -48,7 +50,7 @@ class SshServer:
             t.add_server_key(self.host_key)
             self.transports.append(t)
             try:
-                t.start_server(server=_Server())
+                t.start_server(server=self.interface())
             except (paramiko.SSHException, EOFError, OSError):
                 pass
 

@@ -26,6 +26,7 @@ def answering(monkeypatch, f: Follower, answers: Callable[[], bytes], host_timeo
     f.host_timeout = host_timeout
     f.poll_s = 0.02
     monkeypatch.setattr(f, "_connect", lambda name: None)
+    monkeypatch.setattr(f, "_drop", lambda name: None)
     monkeypatch.setattr(follow.hostrun, "exec_with_stdin", lambda c, command, data, timeout, limit=0: answers())
     f.fleet = {"a1": None, "a2": None}  # type: ignore[assignment]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.wire import hostrun as wire
+from fabfile.remote import host
 from fabfile.remote.shell import RemoteError
 from fabfile.runs import hostrun
 
@@ -98,11 +99,20 @@ def test_the_plan_is_removed_when_the_pex_does_not_start(tmp_path, pex):
     assert not list(control.glob("plan.json*")), list(control.iterdir())
 
 
+class _Buffer:
+    def set_event(self, event: threading.Event) -> None:
+        event.set()  # its output has ended: the reader looks at once
+
+
 class _Channel:
     """A session channel whose command's output ends but whose exit status never comes."""
 
+    eof_received = True
+    closed = False
+
     def __init__(self) -> None:
         self.status_event = threading.Event()
+        self.in_buffer = self.in_stderr_buffer = _Buffer()
 
     def settimeout(self, timeout: float) -> None:
         pass
@@ -116,8 +126,8 @@ class _Channel:
     def shutdown_write(self) -> None:
         pass
 
-    def recv(self, n: int) -> bytes:
-        return b""
+    def recv_ready(self) -> bool:
+        return False
 
     def recv_stderr_ready(self) -> bool:
         return False
@@ -144,12 +154,12 @@ class _Connection:
 
 
 def test_a_start_channel_without_an_exit_status_times_out(monkeypatch):
-    monkeypatch.setattr(hostrun, "EXIT_STATUS_S", 0.2)
+    monkeypatch.setattr(host, "EXIT_STATUS_S", 0.2)
     out: dict = {}
 
     def call() -> None:
         try:
-            hostrun.exec_with_stdin(_Connection(), "true", b"plan", timeout=1.0)  # type: ignore[arg-type]
+            hostrun.exec_with_stdin(host.SshHost(_Connection()), "true", b"plan", timeout=1.0)  # type: ignore[arg-type]
         except RemoteError as exc:
             out["error"] = exc
 

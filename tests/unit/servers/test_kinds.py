@@ -109,6 +109,7 @@ class _Host(LocalHost):
 def _fleet(tmp_path: Path, addresses: list[str]) -> Fleet:
     fleet = Fleet.__new__(Fleet)  # the real Fleet.each and .address over local stand-ins
     fleet.names, fleet.connections, fleet.interpreters, fleet.addresses = [], {}, {}, {}
+    fleet.hosts = fleet.connections  # the stand-ins are both: Hosts, with the Connection's address
     for i, address in enumerate(addresses, 1):
         home = tmp_path / f"h{i}"
         (home / REMOTE_DIR / "bin").mkdir(parents=True)

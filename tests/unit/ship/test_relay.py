@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from relay_proxy import Proxy
 
+from fabfile.remote.host import Output
 from fabfile.ship.push import push_command
-from fabfile.ship.relay import HOP_SOURCE, File, HopFailed, Relay, redo_source
+from fabfile.ship.relay import HOP_COMMAND, HOP_SOURCE, File, HopFailed, HostHop, Relay, redo_source
+from tests.unit.fakes import FakeHost
 
 REMOTE = ".fleetbench/bin/thing.pex"
 PY39 = next(iter(sorted(Path("/root/.pyenv/versions").glob("3.9*/bin/python3.9"))), None)
@@ -275,3 +277,14 @@ def test_push_command_refuses_corrupt_bytes(local_host, payload: File) -> None:
                           capture_output=True, env={"HOME": str(local_host.home), "PATH": os.environ["PATH"]})
     assert proc.returncode == 3 and b"sha256 mismatch" in proc.stderr
     assert list((local_host.home / ".fleetbench" / "bin").iterdir()) == []
+
+
+def test_a_hop_that_exits_is_named_with_its_exit_status_and_stderr() -> None:
+    h = FakeHost("h2").on(r"python3 -c", Output(2, b'{"ready": true, "port": 4000}\n',
+                                                 b"Traceback (most recent call last):\nOSError: no route to host\n"))
+    hop = HostHop(h)
+    assert hop.message(1) == {"ready": True, "port": 4000}
+    with pytest.raises(HopFailed, match=r"(?s)^h2: the relay hop exited \(exit 2\):\n.*OSError: no route to host"):
+        hop.message(1)
+    hop.close()
+    assert h.processes[0].closed and h.ran(r"python3 -c")[0].command == HOP_COMMAND
