@@ -238,11 +238,14 @@ class HostRun:
         finally:
             # The end state is published by the last save only: a host that says done, stopped
             # or abandoned has no process of the run left (the sampler and coordinator end first).
+            # One linger serves both: the sampler records the second the run ended in, and the
+            # other hosts get the end before the coordinator goes.
+            linger_until = time.monotonic() + LINGER_S
             if self.participant is not None:
                 self.participant.leave()
-            self._finish_sampler(linger=status == "done")
+            self._finish_sampler(linger_until if status == "done" else None)
             if self.coordinator is not None:
-                time.sleep(LINGER_S)  # the other hosts get the end before the coordinator goes
+                time.sleep(max(0.0, linger_until - time.monotonic()))
                 self.save()
                 self.coordinator.close()
             self._beating.set()
@@ -517,11 +520,11 @@ class HostRun:
                 break
             time.sleep(0.1)
 
-    def _finish_sampler(self, linger: bool) -> None:
+    def _finish_sampler(self, linger_until: float | None) -> None:
         if self.sampler is None:
             return
-        if linger:
-            time.sleep(LINGER_S)
+        if linger_until is not None:
+            time.sleep(max(0.0, linger_until - time.monotonic()))
         if self.sampler.poll() is None:
             self.sampler.terminate()
             try:
