@@ -24,8 +24,8 @@ import zlib
 # The 0x10 in both cookies is the word size hdrh and Java write (V2 always says 9 bytes).
 ENCODING_COOKIE = 0x1C849303 | 0x10
 COMPRESSION_COOKIE = 0x1C849304 | 0x10
-_OUTER = struct.Struct(">II")  # cookie, length of the zlib part
-_PAYLOAD = struct.Struct(">IIIIQQd")  # cookie, payload_len, normalizing offset, digits, lowest, highest, ratio
+OUTER = struct.Struct(">II")  # cookie, length of the zlib part
+PAYLOAD = struct.Struct(">IIIIQQd")  # cookie, payload_len, normalizing offset, digits, lowest, highest, ratio
 _MAX_COUNT = 2**63 - 1  # ZigZag of a signed 64-bit word: hdrh refuses larger counts too
 
 
@@ -176,9 +176,9 @@ class Histogram:
     def encode(self) -> bytes:
         """The compressed, base64 V2 encoding, the bytes ``HdrHistogram.encode()`` gives."""
         body = self._zigzag_counts() if self.total_count else b""
-        payload = _PAYLOAD.pack(ENCODING_COOKIE, len(body), 0, self.digits, self.lowest, self.highest, 1.0) + body
+        payload = PAYLOAD.pack(ENCODING_COOKIE, len(body), 0, self.digits, self.lowest, self.highest, 1.0) + body
         packed = zlib.compress(payload)
-        return base64.b64encode(_OUTER.pack(COMPRESSION_COOKIE, len(packed)) + packed)
+        return base64.b64encode(OUTER.pack(COMPRESSION_COOKIE, len(packed)) + packed)
 
     def _zigzag_counts(self) -> bytes:
         """The counts up to ``max_index`` as ZigZag LEB128 words, each run of zeros as one
@@ -221,33 +221,41 @@ class DecodeError(ValueError):
     """Text that is not a V2 encoding of a histogram of the expected settings, or is too large."""
 
 
-def decode(text: str | bytes, lowest: int, highest: int, digits: int) -> Histogram:
-    """The histogram a compressed V2 encoding holds, refused (:class:`DecodeError`) unless it has
-    these settings; bounded by them before anything is inflated (a host's encoding is untrusted)."""
-    histogram = Histogram(lowest, highest, digits)
-    most = _PAYLOAD.size + histogram.counts_len * 9
+def inflate(text: str | bytes, most: int) -> bytes:
+    """The payload of a compressed V2 encoding (its header checked), refused (:class:`DecodeError`)
+    if it would inflate to more than ``most`` bytes: bounded before anything is inflated."""
     try:
         raw = base64.b64decode(text, validate=True)
     except (ValueError, TypeError) as exc:
         raise DecodeError(f"not base64 ({exc})") from None
-    if len(raw) < _OUTER.size:
+    if len(raw) < OUTER.size:
         raise DecodeError("too short")
-    cookie, length = _OUTER.unpack_from(raw)
-    if cookie & ~0xF0 != COMPRESSION_COOKIE & ~0xF0 or length != len(raw) - _OUTER.size:
+    cookie, length = OUTER.unpack_from(raw)
+    if cookie & ~0xF0 != COMPRESSION_COOKIE & ~0xF0 or length != len(raw) - OUTER.size:
         raise DecodeError("not an HdrHistogram V2 compressed encoding")
     inflater = zlib.decompressobj()
     try:
-        payload = inflater.decompress(raw[_OUTER.size:], most + 1)
+        payload = inflater.decompress(raw[OUTER.size:], most + 1)
     except zlib.error as exc:
         raise DecodeError(f"corrupt compressed payload ({exc})") from None
-    if len(payload) > most or len(payload) < _PAYLOAD.size:
-        raise DecodeError(f"a payload of {len(payload)} bytes is no histogram of these settings")
-    cookie, body_len, _, got_digits, got_lowest, got_highest, _ = _PAYLOAD.unpack_from(payload)
-    if cookie & ~0xF0 != ENCODING_COOKIE & ~0xF0:
+    if len(payload) > most:
+        raise DecodeError(f"decompresses to more than {most} bytes, more than any histogram of these settings")
+    if len(payload) < PAYLOAD.size:
+        raise DecodeError("payload too short")
+    if PAYLOAD.unpack_from(payload)[0] & ~0xF0 != ENCODING_COOKIE & ~0xF0:
         raise DecodeError("not an HdrHistogram V2 payload")
+    return payload
+
+
+def decode(text: str | bytes, lowest: int, highest: int, digits: int) -> Histogram:
+    """The histogram a compressed V2 encoding holds, refused (:class:`DecodeError`) unless it has
+    these settings; bounded by them before anything is inflated (a host's encoding is untrusted)."""
+    histogram = Histogram(lowest, highest, digits)
+    payload = inflate(text, PAYLOAD.size + histogram.counts_len * 9)
+    _, body_len, _, got_digits, got_lowest, got_highest, _ = PAYLOAD.unpack_from(payload)
     if (got_lowest, got_highest, got_digits) != (lowest, highest, digits):
         raise DecodeError(f"settings {(got_lowest, got_highest, got_digits)} differ from {(lowest, highest, digits)}")
-    body = payload[_PAYLOAD.size:_PAYLOAD.size + body_len]
+    body = payload[PAYLOAD.size:PAYLOAD.size + body_len]
     index = pos = 0
     while pos < len(body):
         word = shift = 0

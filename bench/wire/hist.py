@@ -16,12 +16,8 @@ and allocates the counts array the header asks for.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 import itertools
-import struct
-import zlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -60,17 +56,13 @@ class HistogramError(ValueError):
     """An encoded histogram that is not one of ours (settings, format) or is larger than one can be."""
 
 
-# The V2 wire format: base64 of [cookie, length] + zlib([payload header] + LEB128/ZigZag counts).
-_COMPRESSION_COOKIE_BASE = 0x1C849304
-_ENCODING_COOKIE_BASE = 0x1C849303
-_OUTER = struct.Struct(">II")  # cookie, length of the zlib part
-_PAYLOAD = struct.Struct(">IIIIQQd")  # cookie, payload_len, normalizing offset, digits, lowest, highest, ratio
+# The V2 wire format (bench.wire.hdr): base64 of [cookie, length] + zlib([header] + LEB128/ZigZag counts).
 _VARINT_MAX_BYTES = 9  # per count
 _COUNTS_LEN = recorder().counts_len
 #: The most a payload of our settings can decompress to: its header and every count at full width.
-MAX_PAYLOAD_BYTES = _PAYLOAD.size + _COUNTS_LEN * _VARINT_MAX_BYTES
+MAX_PAYLOAD_BYTES = hdr.PAYLOAD.size + _COUNTS_LEN * _VARINT_MAX_BYTES
 #: The longest encoding of such a payload (zlib adds at most 0.1% + a few bytes to incompressible data).
-MAX_ENCODED_CHARS = 4 * -(-(_OUTER.size + MAX_PAYLOAD_BYTES + MAX_PAYLOAD_BYTES // 1000 + 64) // 3)
+MAX_ENCODED_CHARS = 4 * -(-(hdr.OUTER.size + MAX_PAYLOAD_BYTES + MAX_PAYLOAD_BYTES // 1000 + 64) // 3)
 #: More than any real run records (a billion ops a second for a week is 6e14); sums of these stay exact.
 MAX_TOTAL_COUNT = 2**53
 
@@ -94,26 +86,10 @@ def check_encoded(text: str) -> None:
     if len(text) > MAX_ENCODED_CHARS:
         raise HistogramError(f"{len(text)} characters, more than any histogram of ours ({MAX_ENCODED_CHARS})")
     try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise HistogramError(f"not base64 ({exc})") from None
-    if len(raw) < _OUTER.size:
-        raise HistogramError("too short")
-    cookie, length = _OUTER.unpack_from(raw)
-    if cookie & ~0xF0 != _COMPRESSION_COOKIE_BASE or length != len(raw) - _OUTER.size:
-        raise HistogramError("not an HdrHistogram V2 compressed encoding")
-    inflater = zlib.decompressobj()
-    try:
-        payload = inflater.decompress(raw[_OUTER.size:], MAX_PAYLOAD_BYTES + 1)
-    except zlib.error as exc:
-        raise HistogramError(f"corrupt compressed payload ({exc})") from None
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise HistogramError(f"decompresses to more than {MAX_PAYLOAD_BYTES} bytes, more than any histogram of ours")
-    if len(payload) < _PAYLOAD.size:
-        raise HistogramError("payload too short")
-    cookie, _, _, digits, lowest, highest, _ = _PAYLOAD.unpack_from(payload)
-    if cookie & ~0xF0 != _ENCODING_COOKIE_BASE:
-        raise HistogramError("not an HdrHistogram V2 payload")
+        payload = hdr.inflate(text, MAX_PAYLOAD_BYTES)
+    except hdr.DecodeError as exc:
+        raise HistogramError(str(exc)) from None
+    _, _, _, digits, lowest, highest, _ = hdr.PAYLOAD.unpack_from(payload)
     settings = (lowest, highest, digits)
     if settings != (LOWEST, HIGHEST, SIGNIFICANT_DIGITS):
         raise HistogramError(f"histogram settings (lowest, highest, digits) {settings} differ from "
