@@ -153,7 +153,8 @@ def _holds(path: Path, needle: bytes) -> bool:
 def test_redis_nodes_refuse_a_host_without_the_password(project):
     project.reset()
     spawn = project.write_spawn("protected.toml", CLUSTER)
-    _inv(project, "deploy", "--spawn", str(spawn), "bench", "--spawn", str(spawn), "collect")
+    _inv(project, "deploy", "--spawn", str(spawn), "bench", "--spawn", str(spawn), "collect",
+         "--spawn", str(spawn))
     try:
         state = json.loads((project.path / ".fleetbench" / "state.json").read_text())
         password = state["redis_password"]
