@@ -23,11 +23,9 @@ from typing import Any
 
 import paramiko
 from fabric import Config, Connection
-from fabric.runners import Remote, Result
-from invoke.exceptions import CommandTimedOut
+from fabric.runners import Remote
 
 from fabfile.errors import FleetbenchError
-from fabfile.remote.host import exec_output, with_path
 from fabfile.remote.transport import FleetSocket, FleetTransport, dial
 
 # paramiko logs its transport thread's failures (e.g. a ProxyCommand that exits) with full
@@ -283,20 +281,6 @@ class FleetConnection(Connection):
         super().__init__(*args, **kwargs)
         self.client = FleetClient()
 
-    def run(self, command: str, **kwargs: Any) -> Result:
-        """Fabric's ``run``; a quiet one (hidden output, no stdin, no failure raised) goes straight
-        to a channel, read as fleetbench reads every command (fabfile.remote.host, which its own
-        code goes through). Invoke's runner costs more controller CPU than the command's round
-        trip (three I/O threads, a config merge and a watcher loop per command)."""
-        quiet = kwargs.get("hide") is True and kwargs.get("warn") is True and kwargs.get("in_stream") is False
-        command = with_path(self, command)
-        if not quiet or set(kwargs) - {"hide", "warn", "in_stream", "timeout"} or self.command_prefixes \
-                or self.command_cwds:
-            return super().run(command, **kwargs)
-        if not self.is_connected:
-            self.open()
-        return exec_quietly(self, command, kwargs.get("timeout"))
-
     def resolve_connect_kwargs(self, connect_kwargs):
         shared = self.config.connect_kwargs
         own = dict(connect_kwargs or shared)
@@ -313,17 +297,6 @@ class FleetConnection(Connection):
         super().close()
         if isinstance(self.gateway, Connection):
             self.gateway.close()
-
-
-def exec_quietly(c: Connection, command: str, timeout: float | None = None) -> Result:
-    """Run ``command`` on a new channel of ``c``'s open transport (fabfile.remote.host, the one
-    channel reader); as ``c.run`` answers: a Result, Invoke's CommandTimedOut after ``timeout``."""
-    output, finished = exec_output(c, command, timeout)
-    result = Result(connection=c, command=command, stdout=output.text, stderr=output.err_text,
-                    exited=output.exited, hide=("stdout", "stderr"))
-    if not finished:
-        raise CommandTimedOut(result, timeout)  # type: ignore[arg-type]  # a float is fine
-    return result
 
 
 class FleetConfig(Config):

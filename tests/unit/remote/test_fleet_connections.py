@@ -11,10 +11,10 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from invoke.exceptions import CommandTimedOut
 
 from fabfile.remote import ssh
 from fabfile.remote.fleet import Fleet
+from fabfile.remote.host import SshHost, TimedOut
 from fabfile.remote.ssh import SshSettings
 
 SSH_CONFIG = """\
@@ -143,19 +143,19 @@ def connected(tmp_path: Path) -> Iterator[ssh.FleetConnection]:
         t.close()
 
 
-def test_a_quiet_command_runs_on_a_channel_with_its_output_and_status(connected: ssh.FleetConnection) -> None:
-    result = connected.run("hello", hide=True, warn=True, in_stream=False)
-    assert (result.stdout, result.stderr, result.exited) == ("out\n", "err\n", 3)
+def test_a_command_runs_on_a_channel_with_its_output_and_status(connected: ssh.FleetConnection) -> None:
+    result = SshHost(connected).run("hello")
+    assert (result.text, result.err_text, result.exited) == ("out\n", "err\n", 3)
 
 
 def test_both_streams_are_read_as_they_come(connected: ssh.FleetConnection) -> None:
-    result = connected.run("big", hide=True, warn=True, in_stream=False, timeout=60)
+    result = SshHost(connected).run("big", timeout=60)
     assert (len(result.stdout), len(result.stderr), result.exited) == (3_000_000, 3_000_000, 0)
 
 
-def test_a_command_that_never_answers_times_out_as_invoke_says(connected: ssh.FleetConnection) -> None:
-    with pytest.raises(CommandTimedOut) as caught:
-        connected.run("sleep", hide=True, warn=True, in_stream=False, timeout=0.5)
+def test_a_command_that_never_answers_times_out(connected: ssh.FleetConnection) -> None:
+    with pytest.raises(TimedOut) as caught:
+        SshHost(connected).run("sleep", timeout=0.5)
     assert caught.value.timeout == 0.5
 
 

@@ -12,6 +12,7 @@ import paramiko
 import pytest
 
 from fabfile.remote import transport
+from fabfile.remote.host import SshHost
 from fabfile.remote.transport import DeadlinePacketizer, FleetSocket, FleetTransport, output_event, wake_interval
 from tests.unit.remote.test_fleet_connections import connected  # noqa: F401  # the fixture
 
@@ -104,7 +105,7 @@ def test_a_fleet_connection_runs_on_the_fleet_transport(connected) -> None:  # n
     assert isinstance(t.sock, FleetSocket)
     assert t.sock.gettimeout() == wake_interval(10)  # open_checked set keepalives every 10 s
     assert not [th for th in threading.enumerate() if isinstance(th, threading.Timer) and th.is_alive()]
-    assert connected.run("hello", hide=True, warn=True, in_stream=False).stdout == "out\n"
+    assert SshHost(connected).run("hello").text == "out\n"
 
 
 def test_closing_a_connection_ends_its_transport_thread_at_once(connected) -> None:  # noqa: F811
